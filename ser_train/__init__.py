@@ -1,0 +1,1 @@
+"""Speech emotion recognition on RAVDESS: data, features, models, training, evaluation, Hub, inference."""

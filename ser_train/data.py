@@ -1,0 +1,351 @@
+"""RAVDESS as a `datasets.Dataset`, from the Hub or a local folder, and actor-disjoint splits.
+
+Every source ends up with the same columns:
+
+    audio       Audio feature, mono, at the requested sampling rate (16 kHz by default)
+    emotion     ClassLabel over EMOTIONS, in the official RAVDESS code order
+    actor       1..24 (odd actors are male, even actors female)
+    gender      "male" / "female"
+    intensity   "normal" / "strong"
+    statement   1 ("Kids are talking by the door") or 2 ("Dogs are sitting by the door")
+    repetition  1 or 2
+    file        the source file name, e.g. 03-01-05-02-01-01-12.wav
+
+Splits are always by actor: no speaker is ever on both sides of a train/test boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from ser_train.audio import SAMPLING_RATE
+from ser_train.errors import DataError
+
+DEFAULT_DATASET = "xbgoose/ravdess"
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+NUM_ACTORS = 24
+DEFAULT_NUM_FOLDS = 6  # 6 folds of 4 actors: 1-4, 5-8, ..., 21-24
+INTENSITIES = {1: "normal", 2: "strong"}
+SPEECH, SONG = 1, 2  # RAVDESS vocal channel codes
+
+# Official name: modality-vocal_channel-emotion-intensity-statement-repetition-actor.<extension>
+FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.\w+$")
+AUDIO_EXTENSIONS = {".wav", ".flac", ".opus", ".ogg", ".mp3", ".m4a", ".webm"}
+
+# Other spellings seen in community uploads of RAVDESS, mapped to ours.
+EMOTION_ALIASES = {"fear": "fearful", "surprise": "surprised", "disgusted": "disgust"}
+
+FEATURES = datasets.Features(
+    {
+        "audio": datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1),
+        "emotion": datasets.ClassLabel(names=list(EMOTIONS)),
+        "actor": datasets.Value("int32"),
+        "gender": datasets.Value("string"),
+        "intensity": datasets.Value("string"),
+        "statement": datasets.Value("int32"),
+        "repetition": datasets.Value("int32"),
+        "file": datasets.Value("string"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class RavdessName:
+    """The seven fields coded in a RAVDESS file name."""
+
+    modality: int
+    vocal_channel: int
+    emotion: int  # 1-based code; EMOTIONS[emotion - 1] is its name
+    intensity: int
+    statement: int
+    repetition: int
+    actor: int
+
+    def row(self, file_name: str) -> dict:
+        return {
+            "emotion": self.emotion - 1,
+            "actor": self.actor,
+            "gender": gender_of(self.actor),
+            "intensity": INTENSITIES[self.intensity],
+            "statement": self.statement,
+            "repetition": self.repetition,
+            "file": file_name,
+        }
+
+
+def parse_file_name(file_name: str) -> RavdessName:
+    """Parse `03-01-05-02-01-01-12.wav`; raise `DataError` naming the file if it is not one."""
+    match = FILE_NAME.match(Path(file_name).name)
+    codes = [int(group) for group in match.groups()] if match else []
+    if (
+        not codes
+        or not 1 <= codes[2] <= len(EMOTIONS)
+        or codes[3] not in INTENSITIES
+        or codes[4] not in (1, 2)
+        or codes[5] not in (1, 2)
+        or not 1 <= codes[6] <= NUM_ACTORS
+    ):
+        raise DataError(
+            f"{Path(file_name).name}: not a RAVDESS file name "
+            "(expected MM-VV-EE-II-SS-RR-AA, e.g. 03-01-05-02-01-01-12.wav)."
+        )
+    return RavdessName(*codes)
+
+
+def gender_of(actor: int) -> str:
+    return "male" if actor % 2 else "female"
+
+
+def load_ravdess(
+    source: str = DEFAULT_DATASET,
+    sampling_rate: int = SAMPLING_RATE,
+    include_song: bool = False,
+    skip_unreadable: bool = False,
+) -> datasets.Dataset:
+    """Load RAVDESS speech from a local folder or a Hub dataset id, decoded and cached.
+
+    The audio is decoded once (resampled and downmixed by FFmpeg) and kept in the `datasets`
+    cache, so a second load with the same files and rate reads the cache instead of decoding.
+    An unreadable file raises `DataError` naming it, or is left out with `skip_unreadable`.
+    """
+    if Path(source).expanduser().is_dir():
+        index = _index_folder(Path(source).expanduser(), include_song)
+    else:
+        index = _index_hub(source)
+    return _decode(index, sampling_rate, skip_unreadable)
+
+
+def _index_folder(folder: Path, include_song: bool) -> datasets.Dataset:
+    """One row per RAVDESS audio file under `folder`, labels parsed from the file names."""
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
+    )
+    if not files:
+        raise DataError(
+            f"{folder}: no RAVDESS audio files found (expected Actor_XX/03-01-05-02-01-01-12.wav)."
+        )
+    rows = {name: [] for name in FEATURES}
+    for path in files:
+        parsed = parse_file_name(path.name)
+        if parsed.vocal_channel == SONG and not include_song:
+            continue
+        for key, value in parsed.row(path.name).items():
+            rows[key].append(value)
+        rows["audio"].append(str(path))
+    if not rows["file"]:
+        raise DataError(f"{folder}: only song files found; pass include_song to use them.")
+    index = datasets.Dataset.from_dict(rows, features=_features(decode=False))
+    # from_dict keeps no cache of its own: name the index after what it holds (paths, sizes,
+    # modification times) so that `_decode`'s cache is found again on the next load.
+    stamp = hashlib.sha256(
+        "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode()
+    ).hexdigest()
+    index._fingerprint = f"ravdess-{stamp[:24]}-song{int(include_song)}"
+    return index
+
+
+def _index_hub(dataset_id: str) -> datasets.Dataset:
+    """The Hub dataset's `train` split with its columns mapped to ours."""
+    try:
+        hub = datasets.load_dataset(dataset_id, split="train")
+    except Exception as error:
+        raise DataError(_hub_failure(dataset_id, error)) from error
+    missing = {"audio", "emotion", "actor"} - set(hub.column_names)
+    if missing:
+        raise DataError(
+            f"{dataset_id}: not a RAVDESS dataset; it lacks the column(s) {', '.join(sorted(missing))}."
+        )
+    hub = hub.cast_column("audio", datasets.Audio(decode=False))
+    return hub.map(
+        _hub_row,
+        remove_columns=hub.column_names,
+        features=_features(decode=False),
+        desc="Mapping Hub columns",
+    )
+
+
+def _hub_row(row: dict) -> dict:
+    """Map one row of a Hub upload (string `emotion`, int `actor`) to our columns."""
+    emotion = str(row["emotion"]).strip().lower()
+    emotion = EMOTION_ALIASES.get(emotion, emotion)
+    if emotion not in EMOTIONS:
+        raise DataError(f"Unknown emotion label {row['emotion']!r} in the Hub dataset.")
+    file_name = Path(row["audio"].get("path") or "").name
+    try:  # most uploads keep the official file names, which carry the other labels
+        parsed = parse_file_name(file_name).row(file_name)
+    except DataError:
+        parsed = {"intensity": "", "statement": 0, "repetition": 0}
+    actor = int(row["actor"])
+    return {
+        "audio": row["audio"],
+        "emotion": EMOTIONS.index(emotion),
+        "actor": actor,
+        "gender": gender_of(actor),
+        "intensity": str(row.get("intensity") or parsed["intensity"]),
+        "statement": int(row.get("statement") or parsed["statement"]),
+        "repetition": int(row.get("repetition") or parsed["repetition"]),
+        "file": file_name,
+    }
+
+
+def _hub_failure(dataset_id: str, error: Exception) -> str:
+    text = f"{type(error).__name__}: {error}"
+    offline = any(
+        marker in text
+        for marker in ("offline", "Offline", "ConnectionError", "ConnectError", "resolve", "Max retries")
+    )
+    if offline:
+        return (
+            f"Could not reach the Hugging Face Hub to load '{dataset_id}' (offline?). "
+            "Pass a local folder in the RAVDESS layout instead, e.g. --dataset ../shared/data/ravdess-opus-16k."
+        )
+    return (
+        f"'{dataset_id}' is neither a local folder nor a dataset on the Hugging Face Hub "
+        f"({type(error).__name__}). Check the id, or pass a local folder in the RAVDESS layout."
+    )
+
+
+def _features(decode: bool, sampling_rate: int = SAMPLING_RATE) -> datasets.Features:
+    features = FEATURES.copy()
+    features["audio"] = datasets.Audio(sampling_rate=sampling_rate, num_channels=1, decode=decode)
+    return features
+
+
+def _decode(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) -> datasets.Dataset:
+    """Decode every clip to mono at `sampling_rate` once; `datasets` caches the result."""
+    from ser_train.audio import load_audio
+
+    def decode(row: dict) -> dict:
+        audio = row["audio"]
+        source = audio.get("path") or ""
+        try:
+            if audio.get("bytes"):
+                waveform = _decode_bytes(audio["bytes"], sampling_rate, row["file"])
+            else:
+                waveform = load_audio(source, sampling_rate)
+        except Exception as error:
+            if not skip_unreadable:
+                raise DataError(f"{row['file'] or source}: unreadable audio ({error}).") from error
+            waveform = np.zeros(0, dtype=np.float32)
+        return {"audio": {"array": waveform, "sampling_rate": sampling_rate}, "readable": len(waveform) > 0}
+
+    features = _features(decode=True, sampling_rate=sampling_rate)
+    features["readable"] = datasets.Value("bool")
+    decoded = index.map(
+        decode,
+        features=features,
+        new_fingerprint=f"{index._fingerprint}-decoded{sampling_rate}",
+        cache_file_name=_cache_file(index, sampling_rate),
+        desc="Decoding audio",
+    )
+    if skip_unreadable:
+        decoded = decoded.filter(lambda readable: readable, input_columns="readable")
+    return decoded.remove_columns("readable")
+
+
+def _decode_bytes(data: bytes, sampling_rate: int, name: str) -> np.ndarray:
+    from torchcodec.decoders import AudioDecoder
+
+    from ser_train.audio import check_waveform
+
+    samples = AudioDecoder(data, sample_rate=sampling_rate, num_channels=1).get_all_samples()
+    return check_waveform(samples.data.numpy(), sampling_rate, name=name)
+
+
+def _cache_file(index: datasets.Dataset, sampling_rate: int) -> str | None:
+    """Where the decoded audio is kept: beside a Hub download, or in the `datasets` cache."""
+    if index.cache_files:
+        return None  # datasets picks a file next to the Arrow data it already caches
+    cache_dir = Path(datasets.config.HF_DATASETS_CACHE) / "ser_train"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return str(cache_dir / f"{index._fingerprint}-{sampling_rate}.arrow")
+
+
+def audio_arrays(dataset: datasets.Dataset) -> list[np.ndarray]:
+    """The decoded waveforms of a loaded dataset, as float32 numpy arrays."""
+    return [np.asarray(audio["array"], dtype=np.float32) for audio in dataset["audio"]]
+
+
+# --- Actor-disjoint splits -------------------------------------------------------------------
+
+
+def actor_folds(num_folds: int = DEFAULT_NUM_FOLDS, num_actors: int = NUM_ACTORS) -> list[list[int]]:
+    """Consecutive actor groups: 6 folds give [1-4], [5-8], ..., [21-24]."""
+    if not 2 <= num_folds <= num_actors:
+        raise DataError(f"The number of folds must be between 2 and {num_actors}, got {num_folds}.")
+    return [fold.tolist() for fold in np.array_split(np.arange(1, num_actors + 1), num_folds)]
+
+
+def validation_actors(test_actors: list[int], num_actors: int = NUM_ACTORS) -> list[int]:
+    """Validation speakers for a test fold: the next fold along, wrapping round, same size.
+
+    A neighbouring group keeps the 1:1 male/female balance of consecutive RAVDESS actors.
+    """
+    remaining = [actor for actor in range(1, num_actors + 1) if actor not in test_actors]
+    after = [actor for actor in remaining if actor > max(test_actors)]
+    return (after + remaining)[: len(test_actors)]
+
+
+def split_by_actor(
+    dataset: datasets.Dataset,
+    test_actors: list[int],
+    validation: list[int] | None = None,
+) -> datasets.DatasetDict:
+    """Train / validation / test with disjoint actors; validation defaults to `validation_actors`."""
+    test_actors = sorted(set(test_actors))
+    present = set(dataset.unique("actor"))
+    if not test_actors or not set(test_actors) <= present:
+        raise DataError(
+            f"Test actors {test_actors} are not all in the dataset (it has actors {sorted(present)})."
+        )
+    validation = sorted(set(validation if validation is not None else validation_actors(test_actors)))
+    if set(validation) & set(test_actors):
+        raise DataError("Validation and test actors must not overlap.")
+    actors = dataset["actor"]
+    groups = {
+        "test": set(test_actors),
+        "validation": set(validation),
+        "train": present - set(test_actors) - set(validation),
+    }
+    return datasets.DatasetDict(
+        {
+            name: dataset.select([i for i, actor in enumerate(actors) if actor in members])
+            for name, members in groups.items()
+        }
+    )
+
+
+def parse_actor_list(text: str) -> list[int]:
+    """'21,22,23,24' or '21-24' -> [21, 22, 23, 24], with a clear error for anything else."""
+    actors: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            actors.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise DataError(f"Could not read actors from {text!r}; write e.g. 21,22,23,24 or 21-24.") from None
+    if not actors or not all(1 <= actor <= NUM_ACTORS for actor in actors):
+        raise DataError(f"Actors must be numbers from 1 to {NUM_ACTORS}, got {text!r}.")
+    return sorted(set(actors))
+
+
+def summarize(dataset: datasets.Dataset) -> dict:
+    """What `python -m ser_train data` reports about a loaded dataset."""
+    counts = np.bincount(dataset["emotion"], minlength=len(EMOTIONS))
+    sampling_rate = dataset.features["audio"].sampling_rate
+    total_samples = sum(len(audio["array"]) for audio in dataset.with_format("numpy")["audio"])
+    return {
+        "rows": dataset.num_rows,
+        "emotions": {name: int(count) for name, count in zip(EMOTIONS, counts)},
+        "actors": len(dataset.unique("actor")),
+        "sampling_rate": sampling_rate,
+        "duration_s": round(total_samples / sampling_rate, 1),
+    }

@@ -1,0 +1,21 @@
+"""The one exception type users see.
+
+Anything raised as `SERError` carries a sentence meant for a person; the CLI and the app print
+that sentence instead of a traceback. Everything else is a bug and is allowed to surface.
+"""
+
+
+class SERError(Exception):
+    """A problem with the user's input or environment, explained in one clear sentence."""
+
+
+class AudioError(SERError):
+    """Audio that cannot be used: unreadable, empty, silent, too short or too long."""
+
+
+class DataError(SERError):
+    """A dataset source that cannot be loaded as RAVDESS."""
+
+
+class HubError(SERError):
+    """The Hugging Face Hub could not be reached, refused us, or has no such repository."""
