@@ -1,0 +1,194 @@
+"""Honest evaluation: weighted and balanced accuracy, per-class scores, confusion matrix.
+
+The metrics are `evaluate` modules. `evaluate.load("accuracy")` would fetch each metric's script
+from the Hugging Face Hub (the wheel ships none), which fails offline and in CI, so the one module
+we need is defined here with `evaluate.Metric` and computed by scikit-learn, the same library the
+Hub's accuracy/recall/f1/confusion_matrix scripts call.
+
+Every family writes the same `eval_results.json` (see `eval_results`), so cards, plots and
+comparisons read one format.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+EVAL_RESULTS_FILE = "eval_results.json"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+class EmotionClassificationMetrics(evaluate.Metric):
+    """Accuracy (WA), balanced accuracy (UA), macro F1, per-class scores and confusion matrix."""
+
+    def __init__(self, labels: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.labels = list(labels)
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=(
+                "Weighted accuracy (WA), unweighted/balanced accuracy (UA: the mean of per-class "
+                "recall), macro F1, per-class precision/recall/F1 and the confusion matrix."
+            ),
+            citation="",
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references) -> dict:
+        classes = list(range(len(self.labels)))
+        predictions, references = np.asarray(predictions), np.asarray(references)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            references, predictions, labels=classes, zero_division=0
+        )
+        present = support > 0  # classes absent from the test set do not count towards UA
+        return {
+            "accuracy": float(np.mean(predictions == references)),
+            "balanced_accuracy": float(np.mean(recall[present])),
+            "macro_f1": float(np.mean(f1[present])),
+            "per_class": {
+                name: {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
+                for i, name in enumerate(self.labels)
+            },
+            "confusion_matrix": confusion_matrix(references, predictions, labels=classes).tolist(),
+            "labels": self.labels,
+            "num_examples": int(len(references)),
+        }
+
+
+def classification_metrics(references, predictions, labels) -> dict:
+    """All metrics of one test set, as plain JSON-ready Python values."""
+    return EmotionClassificationMetrics(labels).compute(
+        predictions=[int(p) for p in predictions], references=[int(r) for r in references]
+    )
+
+
+def cross_validation_summary(fold_metrics: list[dict]) -> dict:
+    """Mean and (population) standard deviation over folds of the headline metrics."""
+    values = {name: [fold[name] for fold in fold_metrics] for name in SUMMARY_METRICS}
+    return {
+        "mean": {name: float(np.mean(v)) for name, v in values.items()},
+        "std": {name: float(np.std(v)) for name, v in values.items()},
+        "num_folds": len(fold_metrics),
+    }
+
+
+def eval_results(
+    family: str,
+    dataset: str,
+    folds: list[dict],
+    command: list[str] | None = None,
+    **extra,
+) -> dict:
+    """The content of `eval_results.json`.
+
+    `folds` holds one entry per test split: {"test_actors", "validation_actors", "metrics"}.
+    One entry is a hold-out evaluation; several are actor-disjoint cross-validation, summarised
+    under `cross_validation` (e.g. `cross_validation.mean.balanced_accuracy`). The top-level
+    metrics are those of the single test split, or of all folds' predictions pooled for
+    cross-validation (every clip is then tested exactly once, by a model that never heard its
+    speaker).
+    """
+    results = {
+        "family": family,
+        "dataset": dataset,
+        "protocol": "cross_validation" if len(folds) > 1 else "holdout",
+        "folds": folds,
+        "command": shlex.join(command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]),
+        **extra,
+    }
+    if len(folds) > 1:
+        results["cross_validation"] = cross_validation_summary([fold["metrics"] for fold in folds])
+        labels = folds[0]["metrics"]["labels"]
+        pooled = np.sum([fold["metrics"]["confusion_matrix"] for fold in folds], axis=0)
+        results["pooled"] = metrics_from_confusion_matrix(pooled, labels)
+    results["test"] = results["pooled"] if len(folds) > 1 else folds[0]["metrics"]
+    return results
+
+
+def metrics_from_confusion_matrix(matrix, labels) -> dict:
+    """Recompute all metrics from a (pooled) confusion matrix."""
+    matrix = np.asarray(matrix)
+    references = np.repeat(np.arange(len(labels)), matrix.sum(axis=1))
+    predictions = np.concatenate([np.repeat(np.arange(len(labels)), row) for row in matrix])
+    return classification_metrics(references, predictions, labels)
+
+
+def write_eval_results(output_dir: str | Path, results: dict) -> Path:
+    """Write `eval_results.json` and the confusion-matrix PNG of the reported test figure."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / EVAL_RESULTS_FILE
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    test = results["test"]
+    title = (
+        f"{results['family']}: pooled over {len(results['folds'])} actor-disjoint folds"
+        if results["protocol"] == "cross_validation"
+        else f"{results['family']}: test actors {results['folds'][0]['test_actors']}"
+    )
+    plot_confusion_matrix(test["confusion_matrix"], test["labels"], output_dir / CONFUSION_MATRIX_FILE, title)
+    return path
+
+
+def plot_confusion_matrix(matrix, labels, path: str | Path, title: str) -> None:
+    """Row-normalised confusion matrix (each row sums to 1: recall per class), counts annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, dtype=float)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(7, 6))
+    image = axes.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=10)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            colour = "white" if rows[i, j] > 0.5 else "black"
+            axes.text(j, i, f"{rows[i, j]:.2f}\n({int(matrix[i, j])})", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def format_metrics_table(results: dict) -> str:
+    """A plain-text summary for the terminal: headline figures, folds, per-class scores."""
+    lines = []
+    test = results["test"]
+    lines.append(f"{'':<12}{'WA':>8}{'UA':>8}{'F1':>8}")
+    for number, fold in enumerate(results["folds"], start=1):
+        m = fold["metrics"]
+        name = f"fold {number}" if len(results["folds"]) > 1 else "test"
+        actors = ",".join(map(str, fold["test_actors"]))
+        lines.append(f"{name:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  actors {actors}")
+    if "cross_validation" in results:
+        mean, std = results["cross_validation"]["mean"], results["cross_validation"]["std"]
+        lines.append(
+            f"{'mean ± std':<12}{mean['accuracy']:>8.3f}{mean['balanced_accuracy']:>8.3f}{mean['macro_f1']:>8.3f}"
+            f"  (± {std['accuracy']:.3f} / {std['balanced_accuracy']:.3f} / {std['macro_f1']:.3f})"
+        )
+    lines.append("")
+    lines.append(f"{'class':<12}{'prec':>8}{'recall':>8}{'F1':>8}{'n':>6}")
+    for name, scores in test["per_class"].items():
+        lines.append(f"{name:<12}{scores['precision']:>8.3f}{scores['recall']:>8.3f}{scores['f1']:>8.3f}{scores['support']:>6}")
+    return "\n".join(lines)
