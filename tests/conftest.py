@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,29 +13,23 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_RAVDESS = PROJECT_ROOT.parent / "shared" / "data" / "ravdess-opus-16k"
 
+# Hugging Face libraries read these when first imported, so they are set before any import:
+# a test run uses its own empty caches and never reaches for the network.
+_HF_CACHE = Path(tempfile.mkdtemp(prefix="ser-test-hf-"))
+os.environ["HF_HOME"] = str(_HF_CACHE)
+os.environ["HF_DATASETS_CACHE"] = str(_HF_CACHE / "datasets")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("HF_TOKEN", None)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import synthetic`
 
 from synthetic import make_ravdess_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
-def hermetic_hugging_face(tmp_path_factory):
-    """Keep the Hugging Face caches of a test run in a temporary folder, and stay offline."""
-    cache = tmp_path_factory.mktemp("hf-cache")
-    saved = {key: os.environ.get(key) for key in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN")}
-    os.environ["HF_HOME"] = str(cache)
-    os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.pop("HF_TOKEN", None)
-    import datasets
-
-    datasets.config.HF_DATASETS_CACHE = Path(cache / "datasets")
-    yield cache
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def remove_hf_cache():
+    yield
+    shutil.rmtree(_HF_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
