@@ -44,7 +44,45 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     data.set_defaults(run=run_data)
 
+    train = commands.add_parser("train", help="train a model family on actor-disjoint splits")
+    families = train.add_subparsers(title="families", metavar="FAMILY", required=True)
+    cnn = families.add_parser("cnn", help="CNN over handcrafted frame-level features")
+    add_training_arguments(cnn)
+    cnn.set_defaults(run=run_train, family="cnn")
+    wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
+    add_training_arguments(wav2vec2)
+    wav2vec2.add_argument(
+        "--base",
+        default="facebook/wav2vec2-base",
+        metavar="MODEL_ID_OR_PATH",
+        help="pretrained wav2vec2/HuBERT/WavLM checkpoint (Hub id or local folder; default %(default)s)",
+    )
+    wav2vec2.add_argument(
+        "--train-mode",
+        choices=("head", "encoder"),
+        default="encoder",
+        help="head: encoder frozen (fast, for CPUs); encoder: fine-tune the transformer layers, "
+        "convolutional feature encoder frozen (the usual recipe; default)",
+    )
+    wav2vec2.set_defaults(run=run_train, family="wav2vec2")
+
     return parser
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_argument(parser)
+    parser.add_argument("--output-dir", required=True, help="where the model, metrics and checkpoints go")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors, e.g. 21,22,23,24 or 21-24")
+    split.add_argument("--folds", type=int, metavar="K", help="K-fold actor-disjoint cross-validation, then a final model on all actors")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir from its checkpoints")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (family default if omitted)")
+    parser.add_argument("--batch-size", type=int, help="batch size (family default if omitted)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (family default if omitted)")
+    parser.add_argument("--push-to-hub", action="store_true", help="push the trained model to the Hub at the end")
+    parser.add_argument("--hub-model-id", metavar="USER/NAME", help="repository for --push-to-hub")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
 
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +94,27 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
         metavar="PATH_OR_HUB_ID",
         help=f"a folder in the RAVDESS layout (Actor_XX/03-01-...wav) or a Hub dataset id (default {DEFAULT_DATASET})",
     )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    from ser_train.data import parse_actor_list
+    from ser_train.training import runner
+
+    if args.push_to_hub and not args.hub_model_id:
+        raise SERError("--push-to-hub needs --hub-model-id USER/NAME.")
+    family = importlib.import_module(f"ser_train.training.{args.family}").from_args(args)
+    test_actors = parse_actor_list(args.test_actors) if args.test_actors else None
+    folds = None if test_actors else (args.folds or 1)
+    if folds == 1:
+        raise SERError("Pass --test-actors (e.g. 21,22,23,24) or --folds K with K >= 2.")
+    runner.run(family, args.dataset, args.output_dir, test_actors, folds, resume=args.resume)
+    if args.push_to_hub:
+        from ser_train.hub import publish
+
+        publish(args.output_dir, args.hub_model_id, private=args.private)
+    return 0
 
 
 def run_data(args: argparse.Namespace) -> int:

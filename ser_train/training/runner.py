@@ -1,0 +1,182 @@
+"""The family-independent training driver: actor-disjoint splits, resume, results.
+
+A model family (the CNN, wav2vec2) only knows how to fit one split and predict; this module
+decides which actors train, validate and test, runs the folds, skips folds that an interrupted
+run already finished, trains the final model, and writes what a model card needs:
+
+    OUTPUT_DIR/
+        config.json, model.safetensors, ...   the published model (hold-out or final)
+        eval_results.json, confusion_matrix.png
+        training_args.json                    the exact command, data and split
+        folds/fold-1/ ...                     per-fold models, checkpoints and results (CV only)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import datasets
+import numpy as np
+
+from ser_train.data import actor_folds, load_ravdess, split_by_actor, validation_actors
+from ser_train.errors import SERError
+from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, write_eval_results
+
+TRAINING_ARGS_FILE = "training_args.json"
+FOLD_RESULT_FILE = "fold_result.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One training job: who is tested, who decides early stopping, who trains (everyone else)."""
+
+    name: str
+    test_actors: list[int] = field(default_factory=list)  # empty for the final all-actor model
+    validation_actors: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    model: Any
+    best_epoch: int  # the epoch whose weights were kept (1-based)
+
+
+class Family(Protocol):
+    """What a model family gives the runner."""
+
+    name: str  # "cnn" or "wav2vec2"
+
+    def fit(
+        self,
+        train: datasets.Dataset,
+        validation: datasets.Dataset | None,
+        output_dir: Path,
+        resume: bool,
+        max_epochs: int | None = None,
+    ) -> FitResult:
+        """Train (resuming from output_dir's checkpoint if asked) and save the model in output_dir.
+
+        With `validation`, stop early on its balanced accuracy and keep the best epoch; without,
+        train exactly `max_epochs`.
+        """
+
+    def predict(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
+        """Class ids for every row of `dataset`."""
+
+    def hyperparameters(self) -> dict:
+        """JSON-ready settings, recorded in training_args.json and the model card."""
+
+
+def plan_splits(test_actors: list[int] | None, num_folds: int | None) -> list[Split]:
+    """A single hold-out split for `test_actors`, or `num_folds` actor-disjoint folds."""
+    if test_actors and num_folds:
+        raise SERError("Pass either --test-actors or --folds, not both.")
+    if test_actors:
+        return [Split("holdout", sorted(test_actors), validation_actors(test_actors))]
+    return [
+        Split(f"fold-{number}", fold, validation_actors(fold))
+        for number, fold in enumerate(actor_folds(num_folds), start=1)
+    ]
+
+
+def run(
+    family: Family,
+    dataset_source: str,
+    output_dir: str | Path,
+    test_actors: list[int] | None = None,
+    num_folds: int | None = None,
+    resume: bool = False,
+    command: list[str] | None = None,
+) -> dict:
+    """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict."""
+    output_dir = Path(output_dir)
+    command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
+    splits = plan_splits(test_actors, num_folds)
+    if not _claim_output_dir(output_dir, resume):
+        _write_training_args(output_dir, family, dataset_source, splits, command)
+    dataset = load_ravdess(dataset_source)
+    labels = dataset.features["emotion"].names
+
+    folds = []
+    for split in splits:
+        # A hold-out model is the published model; fold models live beside it.
+        split_dir = output_dir if split.name == "holdout" else output_dir / "folds" / split.name
+        folds.append(_run_split(family, dataset, split, split_dir, labels, resume))
+
+    extra = {"labels": labels}
+    if len(splits) > 1:
+        # The published model hears every actor; it trains for the epoch count that validation
+        # chose in the folds, since no actor is left over to validate it.
+        epochs = max(1, round(statistics.median(fold["best_epoch"] for fold in folds)))
+        print(f"Training the final model on all {len(dataset.unique('actor'))} actors for {epochs} epochs")
+        family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
+        extra["final_model"] = {"actors": sorted(dataset.unique("actor")), "epochs": epochs}
+
+    results = eval_results(family.name, dataset_source, folds, command, **extra)
+    write_eval_results(output_dir, results)
+    print(format_metrics_table(results))
+    return results
+
+
+def _run_split(
+    family: Family,
+    dataset: datasets.Dataset,
+    split: Split,
+    split_dir: Path,
+    labels: list[str],
+    resume: bool,
+) -> dict:
+    """Fit, test and record one split, or read its record if an earlier run finished it."""
+    record = split_dir / FOLD_RESULT_FILE
+    if resume and record.is_file():
+        print(f"{split.name}: already finished, reusing {record}")
+        return json.loads(record.read_text())
+    parts = split_by_actor(dataset, split.test_actors, split.validation_actors)
+    print(
+        f"{split.name}: train {parts['train'].num_rows} clips, validation {parts['validation'].num_rows} "
+        f"(actors {split.validation_actors}), test {parts['test'].num_rows} (actors {split.test_actors})"
+    )
+    fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
+    predictions = family.predict(fitted.model, parts["test"])
+    metrics = classification_metrics(parts["test"]["emotion"], predictions, labels)
+    result = {
+        "name": split.name,
+        "test_actors": split.test_actors,
+        "validation_actors": split.validation_actors,
+        "best_epoch": fitted.best_epoch,
+        "metrics": metrics,
+    }
+    split_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{split.name}: test WA {metrics['accuracy']:.3f}  UA {metrics['balanced_accuracy']:.3f}")
+    return result
+
+
+def _claim_output_dir(output_dir: Path, resume: bool) -> bool:
+    """Never overwrite an earlier run by accident. True when resuming a run that was started."""
+    started = (output_dir / TRAINING_ARGS_FILE).is_file()
+    if started and not resume:
+        raise SERError(
+            f"{output_dir} already holds a training run; pass --resume to continue it, "
+            "or choose another --output-dir."
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return started
+
+
+def _write_training_args(
+    output_dir: Path, family: Family, dataset_source: str, splits: list[Split], command: list[str]
+) -> None:
+    args = {
+        "command": command,
+        "family": family.name,
+        "dataset": dataset_source,
+        "splits": [asdict(split) for split in splits],
+        "hyperparameters": family.hyperparameters(),
+    }
+    (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")
