@@ -110,14 +110,19 @@ def load_ravdess(
 ) -> datasets.Dataset:
     """Load RAVDESS speech from a local folder or a Hub dataset id, decoded and cached.
 
-    The audio is decoded once (resampled and downmixed by FFmpeg) and kept in the `datasets`
-    cache, so a second load with the same files and rate reads the cache instead of decoding.
-    An unreadable file raises `DataError` naming it, or is left out with `skip_unreadable`.
+    `source` is a folder in the official layout (Actor_XX/03-01-...wav), a Hub dataset id, or a
+    local copy of a Hub dataset (a folder of Parquet files). The audio is decoded once (resampled
+    and downmixed by FFmpeg) and kept in the `datasets` cache, so a second load with the same
+    files and rate reads the cache instead of decoding. An unreadable file raises `DataError`
+    naming it, or is left out with `skip_unreadable`.
     """
-    if Path(source).expanduser().is_dir():
-        index = _index_folder(Path(source).expanduser(), include_song)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        # A downloaded Hub dataset keeps Parquet files at the top or under data/.
+        has_parquet = any(folder.glob("*.parquet")) or any(folder.glob("data/*.parquet"))
+        index = _index_hub_copy(folder, str(folder)) if has_parquet else _index_folder(folder, include_song)
     else:
-        index = _index_hub(source)
+        index = _index_hub_copy(_download_hub_dataset(source), source)
     return _decode(index, sampling_rate, skip_unreadable)
 
 
@@ -152,17 +157,45 @@ def _index_folder(folder: Path, include_song: bool) -> datasets.Dataset:
     return index
 
 
-def _index_hub(dataset_id: str) -> datasets.Dataset:
-    """The Hub dataset's `train` split with its columns mapped to ours."""
+def _download_hub_dataset(dataset_id: str) -> Path:
+    """The dataset's data files from the Hub, through huggingface_hub's cache (works offline).
+
+    Only data files are fetched (Parquet, as the Hub serves every dataset), so no loading
+    script, and no remote code, ever runs.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
     try:
-        hub = datasets.load_dataset(dataset_id, split="train")
-    except Exception as error:
-        raise DataError(_hub_failure(dataset_id, error)) from error
+        return Path(
+            snapshot_download(dataset_id, repo_type="dataset", allow_patterns=["*.parquet", "*.md", "*.json"])
+        )
+    except HFValidationError:
+        raise DataError(
+            f"'{dataset_id}' is neither a local folder nor a valid Hub dataset id (user/name)."
+        ) from None
+    except RepositoryNotFoundError:
+        raise DataError(
+            f"'{dataset_id}' does not exist on the Hugging Face Hub (or is private); check the id, "
+            "or pass a local folder in the RAVDESS layout."
+        ) from None
+    except LocalEntryNotFoundError:
+        raise DataError(
+            f"Could not reach the Hugging Face Hub to download '{dataset_id}' and no copy is cached "
+            "(offline?). Pass a local folder in the RAVDESS layout instead, e.g. "
+            "--dataset ../shared/data/ravdess-opus-16k."
+        ) from None
+
+
+def _index_hub_copy(folder: Path, name: str) -> datasets.Dataset:
+    """The `train` split of a Hub-layout dataset folder, with its columns mapped to ours."""
+    try:
+        hub = datasets.load_dataset(str(folder), split="train")
+    except Exception as error:  # datasets reports malformed folders in many ways
+        raise DataError(f"{name}: could not be read as a Hub dataset ({error}).") from error
     missing = {"audio", "emotion", "actor"} - set(hub.column_names)
     if missing:
-        raise DataError(
-            f"{dataset_id}: not a RAVDESS dataset; it lacks the column(s) {', '.join(sorted(missing))}."
-        )
+        raise DataError(f"{name}: not a RAVDESS dataset; it lacks the column(s) {', '.join(sorted(missing))}.")
     hub = hub.cast_column("audio", datasets.Audio(decode=False))
     return hub.map(
         _hub_row,
@@ -194,23 +227,6 @@ def _hub_row(row: dict) -> dict:
         "repetition": int(row.get("repetition") or parsed["repetition"]),
         "file": file_name,
     }
-
-
-def _hub_failure(dataset_id: str, error: Exception) -> str:
-    text = f"{type(error).__name__}: {error}"
-    offline = any(
-        marker in text
-        for marker in ("offline", "Offline", "ConnectionError", "ConnectError", "resolve", "Max retries")
-    )
-    if offline:
-        return (
-            f"Could not reach the Hugging Face Hub to load '{dataset_id}' (offline?). "
-            "Pass a local folder in the RAVDESS layout instead, e.g. --dataset ../shared/data/ravdess-opus-16k."
-        )
-    return (
-        f"'{dataset_id}' is neither a local folder nor a dataset on the Hugging Face Hub "
-        f"({type(error).__name__}). Check the id, or pass a local folder in the RAVDESS layout."
-    )
 
 
 def _features(decode: bool, sampling_rate: int = SAMPLING_RATE) -> datasets.Features:
@@ -277,21 +293,29 @@ def audio_arrays(dataset: datasets.Dataset) -> list[np.ndarray]:
 # --- Actor-disjoint splits -------------------------------------------------------------------
 
 
-def actor_folds(num_folds: int = DEFAULT_NUM_FOLDS, num_actors: int = NUM_ACTORS) -> list[list[int]]:
-    """Consecutive actor groups: 6 folds give [1-4], [5-8], ..., [21-24]."""
-    if not 2 <= num_folds <= num_actors:
-        raise DataError(f"The number of folds must be between 2 and {num_actors}, got {num_folds}.")
-    return [fold.tolist() for fold in np.array_split(np.arange(1, num_actors + 1), num_folds)]
+ALL_ACTORS = tuple(range(1, NUM_ACTORS + 1))
 
 
-def validation_actors(test_actors: list[int], num_actors: int = NUM_ACTORS) -> list[int]:
-    """Validation speakers for a test fold: the next fold along, wrapping round, same size.
+def actor_folds(num_folds: int = DEFAULT_NUM_FOLDS, actors: tuple[int, ...] = ALL_ACTORS) -> list[list[int]]:
+    """Consecutive actor groups: 6 folds of the 24 actors give [1-4], [5-8], ..., [21-24]."""
+    actors = sorted(actors)
+    if not 2 <= num_folds <= len(actors):
+        raise DataError(f"The number of folds must be between 2 and {len(actors)} (the number of actors), got {num_folds}.")
+    return [[int(a) for a in fold] for fold in np.array_split(np.array(actors), num_folds)]
 
-    A neighbouring group keeps the 1:1 male/female balance of consecutive RAVDESS actors.
+
+def validation_actors(test_actors: list[int], actors: tuple[int, ...] = ALL_ACTORS) -> list[int]:
+    """Validation speakers for a test group: the actors after it, wrapping round, same count.
+
+    A neighbouring group of consecutive RAVDESS actors keeps the 1:1 male/female balance, and
+    at least one actor is always left to train on.
     """
-    remaining = [actor for actor in range(1, num_actors + 1) if actor not in test_actors]
+    remaining = [actor for actor in sorted(actors) if actor not in test_actors]
     after = [actor for actor in remaining if actor > max(test_actors)]
-    return (after + remaining)[: len(test_actors)]
+    count = min(len(test_actors), len(remaining) - 1)
+    if count < 1:
+        raise DataError("Too few actors: training needs at least one actor beyond the test and validation actors.")
+    return (after + remaining)[:count]
 
 
 def split_by_actor(
@@ -306,7 +330,7 @@ def split_by_actor(
         raise DataError(
             f"Test actors {test_actors} are not all in the dataset (it has actors {sorted(present)})."
         )
-    validation = sorted(set(validation if validation is not None else validation_actors(test_actors)))
+    validation = sorted(set(validation if validation is not None else validation_actors(test_actors, tuple(present))))
     if set(validation) & set(test_actors):
         raise DataError("Validation and test actors must not overlap.")
     actors = dataset["actor"]

@@ -72,15 +72,16 @@ class Family(Protocol):
         """JSON-ready settings, recorded in training_args.json and the model card."""
 
 
-def plan_splits(test_actors: list[int] | None, num_folds: int | None) -> list[Split]:
-    """A single hold-out split for `test_actors`, or `num_folds` actor-disjoint folds."""
+def plan_splits(actors: list[int], test_actors: list[int] | None, num_folds: int | None) -> list[Split]:
+    """A single hold-out split for `test_actors`, or `num_folds` actor-disjoint folds of `actors`."""
+    actors = tuple(sorted(actors))
     if test_actors and num_folds:
         raise SERError("Pass either --test-actors or --folds, not both.")
     if test_actors:
-        return [Split("holdout", sorted(test_actors), validation_actors(test_actors))]
+        return [Split("holdout", sorted(test_actors), validation_actors(test_actors, actors))]
     return [
-        Split(f"fold-{number}", fold, validation_actors(fold))
-        for number, fold in enumerate(actor_folds(num_folds), start=1)
+        Split(f"fold-{number}", fold, validation_actors(fold, actors))
+        for number, fold in enumerate(actor_folds(num_folds, actors), start=1)
     ]
 
 
@@ -96,11 +97,12 @@ def run(
     """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict."""
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
-    splits = plan_splits(test_actors, num_folds)
-    if not _claim_output_dir(output_dir, resume):
-        _write_training_args(output_dir, family, dataset_source, splits, command)
+    resuming = _claim_output_dir(output_dir, resume)
     dataset = load_ravdess(dataset_source)
     labels = dataset.features["emotion"].names
+    splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
+    if not resuming:
+        _write_training_args(output_dir, family, dataset_source, splits, command)
 
     folds = []
     for split in splits:
