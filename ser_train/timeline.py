@@ -1,0 +1,149 @@
+"""Emotion over time: split a recording at its pauses and predict each stretch of speech.
+
+A long recording holds many utterances, each with its own emotion; one prediction for all of it
+would average them away, and the models here were trained on single utterances of 3-4 s. So:
+
+1. frame energies locate speech: frames far below the loudest one are silence;
+2. speech separated by short gaps is one segment, very short segments are widened to the
+   minimum a model can judge, long ones are cut into windows of about an utterance's length;
+3. segments go to the model a batch at a time, so memory stays flat however long the
+   recording is (a 10-minute recording is about 150 windows, never one 10-minute input).
+
+    segments = timeline(model, waveform16k)   # [Segment(start_s, end_s, probabilities), ...]
+    overall = average_probabilities(segments)  # duration-weighted, for a whole-recording answer
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE
+
+FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
+SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest frame are silence
+MIN_PAUSE_S = 0.3  # shorter gaps are pauses inside an utterance, not between utterances
+MIN_SEGMENT_S = MIN_DURATION_S  # shorter speech is widened to this, taking in its surroundings
+MAX_SEGMENT_S = 4.0  # about one RAVDESS utterance; longer speech is cut into windows
+BATCH_SIZE = 16  # segments per model call: at most 64 s of audio in memory at once
+MIN_TIMELINE_DURATION_S = 6.0  # shorter recordings are about one utterance: one prediction says it
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of speech and the model's emotion probabilities for it."""
+
+    start_s: float
+    end_s: float
+    probabilities: dict[str, float]
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def top_emotion(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.top_emotion]
+
+
+def timeline(model, waveform: np.ndarray) -> list[Segment]:
+    """Segments of speech in `waveform` (checked float32 mono at 16 kHz), one prediction each.
+
+    `model` is an `ser_train.inference.EmotionModel` (anything with `labels` and `predict_batch`).
+    """
+    bounds = speech_segments(waveform, SAMPLING_RATE)
+    probabilities = predict_in_batches(model, [waveform[start:end] for start, end in bounds])
+    return [
+        Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))))
+        for (start, end), row in zip(bounds, probabilities)
+    ]
+
+
+def average_probabilities(segments: list[Segment]) -> dict[str, float]:
+    """The whole recording's probabilities: the segments' probabilities weighted by duration."""
+    weights = np.array([segment.duration_s for segment in segments])
+    labels = list(segments[0].probabilities)
+    rows = np.array([[segment.probabilities[label] for label in labels] for segment in segments])
+    return dict(zip(labels, map(float, weights @ rows / weights.sum())))
+
+
+def speech_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:
+    """(start, end) sample indices of the stretches of speech, each MIN..MAX_SEGMENT_S long."""
+    frame = round(FRAME_S * sampling_rate)
+    voiced = frame_energy_db(waveform, frame) > -SILENCE_BELOW_PEAK_DB
+    runs = merge_close_runs(voiced_runs(voiced), max_gap=round(MIN_PAUSE_S / FRAME_S))
+    segments = []
+    for start_frame, end_frame in runs:
+        start, end = widen(start_frame * frame, min(end_frame * frame, len(waveform)), sampling_rate, len(waveform))
+        segments.extend(windows(start, end, sampling_rate))
+    return segments
+
+
+def frame_energy_db(waveform: np.ndarray, frame: int) -> np.ndarray:
+    """Mean power of consecutive frames in dB relative to the loudest frame (0 dB at the peak).
+
+    The frames are a view of the waveform and einsum sums their squares without a temporary
+    copy, so this needs memory for one number per frame, not per sample. A last partial frame
+    is included, so trailing speech is not lost.
+    """
+    whole = len(waveform) // frame
+    frames = waveform[: whole * frame].reshape(whole, frame)
+    power = np.einsum("ij,ij->i", frames, frames) / frame
+    tail = waveform[whole * frame :]
+    if tail.size:
+        power = np.append(power, np.dot(tail, tail) / tail.size)
+    tiny = np.finfo(np.float32).tiny  # log of zero (digital silence) is -inf
+    return 10 * np.log10(np.maximum(power, tiny) / max(power.max(), tiny))
+
+
+def voiced_runs(voiced: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) frame indices of each run of True values, end exclusive."""
+    edges = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def merge_close_runs(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Join runs separated by at most `max_gap` frames."""
+    merged: list[tuple[int, int]] = []
+    for start, end in runs:
+        if merged and start - merged[-1][1] <= max_gap:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def widen(start: int, end: int, sampling_rate: int, total: int) -> tuple[int, int]:
+    """Grow a segment shorter than MIN_SEGMENT_S around its centre, staying inside the recording."""
+    minimum = math.ceil(MIN_SEGMENT_S * sampling_rate)
+    if end - start >= minimum:
+        return start, end
+    start = max(0, min((start + end - minimum) // 2, total - minimum))
+    return start, min(total, start + minimum)
+
+
+def windows(start: int, end: int, sampling_rate: int) -> list[tuple[int, int]]:
+    """Cut a segment into equal windows of at most MAX_SEGMENT_S (each at least half of it)."""
+    count = math.ceil((end - start) / (MAX_SEGMENT_S * sampling_rate))
+    edges = np.linspace(start, end, count + 1).round().astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def predict_in_batches(model, segments: list[np.ndarray]) -> np.ndarray:
+    """model.predict_batch over BATCH_SIZE segments at a time; rows in the order given.
+
+    Segments are batched in order of length, so a batch holds similar lengths and a model that
+    pads a batch to its longest member pads little.
+    """
+    probabilities = np.zeros((len(segments), len(model.labels)), dtype=np.float32)
+    by_length = np.argsort([len(segment) for segment in segments], kind="stable")
+    for first in range(0, len(by_length), BATCH_SIZE):
+        batch = by_length[first : first + BATCH_SIZE]
+        probabilities[batch] = model.predict_batch([segments[index] for index in batch])
+    return probabilities

@@ -1,0 +1,96 @@
+"""Helpers for the app tests: a tiny real model folder, speech-like recordings, a running app server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ser_train.audio import SAMPLING_RATE
+from ser_train.data import EMOTIONS
+from synthetic import synth_clip
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SERVER_START_TIMEOUT_S = 180  # importing torch, transformers and gradio on a busy 2-core machine
+
+
+def make_tiny_wav2vec2(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised, very small wav2vec2 emotion classifier saved as a model folder.
+
+    It is a real `transformers` audio-classification model with our eight labels, so the whole
+    loading and prediction path runs; its predictions are arbitrary but deterministic.
+    """
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 8, 8),
+        num_labels=len(EMOTIONS),
+        id2label=dict(enumerate(EMOTIONS)),
+        label2id={emotion: index for index, emotion in enumerate(EMOTIONS)},
+    )
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE).save_pretrained(folder)
+    return folder
+
+
+def utterances(emotions: list[int], speech_s: float, pause_s: float, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Synthetic utterances (one per emotion index) of `speech_s` each, separated by silent pauses."""
+    pause = np.zeros(int(pause_s * sampling_rate), dtype=np.float32)
+    parts = [pause]
+    for number, emotion in enumerate(emotions):
+        parts += [synth_clip(emotion, actor=1, sampling_rate=sampling_rate, seed=number, duration_s=speech_s), pause]
+    return np.concatenate(parts)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AppServer:
+    """`python app.py` in a subprocess on a free localhost port, with the given environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
+        environment = {**os.environ, **env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port)}
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=PROJECT_ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"app.py did not answer within {SERVER_START_TIMEOUT_S} s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()

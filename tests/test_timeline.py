@@ -1,0 +1,155 @@
+"""Segmentation and per-segment prediction for long recordings (ser_train.timeline)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from app_support import make_tiny_wav2vec2, utterances
+from ser_train.audio import SAMPLING_RATE
+from ser_train.data import EMOTIONS
+from ser_train.timeline import (
+    BATCH_SIZE,
+    MAX_SEGMENT_S,
+    MIN_SEGMENT_S,
+    Segment,
+    average_probabilities,
+    speech_segments,
+    timeline,
+)
+
+FRAME_TOLERANCE_S = 0.05  # two energy frames
+
+
+class LoudnessModel:
+    """A stand-in model whose top emotion is the segment's peak level in tenths (0.1 -> EMOTIONS[0]).
+
+    It records the batches it is given, so tests can check how timeline() batches.
+    """
+
+    labels = EMOTIONS
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def predict_batch(self, waveforms):
+        self.batches.append([len(waveform) for waveform in waveforms])
+        rows = np.full((len(waveforms), len(EMOTIONS)), 0.02, dtype=np.float32)
+        for row, waveform in zip(rows, waveforms):
+            row[int(round(np.abs(waveform).max() * 10)) - 1] = 1 - 0.02 * (len(EMOTIONS) - 1)
+        return rows
+
+
+def seconds(bounds):
+    return [(start / SAMPLING_RATE, end / SAMPLING_RATE) for start, end in bounds]
+
+
+def test_utterances_separated_by_pauses_become_one_segment_each():
+    waveform = utterances([0, 3, 6], speech_s=1.5, pause_s=1.0)
+    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    expected = [(1.0, 2.5), (3.5, 5.0), (6.0, 7.5)]
+    assert len(found) == len(expected)
+    for (start, end), (true_start, true_end) in zip(found, expected):
+        assert start == pytest.approx(true_start, abs=FRAME_TOLERANCE_S)
+        assert end == pytest.approx(true_end, abs=FRAME_TOLERANCE_S)
+
+
+def test_short_pauses_do_not_split_an_utterance():
+    waveform = utterances([2, 2], speech_s=1.0, pause_s=0.2)
+    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    assert len(found) == 1
+    assert found[0][1] - found[0][0] == pytest.approx(2.2, abs=FRAME_TOLERANCE_S)
+
+
+def test_long_speech_is_cut_into_contiguous_windows_of_at_most_max_length():
+    waveform = utterances([4], speech_s=10.0, pause_s=0.5)
+    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    assert len(found) == 3  # 10 s in windows of at most 4 s
+    assert all(MAX_SEGMENT_S / 2 <= end - start <= MAX_SEGMENT_S for start, end in found)
+    assert all(previous[1] == following[0] for previous, following in zip(found, found[1:]))
+    assert found[0][0] == pytest.approx(0.5, abs=FRAME_TOLERANCE_S)
+    assert found[-1][1] == pytest.approx(10.5, abs=FRAME_TOLERANCE_S)
+
+
+def synth_burst(duration_s):
+    return utterances([5], speech_s=duration_s, pause_s=0.0)
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_short_burst_is_widened_to_the_minimum_inside_the_recording(where):
+    total = np.zeros(3 * SAMPLING_RATE, dtype=np.float32)
+    burst = synth_burst(0.2)
+    offset = {"start": 0, "middle": SAMPLING_RATE, "end": len(total) - len(burst)}[where]
+    total[offset : offset + len(burst)] = burst
+    [(start, end)] = speech_segments(total, SAMPLING_RATE)
+    assert end - start == pytest.approx(MIN_SEGMENT_S * SAMPLING_RATE, abs=1)
+    assert 0 <= start and end <= len(total)
+    assert start <= offset and offset + len(burst) <= end
+
+
+def test_each_segment_gets_its_own_prediction_in_recording_order():
+    # Utterances of different lengths (so batching by length reorders them) and peak levels.
+    levels = [0.3, 0.8, 0.1, 0.5]
+    pause = np.zeros(SAMPLING_RATE, dtype=np.float32)
+    parts = [pause]
+    for level, speech_s in zip(levels, [1.0, 3.0, 0.7, 2.0]):
+        clip = utterances([1], speech_s=speech_s, pause_s=0.0)
+        parts += [clip / np.abs(clip).max() * level, pause]
+    segments = timeline(LoudnessModel(), np.concatenate(parts))
+    assert [segment.top_emotion for segment in segments] == [EMOTIONS[round(level * 10) - 1] for level in levels]
+    assert all(segment.start_s < segment.end_s for segment in segments)
+    assert [segment.start_s for segment in segments] == sorted(segment.start_s for segment in segments)
+
+
+def test_segments_are_predicted_in_batches_of_similar_length():
+    waveform = utterances(list(range(8)) * 5, speech_s=1.0, pause_s=0.6)  # 40 utterances
+    model = LoudnessModel()
+    segments = timeline(model, waveform)
+    assert len(segments) == 40
+    assert [len(batch) for batch in model.batches] == [BATCH_SIZE, BATCH_SIZE, 40 - 2 * BATCH_SIZE]
+    flat = [length for batch in model.batches for length in batch]
+    assert flat == sorted(flat)
+
+
+def test_overall_probabilities_weigh_segments_by_duration():
+    segments = [
+        Segment(0.0, 3.0, {"happy": 0.9, "sad": 0.1}),
+        Segment(5.0, 6.0, {"happy": 0.1, "sad": 0.9}),
+    ]
+    overall = average_probabilities(segments)
+    assert overall == pytest.approx({"happy": 0.7, "sad": 0.3})
+    assert segments[0].top_emotion == "happy" and segments[0].confidence == 0.9
+
+
+def test_a_ten_minute_recording_is_segmented_without_copying_it():
+    # 10 minutes of 3 s utterances and 1 s pauses, in 16 kHz float32 (38 MB).
+    one_cycle = utterances([2], speech_s=3.0, pause_s=0.5)
+    waveform = np.tile(one_cycle, int(np.ceil(600 / (len(one_cycle) / SAMPLING_RATE))))[: 600 * SAMPLING_RATE]
+    model = LoudnessModel()
+    tracemalloc.start()
+    try:
+        segments = timeline(model, waveform)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(segments) == pytest.approx(600 / 4, abs=2)  # one per 4 s cycle
+    assert segments[-1].end_s <= 600
+    # One batch of windows at a time, never the recording: far below its 38 MB.
+    assert peak_bytes < 0.1 * waveform.nbytes
+    assert max(sum(batch) for batch in model.batches) <= BATCH_SIZE * MAX_SEGMENT_S * SAMPLING_RATE
+
+
+def test_batched_predictions_equal_one_segment_at_a_time_with_a_real_model(tmp_path):
+    from ser_train.inference import load_model
+
+    model = load_model(str(make_tiny_wav2vec2(tmp_path / "tiny")))
+    waveform = utterances([0, 4, 7], speech_s=1.2, pause_s=0.8)
+    segments = timeline(model, waveform)
+    assert len(segments) == 3
+    for segment in segments:
+        start, end = round(segment.start_s * SAMPLING_RATE), round(segment.end_s * SAMPLING_RATE)
+        alone = model.predict_batch([waveform[start:end]])[0]
+        assert list(segment.probabilities.values()) == pytest.approx(alone.tolist(), abs=1e-5)
+        assert sum(segment.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
