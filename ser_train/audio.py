@@ -32,8 +32,6 @@ def load_audio(
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> np.ndarray:
     """Decode an audio file to a checked float32 mono waveform at `sampling_rate`."""
-    from torchcodec.decoders import AudioDecoder
-
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -46,12 +44,29 @@ def load_audio(
             f"{name}: the file is {size / 2**20:.0f} MB; files over "
             f"{MAX_FILE_BYTES / 2**20:.0f} MB are not accepted."
         )
+    waveform = decode(str(path), sampling_rate, name=name, max_duration_s=max_duration_s)
+    return check_waveform(waveform, sampling_rate, name=name, max_duration_s=max_duration_s)
+
+
+def decode(
+    source: str | bytes,
+    sampling_rate: int = SAMPLING_RATE,
+    name: str = "The audio",
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+) -> np.ndarray:
+    """Decode a file path or encoded bytes to float32 mono at `sampling_rate`, unchecked.
+
+    FFmpeg resamples; the channels are averaged here rather than by FFmpeg, whose downmix
+    weights stereo by -3 dB each and would make a stereo file sound louder than its mono twin.
+    """
+    from torchcodec.decoders import AudioDecoder
+
     try:
-        decoder = AudioDecoder(str(path), sample_rate=sampling_rate, num_channels=1)
+        decoder = AudioDecoder(source, sample_rate=sampling_rate)
         header_duration = decoder.metadata.duration_seconds_from_header
         if header_duration is not None and header_duration > max_duration_s:
             raise AudioError(_too_long(name, header_duration, max_duration_s))
-        samples = decoder.get_all_samples().data
+        channels = decoder.get_all_samples().data  # (channels, samples)
     except AudioError:
         raise
     except Exception as error:  # FFmpeg reports corrupt and non-audio files in many ways
@@ -59,7 +74,7 @@ def load_audio(
             f"{name}: could not be read as audio; it is corrupt or not in a supported format "
             f"({SUPPORTED_FORMATS})."
         ) from error
-    return check_waveform(samples.numpy(), sampling_rate, name=name, max_duration_s=max_duration_s)
+    return channels.mean(dim=0).numpy()
 
 
 def to_mono_float(waveform: np.ndarray) -> np.ndarray:

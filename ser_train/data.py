@@ -237,16 +237,17 @@ def _features(decode: bool, sampling_rate: int = SAMPLING_RATE) -> datasets.Feat
 
 def _decode(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) -> datasets.Dataset:
     """Decode every clip to mono at `sampling_rate` once; `datasets` caches the result."""
-    from ser_train.audio import load_audio
+    from ser_train import audio as audio_io
 
     def decode(row: dict) -> dict:
         audio = row["audio"]
         source = audio.get("path") or ""
         try:
-            if audio.get("bytes"):
-                waveform = _decode_bytes(audio["bytes"], sampling_rate, row["file"])
+            if audio.get("bytes"):  # Hub datasets embed the encoded file
+                waveform = audio_io.decode(audio["bytes"], sampling_rate, name=row["file"])
+                waveform = audio_io.check_waveform(waveform, sampling_rate, name=row["file"])
             else:
-                waveform = load_audio(source, sampling_rate)
+                waveform = audio_io.load_audio(source, sampling_rate)
         except Exception as error:
             if not skip_unreadable:
                 raise DataError(f"{row['file'] or source}: unreadable audio ({error}).") from error
@@ -265,15 +266,6 @@ def _decode(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) 
     if skip_unreadable:
         decoded = decoded.filter(lambda readable: readable, input_columns="readable")
     return decoded.remove_columns("readable")
-
-
-def _decode_bytes(data: bytes, sampling_rate: int, name: str) -> np.ndarray:
-    from torchcodec.decoders import AudioDecoder
-
-    from ser_train.audio import check_waveform
-
-    samples = AudioDecoder(data, sample_rate=sampling_rate, num_channels=1).get_all_samples()
-    return check_waveform(samples.data.numpy(), sampling_rate, name=name)
 
 
 def _cache_file(index: datasets.Dataset, sampling_rate: int) -> str | None:
@@ -352,8 +344,8 @@ def parse_actor_list(text: str) -> list[int]:
     actors: list[int] = []
     try:
         for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            actors.extend(range(int(low), int(high or low) + 1))
+            low, dash, high = part.strip().partition("-")
+            actors.extend(range(int(low), int(high if dash else low) + 1))
     except ValueError:
         raise DataError(f"Could not read actors from {text!r}; write e.g. 21,22,23,24 or 21-24.") from None
     if not actors or not all(1 <= actor <= NUM_ACTORS for actor in actors):
