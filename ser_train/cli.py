@@ -66,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wav2vec2.set_defaults(run=run_train, family="wav2vec2")
 
+    predict = commands.add_parser("predict", help="emotion probabilities for audio files")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
+    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
+    predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
+    predict.set_defaults(run=run_predict)
+
+    push = commands.add_parser("push", help="publish a trained model folder to the Hugging Face Hub in one commit")
+    push.add_argument("--model-dir", required=True, help="the output folder of a training run")
+    push.add_argument("--repo-id", required=True, metavar="USER/NAME", help="Hub model repository (created if needed)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if needed) instead of main")
+    push.set_defaults(run=run_push)
+
+    card = commands.add_parser("card", help="(re)render a model folder's card (README.md) from its eval_results.json")
+    card.add_argument("--model-dir", required=True, help="the output folder of a training run")
+    card.add_argument("--repo-id", metavar="USER/NAME", help="where the model is published, for the usage example")
+    card.set_defaults(run=run_card)
+
     return parser
 
 
@@ -111,9 +129,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise SERError("Pass --test-actors (e.g. 21,22,23,24) or --folds K with K >= 2.")
     runner.run(family, args.dataset, args.output_dir, test_actors, folds, resume=args.resume)
     if args.push_to_hub:
-        from ser_train.hub import publish
+        from ser_train.hub import push_model_dir
 
-        publish(args.output_dir, args.hub_model_id, private=args.private)
+        print(push_model_dir(args.output_dir, args.hub_model_id, private=args.private))
     return 0
 
 
@@ -131,4 +149,42 @@ def run_data(args: argparse.Namespace) -> int:
     print("clips per emotion:")
     for emotion, count in summary["emotions"].items():
         print(f"  {emotion:<10} {count}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ser_train.inference import DEFAULT_MODEL, load_model, predict_files
+
+    model = load_model(args.model or DEFAULT_MODEL)  # once, for all files
+    results = predict_files(model, args.files)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print_prediction(result)
+    failed = [result for result in results if "error" in result]
+    return EXIT_USER_ERROR if failed else 0
+
+
+def print_prediction(result: dict) -> None:
+    if "error" in result:
+        print(f"{result['file']}: error: {result['error']}")
+        return
+    print(f"{result['file']}: {result['top']}")
+    for emotion, probability in result["probabilities"].items():
+        print(f"  {emotion:<10} {probability:6.3f}")
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from ser_train.hub import push_model_dir
+
+    url = push_model_dir(args.model_dir, args.repo_id, private=args.private, revision=args.revision)
+    print(f"Published {args.model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
+def run_card(args: argparse.Namespace) -> int:
+    from ser_train.model_card import write_model_card
+
+    print(f"Wrote {write_model_card(args.model_dir, repo_id=args.repo_id)}")
     return 0

@@ -1,0 +1,197 @@
+"""The Hugging Face Hub: fetch a model folder (safetensors only) and publish one in a single commit.
+
+A model is named by a local folder or a Hub repo id, optionally pinned as `user/name@revision`.
+Hub downloads go through `snapshot_download`, so they land in (and are served from) the usual
+Hugging Face cache and work offline once cached. Only the file patterns the caller asks for are
+fetched; pickled weights (`*.bin`, `*.pt`) are never requested, because unpickling runs code.
+
+Every way the Hub can fail (unknown repo, gated or private repo, offline with nothing cached,
+no token, no permission, a failed upload) becomes a `HubError` with one sentence to act on.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import httpx2  # the HTTP client huggingface_hub uses; its TransportError means "no network"
+from huggingface_hub import CommitOperationAdd, HfApi, constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from ser_train.errors import HubError
+
+HUB_URL = "https://huggingface.co"
+REVISION_SEPARATOR = "@"  # user/name@v1 pins a branch, tag or commit
+
+# What goes up when a model folder is published: weights, configs and feature settings, metrics,
+# the card and plots. Only files at the top of the folder: checkpoints (checkpoint-N/, folds/)
+# live in sub-folders, and pickled weights or optimizer states have other suffixes.
+PUBLISHED_SUFFIXES = (".safetensors", ".json", ".md", ".png")
+TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "trainer_state", "rng_state")
+REQUIRED_FOR_PUBLISHING = ("config.json", "model.safetensors", "eval_results.json")
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """'user/name@v1' -> ('user/name', 'v1'); without '@' the revision is None (the main branch)."""
+    repo_id, separator, revision = name.partition(REVISION_SEPARATOR)
+    return repo_id, (revision if separator else None)
+
+
+def fetch_model_files(name: str, patterns: list[str]) -> Path:
+    """The folder holding model `name`: the local folder itself, or its Hub snapshot.
+
+    For a Hub repo only the files matching `patterns` are downloaded (or taken from the cache).
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local.resolve()
+    repo_id, revision = split_revision(name)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(
+            f"'{name}' is neither a model folder nor a Hub repo id (user/name or user/name@revision)."
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.TransportError) as error:
+        raise HubError(_download_failure(error, repo_id, revision)) from error
+
+
+def _download_failure(error: Exception, repo_id: str, revision: str | None) -> str:
+    """One sentence saying why `repo_id` could not be fetched."""
+    if isinstance(error, GatedRepoError):
+        return (
+            f"{repo_id} is a gated model: accept its conditions at {HUB_URL}/{repo_id}, "
+            "then log in with `hf auth login` (or set HF_TOKEN)."
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return (
+            f"There is no local folder '{repo_id}' and no model '{repo_id}' on the Hub that you can "
+            "access: check the name, or log in with `hf auth login` if the repo is private."
+        )
+    if isinstance(error, RevisionNotFoundError):
+        return f"{repo_id} has no branch, tag or commit called '{revision}'."
+    if isinstance(error, LocalEntryNotFoundError):
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1)"
+            if constants.is_offline_mode()
+            else "the Hugging Face Hub cannot be reached"
+        )
+        return (
+            f"'{repo_id}' is not a local folder and is not (completely) in the Hugging Face cache, and "
+            f"{why}: run once with network access to download it, or pass a local model folder."
+        )
+    if isinstance(error, httpx2.TransportError):
+        return f"The download of {repo_id} failed because the network connection broke; try again."
+    return f"The Hugging Face Hub answered with an error for {repo_id} ({_http_reason(error)})."
+
+
+def publishable_files(model_dir: Path) -> list[Path]:
+    """The files of `model_dir` that a published model consists of, sorted by name."""
+    if not model_dir.is_dir():
+        raise HubError(f"{model_dir} is not a folder; pass the folder a training run wrote.")
+    missing = [name for name in REQUIRED_FOR_PUBLISHING if not (model_dir / name).is_file()]
+    if missing:
+        raise HubError(
+            f"{model_dir} is not a complete trained model (missing {', '.join(missing)}); "
+            "publish the output folder of a finished training run."
+        )
+    return sorted(
+        path
+        for path in model_dir.iterdir()
+        if path.is_file()
+        and path.suffix in PUBLISHED_SUFFIXES
+        and not path.name.startswith(TRAINING_STATE_PREFIXES)
+    )
+
+
+def push_model_dir(
+    model_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    api: HfApi | None = None,
+) -> str:
+    """Publish a trained model folder to `repo_id` in one commit; return the commit's URL.
+
+    The model card (README.md) is rendered from the folder's eval_results.json first. The repo
+    (and the branch `revision`) are created if needed. On any failure the local folder is left
+    as it is and the `HubError` names the command to retry.
+    """
+    from ser_train.model_card import write_model_card
+
+    model_dir = Path(model_dir)
+    retry = retry_command(model_dir, repo_id, private, revision)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(f"'{repo_id}' is not a Hub repo id; use the form user/name.") from None
+    publishable_files(model_dir)  # refuse an incomplete folder before writing its card
+    write_model_card(model_dir, repo_id=repo_id)
+    operations = [
+        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
+        for path in publishable_files(model_dir)
+    ]
+    api = api if api is not None else HfApi()
+    try:
+        api.whoami()  # fails fast on a missing or invalid token, or no network, before any change
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, repo_type="model", branch=revision, exist_ok=True)
+        commit = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=f"Upload speech emotion model from {model_dir.name}",
+            repo_type="model",
+            revision=revision,
+        )
+    except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError) as error:
+        raise HubError(
+            f"{_push_failure(error, repo_id)}; {model_dir} was left as it is, so after fixing that "
+            f"retry with: {retry}"
+        ) from error
+    return commit.commit_url
+
+
+def retry_command(model_dir: Path, repo_id: str, private: bool, revision: str | None) -> str:
+    """The exact `push` command that repeats this upload."""
+    command = ["python", "-m", "ser_train", "push", "--model-dir", str(model_dir), "--repo-id", repo_id]
+    if private:
+        command.append("--private")
+    if revision is not None:
+        command += ["--revision", revision]
+    return shlex.join(command)
+
+
+def _push_failure(error: Exception, repo_id: str) -> str:
+    """Why an upload to `repo_id` failed, as the first half of a sentence."""
+    if isinstance(error, LocalTokenNotFoundError):
+        return "No Hugging Face token was found (log in with `hf auth login` or set HF_TOKEN)"
+    if isinstance(error, OfflineModeIsEnabled):
+        return "Nothing can be uploaded while offline mode is on (unset HF_HUB_OFFLINE)"
+    if isinstance(error, httpx2.TransportError):
+        return "The Hugging Face Hub cannot be reached (check the network connection)"
+    status = error.response.status_code
+    if status == 401:
+        return "The Hub refused your token as invalid or expired (log in again with `hf auth login --force`)"
+    if status == 403:
+        namespace = repo_id.split("/")[0]
+        return f"Your token may not write to {repo_id} (it needs write access to the '{namespace}' namespace)"
+    return f"The upload to {repo_id} failed ({_http_reason(error)})"
+
+
+def _http_reason(error: HfHubHTTPError) -> str:
+    """'HTTP 500: <what the server said>' from a Hub HTTP error."""
+    message = error.server_message or str(error).strip().splitlines()[0]
+    return f"HTTP {error.response.status_code}: {message}"

@@ -1,0 +1,209 @@
+"""One way to load and run any emotion model here, whichever family trained it.
+
+`load_model(name)` takes a local model folder or a Hub repo id (`user/name` or
+`user/name@revision`), reads its config.json to tell the family apart, fetches the weights
+(safetensors only) and returns an `EmotionModel`:
+
+    model = load_model("models/ravdess-cnn")
+    model.predict_file("speech.wav")          # {"neutral": 0.01, ..., "surprised": 0.02}
+    model.predict(waveform, sampling_rate)    # any rate, any channel count
+    model.predict_batch([w1, w2])             # 16 kHz mono waveforms -> [N, n_labels]
+
+Families:
+    cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
+    wav2vec2  a transformers audio-classification model (wav2vec2, HuBERT, WavLM, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
+from ser_train.data import EMOTIONS
+from ser_train.errors import HubError, SERError
+from ser_train.hub import fetch_model_files
+
+DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "ravdess-cnn")
+
+CONFIG_FILE = "config.json"
+CNN_MODEL_TYPE = "ser-cnn"
+# Loading reads the configs (model, feature extractor) and the weights, nothing else: never
+# pickled *.bin / *.pt weights, never custom code.
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
+
+Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
+
+
+class EmotionModel:
+    """An emotion classifier of either family behind one interface; safe to share across threads."""
+
+    def __init__(self, name: str, family: str, labels: Sequence[str], forward: Forward):
+        self.name = name
+        self.family = family  # "cnn" or "wav2vec2"
+        self.labels = tuple(labels)
+        self._forward = forward
+        # One forward pass at a time: torch already uses every core for one, and the
+        # feature extractors keep no per-call state worth racing on.
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
+
+    def predict_batch(self, waveforms16k: list[np.ndarray]) -> np.ndarray:
+        """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1."""
+        if not waveforms16k:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            probabilities = np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
+        return probabilities
+
+    def predict(self, waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
+        """Probabilities per label for audio at any rate and channel count."""
+        return self._as_dict(self.predict_batch([prepare_waveform(waveform, sampling_rate)])[0])
+
+    def predict_file(self, path: str | os.PathLike) -> dict[str, float]:
+        """Probabilities per label for an audio file in any common format."""
+        return self._as_dict(self.predict_batch([load_audio(path)])[0])
+
+    def _as_dict(self, row: np.ndarray) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, row)}
+
+
+def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
+    """Load a model folder or Hub repo (`user/name[@revision]`) of either family."""
+    # The config comes first and alone, so a repo that is no emotion model is refused before
+    # any weights are downloaded.
+    config = read_config(fetch_model_files(name, [CONFIG_FILE]), name)
+    family = model_family(config, name)
+    labels = emotion_labels(config_labels(config, family), name)
+    folder = fetch_model_files(name, MODEL_FILE_PATTERNS)
+    require_safetensors(folder, name)
+    forward = _load_cnn(folder) if family == "cnn" else _load_transformers(folder, name)
+    return EmotionModel(name, family, labels, forward)
+
+
+def read_config(folder: Path, name: str) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise HubError(f"{name} is not a model: it has no {CONFIG_FILE}.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise HubError(f"{name} has a {CONFIG_FILE} that is not valid JSON.") from None
+
+
+def model_family(config: dict, name: str) -> str:
+    """'cnn' or 'wav2vec2' from config.json, or a HubError if it is no audio classifier."""
+    model_type = config.get("model_type")
+    if model_type == CNN_MODEL_TYPE:
+        return "cnn"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    classifier_class = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+    # A pretrained encoder without its classification head (e.g. Wav2Vec2ForPreTraining) would
+    # load with a random head, so the saved architecture must be the classifier itself.
+    if classifier_class and classifier_class in config.get("architectures", []):
+        return "wav2vec2"
+    architectures = ", ".join(config.get("architectures", [])) or "no architecture"
+    raise HubError(
+        f"{name} is not an emotion model: its config.json describes a '{model_type}' model "
+        f"({architectures}), not audio classification."
+    )
+
+
+def config_labels(config: dict, family: str) -> list[str]:
+    """The label names in output order, as config.json stores them for the family."""
+    if family == "cnn":
+        return list(config["labels"])
+    id2label = config.get("id2label", {})
+    return [id2label[key] for key in sorted(id2label, key=int)]
+
+
+def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
+    """Map label names to ours ('fear' -> 'fearful', 'neu' -> 'neutral'), or refuse the model.
+
+    Our eight emotion names differ in their first three letters, which is how other datasets'
+    spellings and abbreviations are recognised; a label matching none is not an emotion.
+    """
+    canonical = [_canonical_emotion(label) for label in labels]
+    if not labels or None in canonical or len(set(canonical)) != len(canonical):
+        shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
+        raise HubError(
+            f"{name} is an audio classifier, but its labels ({shown}) are not distinct emotions, "
+            "so it is not an emotion model."
+        )
+    return tuple(canonical)
+
+
+def _canonical_emotion(label: str) -> str | None:
+    prefix = str(label).strip().lower()[:3]
+    return next((emotion for emotion in EMOTIONS if len(prefix) == 3 and emotion.startswith(prefix)), None)
+
+
+def require_safetensors(folder: Path, name: str) -> None:
+    if not any((folder / file).is_file() for file in SAFETENSORS_FILES):
+        raise HubError(
+            f"{name} has no safetensors weights (model.safetensors); weights in pickle formats "
+            "(.bin, .pt) are refused because loading them can run arbitrary code."
+        )
+
+
+def _load_cnn(folder: Path) -> Forward:
+    from ser_train.models.cnn import EmotionCNN
+
+    model = EmotionCNN.from_pretrained(folder)
+    model.eval()
+    return model.predict_proba
+
+
+def _load_transformers(folder: Path, name: str) -> Forward:
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=False)
+    except OSError:
+        raise HubError(f"{name} has no feature-extractor settings (preprocessor_config.json).") from None
+    if extractor.sampling_rate != SAMPLING_RATE:
+        raise HubError(
+            f"{name} expects {extractor.sampling_rate} Hz audio; models here work at {SAMPLING_RATE} Hz."
+        )
+    model = AutoModelForAudioClassification.from_pretrained(
+        folder, use_safetensors=True, trust_remote_code=False
+    )
+    model.eval()
+
+    def forward(waveforms: list[np.ndarray]) -> np.ndarray:
+        # One clip at a time: batching clips of different lengths means zero padding, which
+        # changes the output of models trained without an attention mask (wav2vec2-base).
+        rows = []
+        for waveform in waveforms:
+            inputs = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+            rows.append(torch.softmax(model(**inputs).logits[0], dim=-1).numpy())
+        return np.stack(rows)
+
+    return forward
+
+
+def predict_files(model: EmotionModel, paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """One result per file, in order: {"file", "top", "probabilities"} or {"file", "error"}.
+
+    A file that cannot be used gets an error entry and the rest are still predicted.
+    """
+    results = []
+    for path in paths:
+        try:
+            probabilities = model.predict_file(path)
+        except SERError as error:
+            results.append({"file": str(path), "error": str(error)})
+            continue
+        top = max(probabilities, key=probabilities.get)
+        results.append({"file": str(path), "top": top, "probabilities": probabilities})
+    return results

@@ -1,0 +1,217 @@
+"""Loading models by folder or Hub id (offline, from a pre-filled cache) and predicting."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import soundfile
+from huggingface_hub import constants
+
+from hub_helpers import HubStandIn, Route, evaluation_clips, fill_hub_cache, make_tiny_wav2vec2
+from ser_train.audio import SAMPLING_RATE, resample
+from ser_train.cli import main
+from ser_train.data import EMOTIONS
+from ser_train.errors import HubError
+from ser_train.inference import EmotionModel, emotion_labels, load_model
+
+MAIN_COMMIT = "a" * 40
+V1_COMMIT = "b" * 40
+
+
+@pytest.fixture(scope="module")
+def wav2vec2_dir(tmp_path_factory):
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def wav2vec2_v1_dir(tmp_path_factory):
+    """The same architecture with other weights: what an older revision of a repo holds."""
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2-v1"), seed=1)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (tests run with HF_HUB_OFFLINE=1)."""
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def clips():
+    return [clip for clip, _, _ in evaluation_clips(actors=(1,))]
+
+
+def test_hub_id_from_the_cache_predicts_like_the_local_folder(wav2vec2_dir, hub_cache, clips):
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
+    local = load_model(str(wav2vec2_dir))
+    from_hub = load_model("someone/ser-wav2vec2")
+
+    assert (from_hub.family, from_hub.labels, from_hub.name) == ("wav2vec2", EMOTIONS, "someone/ser-wav2vec2")
+    expected = local.predict_batch(clips)
+    np.testing.assert_allclose(from_hub.predict_batch(clips), expected, atol=1e-6)
+    assert expected.shape == (len(clips), len(EMOTIONS))
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_pinned_revision_loads_that_revision(wav2vec2_dir, wav2vec2_v1_dir, hub_cache, clips):
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_v1_dir, V1_COMMIT, refs=("v1",))
+
+    pinned = load_model("someone/ser-wav2vec2@v1").predict_batch(clips)
+    np.testing.assert_allclose(pinned, load_model(str(wav2vec2_v1_dir)).predict_batch(clips), atol=1e-6)
+    assert not np.allclose(pinned, load_model("someone/ser-wav2vec2").predict_batch(clips), atol=1e-4)
+    by_commit = load_model(f"someone/ser-wav2vec2@{V1_COMMIT}").predict_batch(clips)
+    np.testing.assert_allclose(by_commit, pinned, atol=1e-6)
+
+
+def test_predict_takes_any_rate_and_channels(wav2vec2_dir, clips):
+    model = load_model(str(wav2vec2_dir))
+    clip = clips[3]
+    at_44k = resample(clip, SAMPLING_RATE, 44_100)
+    stereo = np.stack([at_44k, 0.5 * at_44k], axis=1)  # (samples, channels), as soundfile gives
+
+    probabilities = model.predict(stereo, 44_100)
+
+    assert list(probabilities) == list(EMOTIONS)
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    # Downmixed and resampled back to 16 kHz it is the same clip (the extractor normalises level).
+    np.testing.assert_allclose(list(probabilities.values()), model.predict_batch([clip])[0], atol=1e-4)
+
+
+def test_concurrent_predictions_match_sequential_ones(wav2vec2_dir, clips):
+    model = load_model(str(wav2vec2_dir))
+    expected = [model.predict(clip, SAMPLING_RATE) for clip in clips]
+    results = [None] * len(clips)
+
+    def predict(index):
+        results[index] = model.predict(clips[index], SAMPLING_RATE)
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(len(clips))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results, expected):
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_unknown_repo_while_offline_is_one_clear_sentence(hub_cache):
+    with pytest.raises(HubError, match=r"not \(completely\) in the Hugging Face cache, and offline mode is on"):
+        load_model("someone/no-such-model")
+
+
+def test_a_name_that_is_neither_folder_nor_repo_id(tmp_path):
+    with pytest.raises(HubError, match="neither a model folder nor a Hub repo id"):
+        load_model(str(tmp_path / "missing" / "model"))
+
+
+def test_pickle_only_repos_are_refused(wav2vec2_dir, hub_cache, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(wav2vec2_dir / "config.json", pickled)
+    shutil.copy(wav2vec2_dir / "preprocessor_config.json", pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle that must never be opened")
+    fill_hub_cache(hub_cache, "someone/pickled", pickled, MAIN_COMMIT)
+
+    for name in ("someone/pickled", str(pickled)):
+        with pytest.raises(HubError, match=r"no safetensors weights .* pickle formats \(\.bin, \.pt\) are refused"):
+            load_model(name)
+
+
+def test_models_for_other_tasks_are_refused(tmp_path, hub_cache):
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]}))
+    fill_hub_cache(hub_cache, "someone/bert", bert, MAIN_COMMIT)
+    with pytest.raises(HubError, match=r"someone/bert is not an emotion model: .* 'bert' model \(BertForMaskedLM\)"):
+        load_model("someone/bert")
+
+    encoder_only = make_tiny_wav2vec2(tmp_path / "pretrained", architecture="pretraining")
+    with pytest.raises(HubError, match=r"Wav2Vec2ForPreTraining\), not audio classification"):
+        load_model(str(encoder_only))
+
+    keywords = make_tiny_wav2vec2(tmp_path / "keywords", labels=("yes", "no", "up", "down"))
+    with pytest.raises(HubError, match=r"labels \(yes, no, up, down\) are not distinct emotions"):
+        load_model(str(keywords))
+
+
+def test_other_spellings_of_emotions_are_mapped_to_ours():
+    assert emotion_labels(["neu", "hap", "ang", "sad"], "m") == ("neutral", "happy", "angry", "sad")
+    assert emotion_labels(["Fear", "surprise", "disgusted"], "m") == ("fearful", "surprised", "disgust")
+    with pytest.raises(HubError):
+        emotion_labels(["LABEL_0", "LABEL_1"], "m")
+
+
+@pytest.fixture
+def online_stand_in(monkeypatch):
+    """Point huggingface_hub at a local stand-in, online, with an empty cache of its own."""
+
+    def start(routes):
+        stand_in = HubStandIn(routes)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", stand_in.url)
+        return stand_in
+
+    yield start
+
+
+@pytest.mark.parametrize(
+    "error_code, message",
+    [
+        ("RepoNotFound", r"no model 'someone/secret' on the Hub that you can access: .* `hf auth login` if the repo is private"),
+        ("GatedRepo", r"someone/secret is a gated model: accept its conditions at https://huggingface.co/someone/secret"),
+    ],
+)
+def test_unknown_private_or_gated_repos_online(online_stand_in, hub_cache, error_code, message):
+    stand_in = online_stand_in({"GET /api/models/someone/secret": Route(401, headers={"X-Error-Code": error_code})})
+    try:
+        with pytest.raises(HubError, match=message):
+            load_model("someone/secret")
+    finally:
+        stand_in.close()
+    assert stand_in.requests[0][1].startswith("/api/models/someone/secret/revision/main")
+
+
+def write_wav(path, clip):
+    soundfile.write(path, clip, SAMPLING_RATE)
+    return str(path)
+
+
+def test_predict_command_json_keeps_going_past_a_bad_file(wav2vec2_dir, tmp_path, clips, capsys):
+    good = [write_wav(tmp_path / f"clip{i}.wav", clip) for i, clip in enumerate(clips[:2])]
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is text, not audio")
+
+    code = main(["predict", "--model", str(wav2vec2_dir), good[0], str(bad), good[1], "--json"])
+    results = json.loads(capsys.readouterr().out)
+
+    assert code != 0
+    assert [result["file"] for result in results] == [good[0], str(bad), good[1]]
+    assert set(results[1]) == {"file", "error"} and "could not be read as audio" in results[1]["error"]
+    model = load_model(str(wav2vec2_dir))
+    for result in (results[0], results[2]):
+        assert list(result["probabilities"]) == list(EMOTIONS)
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["top"] == max(result["probabilities"], key=result["probabilities"].get)
+        assert result["probabilities"] == pytest.approx(model.predict_file(result["file"]), abs=1e-6)
+
+
+def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):
+    path = write_wav(tmp_path / "clip.wav", clips[0])
+    assert main(["predict", "--model", str(wav2vec2_dir), path]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: ")
+    assert all(f"  {emotion:<10} " in out for emotion in EMOTIONS)
+
+
+def test_empty_batch_gives_an_empty_array():
+    def forward(waveforms):
+        raise AssertionError("an empty batch needs no forward pass")
+
+    assert EmotionModel("stub", "cnn", EMOTIONS, forward).predict_batch([]).shape == (0, len(EMOTIONS))
