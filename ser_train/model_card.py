@@ -1,0 +1,223 @@
+"""Model cards rendered from a model folder's real metrics.
+
+The template is `model_card.md` at the top of the project (Jinja, rendered by
+`huggingface_hub.ModelCard.from_template`). The YAML front matter is a `ModelCardData` with a
+`model-index` of `EvalResult`s, so the Hub shows the numbers and validates the metadata. Every
+figure comes from the folder's `eval_results.json` (see `ser_train.evaluation.eval_results`);
+the command and settings come from `training_args.json` and `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from ser_train.errors import SERError
+from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
+TRAINING_ARGS_FILE = "training_args.json"
+CONFIG_FILE = "config.json"
+
+RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models inherit
+TASK = "audio-classification"
+TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition", "ravdess"]
+FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2"}
+
+
+def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
+    """Render the card for `model_dir` and write it there as README.md; return its path."""
+    path = Path(model_dir) / CARD_FILE
+    render_model_card(model_dir, repo_id).save(path)
+    return path
+
+
+def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> ModelCard:
+    """The card of the model in `model_dir`; `repo_id` is where it is (to be) published."""
+    model_dir = Path(model_dir)
+    results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)
+    config = _read_json(model_dir / CONFIG_FILE, required=True)
+    training_args = _read_json(model_dir / TRAINING_ARGS_FILE, required=False)
+    model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
+    base_model = _hub_id(training_args.get("hyperparameters", {}).get("base"))
+    is_transformers = results["family"] != "cnn"
+
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=RAVDESS_LICENSE,
+        language="en",
+        datasets=[_hub_id(results["dataset"])] if _hub_id(results["dataset"]) else None,
+        metrics=["accuracy", "recall", "f1"],
+        pipeline_tag=TASK,
+        library_name="transformers" if is_transformers else None,
+        base_model=base_model,
+        tags=TAGS + [results["family"]],
+        eval_results=_eval_results(results),
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        model_ref=repo_id or _display_path(model_dir),
+        family_title=FAMILY_TITLES.get(results["family"], results["family"]),
+        family_description=_family_description(results["family"], config),
+        labels=results["test"]["labels"],
+        test=results["test"],
+        headline_name=_headline_name(results),
+        evaluation_description=_evaluation_description(results),
+        folds=_fold_rows(results),
+        cv_mean=results.get("cross_validation", {}).get("mean"),
+        cv_std=results.get("cross_validation", {}).get("std"),
+        has_confusion_matrix=(model_dir / CONFUSION_MATRIX_FILE).is_file(),
+        dataset_description=_dataset_description(results["dataset"]),
+        base_model=base_model,
+        command=results["command"],
+        training_args=json.dumps(training_args, indent=2) if training_args else None,
+        feature_config=json.dumps(config["feature_config"], indent=2) if "feature_config" in config else None,
+        is_transformers=is_transformers,
+    )
+
+
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.is_file():
+        if required:
+            raise SERError(
+                f"{path.parent} has no {path.name}; a card is rendered from a finished training run's folder."
+            )
+        return {}
+    return json.loads(path.read_text())
+
+
+def _eval_results(results: dict) -> list[EvalResult]:
+    """The model-index entries: accuracy, balanced accuracy and macro F1 on the described split."""
+    test = results["test"]
+    split = _split_name(results)
+    dataset_id = _hub_id(results["dataset"]) or "ravdess"
+    metrics = (
+        ("accuracy", test["accuracy"], "Accuracy (WA)", None),
+        ("balanced_accuracy", test["balanced_accuracy"], "Balanced accuracy (UA, macro recall)", None),
+        ("f1", test["macro_f1"], "Macro F1", {"average": "macro"}),
+    )
+    return [
+        EvalResult(
+            task_type=TASK,
+            task_name="Speech emotion recognition",
+            dataset_type=dataset_id,
+            dataset_name="RAVDESS (speech)",
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_value=round(value, 4),
+            metric_name=metric_name,
+            metric_args=metric_args,
+        )
+        for metric_type, value, metric_name, metric_args in metrics
+    ]
+
+
+def _split_name(results: dict) -> str:
+    """The evaluated split in a few words, naming exactly which actors were tested."""
+    folds = results["folds"]
+    if len(folds) == 1:
+        fold = folds[0]
+        return (
+            f"actor-disjoint hold-out: test actors {format_actors(fold['test_actors'])}, "
+            f"validation actors {format_actors(fold['validation_actors'])}, training the rest"
+        )
+    test_groups = " | ".join(format_actors(fold["test_actors"]) for fold in folds)
+    return f"{len(folds)}-fold actor-disjoint cross-validation (test actors {test_groups}), pooled"
+
+
+def _headline_name(results: dict) -> str:
+    if results["protocol"] == "cross_validation":
+        return f"pooled over {len(results['folds'])} folds"
+    return f"test actors {format_actors(results['folds'][0]['test_actors'])}"
+
+
+def _evaluation_description(results: dict) -> str:
+    """How the reported figures were obtained, and how they relate to the published weights."""
+    folds, test = results["folds"], results["test"]
+    if len(folds) == 1:
+        fold = folds[0]
+        return (
+            f"Tested on the {test['num_examples']} clips of actors {format_actors(fold['test_actors'])}, "
+            f"whom the model never heard; actors {format_actors(fold['validation_actors'])} chose the "
+            "training epoch kept (early stopping), and the remaining actors trained it."
+        )
+    text = (
+        f"Figures are pooled over {len(folds)}-fold actor-disjoint cross-validation: each of the "
+        f"{test['num_examples']} clips was tested exactly once, by a fold model that never heard its "
+        "speaker."
+    )
+    final = results.get("final_model")
+    if final:
+        text += (
+            f" The published model was then trained on all {len(final['actors'])} actors for "
+            f"{final['epochs']} epochs (the folds' median best epoch), so it has no held-out "
+            "figures of its own: the cross-validation figures estimate how it does on new voices."
+        )
+    return text
+
+
+def _fold_rows(results: dict) -> list[dict]:
+    return [
+        {
+            "test_actors": format_actors(fold["test_actors"]),
+            "validation_actors": format_actors(fold["validation_actors"]),
+            **{name: fold["metrics"][name] for name in ("accuracy", "balanced_accuracy", "macro_f1")},
+        }
+        for fold in results["folds"]
+    ]
+
+
+def _family_description(family: str, config: dict) -> str:
+    if family == "cnn":
+        return (
+            "A compact convolutional network over frame-level acoustic features computed from the "
+            "waveform (settings below); it is small enough to run on a CPU."
+        )
+    model_type = config.get("model_type", family)
+    return (
+        f"A {model_type} speech encoder, pretrained on unlabelled speech, fine-tuned with a "
+        "classification head on RAVDESS."
+    )
+
+
+def _dataset_description(source: str) -> str:
+    dataset_id = _hub_id(source)
+    if dataset_id:
+        return f"RAVDESS speech from the Hub dataset [{dataset_id}](https://huggingface.co/datasets/{dataset_id})"
+    return f"a local copy of RAVDESS speech (folder `{Path(source).name}`)"
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`name` if it is a Hub repo id rather than a local path, else None."""
+    if not name or Path(name).expanduser().exists():
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _display_path(model_dir: Path) -> str:
+    """The folder relative to the working directory when it is below it (cards travel)."""
+    relative = os.path.relpath(model_dir.resolve())
+    return model_dir.resolve().as_posix() if relative.startswith("..") else Path(relative).as_posix()
+
+
+def format_actors(actors: list[int]) -> str:
+    """[21, 22, 23, 24] -> '21-24'; [1, 3, 5] -> '1, 3, 5'; runs of consecutive actors shortened."""
+    runs: list[list[int]] = []
+    for actor in sorted(actors):
+        if runs and actor == runs[-1][-1] + 1:
+            runs[-1].append(actor)
+        else:
+            runs.append([actor])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs)
