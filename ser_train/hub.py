@@ -146,7 +146,8 @@ def push_model_dir(
     api = api if api is not None else HfApi()
     try:
         api.whoami()  # fails fast on a missing or invalid token, or no network, before any change
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        # private=None (not False) leaves a new repo to the namespace's default visibility.
+        api.create_repo(repo_id, repo_type="model", private=private or None, exist_ok=True)
         if revision is not None:
             api.create_branch(repo_id, repo_type="model", branch=revision, exist_ok=True)
         commit = api.create_commit(
@@ -156,7 +157,8 @@ def push_model_dir(
             repo_type="model",
             revision=revision,
         )
-    except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError) as error:
+    # ValueError: create_commit's report that the Hub's YAML check refused the card's metadata.
+    except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError, ValueError) as error:
         raise HubError(
             f"{_push_failure(error, repo_id)}; {model_dir} was left as it is, so after fixing that "
             f"retry with: {retry}"
@@ -182,6 +184,8 @@ def _push_failure(error: Exception, repo_id: str) -> str:
         return "Nothing can be uploaded while offline mode is on (unset HF_HUB_OFFLINE)"
     if isinstance(error, httpx2.TransportError):
         return "The Hugging Face Hub cannot be reached (check the network connection)"
+    if not isinstance(error, HfHubHTTPError):
+        return f"The Hub refused the upload to {repo_id}: {' '.join(str(error).split())}"
     status = error.response.status_code
     if status == 401:
         return "The Hub refused your token as invalid or expired (log in again with `hf auth login --force`)"

@@ -6,9 +6,9 @@
   predictions on synthetic clips, so cards show numbers that were computed, not typed in.
 - `fill_hub_cache`: lays a folder out as huggingface_hub's cache holds a downloaded repo,
   which is what `snapshot_download` serves when offline.
-- `HubStandIn`: a local HTTP server answering chosen Hub API routes (errors, mostly), so the
-  real `huggingface_hub` code turns real responses into its real exceptions.
-- `RecordingHub`: an HfApi look-alike that records calls instead of uploading.
+- `HubStandIn`: a local HTTP server answering chosen Hub API routes, so the real
+  `huggingface_hub` client runs its real requests (and turns error answers into its real
+  exceptions) without a network.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
+from huggingface_hub import constants
 
 from ser_train.audio import SAMPLING_RATE
 from ser_train.data import EMOTIONS
@@ -126,30 +129,36 @@ def fill_hub_cache(cache_dir: Path, repo_id: str, files_from: Path, commit: str,
 
 @dataclass
 class Route:
+    """An answer: status, JSON body (or a function of the request body giving it), headers."""
+
     status: int
-    body: dict = field(default_factory=dict)
+    body: dict | Callable[[bytes], dict] = field(default_factory=dict)
     headers: dict = field(default_factory=dict)
+
+    def body_for(self, request_body: bytes) -> bytes:
+        return json.dumps(self.body(request_body) if callable(self.body) else self.body).encode()
 
 
 class HubStandIn:
     """A local HTTP server answering like the Hub for the routes given ('GET /api/whoami-v2').
 
     A route matches a request whose method and path start with it; anything else gets 404.
-    `requests` records (method, path) of every request, in order.
+    `requests` records (method, path) of every request, in order, and `bodies` what each sent.
     """
 
     def __init__(self, routes: dict[str, Route]):
         self.routes = routes
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[bytes] = []
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                request_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stand_in.requests.append((self.command, self.path))
+                stand_in.bodies.append(request_body)
                 route = stand_in.match(self.command, self.path)
-                body = json.dumps(route.body).encode()
+                body = route.body_for(request_body)
                 self.send_response(route.status)
                 for name, value in {"Content-Type": "application/json", **route.headers}.items():
                     self.send_header(name, value)
@@ -164,7 +173,7 @@ class HubStandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()  # quick shutdown
 
     def match(self, method: str, path: str) -> Route:
         for key, route in self.routes.items():
@@ -178,30 +187,17 @@ class HubStandIn:
         self.server.server_close()
 
 
-@dataclass
-class CommitResult:
-    commit_url: str
+@pytest.fixture
+def online_hub(monkeypatch):
+    """`online_hub(routes)` starts a stand-in, makes it the Hub endpoint and goes online."""
+    started = []
 
+    def start(routes: dict[str, Route]) -> HubStandIn:
+        started.append(HubStandIn(routes))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # tests run offline otherwise
+        monkeypatch.setattr(constants, "ENDPOINT", started[-1].url)
+        return started[-1]
 
-class RecordingHub:
-    """Stands in for `HfApi`: records every call and keeps the bytes of committed files."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, dict]] = []
-        self.committed: dict[str, bytes] = {}
-
-    def whoami(self):
-        self.calls.append(("whoami", {}))
-        return {"name": "someone", "type": "user"}
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-    def create_branch(self, repo_id, **kwargs):
-        self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
-        for operation in operations:
-            self.committed[operation.path_in_repo] = Path(operation.path_or_fileobj).read_bytes()
-        return CommitResult(f"https://huggingface.co/{repo_id}/commit/{'0' * 40}")
+    yield start
+    for stand_in in started:
+        stand_in.close()

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 from huggingface_hub import constants
 
-from hub_helpers import HubStandIn, Route, evaluation_clips, fill_hub_cache, make_tiny_wav2vec2
+from hub_helpers import Route, evaluation_clips, fill_hub_cache, make_tiny_wav2vec2, online_hub  # noqa: F401 (fixture)
 from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
@@ -148,19 +148,6 @@ def test_other_spellings_of_emotions_are_mapped_to_ours():
         emotion_labels(["LABEL_0", "LABEL_1"], "m")
 
 
-@pytest.fixture
-def online_stand_in(monkeypatch):
-    """Point huggingface_hub at a local stand-in, online, with an empty cache of its own."""
-
-    def start(routes):
-        stand_in = HubStandIn(routes)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "ENDPOINT", stand_in.url)
-        return stand_in
-
-    yield start
-
-
 @pytest.mark.parametrize(
     "error_code, message",
     [
@@ -168,14 +155,11 @@ def online_stand_in(monkeypatch):
         ("GatedRepo", r"someone/secret is a gated model: accept its conditions at https://huggingface.co/someone/secret"),
     ],
 )
-def test_unknown_private_or_gated_repos_online(online_stand_in, hub_cache, error_code, message):
-    stand_in = online_stand_in({"GET /api/models/someone/secret": Route(401, headers={"X-Error-Code": error_code})})
-    try:
-        with pytest.raises(HubError, match=message):
-            load_model("someone/secret")
-    finally:
-        stand_in.close()
-    assert stand_in.requests[0][1].startswith("/api/models/someone/secret/revision/main")
+def test_unknown_private_or_gated_repos_online(online_hub, hub_cache, error_code, message):
+    hub = online_hub({"GET /api/models/someone/secret": Route(401, headers={"X-Error-Code": error_code})})
+    with pytest.raises(HubError, match=message):
+        load_model("someone/secret")
+    assert hub.requests[0][1].startswith("/api/models/someone/secret/revision/main")
 
 
 def write_wav(path, clip):
