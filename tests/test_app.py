@@ -1,0 +1,280 @@
+"""The app's handlers, in-process: every kind of input a visitor can bring, every way it can fail.
+
+Each result is compared with what the library (ser_train.inference) says for the same file and
+model, so the page shows exactly the library's answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile
+import torch
+from torchcodec.encoders import AudioEncoder
+
+import app
+from app_support import make_tiny_wav2vec2, utterances
+from ser_train.audio import SAMPLING_RATE
+from ser_train.data import EMOTIONS
+from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.timeline import average_probabilities, timeline
+from synthetic import synth_clip
+
+ANGRY = EMOTIONS.index("angry")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-wav2vec2"))
+
+
+@pytest.fixture(scope="module")
+def second_tiny_model_dir(tmp_path_factory) -> str:
+    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "other-tiny-wav2vec2", seed=1))
+
+
+@pytest.fixture(params=["bundled", "tiny wav2vec2"])
+def model_name(request, tiny_model_dir) -> str:
+    if request.param == "tiny wav2vec2":
+        return tiny_model_dir
+    if not Path(DEFAULT_MODEL).is_dir():
+        pytest.skip(f"the bundled model ({DEFAULT_MODEL}) is not there yet")
+    return DEFAULT_MODEL
+
+
+@pytest.fixture(autouse=True)
+def offer_tiny_models(monkeypatch, tiny_model_dir, second_tiny_model_dir):
+    """The app offers the tiny models as an operator would through SER_MODELS."""
+    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, tiny_model_dir, second_tiny_model_dir))
+
+
+def write_clip(path: Path, sampling_rate: int = 48_000, channels: int = 1, duration_s: float = 2.0, emotion: int = ANGRY) -> Path:
+    """A synthetic utterance encoded in the format of `path`'s extension (FFmpeg via torchcodec)."""
+    clip = torch.from_numpy(synth_clip(emotion, actor=1, sampling_rate=sampling_rate, seed=7, duration_s=duration_s))
+    samples = torch.stack([clip, 0.8 * clip])[:channels]
+    AudioEncoder(samples, sample_rate=sampling_rate).to_file(path)
+    return path
+
+
+@cache
+def library_model(name: str):
+    """The model as the library loads it, independently of the app's own cache."""
+    return load_model(name)
+
+
+def analyse(path, model_name, typed_id="", compare="", compare_typed_id="") -> app.PageOutputs:
+    return app.predict_handler(str(path) if path else None, model_name, typed_id, compare, compare_typed_id)
+
+
+def assert_shows_library_result(outputs: app.PageOutputs, path: Path, model_name: str) -> None:
+    expected = library_model(model_name).predict_file(path)
+    shown = outputs.probabilities["value"]
+    assert outputs.status == ""
+    assert list(shown) == list(EMOTIONS)
+    assert list(shown.values()) == pytest.approx(list(expected.values()), abs=1e-6)
+    top = max(expected, key=expected.get)
+    assert f"{top} · {expected[top]:.0%}" in outputs.summary
+    assert outputs.details_section["visible"] and outputs.audio_plot is not None
+
+
+def assert_refused(outputs: app.PageOutputs, *phrases: str) -> None:
+    """A clear sentence in the status, no traceback, and no results left on the page."""
+    assert outputs.status.startswith("⚠️ ")
+    assert "Traceback" not in outputs.status
+    for phrase in phrases:
+        assert phrase in outputs.status
+    assert outputs.probabilities["value"] is None
+    assert outputs.details_section["visible"] is False
+    assert outputs.audio_plot is None and outputs.timeline_table is None
+
+
+@pytest.mark.parametrize("extension", ["wav", "flac", "mp3", "ogg", "webm", "m4a"])
+def test_every_upload_format_shows_the_librarys_probabilities(tmp_path, model_name, extension):
+    path = write_clip(tmp_path / f"speech.{extension}")
+    assert_shows_library_result(analyse(path, model_name), path, model_name)
+
+
+@pytest.mark.parametrize(("sampling_rate", "channels"), [(8_000, 1), (48_000, 1), (44_100, 2)])
+def test_any_sampling_rate_and_stereo(tmp_path, model_name, sampling_rate, channels):
+    path = write_clip(tmp_path / "speech.wav", sampling_rate=sampling_rate, channels=channels)
+    outputs = analyse(path, model_name)
+    assert_shows_library_result(outputs, path, model_name)
+    assert "2.0 s of audio" in outputs.summary
+
+
+def test_short_recordings_get_no_timeline(tmp_path, tiny_model_dir):
+    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir)
+    assert outputs.timeline_section["visible"] is False
+    assert outputs.timeline_plot is None and outputs.timeline_table is None
+
+
+def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
+    waveform = utterances([ANGRY, 2, 3, 0], speech_s=2.5, pause_s=1.0)  # 14 s
+    path = tmp_path / "long.flac"
+    soundfile.write(path, waveform, SAMPLING_RATE)
+    outputs = analyse(path, model_name)
+
+    segments = timeline(library_model(model_name), waveform)
+    assert len(segments) == 4
+    assert outputs.timeline_section["visible"] is True and outputs.timeline_plot is not None
+    assert [row[0] for row in outputs.timeline_table] == [f"{segment.start_s:.1f}" for segment in segments]
+    assert [row[2].split()[-1] for row in outputs.timeline_table] == [segment.top_emotion for segment in segments]
+    expected = average_probabilities(segments)
+    assert list(outputs.probabilities["value"].values()) == pytest.approx(list(expected.values()), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_ten_minute_recording_is_analysed(tmp_path, model_name):
+    cycle = utterances([ANGRY, 2], speech_s=3.0, pause_s=0.5)  # 7.5 s: two utterances
+    waveform = np.tile(cycle, 80)  # 600 s
+    path = tmp_path / "ten-minutes.flac"
+    soundfile.write(path, waveform, SAMPLING_RATE)
+    outputs = analyse(path, model_name)
+    assert outputs.status == ""
+    assert "600.0 s of audio" in outputs.summary
+    assert len(outputs.timeline_table) == 160
+    assert float(outputs.timeline_table[-1][1]) <= 600
+
+
+@pytest.mark.parametrize(
+    ("make", "phrases"),
+    [
+        (lambda folder: None, ["No audio yet"]),
+        (lambda folder: _write_bytes(folder / "empty.wav", b""), ["empty.wav", "empty (0 bytes)"]),
+        (lambda folder: _write_waveform(folder / "silence.wav", np.zeros(2 * SAMPLING_RATE)), ["silence.wav", "silent"]),
+        (lambda folder: _write_waveform(folder / "blip.wav", synth_clip(ANGRY, 1, SAMPLING_RATE, 0, 0.2)), ["0.20 s", "at least 0.5 s"]),
+        (lambda folder: _write_bytes(folder / "notes.wav", b"These are my notes, not a recording.\n" * 20), ["notes.wav", "could not be read as audio"]),
+        (lambda folder: _corrupt(write_clip(folder / "broken.mp3")), ["broken.mp3", "could not be read as audio"]),
+    ],
+    ids=["no audio", "empty file", "silence", "0.2 s", "text file named .wav", "corrupt mp3"],
+)
+def test_unusable_audio_gets_one_clear_sentence(tmp_path, tiny_model_dir, make, phrases):
+    assert_refused(analyse(make(tmp_path), tiny_model_dir), *phrases)
+
+
+def _write_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _write_waveform(path: Path, waveform: np.ndarray) -> Path:
+    soundfile.write(path, waveform, SAMPLING_RATE)
+    return path
+
+
+def _corrupt(path: Path) -> Path:
+    """Keep the file's size but replace everything after its first 64 bytes with noise."""
+    content = bytearray(path.read_bytes())
+    content[64:] = np.random.default_rng(0).integers(0, 256, len(content) - 64, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(content))
+    return path
+
+
+def test_recordings_over_the_configured_limit_are_refused(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(app, "MAX_DURATION_S", 2.5)
+    assert_refused(analyse(write_clip(tmp_path / "long.wav", duration_s=3.0), tiny_model_dir), "long.wav", "the limit is")
+    assert analyse(write_clip(tmp_path / "short.wav", duration_s=2.0), tiny_model_dir).status == ""
+
+
+def test_a_model_that_cannot_be_loaded_is_explained_and_the_app_keeps_working(tmp_path, tiny_model_dir):
+    path = write_clip(tmp_path / "speech.wav")
+    assert_refused(analyse(path, tiny_model_dir, typed_id="nobody/no-such-model"), "nobody/no-such-model")
+    assert_shows_library_result(analyse(path, tiny_model_dir), path, tiny_model_dir)
+
+
+@pytest.mark.parametrize("folder", ["/etc", "../models", "~/.cache"])
+def test_typed_ids_must_be_hub_ids_not_server_folders(tmp_path, tiny_model_dir, folder):
+    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id=folder)
+    assert_refused(outputs, f"'{folder}' is not a Hub model id")
+
+
+def test_a_typed_id_wins_over_the_picker_and_blank_means_the_picker(tmp_path, tiny_model_dir):
+    path = write_clip(tmp_path / "speech.wav")
+    assert analyse(path, tiny_model_dir, typed_id="nobody/no-such-model").status != ""
+    assert_shows_library_result(analyse(path, tiny_model_dir, typed_id="   "), path, tiny_model_dir)
+
+
+def test_two_models_side_by_side(tmp_path, tiny_model_dir, second_tiny_model_dir):
+    path = write_clip(tmp_path / "speech.wav")
+    outputs = analyse(path, tiny_model_dir, compare=second_tiny_model_dir)
+    assert_shows_library_result(outputs, path, tiny_model_dir)
+    expected = library_model(second_tiny_model_dir).predict_file(path)
+    assert outputs.comparison["visible"] is True
+    assert outputs.comparison["label"] == "other-tiny-wav2vec2"
+    assert list(outputs.comparison["value"].values()) == pytest.approx(list(expected.values()), abs=1e-6)
+    top = max(expected, key=expected.get)
+    assert f"**other-tiny-wav2vec2:** {app.EMOJI[top]} {top} · {expected[top]:.0%}" in outputs.summary
+
+
+def test_a_failing_comparison_model_leaves_the_main_result(tmp_path, tiny_model_dir):
+    path = write_clip(tmp_path / "speech.wav")
+    outputs = analyse(path, tiny_model_dir, compare_typed_id="nobody/no-such-model")
+    assert outputs.status.startswith("⚠️ The comparison model was not used") and "nobody/no-such-model" in outputs.status
+    assert outputs.comparison["visible"] is False
+    expected = library_model(tiny_model_dir).predict_file(path)
+    assert list(outputs.probabilities["value"].values()) == pytest.approx(list(expected.values()), abs=1e-6)
+
+
+def test_without_a_comparison_the_second_label_stays_hidden(tmp_path, tiny_model_dir):
+    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, compare="")
+    assert outputs.comparison["visible"] is False
+
+
+def test_the_api_function_returns_the_librarys_probabilities(tmp_path, tiny_model_dir):
+    path = write_clip(tmp_path / "speech.ogg")
+    expected = library_model(tiny_model_dir).predict_file(path)
+    assert app.predict_api(str(path), tiny_model_dir) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_api_function_raises_the_sentence_as_a_gradio_error(tmp_path, tiny_model_dir):
+    with pytest.raises(gr.Error, match="silent"):
+        app.predict_api(str(_write_waveform(tmp_path / "quiet.wav", np.zeros(SAMPLING_RATE))), tiny_model_dir)
+
+
+def test_models_load_once_and_stay_cached_across_threads(monkeypatch, tiny_model_dir):
+    loads = []
+
+    def counting_load(name):
+        loads.append(name)
+        return load_model(name)
+
+    monkeypatch.setattr(app, "_models", {})
+    monkeypatch.setattr(app, "load_model", counting_load)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(app.get_model(tiny_model_dir))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == [tiny_model_dir]
+    assert all(model is results[0] for model in results)
+
+
+def test_a_failed_load_is_retried_on_the_next_request(monkeypatch):
+    attempts = []
+
+    def offline_load(name):
+        attempts.append(name)
+        raise app.HubError("offline")
+
+    monkeypatch.setattr(app, "load_model", offline_load)
+    for _ in range(2):
+        with pytest.raises(app.HubError):
+            app.get_model("user/model")
+    assert attempts == ["user/model", "user/model"]
+
+
+def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
+    (tmp_path / "eval_results.json").write_text(
+        '{"protocol": "cross_validation", "folds": [{}, {}, {}, {}, {}, {}],'
+        ' "test": {"accuracy": 0.5234, "balanced_accuracy": 0.4987}}'
+    )
+    note = app.accuracy_note(str(tmp_path))
+    assert "52% of the clips of actors it never heard" in note
+    assert "6-fold cross-validation" in note and "balanced accuracy 50%" in note
+    assert app.accuracy_note(str(tmp_path / "no-model-here")) == ""
