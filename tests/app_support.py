@@ -11,11 +11,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchcodec.encoders import AudioEncoder
 
 from ser_train.audio import SAMPLING_RATE
 from ser_train.data import EMOTIONS
 from synthetic import synth_clip
 
+ANGRY = EMOTIONS.index("angry")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 180  # importing torch, transformers and gradio on a busy 2-core machine
 
@@ -54,6 +57,14 @@ def utterances(emotions: list[int], speech_s: float, pause_s: float, sampling_ra
     for number, emotion in enumerate(emotions):
         parts += [synth_clip(emotion, actor=1, sampling_rate=sampling_rate, seed=number, duration_s=speech_s), pause]
     return np.concatenate(parts)
+
+
+def write_clip(path: Path, sampling_rate: int = 48_000, channels: int = 1, duration_s: float = 2.0, emotion: int = ANGRY) -> Path:
+    """A synthetic utterance encoded in the format of `path`'s extension (FFmpeg via torchcodec)."""
+    clip = torch.from_numpy(synth_clip(emotion, actor=1, sampling_rate=sampling_rate, seed=7, duration_s=duration_s))
+    samples = torch.stack([clip, 0.8 * clip])[:channels]
+    AudioEncoder(samples, sample_rate=sampling_rate).to_file(path)
+    return path
 
 
 def free_port() -> int:

@@ -14,19 +14,14 @@ import gradio as gr
 import numpy as np
 import pytest
 import soundfile
-import torch
-from torchcodec.encoders import AudioEncoder
 
 import app
-from app_support import make_tiny_wav2vec2, utterances
+from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.timeline import average_probabilities, timeline
 from synthetic import synth_clip
-
-ANGRY = EMOTIONS.index("angry")
-
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> str:
@@ -51,14 +46,6 @@ def model_name(request, tiny_model_dir) -> str:
 def offer_tiny_models(monkeypatch, tiny_model_dir, second_tiny_model_dir):
     """The app offers the tiny models as an operator would through SER_MODELS."""
     monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, tiny_model_dir, second_tiny_model_dir))
-
-
-def write_clip(path: Path, sampling_rate: int = 48_000, channels: int = 1, duration_s: float = 2.0, emotion: int = ANGRY) -> Path:
-    """A synthetic utterance encoded in the format of `path`'s extension (FFmpeg via torchcodec)."""
-    clip = torch.from_numpy(synth_clip(emotion, actor=1, sampling_rate=sampling_rate, seed=7, duration_s=duration_s))
-    samples = torch.stack([clip, 0.8 * clip])[:channels]
-    AudioEncoder(samples, sample_rate=sampling_rate).to_file(path)
-    return path
 
 
 @cache
