@@ -34,10 +34,12 @@ HUB_URL = "https://huggingface.co"
 REVISION_SEPARATOR = "@"  # user/name@v1 pins a branch, tag or commit
 
 # What goes up when a model folder is published: weights, configs and feature settings, metrics,
-# the card and plots. Only files at the top of the folder: checkpoints (checkpoint-N/, folds/)
-# live in sub-folders, and pickled weights or optimizer states have other suffixes.
+# the card and plots. Only files at the top of the folder: checkpoints (checkpoints/,
+# checkpoint-N/, folds/) live in sub-folders, and pickled weights have other suffixes. Training
+# bookkeeping with a published suffix is left out by name: optimizer and scheduler states,
+# the Trainer's log and the runner's resume record (fold_result.json).
 PUBLISHED_SUFFIXES = (".safetensors", ".json", ".md", ".png")
-TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "trainer_state", "rng_state")
+TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "trainer_state", "rng_state", "fold_result")
 REQUIRED_FOR_PUBLISHING = ("config.json", "model.safetensors", "eval_results.json")
 
 
@@ -60,7 +62,8 @@ def fetch_model_files(name: str, patterns: list[str]) -> Path:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise HubError(
-            f"'{name}' is neither a model folder nor a Hub repo id (user/name or user/name@revision)."
+            f"There is no model folder '{name}', and it is not a Hub repo id (user/name or "
+            "user/name@revision) either."
         ) from None
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))

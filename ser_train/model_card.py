@@ -79,7 +79,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         base_model=base_model,
         command=results["command"],
         training_args=json.dumps(training_args, indent=2) if training_args else None,
-        feature_config=json.dumps(config["feature_config"], indent=2) if "feature_config" in config else None,
+        feature_config=json.dumps(config["feature_config"], indent=2) if config.get("feature_config") else None,
         is_transformers=is_transformers,
     )
 

@@ -40,6 +40,7 @@ NOT_PUBLISHED = (
     "optimizer.pt",
     "optimizer.safetensors",
     "trainer_state.json",
+    "fold_result.json",
     "pytorch_model.bin",
     "train.log",
 )

@@ -107,7 +107,7 @@ def test_unknown_repo_while_offline_is_one_clear_sentence(hub_cache):
 
 
 def test_a_name_that_is_neither_folder_nor_repo_id(tmp_path):
-    with pytest.raises(HubError, match="neither a model folder nor a Hub repo id"):
+    with pytest.raises(HubError, match="There is no model folder '.*', and it is not a Hub repo id"):
         load_model(str(tmp_path / "missing" / "model"))
 
 
