@@ -216,21 +216,20 @@ def predict_handler(
     except SERError as error:
         return failure(str(error))
 
-    results = {name: probabilities}
-    status = ""
+    comparison, status = None, ""
     compare_name = picked(compare_choice, compare_custom_id)
     if compare_name:
         try:
             compare_name = resolve_model(compare_name)
-            results[compare_name], _ = analyse(get_model(compare_name), waveform)
-        except SERError as error:
+            comparison, _ = analyse(get_model(compare_name), waveform)
+        except SERError as error:  # the main result still stands
             status = f"⚠️ The comparison model was not used: {error}"
 
     duration_s = len(waveform) / SAMPLING_RATE
-    comparison = results.get(compare_name) if compare_name != name else None
+    compared = {compare_name: comparison} if comparison else {}
     return PageOutputs(
         status=status,
-        summary=summary_markdown(results, duration_s),
+        summary=summary_markdown({name: probabilities, **compared}, duration_s),
         probabilities=gr.update(value=probabilities, label=display_name(name)),
         comparison=gr.update(
             value=comparison, label=display_name(compare_name or ""), visible=comparison is not None
@@ -238,7 +237,7 @@ def predict_handler(
         details_section=gr.update(visible=True),
         audio_plot=audio_figure(waveform),
         timeline_section=gr.update(visible=bool(segments)),
-        timeline_plot=timeline_figure(segments, duration_s) if segments else None,
+        timeline_plot=timeline_figure(segments, duration_s, display_name(name)) if segments else None,
         timeline_table=timeline_rows(segments) if segments else None,
     )
 
@@ -264,14 +263,16 @@ def failure(message: str) -> PageOutputs:
 
 
 def summary_markdown(results: dict[str, dict[str, float]], duration_s: float) -> str:
-    """'## 😠 angry · 82 %' for the main model, a smaller line per comparison model."""
-    lines = []
-    for number, (name, probabilities) in enumerate(results.items()):
-        top = max(probabilities, key=probabilities.get)
-        verdict = f"{EMOJI.get(top, '')} {top} · {probabilities[top]:.0%}"
-        lines.append(f"## {verdict}" if number == 0 else f"**{display_name(name)}:** {verdict}")
-    lines.append(f"<small>{display_name(next(iter(results)))} · {duration_s:.1f} s of audio</small>")
+    """'## 😠 angry · 82%' for the first (main) model, then a line for the compared one."""
+    (name, probabilities), *compared = results.items()
+    lines = [f"## {verdict(probabilities)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
+    lines += [f"**Compared with {display_name(other)}:** {verdict(scores)}" for other, scores in compared]
     return "\n\n".join(lines)
+
+
+def verdict(probabilities: dict[str, float]) -> str:
+    top = max(probabilities, key=probabilities.get)
+    return f"{EMOJI.get(top, '')} {top} · {probabilities[top]:.0%}"
 
 
 def timeline_rows(segments: list[Segment]) -> list[list[str]]:
@@ -315,7 +316,7 @@ def waveform_envelope(waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return times, stretches.min(axis=1), stretches.max(axis=1)
 
 
-def timeline_figure(segments: list[Segment], duration_s: float) -> Figure:
+def timeline_figure(segments: list[Segment], duration_s: float, model_name: str) -> Figure:
     """One bar per segment: its span in time, coloured by its top emotion, as tall as its confidence."""
     figure = Figure(figsize=(10, 2.8), layout="constrained")
     axes = figure.subplots()
@@ -327,7 +328,7 @@ def timeline_figure(segments: list[Segment], duration_s: float) -> Figure:
     shown = sorted({segment.top_emotion for segment in segments}, key=EMOTIONS.index)
     handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title="Emotion over time")
+    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
     return figure
 
 

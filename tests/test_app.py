@@ -195,7 +195,7 @@ def test_two_models_side_by_side(tmp_path, tiny_model_dir, second_tiny_model_dir
     assert outputs.comparison["label"] == "other-tiny-wav2vec2"
     assert list(outputs.comparison["value"].values()) == pytest.approx(list(expected.values()), abs=1e-6)
     top = max(expected, key=expected.get)
-    assert f"**other-tiny-wav2vec2:** {app.EMOJI[top]} {top} · {expected[top]:.0%}" in outputs.summary
+    assert f"**Compared with other-tiny-wav2vec2:** {app.EMOJI[top]} {top} · {expected[top]:.0%}" in outputs.summary
 
 
 def test_a_failing_comparison_model_leaves_the_main_result(tmp_path, tiny_model_dir):
