@@ -163,7 +163,7 @@ def push_model_dir(
     # ValueError: create_commit's report that the Hub's YAML check refused the card's metadata.
     except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError, ValueError) as error:
         raise HubError(
-            f"{_push_failure(error, repo_id)}; {model_dir} was left as it is, so after fixing that "
+            f"{_push_failure(error, repo_id)}; the model in {model_dir} is intact, so after fixing that "
             f"retry with: {retry}"
         ) from error
     return commit.commit_url

@@ -195,7 +195,7 @@ def test_push_failures_leave_the_folder_and_say_how_to_retry(case, model_dir, on
 
     assert folder_state(model_dir) == before
     assert str(raised.value).endswith(
-        f"{model_dir} was left as it is, so after fixing that retry with: "
+        f"the model in {model_dir} is intact, so after fixing that retry with: "
         f"python -m ser_train push --model-dir {model_dir} --repo-id {REPO_ID}"
     )
     if hub:
