@@ -33,9 +33,11 @@ from ser_train.hub import fetch_model_files
 DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "ravdess-cnn")
 
 CONFIG_FILE = "config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the transformers feature-extractor settings
 CNN_MODEL_TYPE = "ser-cnn"
 # Loading reads the configs (model, feature extractor) and the weights, nothing else: never
-# pickled *.bin / *.pt weights, never custom code.
+# pickled *.bin / *.pt weights, never custom code (only model types that transformers itself
+# implements are accepted, and trust_remote_code stays off).
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
 
@@ -165,31 +167,15 @@ def _load_cnn(folder: Path) -> Forward:
 
 
 def _load_transformers(folder: Path, name: str) -> Forward:
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from ser_train.models.wav2vec2 import EmotionWav2Vec2
 
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=False)
-    except OSError:
-        raise HubError(f"{name} has no feature-extractor settings (preprocessor_config.json).") from None
-    if extractor.sampling_rate != SAMPLING_RATE:
-        raise HubError(
-            f"{name} expects {extractor.sampling_rate} Hz audio; models here work at {SAMPLING_RATE} Hz."
-        )
-    model = AutoModelForAudioClassification.from_pretrained(
-        folder, use_safetensors=True, trust_remote_code=False
-    )
-    model.eval()
-
-    def forward(waveforms: list[np.ndarray]) -> np.ndarray:
-        # One clip at a time: batching clips of different lengths means zero padding, which
-        # changes the output of models trained without an attention mask (wav2vec2-base).
-        rows = []
-        for waveform in waveforms:
-            inputs = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-            rows.append(torch.softmax(model(**inputs).logits[0], dim=-1).numpy())
-        return np.stack(rows)
-
-    return forward
+    if not (folder / PREPROCESSOR_FILE).is_file():
+        raise HubError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
+    model = EmotionWav2Vec2.from_pretrained(folder)
+    rate = model.feature_extractor.sampling_rate
+    if rate != SAMPLING_RATE:
+        raise HubError(f"{name} expects {rate} Hz audio; models here work at {SAMPLING_RATE} Hz.")
+    return model.predict_proba
 
 
 def predict_files(model: EmotionModel, paths: Sequence[str | os.PathLike]) -> list[dict]:
