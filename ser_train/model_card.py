@@ -156,9 +156,10 @@ def _evaluation_description(results: dict) -> str:
     )
     final = results.get("final_model")
     if final:
+        epochs = f"{final['epochs']} epoch" + ("s" if final["epochs"] != 1 else "")
         text += (
             f" The published model was then trained on all {len(final['actors'])} actors for "
-            f"{final['epochs']} epochs (the folds' median best epoch), so it has no held-out "
+            f"{epochs} (the folds' median best epoch), so it has no held-out "
             "figures of its own: the cross-validation figures estimate how it does on new voices."
         )
     return text
