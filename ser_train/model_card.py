@@ -75,6 +75,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         cv_mean=results.get("cross_validation", {}).get("mean"),
         cv_std=results.get("cross_validation", {}).get("std"),
         has_confusion_matrix=(model_dir / CONFUSION_MATRIX_FILE).is_file(),
+        actor_disjoint=_from_training(results),
         dataset_description=_dataset_description(results["dataset"]),
         base_model=base_model,
         command=results["command"],
@@ -125,12 +126,23 @@ def _split_name(results: dict) -> str:
     folds = results["folds"]
     if len(folds) == 1:
         fold = folds[0]
+        if not _from_training(results):
+            return f"test actors {format_actors(fold['test_actors'])}"
         return (
             f"actor-disjoint hold-out: test actors {format_actors(fold['test_actors'])}, "
             f"validation actors {format_actors(fold['validation_actors'])}, training the rest"
         )
     test_groups = " | ".join(format_actors(fold["test_actors"]) for fold in folds)
     return f"{len(folds)}-fold actor-disjoint cross-validation (test actors {test_groups}), pooled"
+
+
+def _from_training(results: dict) -> bool:
+    """Whether the results come from the training runner, whose splits are actor-disjoint.
+
+    `python -m ser_train evaluate` tests a finished model on chosen actors and records no
+    validation actors; which actors trained that model is then not known here.
+    """
+    return all(fold["validation_actors"] for fold in results["folds"])
 
 
 def _headline_name(results: dict) -> str:
@@ -144,6 +156,8 @@ def _evaluation_description(results: dict) -> str:
     folds, test = results["folds"], results["test"]
     if len(folds) == 1:
         fold = folds[0]
+        if not _from_training(results):
+            return f"Tested on the {test['num_examples']} clips of actors {format_actors(fold['test_actors'])}."
         return (
             f"Tested on the {test['num_examples']} clips of actors {format_actors(fold['test_actors'])}, "
             f"whom the model never heard; actors {format_actors(fold['validation_actors'])} chose the "

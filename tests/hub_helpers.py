@@ -87,7 +87,7 @@ def write_real_eval_results(model_dir: Path, folds_of_actors: list[list[int]]) -
     from ser_train.inference import load_model
 
     model = load_model(str(model_dir))
-    clips = evaluation_clips()
+    clips = evaluation_clips(actors=sorted({actor for actors in folds_of_actors for actor in actors}))
     predictions = model.predict_batch([clip for clip, _, _ in clips]).argmax(axis=1)
     folds = []
     for number, test_actors in enumerate(folds_of_actors):
