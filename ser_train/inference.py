@@ -52,8 +52,9 @@ class EmotionModel:
         self.family = family  # "cnn" or "wav2vec2"
         self.labels = tuple(labels)
         self._forward = forward
-        # One forward pass at a time: torch already uses every core for one, and the
-        # feature extractors keep no per-call state worth racing on.
+        # One forward pass at a time (the app serves requests from several threads): torch
+        # already spreads one pass over every core, so parallel passes would only compete for
+        # the cores and multiply peak memory.
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -64,8 +65,7 @@ class EmotionModel:
         if not waveforms16k:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         with self._lock, torch.inference_mode():
-            probabilities = np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
-        return probabilities
+            return np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
 
     def predict(self, waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
         """Probabilities per label for audio at any rate and channel count."""
