@@ -160,7 +160,10 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
 def read_audio(audio_path: str | None) -> np.ndarray:
     """The recording or upload as checked 16 kHz mono, or AudioError saying why not."""
     if not audio_path:
-        raise AudioError("No audio yet: record with the microphone or upload a file, then press Analyse.")
+        raise AudioError(
+            "No audio yet: record with the microphone or upload a file, and once it has arrived "
+            "(the player shows it), press Analyse."
+        )
     return load_audio(audio_path, max_duration_s=MAX_DURATION_S)
 
 

@@ -74,14 +74,25 @@ def free_port() -> int:
 
 
 class AppServer:
-    """`python app.py` in a subprocess on a free localhost port, with the given environment."""
+    """`python app.py` in a subprocess on a free localhost port, with the given environment.
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    Its log goes to `folder`/app.log, and Gradio keeps every upload (recordings included) under
+    `folder`/uploads, where tests can find what the server received.
+    """
+
+    def __init__(self, env: dict[str, str], folder: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = log_path
-        environment = {**os.environ, **env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port)}
-        self._log = open(log_path, "w")
+        self.log_path = folder / "app.log"
+        self.uploads = folder / "uploads"
+        environment = {
+            **os.environ,
+            **env,
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(self.port),
+            "GRADIO_TEMP_DIR": str(self.uploads),
+        }
+        self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "app.py"], cwd=PROJECT_ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT
         )

@@ -31,10 +31,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_model_dir) -> Client:
-    logs = tmp_path_factory.mktemp("server")
     server = AppServer(
         {"SER_MODELS": tiny_model_dir, "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)},
-        log_path=logs / "app.log",
+        tmp_path_factory.mktemp("server"),
     )
     try:
         server.wait_until_ready()

@@ -51,10 +51,7 @@ def model_name(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_name):
-    folder = tmp_path_factory.mktemp("server")
-    # Gradio keeps every upload under GRADIO_TEMP_DIR: that is where the recording can be found.
-    server = AppServer({"SER_MODELS": model_name, "GRADIO_TEMP_DIR": str(folder / "uploads")}, folder / "app.log")
-    server.uploads = folder / "uploads"
+    server = AppServer({"SER_MODELS": model_name}, tmp_path_factory.mktemp("server"))
     try:
         server.wait_until_ready()
         yield server
@@ -95,11 +92,21 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
+def wait_until_uploaded(page) -> None:
+    """Wait until the server holds the audio: the player links to the uploaded file.
+
+    The Play button appears earlier, while a recording is still being uploaded; pressing
+    Analyse then sends no audio at all.
+    """
+    page.locator('#speech [href*="/gradio_api/file="], #speech [src*="/gradio_api/file="]').first.wait_for(state="attached")
+
+
 def analyse_and_read_result(page) -> tuple[str, str]:
     """Press Analyse; the top emotion and its confidence as the page shows them."""
     page.locator("#analyse").click()
-    heading = page.locator("#summary h2")
-    heading.wait_for(timeout=RESULT_TIMEOUT_MS)
+    heading, status = page.locator("#summary h2"), page.locator("#status p")
+    heading.or_(status).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert not status.is_visible(), status.inner_text()
     match = re.search(r"(\w+) · (\d+%)", heading.inner_text())
     assert match, heading.inner_text()
     return match.group(1), match.group(2)
@@ -114,7 +121,7 @@ def library_verdict(model_name: str, path: Path) -> tuple[str, str]:
 def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     page.locator('#speech button[aria-label="Upload file"]').click()
     page.locator("#speech input[type=file]").set_input_files(speech_wav)
-    page.locator('#speech button[aria-label="Play"]').wait_for()
+    wait_until_uploaded(page)
     shown = analyse_and_read_result(page)
     page.locator("#audio-plot img, #audio-plot canvas").first.wait_for()
     screenshot(page, "upload-result")
@@ -129,7 +136,7 @@ def test_webm_upload_is_accepted(page, model_name, tmp_path):
     page.locator("#speech input[type=file]").set_input_files(
         {"name": webm.name, "mimeType": "audio/webm", "buffer": webm.read_bytes()}
     )
-    page.locator('#speech button[aria-label="Play"]').wait_for()
+    wait_until_uploaded(page)
     assert analyse_and_read_result(page) == library_verdict(model_name, webm)
 
 
@@ -156,7 +163,7 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     stop.wait_for(state="visible")
     time.sleep(CLIP_S + 1.0)  # the fake microphone plays the clip once, then silence
     stop.click()
-    page.locator('#speech button[aria-label="Play"]').wait_for()
+    wait_until_uploaded(page)
     shown = analyse_and_read_result(page)
     screenshot(page, "microphone-result")
 
