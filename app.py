@@ -42,7 +42,7 @@ from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment, average_probabi
 # --- Configuration ----------------------------------------------------------------------------
 
 EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").split(",") if name.strip())
-OFFERED_MODELS = (DEFAULT_MODEL, *EXTRA_MODELS)
+OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *EXTRA_MODELS)))  # in order, without repeats
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
 
@@ -181,7 +181,12 @@ def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float]
 
 
 def predict_api(audio: str, model: str) -> dict[str, float]:
-    """Probabilities of the 8 emotions for an audio file; `model` is a Hub id, or "" for the bundled model."""
+    """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
+
+    `model` is "" for the bundled model, a model the Space offers (SER_MODELS), or any Hub id
+    (user/name or user/name@revision). Recordings longer than 6 s get the duration-weighted
+    average over their stretches of speech.
+    """
     try:
         probabilities, _ = analyse(get_model(resolve_model(model)), read_audio(audio))
     except SERError as error:
