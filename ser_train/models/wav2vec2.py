@@ -42,6 +42,15 @@ SUPPORTED_MODEL_TYPES = (
     "sew-d",
 )
 
+# Settings of the classification head, on top of the base's config.json.
+HEAD_CONFIG = {
+    "use_weighted_layer_sum": True,
+    # LayerDrop skips random layers in training, and a skipped layer's output is then missing
+    # from the hidden states that the weighted sum stacks (a shape error); SUPERB's weighted-sum
+    # evaluations switch it off for the same reason.
+    "layerdrop": 0.0,
+}
+
 # Clips per forward pass at inference, for feature extractors that mask padding (see
 # `inference_batch_size`).
 MASKED_INFERENCE_BATCH_SIZE = 16
@@ -112,11 +121,7 @@ def _check_encoder(base: str, folder: Path) -> None:
 
 
 def load_for_training(base_folder: Path, labels: list[str], train_mode: str):
-    """The pretrained encoder under a new weighted-layer-sum head for `labels`, frozen per `train_mode`.
-
-    head:     the whole encoder is frozen; only the layer weights, projector and classifier learn.
-    encoder:  the convolutional feature encoder is frozen; the transformer layers learn too.
-    """
+    """The pretrained encoder under a new weighted-layer-sum head for `labels`, frozen per `train_mode`."""
     from transformers import AutoModelForAudioClassification
 
     model = AutoModelForAudioClassification.from_pretrained(
@@ -124,23 +129,28 @@ def load_for_training(base_folder: Path, labels: list[str], train_mode: str):
         num_labels=len(labels),
         label2id={label: index for index, label in enumerate(labels)},
         id2label={index: label for index, label in enumerate(labels)},
-        use_weighted_layer_sum=True,
-        # LayerDrop skips random layers in training, and a skipped layer's output is then missing
-        # from the hidden states that the weighted sum stacks (a shape error); SUPERB's
-        # weighted-sum evaluations switch it off for the same reason.
-        layerdrop=0.0,
         use_safetensors=True,
+        **HEAD_CONFIG,
     )
     # from_pretrained leaves the new `layer_weights` as uninitialised memory for wav2vec2 and
     # WavLM (transformers 5.23 initialises it for HuBERT only), which can put all the weight on
     # one layer or make it NaN; start from the uniform mix the model's constructor intends.
     with torch.no_grad():
         model.layer_weights.fill_(1.0 / model.layer_weights.numel())
+    freeze(model, train_mode)
+    return model
+
+
+def freeze(model, train_mode: str) -> None:
+    """Stop gradients to the parts of `model` that `train_mode` keeps as pretrained.
+
+    head:     the whole encoder is frozen; only the layer weights, projector and classifier learn.
+    encoder:  the convolutional feature encoder is frozen; the transformer layers learn too.
+    """
     if train_mode == "head":
         model.freeze_base_model()
     else:
         model.freeze_feature_encoder()
-    return model
 
 
 def inference_batch_size(feature_extractor) -> int:
