@@ -47,12 +47,14 @@ def clips():
     return [clip for clip, _, _ in evaluation_clips(actors=(1,))]
 
 
-def test_hub_id_from_the_cache_predicts_like_the_local_folder(wav2vec2_dir, hub_cache, clips):
-    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
-    local = load_model(str(wav2vec2_dir))
-    from_hub = load_model("someone/ser-wav2vec2")
+@pytest.mark.parametrize("family", ["wav2vec2"])
+def test_hub_id_from_the_cache_predicts_like_the_local_folder(family, request, hub_cache, clips):
+    model_dir = request.getfixturevalue(f"{family}_dir")
+    fill_hub_cache(hub_cache, f"someone/ser-{family}", model_dir, MAIN_COMMIT)
+    local = load_model(str(model_dir))
+    from_hub = load_model(f"someone/ser-{family}")
 
-    assert (from_hub.family, from_hub.labels, from_hub.name) == ("wav2vec2", EMOTIONS, "someone/ser-wav2vec2")
+    assert (from_hub.family, from_hub.labels, from_hub.name) == (family, EMOTIONS, f"someone/ser-{family}")
     expected = local.predict_batch(clips)
     np.testing.assert_allclose(from_hub.predict_batch(clips), expected, atol=1e-6)
     assert expected.shape == (len(clips), len(EMOTIONS))
@@ -199,3 +201,10 @@ def test_empty_batch_gives_an_empty_array():
         raise AssertionError("an empty batch needs no forward pass")
 
     assert EmotionModel("stub", "cnn", EMOTIONS, forward).predict_batch([]).shape == (0, len(EMOTIONS))
+
+
+def test_a_transformers_model_without_feature_extractor_settings(wav2vec2_dir, tmp_path):
+    incomplete = shutil.copytree(wav2vec2_dir, tmp_path / "incomplete")
+    (incomplete / "preprocessor_config.json").unlink()
+    with pytest.raises(HubError, match=r"has no feature-extractor settings \(preprocessor_config.json\)"):
+        load_model(str(incomplete))

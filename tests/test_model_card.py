@@ -10,10 +10,11 @@ from huggingface_hub import ModelCard
 
 from hub_helpers import make_tiny_wav2vec2, write_real_eval_results
 from ser_train.cli import main
+from ser_train.evaluation import eval_results, write_eval_results
 from ser_train.model_card import format_actors, write_model_card
 
 HOLDOUT_ACTORS = [[5, 6]]
-FOLDS = [[1, 2], [3, 4], [5, 6]]
+FOLDS = [[1], [2], [3]]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_cross_validation_card_has_fold_table_and_says_what_was_published(cross_
 
     assert metric_values(card)["balanced_accuracy"] == round(results["pooled"]["balanced_accuracy"], 4)
     assert card.data.eval_results[0].dataset_split == (
-        "3-fold actor-disjoint cross-validation (test actors 1, 2 | 3, 4 | 5, 6), pooled"
+        "3-fold actor-disjoint cross-validation (test actors 1 | 2 | 3), pooled"
     )
     for number, fold in enumerate(results["folds"], start=1):
         actors = ", ".join(map(str, fold["test_actors"]))
@@ -102,6 +103,18 @@ def test_cross_validation_card_has_fold_table_and_says_what_was_published(cross_
     assert f"{mean['balanced_accuracy']:.3f} ± {std['balanced_accuracy']:.3f}" in card.text
     assert "trained on all 6 actors for 2 epochs" in card.text
     assert card.data.model_name == "ser-cv"  # no repo id: named after the folder
+
+
+def test_card_of_a_later_evaluation_claims_no_training_split(holdout_model, tmp_path):
+    """`python -m ser_train evaluate` records test actors only: the card must not invent the rest."""
+    folder = shutil.copytree(holdout_model, tmp_path / "evaluated")
+    fold = {**read_results(folder)["folds"][0], "validation_actors": []}
+    write_eval_results(folder, eval_results("wav2vec2", "xbgoose/ravdess", [fold], ["python", "-m", "ser_train", "evaluate"]))
+    card = ModelCard.load(write_model_card(folder))
+
+    assert card.data.eval_results[0].dataset_split == "test actors 5, 6"
+    assert f"Tested on the {fold['metrics']['num_examples']} clips of actors 5, 6." in card.text
+    assert "Every split is by" not in card.text and "validation actors" not in card.text
 
 
 def test_card_command_renders_the_card(holdout_model, capsys):
