@@ -9,6 +9,7 @@ encoder plus its feature extractor) and passed as the base, exactly as a downloa
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -29,7 +30,8 @@ from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import SERError
 from ser_train.models.wav2vec2 import EmotionWav2Vec2, load_for_training
 from ser_train.training import runner
-from ser_train.training.wav2vec2 import Wav2Vec2Family
+from ser_train.training.wav2vec2 import MAX_TRAINING_CROP_S, Wav2Vec2Family, model_inputs
+from synthetic import synth_clip
 
 TINY_ENCODER = {
     "hidden_size": 32,
@@ -113,6 +115,20 @@ def test_the_new_head_mixes_all_layers_equally_at_first(tiny_base):
     num_layers = TINY_ENCODER["num_hidden_layers"] + 1  # the transformer layers and their input
     assert model.config.use_weighted_layer_sum and model.config.layerdrop == 0.0
     torch.testing.assert_close(model.layer_weights.detach(), torch.full((num_layers,), 1 / num_layers))
+
+
+def test_training_crops_long_clips_at_random_and_evaluation_hears_them_whole(tiny_base):
+    feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(tiny_base)
+    long_clip = synth_clip(emotion=3, actor=1, sampling_rate=16_000, seed=0, duration_s=2 * MAX_TRAINING_CROP_S)
+    batch = {"audio": [{"array": long_clip}], "emotion": [3]}
+
+    random.seed(0)
+    crops = [model_inputs(batch, feature_extractor, MAX_TRAINING_CROP_S)["input_values"][0] for _ in range(2)]
+    whole = model_inputs(batch, feature_extractor)
+
+    assert [len(crop) for crop in crops] == [int(MAX_TRAINING_CROP_S * 16_000)] * 2
+    assert not np.array_equal(crops[0], crops[1])
+    assert len(whole["input_values"][0]) == len(long_clip) and whole["labels"] == [3]
 
 
 def test_encoder_training_lowers_the_training_loss(encoder_run, tiny_base, splits):

@@ -1,11 +1,11 @@
 """Emotion classifiers on a pretrained speech encoder (wav2vec2, HuBERT, WavLM), all transformers.
 
 The classifier is the head transformers ships for these encoders (`AutoModelForAudioClassification`)
-with `use_weighted_layer_sum=True`: a learned softmax-weighted sum of the convolutional features
-and every transformer layer's output, mean-pooled over time, projected and classified. SUPERB-
-and EmoBox-style evaluations find that this beats the last layer alone on emotion, whose cues sit
-in the middle layers. Attentive pooling, reported to help a little more, would need modelling
-code of our own; we keep to the built-in head so that a trained folder loads with
+with `use_weighted_layer_sum=True`: a learned softmax-weighted sum of the transformer's input and
+every transformer layer's output, mean-pooled over time, projected and classified. SUPERB- and
+EmoBox-style evaluations find that this beats the last layer alone on emotion, whose cues sit in
+the middle layers. Attentive pooling (instead of the mean) would need modelling code of our own,
+so it is left out: we keep to the built-in head so that a trained folder loads with
 `pipeline("audio-classification", model=DIR)` or `AutoModelForAudioClassification`, with no
 custom code and no trust_remote_code. The saved config.json records `use_weighted_layer_sum`.
 
