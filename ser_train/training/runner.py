@@ -14,6 +14,7 @@ run already finished, trains the final model, and writes what a model card needs
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -97,7 +98,7 @@ def run(
     """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict."""
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
-    resuming = _claim_output_dir(output_dir, resume)
+    resuming = _claim_output_dir(output_dir, resume) if is_main_process() else True
     dataset = load_ravdess(dataset_source)
     labels = dataset.features["emotion"].names
     splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
@@ -120,9 +121,16 @@ def run(
         extra["final_model"] = {"actors": sorted(dataset.unique("actor")), "epochs": epochs}
 
     results = eval_results(family.name, dataset_source, folds, command, **extra)
-    write_eval_results(output_dir, results)
-    print(format_metrics_table(results))
+    if is_main_process():
+        write_eval_results(output_dir, results)
+        print(format_metrics_table(results))
     return results
+
+
+def is_main_process() -> bool:
+    """Under `torchrun` / `accelerate launch` every process runs this driver (the family's
+    Trainer shares the work between them); only the first one writes the run's files."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _run_split(
@@ -153,8 +161,9 @@ def _run_split(
         "best_epoch": fitted.best_epoch,
         "metrics": metrics,
     }
-    split_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(result, indent=2) + "\n")
+    if is_main_process():
+        split_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{split.name}: test WA {metrics['accuracy']:.3f}  UA {metrics['balanced_accuracy']:.3f}")
     return result
 
