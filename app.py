@@ -37,7 +37,14 @@ from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import split_revision
 from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model
-from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment, average_probabilities, timeline
+from ser_train.timeline import (
+    MIN_TIMELINE_DURATION_S,
+    Segment,
+    average_probabilities,
+    map_speech,
+    timeline,
+    timeline_file,
+)
 
 # --- Configuration ----------------------------------------------------------------------------
 
@@ -159,12 +166,17 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
 
 def read_audio(audio_path: str | None) -> np.ndarray:
     """The recording or upload as checked 16 kHz mono, or AudioError saying why not."""
+    return load_audio(given(audio_path), max_duration_s=MAX_DURATION_S)
+
+
+def given(audio_path: str | None) -> str:
+    """The path of the recording or upload, or AudioError if there is none yet."""
     if not audio_path:
         raise AudioError(
             "No audio yet: record with the microphone or upload a file, and once it has arrived "
             "(the player shows it), press Analyse."
         )
-    return load_audio(audio_path, max_duration_s=MAX_DURATION_S)
+    return audio_path
 
 
 def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
@@ -180,6 +192,20 @@ def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float]
     return average_probabilities(segments), segments
 
 
+def analyse_file(model: EmotionModel, audio_path: str | None) -> tuple[dict[str, float], list[Segment]]:
+    """`analyse` of a file without holding a long recording in memory.
+
+    A first pass over the file finds its length and its speech; a short recording is then read
+    whole as usual, a long one streamed through the timeline segment batch by segment batch, so
+    memory does not grow with its length.
+    """
+    speech = map_speech(given(audio_path), max_duration_s=MAX_DURATION_S)
+    if speech.duration_s <= MIN_TIMELINE_DURATION_S:
+        return analyse(model, read_audio(audio_path))
+    segments = timeline_file(model, speech)
+    return average_probabilities(segments), segments
+
+
 def predict_api(audio: str, model: str) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
@@ -188,7 +214,7 @@ def predict_api(audio: str, model: str) -> dict[str, float]:
     average over their stretches of speech.
     """
     try:
-        probabilities, _ = analyse(get_model(resolve_model(model)), read_audio(audio))
+        probabilities, _ = analyse_file(get_model(resolve_model(model)), audio)
     except SERError as error:
         raise gr.Error(str(error)) from None
     return probabilities

@@ -8,7 +8,9 @@ unusable into one sentence a person can act on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ MIN_DURATION_S = 0.5  # shorter than this holds too little speech to judge an em
 DEFAULT_MAX_DURATION_S = 600.0  # 10 minutes; longer recordings are refused, not truncated
 MAX_FILE_BYTES = 256 * 1024 * 1024  # refuse before decoding: nothing sensible is that large
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this at every sample there is nothing to hear
+STREAM_BLOCK_S = 30.0  # seconds per block when streaming a file: 1.9 MB of 16 kHz float32
 
 SUPPORTED_FORMATS = "WAV, FLAC, MP3, OGG/Opus, M4A/AAC or WebM"
 
@@ -32,6 +35,42 @@ def load_audio(
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> np.ndarray:
     """Decode an audio file to a checked float32 mono waveform at `sampling_rate`."""
+    path = checked_file(path)
+    waveform = decode(str(path), sampling_rate, name=path.name, max_duration_s=max_duration_s)
+    return check_waveform(waveform, sampling_rate, name=path.name, max_duration_s=max_duration_s)
+
+
+def stream_audio(
+    path: str | os.PathLike,
+    sampling_rate: int = SAMPLING_RATE,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    block_s: float = STREAM_BLOCK_S,
+) -> Iterator[np.ndarray]:
+    """`load_audio` a block at a time: consecutive float32 mono blocks of about `block_s`.
+
+    Memory holds one block however long the file is. The checks are `load_audio`'s: the file
+    before decoding, each block as it comes (invalid samples, too long), and the whole recording
+    once its last block has been read (empty, too short, silent), so a caller that reads every
+    block hears of any problem by the end.
+    """
+    path = checked_file(path)
+    name = path.name
+    decoder = _open_decoder(str(path), sampling_rate, name, max_duration_s)
+    num_samples, peak = 0, 0.0
+    for block in _decoded_blocks(decoder, block_s, name):
+        mono = block.mean(dim=0).numpy()
+        _check_finite(mono, name)
+        num_samples += mono.size
+        _check_not_too_long(num_samples / sampling_rate, name, max_duration_s)
+        peak = max(peak, float(mono.max()), -float(mono.min()))  # no temporary |block|
+        yield mono
+    _check_not_empty(num_samples, name)
+    _check_length(num_samples, sampling_rate, name, MIN_DURATION_S, max_duration_s)
+    _check_audible(peak, name)
+
+
+def checked_file(path: str | os.PathLike) -> Path:
+    """`path` as a Path, after refusing a missing, empty or oversized file without decoding it."""
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -44,8 +83,7 @@ def load_audio(
             f"{name}: the file is {size / 2**20:.0f} MB; files over "
             f"{MAX_FILE_BYTES / 2**20:.0f} MB are not accepted."
         )
-    waveform = decode(str(path), sampling_rate, name=name, max_duration_s=max_duration_s)
-    return check_waveform(waveform, sampling_rate, name=name, max_duration_s=max_duration_s)
+    return path
 
 
 def decode(
@@ -59,22 +97,57 @@ def decode(
     FFmpeg resamples; the channels are averaged here rather than by FFmpeg, whose downmix
     weights stereo by -3 dB each and would make a stereo file sound louder than its mono twin.
     """
+    decoder = _open_decoder(source, sampling_rate, name, max_duration_s)
+    with _unreadable_as_audio_error(name):
+        channels = decoder.get_all_samples().data  # (channels, samples)
+    return channels.mean(dim=0).numpy()
+
+
+def _open_decoder(source: str | bytes, sampling_rate: int, name: str, max_duration_s: float):
+    """A torchcodec AudioDecoder resampling to `sampling_rate`; refuses files whose header says too long."""
     from torchcodec.decoders import AudioDecoder
 
-    try:
+    with _unreadable_as_audio_error(name):
         decoder = AudioDecoder(source, sample_rate=sampling_rate)
-        header_duration = decoder.metadata.duration_seconds_from_header
-        if header_duration is not None and header_duration > max_duration_s:
-            raise AudioError(_too_long(name, header_duration, max_duration_s))
-        channels = decoder.get_all_samples().data  # (channels, samples)
-    except AudioError:
-        raise
+    header_duration = decoder.metadata.duration_seconds_from_header
+    if header_duration is not None:
+        _check_not_too_long(header_duration, name, max_duration_s)
+    return decoder
+
+
+def _decoded_blocks(decoder, block_s: float, name: str) -> Iterator[torch.Tensor]:
+    """(channels, samples) tensors of consecutive `block_s` stretches, to the end of the stream.
+
+    Consecutive ranges give exactly the samples `get_all_samples` gives for WAV, FLAC, Opus,
+    MP3 and AAC; WebM stamps its packets to the millisecond, so its block edges can be off by a
+    few samples.
+    """
+    start_s = 0.0
+    while True:
+        try:
+            with _unreadable_as_audio_error(name):
+                block = decoder.get_samples_played_in_range(start_s, start_s + block_s).data
+        except AudioError:
+            # torchcodec raises when asked for a range after the last packet: past the first
+            # block, that is the end of the stream (one that ends exactly on a block edge).
+            if start_s == 0.0:
+                raise
+            return
+        if block.shape[1] == 0:
+            return
+        yield block
+        start_s += block_s
+
+
+@contextlib.contextmanager
+def _unreadable_as_audio_error(name: str) -> Iterator[None]:
+    try:
+        yield
     except Exception as error:  # FFmpeg reports corrupt and non-audio files in many ways
         raise AudioError(
             f"{name}: could not be read as audio; it is corrupt or not in a supported format "
             f"({SUPPORTED_FORMATS})."
         ) from error
-    return channels.mean(dim=0).numpy()
 
 
 def to_mono_float(waveform: np.ndarray) -> np.ndarray:
@@ -129,20 +202,40 @@ def check_waveform(
 ) -> np.ndarray:
     """Return `waveform` as float32 mono, or raise `AudioError` saying why it cannot be used."""
     waveform = to_mono_float(waveform)
-    if waveform.size == 0:
+    _check_not_empty(waveform.size, name)
+    _check_finite(waveform, name)
+    _check_length(waveform.size, sampling_rate, name, min_duration_s, max_duration_s)
+    _check_audible(float(np.max(np.abs(waveform))), name)
+    return waveform
+
+
+def _check_not_empty(num_samples: int, name: str) -> None:
+    if num_samples == 0:
         raise AudioError(f"{name}: contains no audio samples.")
-    if not np.all(np.isfinite(waveform)):
-        raise AudioError(f"{name}: contains invalid samples (NaN or infinity).")
-    duration_s = waveform.size / sampling_rate
+
+
+def _check_length(num_samples: int, sampling_rate: int, name: str, min_duration_s: float, max_duration_s: float) -> None:
+    duration_s = num_samples / sampling_rate
     if duration_s < min_duration_s:
         raise AudioError(
             f"{name}: is {duration_s:.2f} s long; at least {min_duration_s:g} s of speech is needed."
         )
+    _check_not_too_long(duration_s, name, max_duration_s)
+
+
+def _check_not_too_long(duration_s: float, name: str, max_duration_s: float) -> None:
     if duration_s > max_duration_s:
         raise AudioError(_too_long(name, duration_s, max_duration_s))
-    if np.max(np.abs(waveform)) < SILENCE_PEAK:
+
+
+def _check_finite(waveform: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(waveform)):
+        raise AudioError(f"{name}: contains invalid samples (NaN or infinity).")
+
+
+def _check_audible(peak: float, name: str) -> None:
+    if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: is silent; nothing was recorded.")
-    return waveform
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:

@@ -6,21 +6,31 @@ would average them away, and the models here were trained on single utterances o
 1. frame energies locate speech: frames far below the loudest one are silence;
 2. speech separated by short gaps is one segment, very short segments are widened to the
    minimum a model can judge, long ones are cut into windows of about an utterance's length;
-3. segments go to the model a batch at a time, so memory stays flat however long the
-   recording is (a 10-minute recording is about 150 windows, never one 10-minute input).
+3. segments go to the model a batch at a time (a 10-minute recording is about 150 windows,
+   never one 10-minute input).
 
     segments = timeline(model, waveform16k)   # [Segment(start_s, end_s, probabilities), ...]
     overall = average_probabilities(segments)  # duration-weighted, for a whole-recording answer
+
+A file need not be decoded whole: `timeline_file` reads it twice in blocks, first to find the
+speech (silence is judged against the loudest frame of the whole recording), then to cut out
+and predict the segments, so its memory does not grow with the recording's length:
+
+    speech = map_speech("talk.wav")             # first pass: where the speech is, how long it is
+    segments = timeline_file(model, speech)     # second pass: the same segments as timeline()
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, stream_audio
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
 SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest frame are silence
@@ -59,6 +69,51 @@ def timeline(model, waveform: np.ndarray) -> list[Segment]:
     """
     bounds = speech_segments(waveform, SAMPLING_RATE)
     probabilities = predict_in_batches(model, [waveform[start:end] for start, end in bounds])
+    return labelled_segments(model, bounds, probabilities)
+
+
+@dataclass(frozen=True)
+class SpeechMap:
+    """Where the speech is in an audio file: what a first pass over it tells `timeline_file`."""
+
+    path: Path
+    num_samples: int  # the whole recording's length at SAMPLING_RATE
+    bounds: list[tuple[int, int]]  # (start, end) samples of each segment, in recording order
+    max_duration_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLING_RATE
+
+
+def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> SpeechMap:
+    """Decode `path` block by block, keeping one energy per frame, and find its speech segments.
+
+    Every check of `ser_train.audio.load_audio` applies (an AudioError says what is wrong).
+    """
+    frame = round(FRAME_S * SAMPLING_RATE)
+    power, num_samples = frame_powers(stream_audio(path, max_duration_s=max_duration_s), frame)
+    bounds = segments_from_energy(db_below_peak(power), frame, num_samples, SAMPLING_RATE)
+    return SpeechMap(Path(path), num_samples, bounds, max_duration_s)
+
+
+def timeline_file(model, speech: SpeechMap) -> list[Segment]:
+    """`timeline` of the file `speech` maps, decoding it again block by block.
+
+    Segments are cut from the stream as it passes and predicted BATCH_SIZE at a time in
+    recording order, so memory holds a block and a batch, never the recording. The models here
+    answer for a clip independently of its batch-mates, so this equals `timeline` of the whole
+    waveform.
+    """
+    pieces = cut_segments(stream_audio(speech.path, max_duration_s=speech.max_duration_s), speech.bounds)
+    probabilities = np.zeros((len(speech.bounds), len(model.labels)), dtype=np.float32)
+    for first in range(0, len(speech.bounds), BATCH_SIZE):
+        batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
+        probabilities[first : first + len(batch)] = model.predict_batch(batch)
+    return labelled_segments(model, speech.bounds, probabilities)
+
+
+def labelled_segments(model, bounds: list[tuple[int, int]], probabilities: np.ndarray) -> list[Segment]:
     return [
         Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))))
         for (start, end), row in zip(bounds, probabilities)
@@ -76,11 +131,16 @@ def average_probabilities(segments: list[Segment]) -> dict[str, float]:
 def speech_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:
     """(start, end) sample indices of the stretches of speech, each MIN..MAX_SEGMENT_S long."""
     frame = round(FRAME_S * sampling_rate)
-    voiced = frame_energy_db(waveform, frame) > -SILENCE_BELOW_PEAK_DB
+    return segments_from_energy(frame_energy_db(waveform, frame), frame, len(waveform), sampling_rate)
+
+
+def segments_from_energy(energy_db: np.ndarray, frame: int, num_samples: int, sampling_rate: int) -> list[tuple[int, int]]:
+    """`speech_segments` of a recording of `num_samples` given its frame energies (`frame_energy_db`)."""
+    voiced = energy_db > -SILENCE_BELOW_PEAK_DB
     runs = merge_close_runs(voiced_runs(voiced), max_gap=round(MIN_PAUSE_S / FRAME_S))
     segments = []
     for start_frame, end_frame in runs:
-        start, end = widen(start_frame * frame, min(end_frame * frame, len(waveform)), sampling_rate, len(waveform))
+        start, end = widen(start_frame * frame, min(end_frame * frame, num_samples), sampling_rate, num_samples)
         segments.extend(windows(start, end, sampling_rate))
     return segments
 
@@ -88,16 +148,44 @@ def speech_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int,
 def frame_energy_db(waveform: np.ndarray, frame: int) -> np.ndarray:
     """Mean power of consecutive frames in dB relative to the loudest frame (0 dB at the peak).
 
-    The frames are a view of the waveform and einsum sums their squares without a temporary
-    copy, so this needs memory for one number per frame, not per sample. A last partial frame
-    is included, so trailing speech is not lost.
+    A last partial frame is included, so trailing speech is not lost.
     """
-    whole = len(waveform) // frame
-    frames = waveform[: whole * frame].reshape(whole, frame)
-    power = np.einsum("ij,ij->i", frames, frames) / frame
-    tail = waveform[whole * frame :]
-    if tail.size:
-        power = np.append(power, np.dot(tail, tail) / tail.size)
+    return db_below_peak(frame_powers([waveform], frame)[0])
+
+
+def frame_powers(blocks: Iterable[np.ndarray], frame: int) -> tuple[np.ndarray, int]:
+    """Mean power of consecutive `frame`-sample frames of a stream given in blocks of any sizes
+    (a last partial frame included), and the stream's length in samples.
+
+    Frames run on across block edges. Within a block the frames are a view of it and einsum sums
+    their squares without a temporary copy, so this needs memory for one number per frame, not
+    per sample.
+    """
+    powers = []
+    partial = np.zeros(0, dtype=np.float32)  # the start of a frame that the previous block cut off
+    num_samples = 0
+    for block in blocks:
+        num_samples += len(block)
+        if partial.size:
+            needed = frame - partial.size
+            partial, block = np.concatenate([partial, block[:needed]]), block[needed:]
+            if partial.size < frame:  # a block shorter than the rest of the frame
+                continue
+            powers.append(_mean_squares(partial[None, :]))
+        whole = len(block) // frame
+        powers.append(_mean_squares(block[: whole * frame].reshape(whole, frame)))
+        partial = block[whole * frame :].copy()
+    if partial.size:
+        powers.append(_mean_squares(partial[None, :]))
+    return np.concatenate(powers) if powers else np.zeros(0, dtype=np.float32), num_samples
+
+
+def _mean_squares(frames: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", frames, frames) / frames.shape[1]
+
+
+def db_below_peak(power: np.ndarray) -> np.ndarray:
+    """Powers in dB relative to the largest (0 dB at the peak)."""
     tiny = np.finfo(np.float32).tiny  # log of zero (digital silence) is -inf
     return 10 * np.log10(np.maximum(power, tiny) / max(power.max(), tiny))
 
@@ -147,3 +235,23 @@ def predict_in_batches(model, segments: list[np.ndarray]) -> np.ndarray:
         batch = by_length[first : first + BATCH_SIZE]
         probabilities[batch] = model.predict_batch([segments[index] for index in batch])
     return probabilities
+
+
+def cut_segments(blocks: Iterable[np.ndarray], bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """The samples of each (start, end) of `bounds`, cut from a stream given in consecutive blocks.
+
+    Starts must not decrease (`speech_segments` gives recording order), so whatever lies before
+    the current segment's start is never needed again and is let go: memory holds about a block
+    and a segment, whatever the gaps between segments.
+    """
+    blocks = iter(blocks)
+    kept = np.zeros(0, dtype=np.float32)  # the stream's samples from kept_start on
+    kept_start = 0
+    for start, end in bounds:
+        if start < kept_start:
+            raise ValueError("cut_segments needs segments in recording order (starts must not decrease).")
+        while kept_start + len(kept) < end:
+            skipped = min(start - kept_start, len(kept))  # what lies before this segment goes
+            kept, kept_start = np.concatenate([kept[skipped:], next(blocks)]), kept_start + skipped
+        # A copy, so that a segment waiting in a batch does not keep a whole block alive.
+        yield kept[start - kept_start : end - kept_start].copy()

@@ -1,0 +1,184 @@
+"""Long recordings streamed from their files: the same timeline as the whole waveform, flat memory.
+
+`ser_train.audio.stream_audio` decodes a file block by block; `ser_train.timeline.map_speech`
+and `timeline_file` build the timeline from two passes over those blocks, and the app's /predict
+(`app.analyse_file`) uses them, so a 10-minute upload is never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import app
+from app_support import make_tiny_wav2vec2, utterances
+from bad_inputs import write_refused
+from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, resample, stream_audio
+from ser_train.errors import AudioError
+from ser_train.inference import load_model
+from ser_train.timeline import (
+    BATCH_SIZE,
+    MAX_SEGMENT_S,
+    cut_segments,
+    frame_powers,
+    map_speech,
+    speech_segments,
+    timeline,
+    timeline_file,
+)
+from test_timeline import LoudnessModel
+
+FRAME = 400  # samples: the timeline's 25 ms energy frame at 16 kHz
+# (extension, sampling rate, subtype): formats whose consecutive decoded ranges are the whole
+# decoded file sample for sample, resampled by FFmpeg or not.
+EXACT_FORMATS = [
+    ("wav", 16_000, "PCM_16"),
+    ("wav", 48_000, "PCM_16"),
+    ("flac", 16_000, "PCM_16"),
+    ("ogg", 48_000, "OPUS"),
+    ("mp3", 16_000, "MPEG_LAYER_III"),
+]
+
+
+@pytest.fixture(scope="module")
+def recording() -> np.ndarray:
+    """About 85 s of utterances, a long silence and a long stretch of speech: three 30 s blocks."""
+    talk = utterances(list(range(8)) * 4, speech_s=1.7, pause_s=0.7)
+    silence = np.zeros(10 * SAMPLING_RATE, dtype=np.float32)
+    waveform = np.concatenate([talk, silence, utterances([3], speech_s=9.0, pause_s=0.2)])
+    assert len(waveform) > 2 * STREAM_BLOCK_S * SAMPLING_RATE
+    return waveform
+
+
+class SegmentRecorder(LoudnessModel):
+    """The stand-in model, also keeping a copy of every segment it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.segments: list[np.ndarray] = []
+
+    def predict_batch(self, waveforms):
+        self.segments += [np.array(waveform) for waveform in waveforms]
+        return super().predict_batch(waveforms)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return load_model(str(make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny")))
+
+
+def blocks_of(waveform: np.ndarray, size: int) -> list[np.ndarray]:
+    return [waveform[start : start + size] for start in range(0, len(waveform), size)]
+
+
+def write_repeated(path: Path, cycle: np.ndarray, minutes: float) -> Path:
+    """A 16-bit WAV of `cycle` repeated for `minutes`, written without holding it whole."""
+    with soundfile.SoundFile(path, "w", SAMPLING_RATE, 1, subtype="PCM_16") as out:
+        for _ in range(round(minutes * 60 * SAMPLING_RATE / len(cycle))):
+            out.write(cycle)
+    return path
+
+
+@pytest.mark.parametrize("block_size", [160, FRAME - 1, FRAME, FRAME + 1, 12_345])
+def test_frame_powers_run_on_across_block_edges(recording, block_size):
+    whole, length = frame_powers([recording], FRAME)
+    blocked, blocked_length = frame_powers(blocks_of(recording, block_size), FRAME)
+    assert blocked_length == length == len(recording)
+    np.testing.assert_array_equal(blocked, whole)
+
+
+@pytest.mark.parametrize("block_size", [1_000, 16_000, 100_000])
+def test_segments_cut_from_blocks_are_the_waveforms_slices(recording, block_size):
+    bounds = speech_segments(recording, SAMPLING_RATE)
+    pieces = list(cut_segments(blocks_of(recording, block_size), bounds))
+    assert len(pieces) == len(bounds)
+    for piece, (start, end) in zip(pieces, bounds):
+        np.testing.assert_array_equal(piece, recording[start:end])
+
+
+def test_segments_out_of_order_are_refused(recording):
+    with pytest.raises(ValueError, match="recording order"):
+        list(cut_segments(blocks_of(recording, 16_000), [(32_000, 40_000), (0, 8_000)]))
+
+
+def test_the_blocks_make_up_the_decoded_file(recording, tmp_path):
+    path = tmp_path / "long.flac"
+    soundfile.write(path, recording, SAMPLING_RATE)
+    blocks = list(stream_audio(path))
+    assert [len(block) for block in blocks[:-1]] == [int(STREAM_BLOCK_S * SAMPLING_RATE)] * (len(blocks) - 1)
+    np.testing.assert_array_equal(np.concatenate(blocks), load_audio(path))
+
+
+@pytest.mark.parametrize("extension, sampling_rate, subtype", EXACT_FORMATS)
+def test_the_streamed_timeline_is_the_whole_waveforms(recording, tmp_path, extension, sampling_rate, subtype):
+    path = tmp_path / f"long.{extension}"
+    soundfile.write(path, resample(recording, SAMPLING_RATE, sampling_rate), sampling_rate, subtype=subtype)
+    waveform = load_audio(path)
+    expected = timeline(LoudnessModel(), waveform)
+    speech = map_speech(path)
+    model = SegmentRecorder()
+
+    assert speech.num_samples == len(waveform)
+    assert timeline_file(model, speech) == expected  # same bounds, same probabilities
+    # The model heard exactly the whole waveform's samples, BATCH_SIZE segments at a time.
+    for heard, segment in zip(model.segments, expected, strict=True):
+        start, end = round(segment.start_s * SAMPLING_RATE), round(segment.end_s * SAMPLING_RATE)
+        np.testing.assert_array_equal(heard, waveform[start:end])
+    assert [len(batch) for batch in model.batches[:-1]] == [BATCH_SIZE] * (len(model.batches) - 1)
+
+
+def test_streaming_refuses_what_loading_refuses_with_the_same_sentence(tmp_path):
+    for name, (path, _) in write_refused(tmp_path).items():
+        with pytest.raises(AudioError) as loading:
+            load_audio(path)
+        with pytest.raises(AudioError) as streaming:
+            map_speech(path)
+        assert str(streaming.value) == str(loading.value), name
+
+
+def test_a_recording_over_the_limit_is_refused_while_streaming(recording, tmp_path):
+    path = tmp_path / "long.wav"
+    soundfile.write(path, recording, SAMPLING_RATE)
+    with pytest.raises(AudioError, match="the limit is 1 minutes"):
+        map_speech(path, max_duration_s=60)
+
+
+def test_memory_does_not_grow_with_the_recordings_length(tmp_path):
+    # 3 s utterances and 0.5 s pauses; 10 minutes are 38 MB as float32.
+    cycle = utterances([2], speech_s=3.0, pause_s=0.5)
+    peaks = {}
+    for minutes in (2, 10):
+        path = write_repeated(tmp_path / f"{minutes}min.wav", cycle, minutes)
+        model = LoudnessModel()
+        tracemalloc.start()  # numpy's allocations; torchcodec's blocks are one at a time by design
+        try:
+            segments = timeline_file(model, map_speech(path))
+            _, peaks[minutes] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(segments) == pytest.approx(minutes * 60 * SAMPLING_RATE / len(cycle), abs=2)  # one per utterance
+        assert max(sum(batch) for batch in model.batches) <= BATCH_SIZE * MAX_SEGMENT_S * SAMPLING_RATE
+    block_bytes = STREAM_BLOCK_S * SAMPLING_RATE * np.dtype(np.float32).itemsize
+    # Flat: only where the block edges fall differs (a whole-file decode would add 30 MB here).
+    assert peaks[10] < peaks[2] + block_bytes
+    assert peaks[10] < 8 * block_bytes  # a few blocks and a batch, against the recording's 20 blocks
+
+
+def test_the_api_streams_long_recordings_and_answers_like_the_page(tiny_model, tmp_path):
+    path = write_repeated(tmp_path / "long.wav", utterances([1, 4, 6], speech_s=2.0, pause_s=1.0), minutes=0.6)
+    probabilities, segments = app.analyse_file(tiny_model, str(path))
+    expected, expected_segments = app.analyse(tiny_model, load_audio(path))
+    assert segments == pytest.approx(expected_segments) and len(segments) > 1
+    assert probabilities == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_api_reads_short_recordings_whole(tiny_model, tmp_path):
+    path = tmp_path / "short.wav"
+    soundfile.write(path, utterances([5], speech_s=2.0, pause_s=0.5), SAMPLING_RATE)
+    probabilities, segments = app.analyse_file(tiny_model, str(path))
+    assert segments == []
+    assert probabilities == pytest.approx(tiny_model.predict_file(path), abs=1e-6)
