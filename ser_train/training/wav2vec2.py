@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,6 +54,8 @@ WARMUP_RATIO = 0.1  # share of the steps spent ramping the learning rate up from
 MAX_TRAINING_CROP_S = 6.0  # seconds; longer training clips are cropped at random (RAVDESS: ~3-5 s)
 LOGGING_STEPS = 10
 CHECKPOINTS_KEPT = 1  # the newest; Trainer also keeps the best one for load_best_model_at_end
+CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")  # Trainer's checkpoint-<global step>
+TRAINER_STATE_FILE = "trainer_state.json"  # the last file Trainer writes into a checkpoint
 BEST_METRIC = "balanced_accuracy"  # UA: fair to the classes with fewer clips (neutral)
 
 
@@ -102,7 +105,6 @@ class Wav2Vec2Family:
         max_epochs: int | None = None,
     ) -> FitResult:
         from transformers import AutoFeatureExtractor, EarlyStoppingCallback, Trainer, set_seed
-        from transformers.trainer_utils import get_last_checkpoint
 
         output_dir = Path(output_dir)
         labels = train.features["emotion"].names
@@ -126,7 +128,7 @@ class Wav2Vec2Family:
             compute_metrics=partial(summary_metrics, labels=labels) if validating else None,
             callbacks=[EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if validating else None,
         )
-        checkpoint = get_last_checkpoint(output_dir) if resume and output_dir.is_dir() else None
+        checkpoint = last_complete_checkpoint(output_dir) if resume else None
         if checkpoint:
             print(f"Resuming from {checkpoint}")
         trainer.train(resume_from_checkpoint=checkpoint)
@@ -166,6 +168,21 @@ class Wav2Vec2Family:
             # with a frozen encoder no activations are kept, so there is nothing to save.
             activation_checkpointing=on_gpu and self.train_mode == "encoder",
         )
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint folder that Trainer finished writing, or None.
+
+    Trainer fills a checkpoint folder file by file and writes trainer_state.json last, so a job
+    killed while saving leaves a folder without it; transformers' `get_last_checkpoint` would
+    pick that folder and resuming from it would fail.
+    """
+    steps = {
+        int(match[1]): folder
+        for folder in (output_dir.iterdir() if output_dir.is_dir() else [])
+        if (match := CHECKPOINT_FOLDER.fullmatch(folder.name)) and (folder / TRAINER_STATE_FILE).is_file()
+    }
+    return str(steps[max(steps)]) if steps else None
 
 
 def model_inputs(batch: dict, feature_extractor, max_crop_s: float | None = None) -> dict:
