@@ -15,7 +15,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app_support import ANGRY, AppServer, make_tiny_wav2vec2, utterances, write_clip
-from ser_train.audio import SAMPLING_RATE
+from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.timeline import average_probabilities, timeline
@@ -73,7 +73,7 @@ def test_long_recordings_return_the_timelines_average(client, tiny_model_dir, tm
     waveform = utterances([ANGRY, 2, 5], speech_s=2.5, pause_s=1.0)
     path = tmp_path / "long.wav"
     soundfile.write(path, waveform, SAMPLING_RATE)
-    expected = average_probabilities(timeline(load_model(tiny_model_dir), waveform))
+    expected = average_probabilities(timeline(load_model(tiny_model_dir), load_audio(path)))
     assert predict(client, path, tiny_model_dir) == pytest.approx(expected, abs=1e-5)
 
 

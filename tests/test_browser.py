@@ -2,8 +2,9 @@
 
 Chromium's fake media stream plays a WAV file as the microphone. The browser records it as
 WebM/Opus and uploads a 16 kHz WAV, so the page's answer is checked against the library's answer
-for exactly what the server received; that recording is also checked against the source, which
-only holds when the page's raw-capture script has switched off the browser's call filters.
+for exactly what the server received. That recording is also checked against the source: its
+loudness contour and level match only when the page's raw-capture script has switched off the
+browser's call filters (automatic gain control alone lifts the level by several dB).
 Screenshots go to test-artifacts/browser/.
 """
 
@@ -31,7 +32,12 @@ SYNTHETIC_CLIP_S = 3.0
 FAKE_MICROPHONE_RATE = 48_000  # Hz, what a real microphone delivers
 CLEAR_CUT_PROBABILITY = 0.8  # a model this sure should not change its mind over an Opus round trip
 RESULT_TIMEOUT_MS = 60_000  # model loading and analysis on a busy 2-core machine
-RAW_CAPTURE_MIN_CORRELATION = 0.9  # notes: 0.97-0.99 raw, about 0.8 with the call filters on
+# Measured here (10 ms loudness envelopes): raw capture 0.97-0.995 correlation at 0.0 dB; with
+# the call filters on 0.15 (synthetic) / 0.94 (RAVDESS) at +2 / +5 dB. Opus keeps the loudness
+# contour of speech but not its waveform, so samples themselves are not compared.
+RAW_CAPTURE_MIN_ENVELOPE_CORRELATION = 0.95
+RAW_CAPTURE_MAX_GAIN_DB = 1.0
+ENVELOPE_FRAME = 160  # samples: 10 ms at 16 kHz
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -184,7 +190,8 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     [received] = set(server.uploads.rglob("*.wav")) - before
     assert shown == library_verdict(model_name, received)
     assert soundfile.info(received).samplerate == SAMPLING_RATE  # the browser resampled as asked
-    assert raw_correlation(load_audio(received), load_audio(speech_wav)) > RAW_CAPTURE_MIN_CORRELATION
+    correlation, gain_db = envelope_match(load_audio(received), load_audio(speech_wav))
+    assert correlation > RAW_CAPTURE_MIN_ENVELOPE_CORRELATION and abs(gain_db) < RAW_CAPTURE_MAX_GAIN_DB
     source = load_model(model_name).predict_file(speech_wav)
     if max(source.values()) >= CLEAR_CUT_PROBABILITY:  # only a confident model (not the tiny one)
         assert shown[0] == max(source, key=source.get)
@@ -200,8 +207,21 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     assert (settings["echoCancellation"], settings["noiseSuppression"], settings["autoGainControl"]) == (False, False, False)
 
 
-def raw_correlation(recorded: np.ndarray, source: np.ndarray) -> float:
-    """Correlation of the source with the stretch of the recording where it best lines up."""
-    lag = int(np.argmax(correlate(recorded, source, mode="valid", method="fft"))) if len(recorded) >= len(source) else 0
-    aligned = recorded[lag : lag + len(source)]
-    return float(np.corrcoef(aligned, source[: len(aligned)])[0, 1])
+def envelope_match(recorded: np.ndarray, source: np.ndarray) -> tuple[float, float]:
+    """(correlation, gain in dB) of the recording's loudness envelope against the source's,
+    where the two line up best."""
+    recorded_envelope, source_envelope = loudness_envelope(recorded), loudness_envelope(source)
+    lag = 0
+    if len(recorded_envelope) >= len(source_envelope):
+        lag = int(np.argmax(correlate(recorded_envelope, source_envelope, mode="valid")))
+    aligned = recorded_envelope[lag : lag + len(source_envelope)]
+    source_envelope = source_envelope[: len(aligned)]
+    correlation = float(np.corrcoef(aligned, source_envelope)[0, 1])
+    gain_db = 10 * np.log10(np.mean(aligned**2) / np.mean(source_envelope**2))
+    return correlation, float(gain_db)
+
+
+def loudness_envelope(waveform: np.ndarray) -> np.ndarray:
+    """RMS level of consecutive 10 ms frames."""
+    frames = waveform[: len(waveform) // ENVELOPE_FRAME * ENVELOPE_FRAME].reshape(-1, ENVELOPE_FRAME)
+    return np.sqrt(np.mean(frames**2, axis=1))
