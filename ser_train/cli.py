@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wav2vec2.set_defaults(run=run_train, family="wav2vec2")
 
+    evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")
+    evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision]")
+    add_dataset_argument(evaluate)
+    evaluate.add_argument("--test-actors", required=True, metavar="LIST", help="actors to test on, e.g. 21,22,23,24 or 21-24")
+    evaluate.add_argument(
+        "--output-dir",
+        help="where eval_results.json and confusion_matrix.png go (default: the model folder, "
+        "unless it already holds results, e.g. from training)",
+    )
+    evaluate.set_defaults(run=run_evaluate)
+
     predict = commands.add_parser("predict", help="emotion probabilities for audio files")
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
     predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
@@ -149,6 +160,36 @@ def run_data(args: argparse.Namespace) -> int:
     print("clips per emotion:")
     for emotion, count in summary["emotions"].items():
         print(f"  {emotion:<10} {count}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ser_train.data import audio_arrays, load_ravdess, parse_actor_list, split_by_actor
+    from ser_train.evaluation import EVAL_RESULTS_FILE, classification_metrics, eval_results, format_metrics_table, write_eval_results
+    from ser_train.inference import load_model
+
+    test_actors = parse_actor_list(args.test_actors)
+    output_dir = Path(args.output_dir or args.model)
+    if (output_dir / EVAL_RESULTS_FILE).is_file():
+        raise SERError(
+            f"{output_dir} already holds {EVAL_RESULTS_FILE} (from training or an earlier evaluation); "
+            "pass another --output-dir."
+        )
+    model = load_model(args.model)
+    if not output_dir.is_dir() and not args.output_dir:
+        raise SERError(f"{args.model} is a Hub model, not a local folder; pass --output-dir for the results.")
+    test = split_by_actor(load_ravdess(args.dataset), test_actors)["test"]
+    labels = test.features["emotion"].names
+    probabilities = model.predict_batch(audio_arrays(test))
+    predictions = [labels.index(model.labels[i]) for i in probabilities.argmax(axis=1)]
+    metrics = classification_metrics(test["emotion"], predictions, labels)
+    fold = {"test_actors": test_actors, "validation_actors": [], "metrics": metrics}
+    results = eval_results(model.family, args.dataset, [fold], labels=labels, model=args.model)
+    write_eval_results(output_dir, results)
+    print(format_metrics_table(results))
+    print(f"Wrote {output_dir / EVAL_RESULTS_FILE}")
     return 0
 
 

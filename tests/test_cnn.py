@@ -1,0 +1,132 @@
+"""The CNN family: learning on held-out actors, Hub-format round trip, resume, feature cache, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ser_train.cli import main
+from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
+from ser_train.evaluation import EVAL_RESULTS_FILE
+from ser_train.features import FeatureConfig
+from ser_train.models.cnn import MODEL_TYPE, EmotionCNN
+from ser_train.training import cnn as cnn_training
+from ser_train.training.cnn import CHECKPOINT_DIR, CNNFamily, CNNHyperparameters
+
+TEST_ACTORS = [5, 6]
+VALIDATION_ACTORS = [4]
+SMALL = dict(channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_ravdess):
+    return split_by_actor(load_ravdess(str(synthetic_ravdess)), TEST_ACTORS, VALIDATION_ACTORS)
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(scope="module")
+def trained(splits, feature_cache, tmp_path_factory):
+    """A short run with validation-based early stopping, as a cross-validation fold trains."""
+    family = CNNFamily(CNNHyperparameters(epochs=10, patience=10, **SMALL), cache_dir=feature_cache)
+    output_dir = tmp_path_factory.mktemp("trained")
+    fitted = family.fit(splits["train"], splits["validation"], output_dir, resume=False)
+    return family, fitted, output_dir
+
+
+def balanced_accuracy(predictions, references) -> float:
+    references = np.asarray(references)
+    return float(np.mean([np.mean(predictions[references == c] == c) for c in np.unique(references)]))
+
+
+def test_short_training_beats_chance_on_held_out_actors(splits, trained):
+    family, fitted, _ = trained
+    predictions = family.predict(fitted.model, splits["test"])
+    chance = 1 / len(EMOTIONS)
+    assert balanced_accuracy(predictions, splits["test"]["emotion"]) > 3 * chance
+    assert 1 <= fitted.best_epoch <= 10
+
+
+def test_saved_model_is_hub_format_and_reloads_to_identical_probabilities(splits, trained):
+    _, fitted, output_dir = trained
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["model_type"] == MODEL_TYPE
+    assert config["labels"] == list(EMOTIONS)
+    assert FeatureConfig.from_dict(config["feature_config"]) == fitted.model.feature_config
+    assert (output_dir / "model.safetensors").is_file()
+
+    waveforms = audio_arrays(splits["test"])
+    reloaded = EmotionCNN.from_pretrained(output_dir)
+    np.testing.assert_array_equal(reloaded.predict_proba(waveforms), fitted.model.predict_proba(waveforms))
+    torch.testing.assert_close(reloaded.feature_mean, fitted.model.feature_mean)
+
+
+def test_probabilities_do_not_depend_on_batch_composition(splits, trained):
+    _, fitted, _ = trained
+    waveforms = audio_arrays(splits["test"])[:5]
+    waveforms[1] = waveforms[1][: len(waveforms[1]) // 2]  # a shorter clip forces padding
+    together = fitted.model.predict_proba(waveforms)
+    alone = np.concatenate([fitted.model.predict_proba([waveform]) for waveform in waveforms])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(together.sum(axis=1), 1, atol=1e-5)
+
+
+def test_resume_continues_an_interrupted_run_exactly(splits, feature_cache, tmp_path, monkeypatch):
+    family = CNNFamily(CNNHyperparameters(epochs=4, **SMALL), cache_dir=feature_cache)
+    straight = family.fit(splits["train"], None, tmp_path / "straight", resume=False, max_epochs=4)
+
+    family.fit(splits["train"], None, tmp_path / "interrupted", resume=False, max_epochs=2)  # "killed" after 2
+    epochs_run = []
+    original = CNNFamily._train_epoch
+    monkeypatch.setattr(
+        CNNFamily, "_train_epoch", lambda self, *args: epochs_run.append(args[-1]) or original(self, *args)
+    )
+    resumed = family.fit(splits["train"], None, tmp_path / "interrupted", resume=True, max_epochs=4)
+
+    assert epochs_run == [3, 4]
+    assert resumed.best_epoch == straight.best_epoch == 4
+    for name, weights in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], weights, msg=name)
+    assert (tmp_path / "interrupted" / CHECKPOINT_DIR).is_dir()
+
+
+def test_resuming_a_finished_run_trains_nothing(splits, feature_cache, tmp_path, monkeypatch):
+    family = CNNFamily(CNNHyperparameters(epochs=2, **SMALL), cache_dir=feature_cache)
+    first = family.fit(splits["train"], None, tmp_path, resume=False)
+    monkeypatch.setattr(CNNFamily, "_train_epoch", lambda *args: pytest.fail("trained again"))
+    again = family.fit(splits["train"], None, tmp_path, resume=True)
+    assert again.best_epoch == first.best_epoch == 2
+
+
+def test_features_are_extracted_once_and_then_read_from_the_cache(splits, tmp_path, monkeypatch):
+    family = CNNFamily(CNNHyperparameters(**SMALL), cache_dir=tmp_path)
+    first = family._clean_features(splits["test"])
+    monkeypatch.setattr(cnn_training, "extract_features", lambda *args: pytest.fail("extracted again"))
+    second = family._clean_features(splits["test"])
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, tmp_path, capsys):
+    model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
+    dataset = ["--dataset", str(synthetic_ravdess), "--test-actors", "5,6"]
+    assert main(["train", "cnn", *dataset, "--output-dir", str(model_dir), "--epochs", "2"]) == 0
+    assert main(["evaluate", "--model", str(model_dir), *dataset, "--output-dir", str(evaluation_dir)]) == 0
+
+    trained = json.loads((model_dir / EVAL_RESULTS_FILE).read_text())["test"]
+    evaluated = json.loads((evaluation_dir / EVAL_RESULTS_FILE).read_text())["test"]
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+    assert "UA" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_path, capsys):
+    (tmp_path / EVAL_RESULTS_FILE).write_text("{}")
+    EmotionCNN().save_pretrained(tmp_path)
+    code = main(["evaluate", "--model", str(tmp_path), "--dataset", str(synthetic_ravdess), "--test-actors", "5,6"])
+    assert code == 2
+    assert "already" in capsys.readouterr().err
