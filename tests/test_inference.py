@@ -33,6 +33,19 @@ def wav2vec2_v1_dir(tmp_path_factory):
     return make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2-v1"), seed=1)
 
 
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory):
+    """A small randomly initialised EmotionCNN, saved as training saves it (PyTorchModelHubMixin)."""
+    import torch
+
+    from ser_train.models.cnn import EmotionCNN
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("cnn")
+    EmotionCNN(channels=16, blocks=1).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """An empty Hugging Face cache of this test's own (tests run with HF_HUB_OFFLINE=1)."""
@@ -47,7 +60,7 @@ def clips():
     return [clip for clip, _, _ in evaluation_clips(actors=(1,))]
 
 
-@pytest.mark.parametrize("family", ["wav2vec2"])
+@pytest.mark.parametrize("family", ["cnn", "wav2vec2"])
 def test_hub_id_from_the_cache_predicts_like_the_local_folder(family, request, hub_cache, clips):
     model_dir = request.getfixturevalue(f"{family}_dir")
     fill_hub_cache(hub_cache, f"someone/ser-{family}", model_dir, MAIN_COMMIT)

@@ -38,6 +38,22 @@ def cross_validated_model(tiny_model, tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def trained_cnn(synthetic_ravdess, tmp_path_factory):
+    """A tiny CNN trained by the real runner: its folder holds exactly what training writes."""
+    from ser_train.training import runner
+    from ser_train.training.cnn import CNNFamily, CNNHyperparameters
+
+    folder = tmp_path_factory.mktemp("trained") / "ser-cnn"
+    family = CNNFamily(
+        CNNHyperparameters(epochs=2, channels=16, blocks=1, augmented_views=0),
+        cache_dir=tmp_path_factory.mktemp("features"),
+    )
+    command = ["python", "-m", "ser_train", "train", "cnn", "--test-actors", "5,6", "--epochs", "2"]
+    runner.run(family, str(synthetic_ravdess), folder, test_actors=[5, 6], command=command)
+    return folder
+
+
 def read_results(folder):
     return json.loads((folder / "eval_results.json").read_text())
 
@@ -103,6 +119,22 @@ def test_cross_validation_card_has_fold_table_and_says_what_was_published(cross_
     assert f"{mean['balanced_accuracy']:.3f} ± {std['balanced_accuracy']:.3f}" in card.text
     assert "trained on all 6 actors for 2 epochs" in card.text
     assert card.data.model_name == "ser-cv"  # no repo id: named after the folder
+
+
+def test_card_of_a_cnn_trained_by_the_runner(trained_cnn):
+    card = ModelCard.load(write_model_card(trained_cnn, repo_id="someone/ser-cnn"))
+    results = read_results(trained_cnn)
+    feature_config = json.loads((trained_cnn / "config.json").read_text())["feature_config"]
+
+    assert metric_values(card)["accuracy"] == round(results["test"]["accuracy"], 4)
+    assert card.data.datasets is None  # trained from a local folder, which is no Hub dataset
+    assert card.data.base_model is None and card.data.library_name is None
+    assert "cnn" in card.data.tags
+    assert "a local copy of RAVDESS speech" in card.text
+    assert "python -m ser_train train cnn --test-actors 5,6 --epochs 2" in card.text
+    assert f'"n_mels": {feature_config["n_mels"]}' in card.text  # the feature settings
+    assert 'load_model("someone/ser-cnn")' in card.text
+    assert "pipeline(" not in card.text  # not a transformers model
 
 
 def test_card_of_a_later_evaluation_claims_no_training_split(holdout_model, tmp_path):
