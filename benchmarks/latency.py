@@ -1,0 +1,91 @@
+"""Inference latency per 4-second clip on the CPU, with one torch thread and with all of them.
+
+The default CNN is timed in its two stages (handcrafted features, then the network) and end to
+end through `EmotionModel.predict_batch` (what the app and the CLI call). wav2vec2-base is timed
+end to end: its real architecture (`Wav2Vec2Config()` defaults) under the audio-classification
+head with the family's settings, randomly initialised, since weights do not change the cost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from benchmarks.corpus import CLIP_S, four_second_clip
+from benchmarks.report import Row
+from benchmarks.timing import Case, latency_text, median_ms, time_in_turns
+
+SECTION = "latency"
+CNN_TARGET_MS = 20.0  # features + model per clip
+ALL_THREADS = os.cpu_count() or 1
+
+
+def thread_label(threads: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
+def cnn_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+    from ser_train.features import extract_features
+    from ser_train.inference import DEFAULT_MODEL, load_model
+    from ser_train.models.cnn import EmotionCNN
+
+    clip = four_second_clip(corpus)
+    network = EmotionCNN.from_pretrained(DEFAULT_MODEL).eval()
+    model = load_model(DEFAULT_MODEL)
+    features = extract_features([clip], network.feature_config)
+    stages = {
+        "features": lambda: extract_features([clip], network.feature_config),
+        "model": lambda: network.predict_proba_of_features(features),
+        "features + model (predict_batch)": lambda: model.predict_batch([clip]),
+    }
+    cases = {
+        (stage, threads): Case(run, threads) for threads in (1, ALL_THREADS) for stage, run in stages.items()
+    }
+    seconds = time_in_turns(cases, rounds, calls_per_turn)
+    rows = []
+    for (stage, threads), values in seconds.items():
+        end_to_end = stage.startswith("features + model")
+        rows.append(
+            Row(
+                SECTION,
+                f"default CNN, {stage}, {thread_label(threads)}",
+                latency_text(values),
+                f"< {CNN_TARGET_MS:g} ms median" if end_to_end else "",
+                median_ms(values) < CNN_TARGET_MS if end_to_end else None,
+            )
+        )
+    return rows
+
+
+def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    from ser_train.audio import SAMPLING_RATE
+    from ser_train.data import EMOTIONS
+    from ser_train.models.wav2vec2 import HEAD_CONFIG, EmotionWav2Vec2
+
+    clip = four_second_clip(corpus)
+    torch.manual_seed(0)
+    network = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=len(EMOTIONS), **HEAD_CONFIG))
+    # wav2vec2-base's own feature extractor settings: per-clip normalisation, no attention mask.
+    model = EmotionWav2Vec2(network, Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=False))
+    cases = {threads: Case(lambda: model.predict_proba([clip]), threads) for threads in (1, ALL_THREADS)}
+    seconds = time_in_turns(cases, rounds, calls_per_turn)
+    return [
+        Row(SECTION, f"wav2vec2-base (random init), end to end, {thread_label(threads)}", latency_text(values))
+        for threads, values in seconds.items()
+    ]
+
+
+def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
+    cnn_rounds, w2v_rounds = (3, 1) if quick else (10, 3)
+    rows = cnn_rows(corpus, cnn_rounds, calls_per_turn=10)
+    rows += wav2vec2_rows(corpus, w2v_rounds, calls_per_turn=3)
+    notes = [
+        f"Latency: one {CLIP_S:g} s RAVDESS clip per call; median and 95th percentile over "
+        f"{cnn_rounds * 10} calls per CNN case and {w2v_rounds * 3} per wav2vec2 case, the cases taking turns "
+        "(one untimed call after each change of thread count). The CNN's features trim leading and "
+        "trailing silence, as in use.",
+    ]
+    return rows, notes

@@ -1,0 +1,122 @@
+"""Training cost: the default CNN's full run and one epoch, and a wav2vec2-base step on the CPU.
+
+The full run's wall time is read from a finished run folder (by default runs/ravdess-cnn, where
+the bundled model was trained): the runner writes training_args.json as it starts and
+eval_results.json as it ends. The epochs each fold trained come from its last checkpoint.
+
+One CNN epoch is measured here, with the bundled model's own hyperparameters (from its
+training_args.json) on fold 1 of its 6-fold protocol and a fresh feature cache: the first `fit`
+extracts the features of the clean and augmented views and trains one epoch; the second, with
+the cache warm, is what each further epoch of a run costs (training pass, validation pass,
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.report import Row
+
+SECTION = "training"
+FOLD = 1  # the first of the 6 folds: actors 1-4 tested, 5-8 validating, 9-24 training
+W2V_SIZES = dict(batch_size=1, clip_s=4.0, steps=2, warmup_steps=1)  # one 4 s clip per step
+
+
+def bundled_hyperparameters():
+    """The CNN hyperparameters the bundled model was trained with."""
+    from ser_train.augment import AugmentConfig
+    from ser_train.features import FeatureConfig
+    from ser_train.inference import DEFAULT_MODEL
+    from ser_train.training.cnn import CNNHyperparameters
+
+    recorded = json.loads((Path(DEFAULT_MODEL) / "training_args.json").read_text())["hyperparameters"]
+    nested = {
+        "feature_config": FeatureConfig.from_dict(recorded.pop("feature_config")),
+        "augment": AugmentConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.pop("augment").items()}),
+    }
+    return CNNHyperparameters(**recorded, **nested)
+
+
+def cnn_epoch_rows(corpus: Path) -> list[Row]:
+    from ser_train.data import actor_folds, load_ravdess, split_by_actor, validation_actors
+    from ser_train.training.cnn import CNNFamily
+
+    dataset = load_ravdess(str(corpus))
+    test = actor_folds()[FOLD - 1]
+    parts = split_by_actor(dataset, test, validation_actors(test))
+    hyperparameters = bundled_hyperparameters()
+    with tempfile.TemporaryDirectory(prefix="ser-bench-train-") as folder:
+        family = CNNFamily(hyperparameters, cache_dir=Path(folder) / "features")
+        seconds = []
+        for attempt in ("cold", "warm"):
+            start = time.perf_counter()
+            family.fit(parts["train"], parts["validation"], Path(folder) / attempt, resume=False, max_epochs=1)
+            seconds.append(time.perf_counter() - start)
+    views = 1 + hyperparameters.augmented_views
+    clips = parts["train"].num_rows
+    where = f"fold {FOLD}: {clips} training clips, {parts['validation'].num_rows} validation"
+    return [
+        Row(SECTION, f"default CNN, features of {views} views x {clips} clips + 1 epoch ({where})", f"{seconds[0]:.1f} s"),
+        Row(SECTION, f"default CNN, 1 epoch with features cached ({where})", f"{seconds[1]:.1f} s"),
+    ]
+
+
+def full_run_rows(run_dir: Path) -> list[Row]:
+    """Wall time and epochs of a finished CNN run, from the files it wrote."""
+    import torch
+
+    from ser_train.evaluation import EVAL_RESULTS_FILE
+    from ser_train.training.cnn import CHECKPOINT_DIR, CHECKPOINT_FILE
+    from ser_train.training.runner import TRAINING_ARGS_FILE
+
+    started, finished = run_dir / TRAINING_ARGS_FILE, run_dir / EVAL_RESULTS_FILE
+    if not finished.is_file():
+        return [Row(SECTION, "default CNN, full training run", f"not available: no finished run in {run_dir}")]
+    seconds = finished.stat().st_mtime - started.stat().st_mtime
+    results = json.loads(finished.read_text())
+    fold_epochs = [
+        torch.load(run_dir / "folds" / fold["name"] / CHECKPOINT_DIR / CHECKPOINT_FILE, weights_only=True)["progress"]["epoch"]
+        for fold in results["folds"]
+    ]
+    final_epochs = results.get("final_model", {}).get("epochs", 0)
+    epochs = sum(fold_epochs) + final_epochs
+    return [
+        Row(
+            SECTION,
+            f"default CNN, full run: {len(fold_epochs)} folds ({'+'.join(map(str, fold_epochs))} epochs, early stopping) "
+            f"+ final model ({final_epochs} epochs)",
+            f"{seconds / 60:.1f} min = {seconds / epochs:.1f} s per epoch trained, features included",
+        )
+    ]
+
+
+def wav2vec2_rows() -> list[Row]:
+    from benchmarks.wav2vec2_throughput import Sizes, measure_in_child
+
+    result = measure_in_child("fp32", False, "encoder", Sizes(**W2V_SIZES))
+    return [
+        Row(
+            SECTION,
+            "wav2vec2-base training step on the CPU (fp32, encoder mode, 1 x 4 s clip)",
+            f"{result['step_s']:.2f} s/step = {result['audio_s_per_s']:.2f} s of audio per s; peak RSS {result['peak_gib']:.1f} GiB",
+        )
+    ]
+
+
+def run(corpus: Path, run_dir: Path) -> tuple[list[Row], list[str]]:
+    rows = full_run_rows(run_dir)
+    rows += cnn_epoch_rows(corpus)
+    rows += wav2vec2_rows()
+    rows.append(Row(SECTION, "wav2vec2-base training on a GPU", "not measured: no GPU in this run"))
+    notes = [
+        f"Training: the full run's wall time is the time between {run_dir.name}'s training_args.json "
+        "(written at the start) and eval_results.json (at the end), so it leaves out the few seconds "
+        "of process start-up; other work may have shared the machine then. One CNN epoch is measured "
+        "with the bundled model's hyperparameters (the family uses 2 torch threads); wav2vec2 through "
+        "benchmarks/wav2vec2_throughput.py (`python -m benchmarks.wav2vec2_throughput` measures fp32 "
+        "and bf16, and on a GPU also activation checkpointing).",
+    ]
+    return rows, notes
