@@ -104,7 +104,7 @@ _loading = threading.Lock()
 
 
 def get_model(name: str) -> EmotionModel:
-    """The model called `name`, loaded on first use and kept; HubError if it cannot be loaded."""
+    """The model called `name`, loaded on first use and kept; a SERError if it cannot be loaded."""
     model = _models.get(name)
     if model is None:
         with _loading:  # one load at a time, so two first requests for a model load it once

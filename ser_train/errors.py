@@ -17,5 +17,9 @@ class DataError(SERError):
     """A dataset source that cannot be loaded as RAVDESS."""
 
 
+class ModelError(SERError):
+    """A folder or repository that is not a usable emotion model (wrong task, no safetensors...)."""
+
+
 class HubError(SERError):
     """The Hugging Face Hub could not be reached, refused us, or has no such repository."""

@@ -27,7 +27,7 @@ import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.data import EMOTIONS
-from ser_train.errors import HubError, SERError
+from ser_train.errors import ModelError, SERError
 from ser_train.hub import fetch_model_files
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "ravdess-cnn")
@@ -95,15 +95,15 @@ def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
 def read_config(folder: Path, name: str) -> dict:
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise HubError(f"{name} is not a model: it has no {CONFIG_FILE}.")
+        raise ModelError(f"{name} is not a model: it has no {CONFIG_FILE}.")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise HubError(f"{name} has a {CONFIG_FILE} that is not valid JSON.") from None
+        raise ModelError(f"{name} has a {CONFIG_FILE} that is not valid JSON.") from None
 
 
 def model_family(config: dict, name: str) -> str:
-    """'cnn' or 'wav2vec2' from config.json, or a HubError if it is no audio classifier."""
+    """'cnn' or 'wav2vec2' from config.json, or a ModelError if it is no audio classifier."""
     model_type = config.get("model_type")
     if model_type == CNN_MODEL_TYPE:
         return "cnn"
@@ -115,7 +115,7 @@ def model_family(config: dict, name: str) -> str:
     if classifier_class and classifier_class in config.get("architectures", []):
         return "wav2vec2"
     architectures = ", ".join(config.get("architectures", [])) or "no architecture"
-    raise HubError(
+    raise ModelError(
         f"{name} is not an emotion model: its config.json describes a '{model_type}' model "
         f"({architectures}), not audio classification."
     )
@@ -138,7 +138,7 @@ def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
     canonical = [_canonical_emotion(label) for label in labels]
     if not labels or None in canonical or len(set(canonical)) != len(canonical):
         shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
-        raise HubError(
+        raise ModelError(
             f"{name} is an audio classifier, but its labels ({shown}) are not distinct emotions, "
             "so it is not an emotion model."
         )
@@ -152,7 +152,7 @@ def _canonical_emotion(label: str) -> str | None:
 
 def require_safetensors(folder: Path, name: str) -> None:
     if not any((folder / file).is_file() for file in SAFETENSORS_FILES):
-        raise HubError(
+        raise ModelError(
             f"{name} has no safetensors weights (model.safetensors); weights in pickle formats "
             "(.bin, .pt) are refused because loading them can run arbitrary code."
         )
@@ -170,11 +170,11 @@ def _load_transformers(folder: Path, name: str) -> Forward:
     from ser_train.models.wav2vec2 import EmotionWav2Vec2
 
     if not (folder / PREPROCESSOR_FILE).is_file():
-        raise HubError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
+        raise ModelError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
     model = EmotionWav2Vec2.from_pretrained(folder)
     rate = model.feature_extractor.sampling_rate
     if rate != SAMPLING_RATE:
-        raise HubError(f"{name} expects {rate} Hz audio; models here work at {SAMPLING_RATE} Hz.")
+        raise ModelError(f"{name} expects {rate} Hz audio; models here work at {SAMPLING_RATE} Hz.")
     return model.predict_proba
 
 

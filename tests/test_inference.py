@@ -15,7 +15,7 @@ from hub_helpers import Route, evaluation_clips, fill_hub_cache, make_tiny_wav2v
 from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
-from ser_train.errors import HubError
+from ser_train.errors import HubError, ModelError
 from ser_train.inference import EmotionModel, emotion_labels, load_model
 
 MAIN_COMMIT = "a" * 40
@@ -135,7 +135,7 @@ def test_pickle_only_repos_are_refused(wav2vec2_dir, hub_cache, tmp_path):
     fill_hub_cache(hub_cache, "someone/pickled", pickled, MAIN_COMMIT)
 
     for name in ("someone/pickled", str(pickled)):
-        with pytest.raises(HubError, match=r"no safetensors weights .* pickle formats \(\.bin, \.pt\) are refused"):
+        with pytest.raises(ModelError, match=r"no safetensors weights .* pickle formats \(\.bin, \.pt\) are refused"):
             load_model(name)
 
 
@@ -144,22 +144,22 @@ def test_models_for_other_tasks_are_refused(tmp_path, hub_cache):
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]}))
     fill_hub_cache(hub_cache, "someone/bert", bert, MAIN_COMMIT)
-    with pytest.raises(HubError, match=r"someone/bert is not an emotion model: .* 'bert' model \(BertForMaskedLM\)"):
+    with pytest.raises(ModelError, match=r"someone/bert is not an emotion model: .* 'bert' model \(BertForMaskedLM\)"):
         load_model("someone/bert")
 
     encoder_only = make_tiny_wav2vec2(tmp_path / "pretrained", architecture="pretraining")
-    with pytest.raises(HubError, match=r"Wav2Vec2ForPreTraining\), not audio classification"):
+    with pytest.raises(ModelError, match=r"Wav2Vec2ForPreTraining\), not audio classification"):
         load_model(str(encoder_only))
 
     keywords = make_tiny_wav2vec2(tmp_path / "keywords", labels=("yes", "no", "up", "down"))
-    with pytest.raises(HubError, match=r"labels \(yes, no, up, down\) are not distinct emotions"):
+    with pytest.raises(ModelError, match=r"labels \(yes, no, up, down\) are not distinct emotions"):
         load_model(str(keywords))
 
 
 def test_other_spellings_of_emotions_are_mapped_to_ours():
     assert emotion_labels(["neu", "hap", "ang", "sad"], "m") == ("neutral", "happy", "angry", "sad")
     assert emotion_labels(["Fear", "surprise", "disgusted"], "m") == ("fearful", "surprised", "disgust")
-    with pytest.raises(HubError):
+    with pytest.raises(ModelError, match="not distinct emotions"):
         emotion_labels(["LABEL_0", "LABEL_1"], "m")
 
 
@@ -219,5 +219,5 @@ def test_empty_batch_gives_an_empty_array():
 def test_a_transformers_model_without_feature_extractor_settings(wav2vec2_dir, tmp_path):
     incomplete = shutil.copytree(wav2vec2_dir, tmp_path / "incomplete")
     (incomplete / "preprocessor_config.json").unlink()
-    with pytest.raises(HubError, match=r"has no feature-extractor settings \(preprocessor_config.json\)"):
+    with pytest.raises(ModelError, match=r"has no feature-extractor settings \(preprocessor_config.json\)"):
         load_model(str(incomplete))
