@@ -18,6 +18,9 @@ model.safetensors the weights and normalisation statistics.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import numpy as np
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -75,8 +78,10 @@ class EmotionCNN(
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
         # The mixin loads weights non-strictly by default, which would silently keep default
-        # normalisation statistics if a file lacked them.
-        return super()._from_pretrained(strict=strict, **kwargs)
+        # normalisation statistics if a file lacked them. It also prints "Loading weights from
+        # local directory" on stdout, where `predict --json` writes its JSON: stderr takes it.
+        with contextlib.redirect_stdout(sys.stderr):
+            return super()._from_pretrained(strict=strict, **kwargs)
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Store the training split's per-dimension feature statistics in the model."""
