@@ -1,8 +1,10 @@
 """A corpus of awkward audio files: each must give a clear error or a correct answer.
 
-`usable` files hold the same clip as the 16 kHz mono reference in another shape (rate, bit
-depth, channel count); a model must answer for them as it does for the reference. `refused`
-files cannot be analysed and must be refused with a sentence matching the given pattern.
+`usable` files hold the 16 kHz mono reference clip in another shape: another bit depth or
+channel count (the same audio, so a model must answer as for the reference), or another
+sampling rate (the reference resampled, so the decoded audio must be the reference, band-limited
+to 4 kHz at 8 kHz). `refused` files cannot be analysed and must be refused with a sentence
+matching the given pattern.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ser_train.audio import resample
 from synthetic import synth_clip
 
 REFERENCE_RATE = 16_000
+RESAMPLED_RATES = (8_000, 96_000)  # telephone band; studio recorders
 CLIP_EMOTION = 4  # angry: loud and bright in the synthetic voice
 HUGE_FILE_BYTES = 200 * 2**20
 
 
-def reference_clip(sampling_rate: int = REFERENCE_RATE) -> np.ndarray:
-    return synth_clip(CLIP_EMOTION, actor=1, sampling_rate=sampling_rate, seed=123, duration_s=3.0)
+def reference_clip() -> np.ndarray:
+    return synth_clip(CLIP_EMOTION, actor=1, sampling_rate=REFERENCE_RATE, seed=123, duration_s=3.0)
 
 
 def write_usable(folder: Path) -> dict[str, Path]:
@@ -32,8 +36,8 @@ def write_usable(folder: Path) -> dict[str, Path]:
         soundfile.write(files[name], data, rate, subtype=subtype)
 
     write("reference.wav", reference_clip(), REFERENCE_RATE, "PCM_16")
-    write("rate_8k.wav", reference_clip(8_000), 8_000, "PCM_16")
-    write("rate_96k.wav", reference_clip(96_000), 96_000, "PCM_16")
+    for rate in RESAMPLED_RATES:
+        write(f"rate_{rate // 1000}k.wav", resample(reference_clip(), REFERENCE_RATE, rate), rate, "PCM_16")
     write("pcm_24bit.wav", reference_clip(), REFERENCE_RATE, "PCM_24")
     write("float_32bit.wav", reference_clip(), REFERENCE_RATE, "FLOAT")
     write("six_channels.wav", np.repeat(reference_clip()[:, None], 6, axis=1), REFERENCE_RATE, "PCM_16")

@@ -1,0 +1,135 @@
+"""Bad inputs through every entry point (library, CLI, app handlers): a clear error or a correct answer.
+
+The files come from `bad_inputs`: the same clip in other bit depths and channel counts (answered
+like the reference) and at other sampling rates (heard as the reference), and files that cannot
+be analysed (refused with a sentence).
+The CLI runs as users run it, `python -m ser_train predict --json` in its own process, so a
+traceback would show on its stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+import app
+from bad_inputs import RESAMPLED_RATES, write_huge, write_refused, write_usable
+from ser_train import cli
+from ser_train.data import EMOTIONS
+from ser_train.audio import SAMPLING_RATE, load_audio, resample
+from ser_train.errors import AudioError
+from ser_train.inference import DEFAULT_MODEL, load_model
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAME_ANSWER_TOLERANCE = 0.02  # max probability difference for the same clip in another container
+SAME_AUDIO = ("pcm_24bit.wav", "float_32bit.wav", "six_channels.wav")  # the reference in other containers
+MIN_RESAMPLED_SNR_DB = 30.0  # resamplers differ near the band edge; anything worse is a decoding fault
+CLI_TIMEOUT_S = 120  # loading torch and the model on a busy 2-core machine; longer is a hang
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if not Path(DEFAULT_MODEL).is_dir():
+        pytest.skip(f"the bundled model ({DEFAULT_MODEL}) is not there yet")
+    return load_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def usable(tmp_path_factory) -> dict[str, Path]:
+    return write_usable(tmp_path_factory.mktemp("usable"))
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    return write_refused(tmp_path_factory.mktemp("refused"))
+
+
+def test_other_bit_depths_and_channel_counts_answer_like_the_reference(default_model, usable):
+    reference = default_model.predict_file(usable["reference.wav"])
+    for name in SAME_AUDIO:
+        probabilities = default_model.predict_file(usable[name])
+        assert max(abs(probabilities[label] - reference[label]) for label in reference) < SAME_ANSWER_TOLERANCE, name
+
+
+def test_other_rates_are_heard_as_the_reference_and_answered(default_model, usable):
+    """Decoded to 16 kHz, a resampled file is the reference (band-limited to what it holds).
+
+    Only the audio is compared: the bundled CNN's answer moves with what lies near the top of
+    the band (an 8 kHz file has nothing above 4 kHz), so it is only required to be an answer.
+    """
+    reference = load_audio(usable["reference.wav"])
+    for rate in RESAMPLED_RATES:
+        path = usable[f"rate_{rate // 1000}k.wav"]
+        expected = resample(resample(reference, SAMPLING_RATE, rate), rate, SAMPLING_RATE) if rate < SAMPLING_RATE else reference
+        heard = load_audio(path)
+        assert len(heard) == len(expected), path.name
+        snr_db = 10 * np.log10(np.sum(expected**2) / np.sum((heard - expected) ** 2))
+        assert snr_db > MIN_RESAMPLED_SNR_DB, path.name
+        probabilities = default_model.predict_file(path)
+        assert list(probabilities) == list(EMOTIONS)
+        assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4), path.name
+
+
+def test_unusable_files_are_refused_with_a_clear_sentence_by_the_library(default_model, refused):
+    for name, (path, pattern) in refused.items():
+        with pytest.raises(AudioError, match=pattern):
+            default_model.predict_file(path)
+
+
+def test_the_cli_reports_each_bad_file_and_still_answers_the_good_ones(default_model, refused, usable):
+    good = usable["reference.wav"]
+    paths = [str(path) for path, _ in refused.values()] + [str(good)]
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "ser_train", "predict", "--json", *paths],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+    )  # fmt: skip
+
+    assert finished.returncode == cli.EXIT_USER_ERROR and "Traceback" not in finished.stderr
+    entries = {entry["file"]: entry for entry in json.loads(finished.stdout)}
+    for path, pattern in refused.values():
+        assert "probabilities" not in entries[str(path)]
+        assert re.search(pattern, entries[str(path)]["error"]), path.name
+    assert entries[str(good)]["probabilities"] == pytest.approx(default_model.predict_file(good), abs=1e-6)
+    assert list(entries[str(good)]["probabilities"]) == list(EMOTIONS)
+
+
+def test_the_page_shows_the_sentence_instead_of_a_result(default_model, refused):
+    for name, (path, pattern) in refused.items():
+        outputs = app.predict_handler(str(path), DEFAULT_MODEL, "")
+        assert outputs.status.startswith("⚠️") and re.search(pattern, outputs.status), name
+        assert outputs.summary == "" and outputs.audio_plot is None, name
+
+
+def test_the_api_raises_the_sentence_as_a_gradio_error(default_model, refused):
+    for name, (path, pattern) in refused.items():
+        with pytest.raises(gr.Error, match=pattern):
+            app.predict_api(str(path), "")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_200_mb_file_is_refused_quickly_everywhere(default_model, tmp_path, capsys):
+    huge = write_huge(tmp_path)
+    with pytest.raises(AudioError, match="minutes long; the limit is 10 minutes"):
+        default_model.predict_file(huge)
+    assert cli.main(["predict", "--model", DEFAULT_MODEL, "--json", str(huge)]) == cli.EXIT_USER_ERROR
+    assert "the limit is 10 minutes" in json.loads(capsys.readouterr().out)[0]["error"]
+    assert "the limit is 10 minutes" in app.predict_handler(str(huge), DEFAULT_MODEL, "").status
+    with pytest.raises(gr.Error, match="the limit is 10 minutes"):
+        app.predict_api(str(huge), "")
+
+
+def test_probabilities_are_finite_and_sum_to_one_for_loud_clipped_audio(default_model):
+    rng = np.random.default_rng(0)
+    clipped = np.clip(rng.normal(0, 3, 32_000), -1, 1).astype(np.float32)
+    probabilities = default_model.predict(clipped, 16_000)
+    assert all(np.isfinite(list(probabilities.values())))
+    assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
