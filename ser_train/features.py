@@ -165,6 +165,7 @@ class _Filterbanks:
     chroma: torch.Tensor  # [n_chroma, bins]
     contrast_bands: list[tuple[int, int, int]]  # see _contrast_bands
     window: torch.Tensor  # [win_length] Hann
+    to_pitch_rate: torchaudio.transforms.Resample  # sampling_rate -> pitch_sampling_rate
 
 
 @functools.lru_cache(maxsize=8)
@@ -184,6 +185,7 @@ def _filterbanks(config: FeatureConfig) -> _Filterbanks:
         chroma=chroma,
         contrast_bands=_contrast_bands(config),
         window=torch.hann_window(config.win_length),
+        to_pitch_rate=torchaudio.transforms.Resample(config.sampling_rate, config.pitch_sampling_rate),
     )
 
 
@@ -236,10 +238,22 @@ def _spectral_contrast(magnitude: torch.Tensor, config: FeatureConfig) -> torch.
     contrasts = []
     for first, end, count in _filterbanks(config).contrast_bands:
         band = magnitude[:, first:end]
-        valley = band.topk(count, dim=1, largest=False).values.mean(dim=1)
-        peak = band.topk(count, dim=1).values.mean(dim=1)
+        peak = _mean_of_largest(band, count)
+        valley = -_mean_of_largest(-band, count)
         contrasts.append(_to_db(peak) - _to_db(valley))  # as librosa: dB of magnitudes taken as power
     return torch.stack(contrasts, dim=1)
+
+
+def _mean_of_largest(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Mean of the `count` largest values of each row; for the 1-3 bins contrast averages,
+    repeated max is several times faster than topk or sort."""
+    total = torch.zeros(len(values))
+    for taken in range(count):
+        largest, where = values.max(dim=1)
+        total += largest
+        if taken + 1 < count:
+            values = values.scatter(1, where[:, None], -math.inf)
+    return total / count
 
 
 def _chroma(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
@@ -271,7 +285,7 @@ def _pitch_frames(audio: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     hop = config.hop_length * rate // config.sampling_rate
     if hop * config.sampling_rate != config.hop_length * rate:
         raise SERError("hop_length must be a whole number of samples at pitch_sampling_rate.")
-    low_rate_audio = torchaudio.functional.resample(audio, config.sampling_rate, rate)
+    low_rate_audio = _filterbanks(config).to_pitch_rate(audio)
     return _frames(low_rate_audio, config.pitch_frame_length, hop)
 
 
