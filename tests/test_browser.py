@@ -60,13 +60,18 @@ def speech_wav(tmp_path_factory, model_name) -> Path:
     emotion the model is surest of. Otherwise a synthetic 'angry' utterance.
     """
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    if model_name != DEFAULT_MODEL or not REAL_RAVDESS.is_dir():
+    if not plays_real_speech(model_name):
         return write_clip(path, duration_s=SYNTHETIC_CLIP_S, emotion=ANGRY)
     model = load_model(model_name)
     candidates = sorted(REAL_RAVDESS.glob("Actor_0[12]/03-01-*-02-01-01-*.*"))  # strong intensity
     clearest = max(candidates, key=lambda clip: max(model.predict_file(clip).values()))
     soundfile.write(path, load_audio(clearest, sampling_rate=FAKE_MICROPHONE_RATE), FAKE_MICROPHONE_RATE)
     return path
+
+
+def plays_real_speech(model_name: str) -> bool:
+    """The microphone plays a real RAVDESS clip with the bundled model, when the corpus is at hand."""
+    return model_name == DEFAULT_MODEL and REAL_RAVDESS.is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +197,11 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     assert soundfile.info(received).samplerate == SAMPLING_RATE  # the browser resampled as asked
     correlation, gain_db = envelope_match(load_audio(received), load_audio(speech_wav))
     assert correlation > RAW_CAPTURE_MIN_ENVELOPE_CORRELATION and abs(gain_db) < RAW_CAPTURE_MAX_GAIN_DB
+    # A confident verdict on real speech must survive the Opus round trip. The synthetic stand-in
+    # (used when the corpus is absent) is outside what the models learned, so a confident answer
+    # on it means nothing and may flip; only the page-equals-library check above applies to it.
     source = load_model(model_name).predict_file(speech_wav)
-    if max(source.values()) >= CLEAR_CUT_PROBABILITY:  # only a confident model (not the tiny one)
+    if plays_real_speech(model_name) and max(source.values()) >= CLEAR_CUT_PROBABILITY:
         assert shown[0] == max(source, key=source.get)
 
     settings = page.evaluate(
