@@ -34,7 +34,10 @@ from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RAT
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
 SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest frame are silence
-MIN_PAUSE_S = 0.3  # shorter gaps are pauses inside an utterance, not between utterances
+# Shorter gaps are pauses inside an utterance, not between utterances: acted RAVDESS sentences
+# hold pauses of up to about half a second between words, and splitting there leaves one-word
+# fragments that no model can judge.
+MIN_PAUSE_S = 0.6
 MIN_SEGMENT_S = MIN_DURATION_S  # shorter speech is widened to this, taking in its surroundings
 MAX_SEGMENT_S = 4.0  # about one RAVDESS utterance; longer speech is cut into windows
 BATCH_SIZE = 16  # segments per model call: at most 64 s of audio in memory at once

@@ -117,7 +117,7 @@ def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
 
 @pytest.mark.slow
 def test_a_ten_minute_recording_is_analysed(tmp_path, model_name):
-    cycle = utterances([ANGRY, 2], speech_s=3.0, pause_s=0.5)  # 7.5 s: two utterances
+    cycle = utterances([ANGRY, 2], speech_s=2.25, pause_s=1.0)  # 7.5 s: two utterances
     waveform = np.tile(cycle, 80)  # 600 s
     path = tmp_path / "ten-minutes.flac"
     soundfile.write(path, waveform, SAMPLING_RATE)

@@ -56,11 +56,12 @@ def test_utterances_separated_by_pauses_become_one_segment_each():
         assert end == pytest.approx(true_end, abs=FRAME_TOLERANCE_S)
 
 
-def test_short_pauses_do_not_split_an_utterance():
-    waveform = utterances([2, 2], speech_s=1.0, pause_s=0.2)
+@pytest.mark.parametrize("pause_s", [0.2, 0.5])
+def test_pauses_between_words_do_not_split_an_utterance(pause_s):
+    waveform = utterances([2, 2], speech_s=1.0, pause_s=pause_s)
     found = seconds(speech_segments(waveform, SAMPLING_RATE))
     assert len(found) == 1
-    assert found[0][1] - found[0][0] == pytest.approx(2.2, abs=FRAME_TOLERANCE_S)
+    assert found[0][1] - found[0][0] == pytest.approx(2 + pause_s, abs=FRAME_TOLERANCE_S)
 
 
 def test_long_speech_is_cut_into_contiguous_windows_of_at_most_max_length():
@@ -104,7 +105,7 @@ def test_each_segment_gets_its_own_prediction_in_recording_order():
 
 
 def test_segments_are_predicted_in_batches_of_similar_length():
-    waveform = utterances(list(range(8)) * 5, speech_s=1.0, pause_s=0.6)  # 40 utterances
+    waveform = utterances(list(range(8)) * 5, speech_s=1.0, pause_s=1.0)  # 40 utterances
     model = LoudnessModel()
     segments = timeline(model, waveform)
     assert len(segments) == 40
@@ -153,3 +154,19 @@ def test_batched_predictions_equal_one_segment_at_a_time_with_a_real_model(tmp_p
         alone = model.predict_batch([waveform[start:end]])[0]
         assert list(segment.probabilities.values()) == pytest.approx(alone.tolist(), abs=1e-5)
         assert sum(segment.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.real_data
+def test_real_acted_sentences_become_one_segment_each(real_ravdess):
+    from ser_train.audio import load_audio
+
+    # One strong-intensity sentence per emotion by one actor, played back to back.
+    clips = [load_audio(next(real_ravdess.glob(f"Actor_03/03-01-0{code}-02-01-01-03.*"))) for code in range(2, 9)]
+    spans, start = [], 0
+    for clip in clips:
+        spans.append((start, start + len(clip)))
+        start += len(clip)
+    found = speech_segments(np.concatenate(clips), SAMPLING_RATE)
+    assert len(found) == len(clips)
+    for (start, end), (clip_start, clip_end) in zip(found, spans):
+        assert clip_start <= start < end <= clip_end
