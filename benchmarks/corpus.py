@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import datasets
 import numpy as np
 import soundfile
 
@@ -22,6 +23,7 @@ def waveforms(corpus: Path, count: int | None = None) -> list[np.ndarray]:
     """The first `count` clips of the corpus (all when None) as 16 kHz float32 mono."""
     if not corpus.is_dir():
         raise DataError(f"{corpus}: no RAVDESS copy there; pass --corpus PATH.")
+    datasets.disable_progress_bars()  # the table is what a run prints
     dataset = load_ravdess(str(corpus))
     if count is not None:
         dataset = dataset.select(range(min(count, dataset.num_rows)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Row:
 
 
 COLUMNS = ("section", "measurement", "result", "target")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def verdict(row: Row) -> str:
@@ -62,6 +64,16 @@ def machine_description() -> str:
     )
 
 
+def code_version() -> str:
+    """The commit measured, and the tracked files that differed from it (the tree is shared)."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
+    modified = git("diff", "--name-only", "HEAD").split()
+    return f"{commit}" + (f", with uncommitted changes to {', '.join(modified)}" if modified else "")
+
+
 def write_markdown(path: Path, rows: list[Row], command: str, notes: list[str]) -> None:
     """RESULTS.md: when, where and how the figures were measured, then the table and notes."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -71,6 +83,7 @@ def write_markdown(path: Path, rows: list[Row], command: str, notes: list[str]) 
         "",
         f"- Date: {now}",
         f"- Machine: {machine_description()}",
+        f"- Code: commit {code_version()}",
         f"- Load average when the run ended (1, 5, 15 min): {load}",
         f"- Command: `{command}`",
         "",

@@ -54,6 +54,6 @@ def test_the_results_file_says_when_where_and_how(tmp_path):
     path = tmp_path / "RESULTS.md"
     write_markdown(path, [Row("latency", "CNN", "7.0 ms")], "python -m benchmarks --quick", ["a note"])
     text = path.read_text()
-    assert "- Date: " in text and "- Machine: " in text and "cores" in text
+    assert "- Date: " in text and "- Machine: " in text and "cores" in text and "- Code: commit " in text
     assert "- Command: `python -m benchmarks --quick`" in text
     assert "| latency | CNN | 7.0 ms |  |" in text and "- a note" in text
