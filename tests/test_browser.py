@@ -32,12 +32,14 @@ SYNTHETIC_CLIP_S = 3.0
 FAKE_MICROPHONE_RATE = 48_000  # Hz, what a real microphone delivers
 CLEAR_CUT_PROBABILITY = 0.8  # a model this sure should not change its mind over an Opus round trip
 RESULT_TIMEOUT_MS = 60_000  # model loading and analysis on a busy 2-core machine
-# Measured here (10 ms loudness envelopes): raw capture 0.97-0.995 correlation at 0.0 dB; with
-# the call filters on 0.15 (synthetic) / 0.94 (RAVDESS) at +2 / +5 dB. Opus keeps the loudness
-# contour of speech but not its waveform, so samples themselves are not compared.
+# Measured here (10 ms loudness envelopes lined up to 1 ms): raw capture 0.975 (synthetic) /
+# 0.994 (RAVDESS) correlation at 0.0 dB; with the call filters on 0.15 / 0.975 at +2 / +16 dB.
+# The correlation catches the filters on the synthetic clip, the level on speech. Opus keeps
+# the loudness contour of speech but not its waveform, so samples themselves are not compared.
 RAW_CAPTURE_MIN_ENVELOPE_CORRELATION = 0.95
 RAW_CAPTURE_MAX_GAIN_DB = 1.0
 ENVELOPE_FRAME = 160  # samples: 10 ms at 16 kHz
+ENVELOPE_HOP = 16  # samples: 1 ms, so the recording is lined up with the source to within 1 ms
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -230,6 +232,9 @@ def envelope_match(recorded: np.ndarray, source: np.ndarray) -> tuple[float, flo
 
 
 def loudness_envelope(waveform: np.ndarray) -> np.ndarray:
-    """RMS level of consecutive 10 ms frames."""
-    frames = waveform[: len(waveform) // ENVELOPE_FRAME * ENVELOPE_FRAME].reshape(-1, ENVELOPE_FRAME)
-    return np.sqrt(np.mean(frames**2, axis=1))
+    """RMS level of 10 ms frames every 1 ms. Frames that overlap let the two envelopes line up
+    to within 1 ms; whole 10 ms steps left up to 5 ms of misalignment, which alone cost up to
+    0.05 of correlation on speech (0.949 where lined-up frames give 0.994)."""
+    energy = np.concatenate([[0.0], np.cumsum(waveform.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(waveform) - ENVELOPE_FRAME + 1, ENVELOPE_HOP)
+    return np.sqrt((energy[starts + ENVELOPE_FRAME] - energy[starts]) / ENVELOPE_FRAME)
