@@ -11,6 +11,7 @@ Screenshots go to test-artifacts/browser/.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -33,10 +34,11 @@ FAKE_MICROPHONE_RATE = 48_000  # Hz, what a real microphone delivers
 CLEAR_CUT_PROBABILITY = 0.8  # a model this sure should not change its mind over an Opus round trip
 RESULT_TIMEOUT_MS = 60_000  # model loading and analysis on a busy 2-core machine
 # Measured here (10 ms loudness envelopes lined up to 1 ms): raw capture 0.975 (synthetic) /
-# 0.994 (RAVDESS) correlation at 0.0 dB; with the call filters on 0.15 / 0.975 at +2 / +16 dB.
-# The correlation catches the filters on the synthetic clip, the level on speech. Opus keeps
-# the loudness contour of speech but not its waveform, so samples themselves are not compared.
-RAW_CAPTURE_MIN_ENVELOPE_CORRELATION = 0.95
+# 0.994-0.9996 (RAVDESS) correlation at 0.0 dB, with two full-suite runs in a dozen at 0.948
+# (the fake capture stumbling); with the call filters on 0.15 / 0.975 at +2 / +16 dB. So the
+# correlation catches the filters on the synthetic clip and the level catches them on speech.
+# Opus keeps the loudness contour of speech but not its waveform, so samples are not compared.
+RAW_CAPTURE_MIN_ENVELOPE_CORRELATION = 0.9
 RAW_CAPTURE_MAX_GAIN_DB = 1.0
 ENVELOPE_FRAME = 160  # samples: 10 ms at 16 kHz
 ENVELOPE_HOP = 16  # samples: 1 ms, so the recording is lined up with the source to within 1 ms
@@ -195,6 +197,7 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     screenshot(page, "microphone-result")
 
     [received] = set(server.uploads.rglob("*.wav")) - before
+    shutil.copy(received, SCREENSHOTS / "microphone-received.wav")  # to listen to when this fails
     assert shown == library_verdict(model_name, received)
     assert soundfile.info(received).samplerate == SAMPLING_RATE  # the browser resampled as asked
     correlation, gain_db = envelope_match(load_audio(received), load_audio(speech_wav))
@@ -232,9 +235,8 @@ def envelope_match(recorded: np.ndarray, source: np.ndarray) -> tuple[float, flo
 
 
 def loudness_envelope(waveform: np.ndarray) -> np.ndarray:
-    """RMS level of 10 ms frames every 1 ms. Frames that overlap let the two envelopes line up
-    to within 1 ms; whole 10 ms steps left up to 5 ms of misalignment, which alone cost up to
-    0.05 of correlation on speech (0.949 where lined-up frames give 0.994)."""
+    """RMS level of 10 ms frames every 1 ms: overlapping frames let the two envelopes line up
+    to within 1 ms, where whole 10 ms steps could leave them up to 5 ms apart."""
     energy = np.concatenate([[0.0], np.cumsum(waveform.astype(np.float64) ** 2)])
     starts = np.arange(0, len(waveform) - ENVELOPE_FRAME + 1, ENVELOPE_HOP)
     return np.sqrt((energy[starts + ENVELOPE_FRAME] - energy[starts]) / ENVELOPE_FRAME)
