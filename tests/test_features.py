@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import soundfile
+import torch
+import torchaudio
 
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.errors import SERError
-from ser_train.features import FeatureConfig, extract_features
+from ser_train.features import FeatureConfig, _deltas, extract_features
 
 CONFIG = FeatureConfig()
 FRAMES_PER_SECOND = SAMPLING_RATE // CONFIG.hop_length
@@ -98,3 +100,12 @@ def test_feature_config_round_trips_through_json():
 def test_unknown_feature_settings_are_refused():
     with pytest.raises(SERError, match="does not know"):
         FeatureConfig.from_dict({**CONFIG.to_dict(), "n_wavelets": 3})
+
+
+def test_deltas_of_a_stacked_batch_equal_torchaudios_clip_by_clip():
+    values = torch.randn(300, 20, generator=torch.Generator().manual_seed(0))
+    for sizes in ([300], [1, 2, 3, 294], [100, 150, 50]):
+        expected = torch.cat(
+            [torchaudio.functional.compute_deltas(clip.T, win_length=CONFIG.delta_width).T for clip in values.split(sizes)]
+        )
+        torch.testing.assert_close(_deltas(values, sizes, CONFIG.delta_width), expected)
