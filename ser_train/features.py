@@ -29,6 +29,10 @@ from ser_train.errors import SERError
 POWER_FLOOR = 1e-10  # -100 dB: keeps the logarithm of digital silence finite
 AMPLITUDE_FLOOR = 1e-5  # -100 dB for amplitudes (RMS, spectral contrast)
 CLIPS_PER_BATCH = 16  # bounds memory: a batch's spectra and pitch frames are held at once
+# A batch is zero-padded to a multiple of this many samples (0.25 s). oneDNN, torch's CPU
+# convolution library, builds and caches kernels for every input shape it meets; with lengths
+# rounded, a server's shapes repeat and that cache stops growing with each new recording.
+PAD_TO_MULTIPLE_OF = 4000
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ def extract_features(
 
 
 def _features_of_batch(waveforms: list[np.ndarray], config: FeatureConfig) -> list[np.ndarray]:
-    audio = torch.zeros(len(waveforms), max(len(waveform) for waveform in waveforms))
+    longest = max(len(waveform) for waveform in waveforms)
+    audio = torch.zeros(len(waveforms), math.ceil(longest / PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF)
     for row, waveform in enumerate(waveforms):
         audio[row, : len(waveform)] = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
 

@@ -19,6 +19,7 @@ model.safetensors the weights and normalisation statistics.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 import numpy as np
@@ -34,6 +35,7 @@ MODEL_TYPE = "ser-cnn"
 KERNEL_SIZES = (3, 5, 9)  # frames at 50 frames/s in the first block, 25 after pooling
 MIN_STD = 1e-3  # a feature that never varies in training is centred, not blown up
 CLIPS_PER_FORWARD = 32  # bounds memory in predict_proba
+PAD_TO_MULTIPLE_OF = 32  # frames (0.32 s): batches are padded to a multiple of this length
 
 
 class EmotionCNN(
@@ -168,9 +170,14 @@ class AttentiveStatisticsPooling(nn.Module):
 
 
 def pad_features(features: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad [frames, dim] matrices into [clips, max frames, dim] plus each clip's frame count."""
+    """Zero-pad [frames, dim] matrices into [clips, frames, dim] plus each clip's frame count.
+
+    The padded length is the longest clip's rounded up to PAD_TO_MULTIPLE_OF frames, so that
+    oneDNN's per-shape kernel cache (see ser_train.features) meets few distinct shapes.
+    """
     lengths = torch.tensor([len(matrix) for matrix in features])
-    batch = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
+    frames = math.ceil(int(lengths.max()) / PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF
+    batch = torch.zeros(len(features), frames, features[0].shape[1])
     for row, matrix in enumerate(features):
         batch[row, : len(matrix)] = torch.as_tensor(matrix)
     return batch, lengths
