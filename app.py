@@ -40,7 +40,10 @@ from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model
 from ser_train.timeline import (
     MIN_TIMELINE_DURATION_S,
     Segment,
+    SpeechMap,
     average_probabilities,
+    cut_segments,
+    frame_statistics,
     map_speech,
     timeline,
     timeline_file,
@@ -69,6 +72,7 @@ SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
 SPECTROGRAM_HOP_S = 0.010  # 10 ms frames for short clips
 SPECTROGRAM_FFT = 512  # 32 ms window at 16 kHz
 SPECTROGRAM_MELS = 64
+SPECTROGRAM_FFT_ROWS = 250  # frames per FFT call, which bounds its working memory to a few MB
 
 # Browsers filter microphone audio for calls by default (echo cancellation, noise suppression,
 # automatic gain control). Those filters flatten loudness and pitch dynamics, the very cues
@@ -192,16 +196,19 @@ def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float]
     return average_probabilities(segments), segments
 
 
-def analyse_file(model: EmotionModel, audio_path: str | None) -> tuple[dict[str, float], list[Segment]]:
-    """`analyse` of a file without holding a long recording in memory.
+def map_recording(audio_path: str | None) -> SpeechMap:
+    """A first pass over the recording or upload: its length and its speech, or AudioError."""
+    return map_speech(given(audio_path), max_duration_s=MAX_DURATION_S)
 
-    A first pass over the file finds its length and its speech; a short recording is then read
-    whole as usual, a long one streamed through the timeline segment batch by segment batch, so
-    memory does not grow with its length.
+
+def analyse_file(model: EmotionModel, speech: SpeechMap) -> tuple[dict[str, float], list[Segment]]:
+    """`analyse` of a mapped file without holding a long recording in memory.
+
+    A short recording is read whole as usual, a long one streamed through the timeline segment
+    batch by segment batch, so memory does not grow with its length.
     """
-    speech = map_speech(given(audio_path), max_duration_s=MAX_DURATION_S)
     if speech.duration_s <= MIN_TIMELINE_DURATION_S:
-        return analyse(model, read_audio(audio_path))
+        return analyse(model, read_audio(str(speech.path)))
     segments = timeline_file(model, speech)
     return average_probabilities(segments), segments
 
@@ -214,7 +221,7 @@ def predict_api(audio: str, model: str) -> dict[str, float]:
     average over their stretches of speech.
     """
     try:
-        probabilities, _ = analyse_file(get_model(resolve_model(model)), audio)
+        probabilities, _ = analyse_file(get_model(resolve_model(model)), map_recording(audio))
     except SERError as error:
         raise gr.Error(str(error)) from None
     return probabilities
@@ -242,11 +249,11 @@ def predict_handler(
     compare_custom_id: str | None = None,
 ) -> PageOutputs:
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
-    when a second model is chosen, with that one too."""
+    when a second model is chosen, with that one too. The file is read in blocks, never whole."""
     try:
-        waveform = read_audio(audio_path)
+        speech = map_recording(audio_path)
         name = resolve_model(picked(model_choice, custom_id))
-        probabilities, segments = analyse(get_model(name), waveform)
+        probabilities, segments = analyse_file(get_model(name), speech)
     except SERError as error:
         return failure(str(error))
 
@@ -255,11 +262,11 @@ def predict_handler(
     if compare_name:
         try:
             compare_name = resolve_model(compare_name)
-            comparison, _ = analyse(get_model(compare_name), waveform)
+            comparison, _ = analyse_file(get_model(compare_name), speech)
         except SERError as error:  # the main result still stands
             status = f"⚠️ The comparison model was not used: {error}"
 
-    duration_s = len(waveform) / SAMPLING_RATE
+    duration_s = speech.duration_s
     compared = {compare_name: comparison} if comparison else {}
     return PageOutputs(
         status=status,
@@ -269,7 +276,7 @@ def predict_handler(
             value=comparison, label=display_name(compare_name or ""), visible=comparison is not None
         ),
         details_section=gr.update(visible=True),
-        audio_plot=audio_figure(waveform),
+        audio_plot=audio_figure(speech),
         timeline_section=gr.update(visible=bool(segments)),
         timeline_plot=timeline_figure(segments, duration_s, display_name(name)) if segments else None,
         timeline_table=timeline_rows(segments) if segments else None,
@@ -319,35 +326,55 @@ def timeline_rows(segments: list[Segment]) -> list[list[str]]:
 # --- Plots ------------------------------------------------------------------------------------
 
 
-def audio_figure(waveform: np.ndarray) -> Figure:
+def audio_figure(speech: SpeechMap) -> Figure:
     """What the model heard: the waveform over its mel spectrogram, on one time axis."""
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     wave_axes, spectrum_axes = figure.subplots(2, 1, sharex=True, height_ratios=[1, 2])
-    duration_s = len(waveform) / SAMPLING_RATE
 
-    times, lows, highs = waveform_envelope(waveform)
+    times, lows, highs = waveform_envelope(speech)
     wave_axes.fill_between(times, lows, highs, color="#4f46e5", linewidth=0.5)
-    wave_axes.set(ylabel="amplitude", xlim=(0, duration_s), title="What was heard")
+    wave_axes.set(ylabel="amplitude", xlim=(0, speech.duration_s), title="What was heard")
 
-    hop = max(round(SPECTROGRAM_HOP_S * SAMPLING_RATE), int(np.ceil(len(waveform) / SPECTROGRAM_COLUMNS)))
-    mel = librosa.feature.melspectrogram(
-        y=waveform, sr=SAMPLING_RATE, n_fft=SPECTROGRAM_FFT, hop_length=hop, n_mels=SPECTROGRAM_MELS
-    )
+    hop = max(round(SPECTROGRAM_HOP_S * SAMPLING_RATE), int(np.ceil(speech.num_samples / SPECTROGRAM_COLUMNS)))
     librosa.display.specshow(
-        librosa.power_to_db(mel, ref=np.max), sr=SAMPLING_RATE, hop_length=hop,
+        librosa.power_to_db(mel_spectrogram(speech, hop), ref=np.max), sr=SAMPLING_RATE, hop_length=hop,
         x_axis="s", y_axis="mel", ax=spectrum_axes, cmap="magma",
     )  # fmt: skip
     spectrum_axes.set(xlabel="time (s)", ylabel="frequency (Hz)")
     return figure
 
 
-def waveform_envelope(waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, minima, maxima) over at most WAVEFORM_POINTS equal stretches of the waveform."""
-    stretch = max(1, len(waveform) // WAVEFORM_POINTS)
-    count = len(waveform) // stretch
-    stretches = waveform[: count * stretch].reshape(count, stretch)
-    times = (np.arange(count) + 0.5) * stretch / SAMPLING_RATE
-    return times, stretches.min(axis=1), stretches.max(axis=1)
+def waveform_envelope(speech: SpeechMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, minima, maxima) over at most WAVEFORM_POINTS equal stretches of the recording,
+    read block by block."""
+    stretch = max(1, speech.num_samples // WAVEFORM_POINTS)
+    extremes, _ = frame_statistics(speech.blocks(), stretch, lambda frames: np.stack([frames.min(1), frames.max(1)], 1))
+    times = (np.arange(len(extremes)) + 0.5) * stretch / SAMPLING_RATE
+    return times, extremes[:, 0], extremes[:, 1]
+
+
+def mel_spectrogram(speech: SpeechMap, hop: int) -> np.ndarray:
+    """[SPECTROGRAM_MELS, frames] mel power spectrogram of the recording, read block by block.
+
+    The frames are librosa.feature.melspectrogram's (centred, zero-padded at the edges) but only
+    these are cut from the stream: a long recording's hop is far longer than the window, and
+    its samples are never all in memory.
+    """
+    half = SPECTROGRAM_FFT // 2
+    centres = range(0, speech.num_samples + 1, hop)
+    bounds = [(max(0, centre - half), min(speech.num_samples, centre + half)) for centre in centres]
+    frames = np.zeros((len(bounds), SPECTROGRAM_FFT), dtype=np.float32)
+    for row, (centre, piece) in enumerate(zip(centres, cut_segments(speech.blocks(), bounds))):
+        offset = max(0, half - centre)  # zeros before the recording's start
+        frames[row, offset : offset + len(piece)] = piece
+    frames *= librosa.filters.get_window("hann", SPECTROGRAM_FFT).astype(np.float32)  # as melspectrogram's
+    mel_basis = librosa.filters.mel(sr=SAMPLING_RATE, n_fft=SPECTROGRAM_FFT, n_mels=SPECTROGRAM_MELS)
+    mel = np.zeros((SPECTROGRAM_MELS, len(frames)), dtype=np.float32)
+    # A few hundred frames per FFT call: numpy's FFT holds several copies of its input.
+    for first in range(0, len(frames), SPECTROGRAM_FFT_ROWS):
+        spectrum = np.fft.rfft(frames[first : first + SPECTROGRAM_FFT_ROWS], axis=1)
+        mel[:, first : first + SPECTROGRAM_FFT_ROWS] = mel_basis @ (spectrum.real**2 + spectrum.imag**2).T
+    return mel
 
 
 def timeline_figure(segments: list[Segment], duration_s: float, model_name: str) -> Figure:

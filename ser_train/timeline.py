@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,7 @@ SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest frame are sile
 MIN_PAUSE_S = 0.6
 MIN_SEGMENT_S = MIN_DURATION_S  # shorter speech is widened to this, taking in its surroundings
 MAX_SEGMENT_S = 4.0  # about one RAVDESS utterance; longer speech is cut into windows
-BATCH_SIZE = 16  # segments per model call: at most 64 s of audio in memory at once
+BATCH_SIZE = 4  # segments per model call: at most 16 s of audio in memory at once
 MIN_TIMELINE_DURATION_S = 6.0  # shorter recordings are about one utterance: one prediction says it
 
 
@@ -88,6 +88,10 @@ class SpeechMap:
     def duration_s(self) -> float:
         return self.num_samples / SAMPLING_RATE
 
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The recording again, block by block (16 kHz mono float32)."""
+        return stream_audio(self.path, max_duration_s=self.max_duration_s)
+
 
 def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> SpeechMap:
     """Decode `path` block by block, keeping one energy per frame, and find its speech segments.
@@ -108,7 +112,7 @@ def timeline_file(model, speech: SpeechMap) -> list[Segment]:
     answer for a clip independently of its batch-mates, so this equals `timeline` of the whole
     waveform.
     """
-    pieces = cut_segments(stream_audio(speech.path, max_duration_s=speech.max_duration_s), speech.bounds)
+    pieces = cut_segments(speech.blocks(), speech.bounds)
     probabilities = np.zeros((len(speech.bounds), len(model.labels)), dtype=np.float32)
     for first in range(0, len(speech.bounds), BATCH_SIZE):
         batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
@@ -157,14 +161,24 @@ def frame_energy_db(waveform: np.ndarray, frame: int) -> np.ndarray:
 
 
 def frame_powers(blocks: Iterable[np.ndarray], frame: int) -> tuple[np.ndarray, int]:
-    """Mean power of consecutive `frame`-sample frames of a stream given in blocks of any sizes
+    """Mean power of consecutive `frame`-sample frames of a stream (see `frame_statistics`).
+
+    einsum sums the squares of a block's frames without a temporary copy, so this needs memory
+    for one number per frame, not per sample.
+    """
+    return frame_statistics(blocks, frame, _mean_squares)
+
+
+def frame_statistics(
+    blocks: Iterable[np.ndarray], frame: int, statistic: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """`statistic` of consecutive `frame`-sample frames of a stream given in blocks of any sizes
     (a last partial frame included), and the stream's length in samples.
 
-    Frames run on across block edges. Within a block the frames are a view of it and einsum sums
-    their squares without a temporary copy, so this needs memory for one number per frame, not
-    per sample.
+    Frames run on across block edges; within a block they are a view of it. `statistic` maps
+    frames [n, samples] to n rows of results.
     """
-    powers = []
+    results = []
     partial = np.zeros(0, dtype=np.float32)  # the start of a frame that the previous block cut off
     num_samples = 0
     for block in blocks:
@@ -174,13 +188,13 @@ def frame_powers(blocks: Iterable[np.ndarray], frame: int) -> tuple[np.ndarray, 
             partial, block = np.concatenate([partial, block[:needed]]), block[needed:]
             if partial.size < frame:  # a block shorter than the rest of the frame
                 continue
-            powers.append(_mean_squares(partial[None, :]))
+            results.append(statistic(partial[None, :]))
         whole = len(block) // frame
-        powers.append(_mean_squares(block[: whole * frame].reshape(whole, frame)))
+        results.append(statistic(block[: whole * frame].reshape(whole, frame)))
         partial = block[whole * frame :].copy()
     if partial.size:
-        powers.append(_mean_squares(partial[None, :]))
-    return np.concatenate(powers) if powers else np.zeros(0, dtype=np.float32), num_samples
+        results.append(statistic(partial[None, :]))
+    return np.concatenate(results) if results else np.zeros(0, dtype=np.float32), num_samples
 
 
 def _mean_squares(frames: np.ndarray) -> np.ndarray:

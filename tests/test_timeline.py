@@ -109,7 +109,8 @@ def test_segments_are_predicted_in_batches_of_similar_length():
     model = LoudnessModel()
     segments = timeline(model, waveform)
     assert len(segments) == 40
-    assert [len(batch) for batch in model.batches] == [BATCH_SIZE, BATCH_SIZE, 40 - 2 * BATCH_SIZE]
+    full, rest = divmod(40, BATCH_SIZE)
+    assert [len(batch) for batch in model.batches] == [BATCH_SIZE] * full + ([rest] if rest else [])
     flat = [length for batch in model.batches for length in batch]
     assert flat == sorted(flat)
 
