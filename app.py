@@ -31,7 +31,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
@@ -168,21 +168,6 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
 # --- Analysis ---------------------------------------------------------------------------------
 
 
-def read_audio(audio_path: str | None) -> np.ndarray:
-    """The recording or upload as checked 16 kHz mono, or AudioError saying why not."""
-    return load_audio(given(audio_path), max_duration_s=MAX_DURATION_S)
-
-
-def given(audio_path: str | None) -> str:
-    """The path of the recording or upload, or AudioError if there is none yet."""
-    if not audio_path:
-        raise AudioError(
-            "No audio yet: record with the microphone or upload a file, and once it has arrived "
-            "(the player shows it), press Analyse."
-        )
-    return audio_path
-
-
 def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
     """Probabilities for the whole recording, and its timeline when it is long.
 
@@ -198,17 +183,22 @@ def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float]
 
 def map_recording(audio_path: str | None) -> SpeechMap:
     """A first pass over the recording or upload: its length and its speech, or AudioError."""
-    return map_speech(given(audio_path), max_duration_s=MAX_DURATION_S)
+    if not audio_path:
+        raise AudioError(
+            "No audio yet: record with the microphone or upload a file, and once it has arrived "
+            "(the player shows it), press Analyse."
+        )
+    return map_speech(audio_path, max_duration_s=MAX_DURATION_S)
 
 
 def analyse_file(model: EmotionModel, speech: SpeechMap) -> tuple[dict[str, float], list[Segment]]:
     """`analyse` of a mapped file without holding a long recording in memory.
 
-    A short recording is read whole as usual, a long one streamed through the timeline segment
-    batch by segment batch, so memory does not grow with its length.
+    A short recording is judged whole (the first pass kept its samples), a long one streamed
+    through the timeline segment batch by segment batch, so memory does not grow with its length.
     """
-    if speech.duration_s <= MIN_TIMELINE_DURATION_S:
-        return analyse(model, read_audio(str(speech.path)))
+    if speech.duration_s <= MIN_TIMELINE_DURATION_S:  # well under a stream block, so samples are kept
+        return analyse(model, speech.samples)
     segments = timeline_file(model, speech)
     return average_probabilities(segments), segments
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,9 @@ class SpeechMap:
     num_samples: int  # the whole recording's length at SAMPLING_RATE
     bounds: list[tuple[int, int]]  # (start, end) samples of each segment, in recording order
     max_duration_s: float
+    # The whole checked recording when it came in one stream block (up to STREAM_BLOCK_S), as
+    # most uploads do: later passes read it here instead of decoding the file again.
+    samples: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -90,6 +93,8 @@ class SpeechMap:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """The recording again, block by block (16 kHz mono float32)."""
+        if self.samples is not None:
+            return iter([self.samples])
         return stream_audio(self.path, max_duration_s=self.max_duration_s)
 
 
@@ -98,10 +103,19 @@ def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURA
 
     Every check of `ser_train.audio.load_audio` applies (an AudioError says what is wrong).
     """
+    first_block: list[np.ndarray] = []
+
+    def decoded() -> Iterator[np.ndarray]:
+        for block in stream_audio(path, max_duration_s=max_duration_s):
+            if not first_block:
+                first_block.append(block)
+            yield block
+
     frame = round(FRAME_S * SAMPLING_RATE)
-    power, num_samples = frame_powers(stream_audio(path, max_duration_s=max_duration_s), frame)
+    power, num_samples = frame_powers(decoded(), frame)
     bounds = segments_from_energy(db_below_peak(power), frame, num_samples, SAMPLING_RATE)
-    return SpeechMap(Path(path), num_samples, bounds, max_duration_s)
+    whole = first_block[0] if len(first_block[0]) == num_samples else None  # the file was one block
+    return SpeechMap(Path(path), num_samples, bounds, max_duration_s, whole)
 
 
 def timeline_file(model, speech: SpeechMap) -> list[Segment]:

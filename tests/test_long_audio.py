@@ -133,6 +133,16 @@ def test_the_streamed_timeline_is_the_whole_waveforms(recording, tmp_path, exten
     assert [len(batch) for batch in model.batches[:-1]] == [BATCH_SIZE] * (len(model.batches) - 1)
 
 
+def test_a_recording_of_one_block_is_kept_from_the_first_pass_and_a_longer_one_is_not(recording, tmp_path):
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    soundfile.write(short, recording[: 5 * SAMPLING_RATE], SAMPLING_RATE)
+    soundfile.write(long, recording, SAMPLING_RATE)
+    kept = map_speech(short)
+    np.testing.assert_array_equal(kept.samples, load_audio(short))
+    np.testing.assert_array_equal(np.concatenate(list(kept.blocks())), load_audio(short))
+    assert map_speech(long).samples is None  # longer than a block: later passes decode again
+
+
 def test_streaming_refuses_what_loading_refuses_with_the_same_sentence(tmp_path):
     for name, (path, _) in write_refused(tmp_path).items():
         with pytest.raises(AudioError) as loading:
