@@ -171,9 +171,10 @@ def _deltas(values: torch.Tensor, sizes: list[int], width: int) -> torch.Tensor:
     few tensor operations instead of two convolutions per clip: 1.28x the clips per second.
     """
     reach = width // 2
-    ends = torch.tensor(sizes).cumsum(0)
-    clip_start = torch.repeat_interleave(ends - torch.tensor(sizes), torch.tensor(sizes))
-    clip_last = torch.repeat_interleave(ends - 1, torch.tensor(sizes))
+    lengths = torch.tensor(sizes)
+    ends = lengths.cumsum(0)
+    clip_start = torch.repeat_interleave(ends - lengths, lengths)
+    clip_last = torch.repeat_interleave(ends - 1, lengths)
     frame = torch.arange(len(values))
     total = torch.zeros_like(values)
     for n in range(1, reach + 1):
