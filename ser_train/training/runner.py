@@ -66,6 +66,9 @@ class Family(Protocol):
         train exactly `max_epochs`.
         """
 
+    def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
+        """The whole dataset with whatever the family computes once per clip (or as it is)."""
+
     def predict(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
         """Class ids for every row of `dataset`."""
 
@@ -99,7 +102,7 @@ def run(
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
     resuming = _claim_output_dir(output_dir, resume) if is_main_process() else True
-    dataset = load_ravdess(dataset_source)
+    dataset = family.prepare(load_ravdess(dataset_source))
     labels = dataset.features["emotion"].names
     splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
     if not resuming:
