@@ -36,7 +36,7 @@ from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import split_revision
-from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model
+from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model, measured_ua
 from ser_train.timeline import (
     MIN_TIMELINE_DURATION_S,
     Segment,
@@ -52,7 +52,8 @@ from ser_train.timeline import (
 # --- Configuration ----------------------------------------------------------------------------
 
 EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").split(",") if name.strip())
-OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *EXTRA_MODELS)))  # in order, without repeats
+# The bundled models first, the best measured first (so the default), then SER_MODELS.
+OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *bundled_models_by_ua(), *EXTRA_MODELS)))
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
 
@@ -137,8 +138,10 @@ def resolve_model(name: str | None) -> str:
 
 
 def display_name(name: str) -> str:
-    if name == DEFAULT_MODEL:
-        return f"{Path(DEFAULT_MODEL).name} (bundled)"
+    """How the page names a model: a bundled one with its cross-validated UA."""
+    if name in BUNDLED_MODELS:
+        ua = measured_ua(name)
+        return f"{Path(name).name} (bundled" + (f", UA {ua:.0%} on unseen actors)" if ua is not None else ")")
     return Path(name).name if Path(name).is_absolute() else name
 
 
@@ -159,7 +162,7 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
         else "a held-out test set"
     )
     return (
-        f" The bundled model named the right emotion for "
+        f" The default model ({Path(model_dir).name}) named the right emotion for "
         f"{test['accuracy']:.0%} of the clips of actors it never heard ({how}; balanced accuracy "
         f"{test['balanced_accuracy']:.0%}; chance is {1 / len(EMOTIONS):.1%})."
     )

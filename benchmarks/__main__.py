@@ -6,11 +6,13 @@
     python -m benchmarks --output /tmp/results.md # keep benchmarks/RESULTS.md as it is
 
 Sections (in this order):
-    latency     CPU latency per 4 s clip: default CNN (features, model, both), wav2vec2-base
+    latency     CPU latency per 4 s clip: bundled CNN (features, model, both), bundled Whisper
+                (its window and Whisper's 30 s one), wav2vec2-base
     features    feature-extraction throughput over the corpus vs the librosa baseline
     long_audio  1/5/10-minute recordings through the app: wall time, peak memory
     training    one CNN epoch on a real fold; a wav2vec2-base training step on the CPU
     app_load    1/4/16 concurrent /predict callers against a local server
+    app_start   import and model load times, resident memory with both bundled models
 
 The machine is shared: every ratio (1 vs all threads, ours vs the baseline) comes from cases
 measured in turns within this run. RESULTS.md records the date, the machine and this command.
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import app_load, features, latency, long_audio, training
+from benchmarks import app_load, app_start, features, latency, long_audio, training
 from benchmarks.corpus import DEFAULT_CORPUS, PROJECT_ROOT
 from benchmarks.report import Row, text_table, write_markdown
 
@@ -38,6 +40,7 @@ SECTIONS = {
     "long_audio": lambda args: long_audio.run(args.corpus, args.minutes or LONG_AUDIO_MINUTES[args.quick]),
     "training": lambda args: training.run(args.corpus, args.training_run),
     "app_load": lambda args: app_load.run(args.corpus, args.quick),
+    "app_start": lambda args: app_start.run(args.corpus, args.quick),
 }
 
 

@@ -26,12 +26,12 @@ def thread_label(threads: int) -> str:
 
 def cnn_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     from ser_train.features import extract_features
-    from ser_train.inference import DEFAULT_MODEL, load_model
+    from ser_train.inference import BUNDLED_CNN, load_model
     from ser_train.models.cnn import EmotionCNN
 
     clip = four_second_clip(corpus)
-    network = EmotionCNN.from_pretrained(DEFAULT_MODEL).eval()
-    model = load_model(DEFAULT_MODEL)
+    network = EmotionCNN.from_pretrained(BUNDLED_CNN).eval()
+    model = load_model(BUNDLED_CNN)
     features = extract_features([clip], network.feature_config)
     stages = {
         "features": lambda: extract_features([clip], network.feature_config),
@@ -48,7 +48,7 @@ def cnn_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
         rows.append(
             Row(
                 SECTION,
-                f"default CNN, {stage}, {thread_label(threads)}",
+                f"bundled CNN, {stage}, {thread_label(threads)}",
                 latency_text(values),
                 f"< {CNN_TARGET_MS:g} ms median" if end_to_end else "",
                 median_ms(values) < CNN_TARGET_MS if end_to_end else None,
@@ -78,13 +78,51 @@ def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     ]
 
 
+def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+    """The bundled Whisper classifier end to end, beside the same encoder at Whisper's own 30 s
+    window (the weights do not change the cost; only the window does)."""
+    import torch
+    from transformers import AutoModelForAudioClassification
+
+    from ser_train.inference import BUNDLED_WHISPER, load_model
+    from ser_train.models.wav2vec2 import EmotionWav2Vec2
+    from ser_train.models.whisper import DEFAULT_BASE, window_feature_extractor
+
+    bundled = BUNDLED_WHISPER
+    if not Path(bundled).is_dir():
+        return [Row(SECTION, "bundled Whisper model", f"not measured: {bundled} is missing")]
+    clip = four_second_clip(corpus)
+    model = load_model(bundled)
+    window_s = round(model_window_s(bundled))
+    torch.manual_seed(0)
+    full_window = EmotionWav2Vec2(
+        AutoModelForAudioClassification.from_pretrained(DEFAULT_BASE, num_labels=8, use_weighted_layer_sum=True).eval(),
+        window_feature_extractor(DEFAULT_BASE, 30),
+    )
+    runs = {f"{window_s} s window (bundled)": lambda: model.predict_batch([clip]), "30 s window": lambda: full_window.predict_proba([clip])}
+    cases = {(name, threads): Case(run, threads) for threads in (1, ALL_THREADS) for name, run in runs.items()}
+    seconds = time_in_turns(cases, rounds, calls_per_turn)
+    return [
+        Row(SECTION, f"Whisper-base classifier, {name}, end to end, {thread_label(threads)}", latency_text(values))
+        for (name, threads), values in seconds.items()
+    ]
+
+
+def model_window_s(model_dir: str) -> float:
+    import json
+
+    return json.loads(Path(model_dir, "preprocessor_config.json").read_text())["chunk_length"]
+
+
 def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
     cnn_rounds, w2v_rounds = (3, 1) if quick else (10, 3)
     rows = cnn_rows(corpus, cnn_rounds, calls_per_turn=10)
+    rows += whisper_rows(corpus, w2v_rounds * 2, calls_per_turn=5)
     rows += wav2vec2_rows(corpus, w2v_rounds, calls_per_turn=3)
     notes = [
         f"Latency: one {CLIP_S:g} s RAVDESS clip per call; median and 95th percentile over "
-        f"{cnn_rounds * 10} calls per CNN case and {w2v_rounds * 3} per wav2vec2 case, the cases taking turns "
+        f"{cnn_rounds * 10} calls per CNN case, {w2v_rounds * 10} per Whisper case and {w2v_rounds * 3} per "
+        "wav2vec2 case, the cases of a model taking turns "
         "(one untimed call after each change of thread count). The CNN's features trim leading and "
         "trailing silence, as in use.",
     ]

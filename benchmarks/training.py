@@ -30,10 +30,10 @@ def bundled_hyperparameters():
     """The CNN hyperparameters the bundled model was trained with."""
     from ser_train.augment import AugmentConfig
     from ser_train.features import FeatureConfig
-    from ser_train.inference import DEFAULT_MODEL
+    from ser_train.inference import BUNDLED_CNN
     from ser_train.training.cnn import CNNHyperparameters
 
-    recorded = json.loads((Path(DEFAULT_MODEL) / "training_args.json").read_text())["hyperparameters"]
+    recorded = json.loads((Path(BUNDLED_CNN) / "training_args.json").read_text())["hyperparameters"]
     nested = {
         "feature_config": FeatureConfig.from_dict(recorded.pop("feature_config")),
         "augment": AugmentConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.pop("augment").items()}),

@@ -11,7 +11,7 @@
 
 Families:
     cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
-    wav2vec2  a transformers audio-classification model (wav2vec2, HuBERT, WavLM, ...)
+    wav2vec2  a transformers audio-classification model (wav2vec2, HuBERT, WavLM, Whisper, ...)
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from ser_train.data import EMOTIONS
 from ser_train.errors import ModelError, SERError
 from ser_train.hub import fetch_model_files
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "ravdess-cnn")
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-whisper-base")
+BUNDLED_CNN = str(MODELS_DIR / "ravdess-cnn")
+BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the transformers feature-extractor settings
@@ -42,6 +45,25 @@ MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
+
+
+def measured_ua(model_dir: str | os.PathLike) -> float | None:
+    """The balanced accuracy (UA) a local model folder's eval_results.json reports on actors it
+    never heard (the cross-validation mean, or the hold-out test), or None without one."""
+    path = Path(model_dir) / "eval_results.json"
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["test"]["balanced_accuracy"])
+
+
+def bundled_models_by_ua() -> list[str]:
+    """The bundled model folders present, the best measured UA first."""
+    present = [name for name in BUNDLED_MODELS if Path(name, CONFIG_FILE).is_file()]
+    return sorted(present, key=lambda name: -(measured_ua(name) or 0.0))
+
+
+# The default everywhere (the CLI, the app): the bundled model that measured best.
+DEFAULT_MODEL = next(iter(bundled_models_by_ua()), BUNDLED_MODELS[-1])
 
 
 class EmotionModel:

@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models inherit
 TASK = "audio-classification"
 TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition", "ravdess"]
-FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2"}
+FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2", "whisper": "Whisper"}
 
 
 def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
@@ -45,7 +45,8 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
     config = _read_json(model_dir / CONFIG_FILE, required=True)
     training_args = _read_json(model_dir / TRAINING_ARGS_FILE, required=False)
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
-    base_model = _hub_id(training_args.get("hyperparameters", {}).get("base"))
+    hyperparameters = training_args.get("hyperparameters", {})
+    base_model = _hub_id(hyperparameters.get("base_model_id") or hyperparameters.get("base"))
     is_transformers = results["family"] != "cnn"
 
     card_data = ModelCardData(
@@ -195,6 +196,13 @@ def _family_description(family: str, config: dict) -> str:
         return (
             "A compact convolutional network over frame-level acoustic features computed from the "
             "waveform (settings below); it is small enough to run on a CPU."
+        )
+    if family == "whisper":
+        return (
+            f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on RAVDESS: a "
+            "learned weighted sum of the encoder's layers, a projection, the mean over time and a linear "
+            f"classifier (transformers' WhisperForAudioClassification). It hears windows of "
+            f"{config['max_source_positions'] // 50} s: shorter clips are padded, longer ones cut."
         )
     model_type = config.get("model_type", family)
     return (

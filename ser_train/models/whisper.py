@@ -31,7 +31,10 @@ from ser_train.audio import SAMPLING_RATE
 
 MODEL_TYPE = "whisper"
 DEFAULT_BASE = str(Path(__file__).resolve().parent.parent.parent / "models" / "whisper-base-encoder")
-DEFAULT_WINDOW_S = 6  # seconds: the longest stretch the app and timeline ever judge whole
+DEFAULT_BASE_HUB_ID = "openai/whisper-base"  # where DEFAULT_BASE's weights come from
+# Seconds. RAVDESS clips last 3-5 s; each second of window costs the encoder about 0.1 s of CPU
+# per clip here, and under mean pooling every second of padding dilutes the speech.
+DEFAULT_WINDOW_S = 5
 ENCODER_FRAMES_PER_S = 50  # 100 mel frames per second, halved by the encoder's second convolution
 POSITIONS_KEY = "encoder.embed_positions.weight"
 ENCODER_SHARD = "model-00001-of-00002.safetensors"  # as in the converted base (whisper_conversion)
