@@ -24,30 +24,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-import librosa
-import librosa.display
-import numpy as np
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
+from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import split_revision
 from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model
-from ser_train.timeline import (
-    MIN_TIMELINE_DURATION_S,
-    Segment,
-    SpeechMap,
-    average_probabilities,
-    cut_segments,
-    frame_statistics,
-    map_speech,
-    timeline,
-    timeline_file,
-)
+from ser_train.plots import EMOJI, audio_figure, timeline_figure
+from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 
 # --- Configuration ----------------------------------------------------------------------------
 
@@ -55,24 +44,6 @@ EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").s
 OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *EXTRA_MODELS)))  # in order, without repeats
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
-
-EMOJI = {
-    "neutral": "😐", "calm": "😌", "happy": "😄", "sad": "😢",
-    "angry": "😠", "fearful": "😨", "disgust": "🤢", "surprised": "😲",
-}  # fmt: skip
-EMOTION_COLORS = {
-    "neutral": "#9e9e9e", "calm": "#4db6ac", "happy": "#fbc02d", "sad": "#1e88e5",
-    "angry": "#e53935", "fearful": "#8e24aa", "disgust": "#7cb342", "surprised": "#fb8c00",
-}  # fmt: skip
-
-# Plots show long recordings at a fixed level of detail, so drawing them costs the same for
-# 3 seconds or 10 minutes.
-WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
-SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
-SPECTROGRAM_HOP_S = 0.010  # 10 ms frames for short clips
-SPECTROGRAM_FFT = 512  # 32 ms window at 16 kHz
-SPECTROGRAM_MELS = 64
-SPECTROGRAM_FFT_ROWS = 250  # frames per FFT call, which bounds its working memory to a few MB
 
 # Browsers filter microphone audio for calls by default (echo cancellation, noise suppression,
 # automatic gain control). Those filters flatten loudness and pitch dynamics, the very cues
@@ -165,44 +136,6 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     )
 
 
-# --- Analysis ---------------------------------------------------------------------------------
-
-
-def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
-    """Probabilities for the whole recording, and its timeline when it is long.
-
-    A long recording is judged segment by segment, and its overall probabilities are the
-    segments' average weighted by duration: the models were trained on single utterances,
-    and this keeps memory flat however long the recording is.
-    """
-    if len(waveform) / SAMPLING_RATE <= MIN_TIMELINE_DURATION_S:
-        return model.predict(waveform, SAMPLING_RATE), []
-    segments = timeline(model, waveform)
-    return average_probabilities(segments), segments
-
-
-def map_recording(audio_path: str | None) -> SpeechMap:
-    """A first pass over the recording or upload: its length and its speech, or AudioError."""
-    if not audio_path:
-        raise AudioError(
-            "No audio yet: record with the microphone or upload a file, and once it has arrived "
-            "(the player shows it), press Analyse."
-        )
-    return map_speech(audio_path, max_duration_s=MAX_DURATION_S)
-
-
-def analyse_file(model: EmotionModel, speech: SpeechMap) -> tuple[dict[str, float], list[Segment]]:
-    """`analyse` of a mapped file without holding a long recording in memory.
-
-    A short recording is judged whole (the first pass kept its samples), a long one streamed
-    through the timeline segment batch by segment batch, so memory does not grow with its length.
-    """
-    if speech.duration_s <= MIN_TIMELINE_DURATION_S:  # well under a stream block, so samples are kept
-        return analyse(model, speech.samples)
-    segments = timeline_file(model, speech)
-    return average_probabilities(segments), segments
-
-
 def predict_api(audio: str, model: str) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
@@ -211,10 +144,20 @@ def predict_api(audio: str, model: str) -> dict[str, float]:
     average over their stretches of speech.
     """
     try:
-        probabilities, _ = analyse_file(get_model(resolve_model(model)), map_recording(audio))
+        model = get_model(resolve_model(model))
+        return analyse_recording(model, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
-    return probabilities
+
+
+def required_audio(audio_path: str | None) -> str:
+    """The recording or upload's path, or an AudioError saying that there is none yet."""
+    if not audio_path:
+        raise AudioError(
+            "No audio yet: record with the microphone or upload a file, and once it has arrived "
+            "(the player shows it), press Analyse."
+        )
+    return audio_path
 
 
 class PageOutputs(NamedTuple):
@@ -241,34 +184,36 @@ def predict_handler(
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
     when a second model is chosen, with that one too. The file is read in blocks, never whole."""
     try:
-        speech = map_recording(audio_path)
         name = resolve_model(picked(model_choice, custom_id))
-        probabilities, segments = analyse_file(get_model(name), speech)
+        analysis = analyse_recording(get_model(name), required_audio(audio_path), max_duration_s=MAX_DURATION_S)
     except SERError as error:
         return failure(str(error))
 
-    comparison, status = None, ""
+    comparison: RecordingAnalysis | None = None
+    status = ""
     compare_name = picked(compare_choice, compare_custom_id)
     if compare_name:
         try:
             compare_name = resolve_model(compare_name)
-            comparison, _ = analyse_file(get_model(compare_name), speech)
+            comparison = analyse_speech(get_model(compare_name), analysis.speech)  # the same map, another model
         except SERError as error:  # the main result still stands
             status = f"⚠️ The comparison model was not used: {error}"
 
-    duration_s = speech.duration_s
-    compared = {compare_name: comparison} if comparison else {}
+    segments = analysis.segments
+    compared = {compare_name: comparison.probabilities} if comparison else {}
     return PageOutputs(
         status=status,
-        summary=summary_markdown({name: probabilities, **compared}, duration_s),
-        probabilities=gr.update(value=probabilities, label=display_name(name)),
+        summary=summary_markdown({name: analysis.probabilities, **compared}, analysis.duration_s),
+        probabilities=gr.update(value=analysis.probabilities, label=display_name(name)),
         comparison=gr.update(
-            value=comparison, label=display_name(compare_name or ""), visible=comparison is not None
+            value=comparison.probabilities if comparison else None,
+            label=display_name(compare_name or ""),
+            visible=comparison is not None,
         ),
         details_section=gr.update(visible=True),
-        audio_plot=audio_figure(speech),
+        audio_plot=audio_figure(analysis.speech),
         timeline_section=gr.update(visible=bool(segments)),
-        timeline_plot=timeline_figure(segments, duration_s, display_name(name)) if segments else None,
+        timeline_plot=timeline_figure(segments, analysis.duration_s, display_name(name)) if segments else None,
         timeline_table=timeline_rows(segments) if segments else None,
     )
 
@@ -311,76 +256,6 @@ def timeline_rows(segments: list[Segment]) -> list[list[str]]:
         [f"{s.start_s:.1f}", f"{s.end_s:.1f}", f"{EMOJI.get(s.top_emotion, '')} {s.top_emotion}", f"{s.confidence:.0%}"]
         for s in segments
     ]
-
-
-# --- Plots ------------------------------------------------------------------------------------
-
-
-def audio_figure(speech: SpeechMap) -> Figure:
-    """What the model heard: the waveform over its mel spectrogram, on one time axis."""
-    figure = Figure(figsize=(10, 4.2), layout="constrained")
-    wave_axes, spectrum_axes = figure.subplots(2, 1, sharex=True, height_ratios=[1, 2])
-
-    times, lows, highs = waveform_envelope(speech)
-    wave_axes.fill_between(times, lows, highs, color="#4f46e5", linewidth=0.5)
-    wave_axes.set(ylabel="amplitude", xlim=(0, speech.duration_s), title="What was heard")
-
-    hop = max(round(SPECTROGRAM_HOP_S * SAMPLING_RATE), int(np.ceil(speech.num_samples / SPECTROGRAM_COLUMNS)))
-    librosa.display.specshow(
-        librosa.power_to_db(mel_spectrogram(speech, hop), ref=np.max), sr=SAMPLING_RATE, hop_length=hop,
-        x_axis="s", y_axis="mel", ax=spectrum_axes, cmap="magma",
-    )  # fmt: skip
-    spectrum_axes.set(xlabel="time (s)", ylabel="frequency (Hz)")
-    return figure
-
-
-def waveform_envelope(speech: SpeechMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, minima, maxima) over at most WAVEFORM_POINTS equal stretches of the recording,
-    read block by block."""
-    stretch = max(1, speech.num_samples // WAVEFORM_POINTS)
-    extremes, _ = frame_statistics(speech.blocks(), stretch, lambda frames: np.stack([frames.min(1), frames.max(1)], 1))
-    times = (np.arange(len(extremes)) + 0.5) * stretch / SAMPLING_RATE
-    return times, extremes[:, 0], extremes[:, 1]
-
-
-def mel_spectrogram(speech: SpeechMap, hop: int) -> np.ndarray:
-    """[SPECTROGRAM_MELS, frames] mel power spectrogram of the recording, read block by block.
-
-    The frames are librosa.feature.melspectrogram's (centred, zero-padded at the edges) but only
-    these are cut from the stream: a long recording's hop is far longer than the window, and
-    its samples are never all in memory.
-    """
-    half = SPECTROGRAM_FFT // 2
-    centres = range(0, speech.num_samples + 1, hop)
-    bounds = [(max(0, centre - half), min(speech.num_samples, centre + half)) for centre in centres]
-    frames = np.zeros((len(bounds), SPECTROGRAM_FFT), dtype=np.float32)
-    for row, (centre, piece) in enumerate(zip(centres, cut_segments(speech.blocks(), bounds))):
-        offset = max(0, half - centre)  # zeros before the recording's start
-        frames[row, offset : offset + len(piece)] = piece
-    frames *= librosa.filters.get_window("hann", SPECTROGRAM_FFT).astype(np.float32)  # as melspectrogram's
-    mel_basis = librosa.filters.mel(sr=SAMPLING_RATE, n_fft=SPECTROGRAM_FFT, n_mels=SPECTROGRAM_MELS)
-    mel = np.zeros((SPECTROGRAM_MELS, len(frames)), dtype=np.float32)
-    # A few hundred frames per FFT call: numpy's FFT holds several copies of its input.
-    for first in range(0, len(frames), SPECTROGRAM_FFT_ROWS):
-        spectrum = np.fft.rfft(frames[first : first + SPECTROGRAM_FFT_ROWS], axis=1)
-        mel[:, first : first + SPECTROGRAM_FFT_ROWS] = mel_basis @ (spectrum.real**2 + spectrum.imag**2).T
-    return mel
-
-
-def timeline_figure(segments: list[Segment], duration_s: float, model_name: str) -> Figure:
-    """One bar per segment: its span in time, coloured by its top emotion, as tall as its confidence."""
-    figure = Figure(figsize=(10, 2.8), layout="constrained")
-    axes = figure.subplots()
-    for segment in segments:
-        axes.bar(
-            segment.start_s, segment.confidence, width=segment.duration_s, align="edge",
-            color=EMOTION_COLORS.get(segment.top_emotion, "#607d8b"), edgecolor="white", linewidth=0.5,
-        )  # fmt: skip
-    shown = sorted({segment.top_emotion for segment in segments}, key=EMOTIONS.index)
-    handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
-    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
-    return figure
 
 
 # --- Page ---------------------------------------------------------------------------------------
