@@ -2,16 +2,18 @@
 
 `python app.py` serves it on http://127.0.0.1:7860 (GRADIO_SERVER_NAME and GRADIO_SERVER_PORT
 change that); on Hugging Face Spaces this file is the Space. The page is a thin layer over the
-library: `ser_train.audio` decodes and checks the audio, `ser_train.inference` loads and runs
-the models, `ser_train.timeline` follows the emotion through long recordings. The handlers
-(`predict_handler` for the page, `predict_api` for the "predict" API endpoint) are plain
-functions that the tests call directly.
+library: `ser_train.inference` loads the models, `ser_train.analysis` analyses a recording (the
+same call for the page and its "predict" API endpoint), `ser_train.live` follows a live
+microphone, `ser_train.plots` draws. This file is the page's layout and wiring; its handlers
+(`predict_handler` for the page, `predict_api` for /predict, `live_start`/`live_step`/`live_stop`
+for live mode) are plain functions that the tests call directly.
 
 Environment variables:
     SER_MODELS          comma-separated Hub model ids (or model folders) offered besides the
                         bundled model, e.g. "user/ravdess-wav2vec2,user/other@v2"
     SER_MAX_DURATION_S  longest recording accepted, in seconds (default 600: 10 minutes)
     SER_MAX_UPLOAD_MB   largest file accepted, in MB (default 128)
+    SER_LIVE_TIME_LIMIT_S  longest live stream, in seconds (default 3600)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
+import numpy as np
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
@@ -35,7 +38,8 @@ from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import split_revision
 from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model
-from ser_train.plots import EMOJI, audio_figure, timeline_figure
+from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveStream, LiveSummary
+from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 
 # --- Configuration ----------------------------------------------------------------------------
@@ -44,6 +48,7 @@ EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").s
 OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *EXTRA_MODELS)))  # in order, without repeats
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
+LIVE_TIME_LIMIT_S = int(os.environ.get("SER_LIVE_TIME_LIMIT_S", 3600))  # a live stream stops after this
 
 # Browsers filter microphone audio for calls by default (echo cancellation, noise suppression,
 # automatic gain control). Those filters flatten loudness and pitch dynamics, the very cues
@@ -258,6 +263,99 @@ def timeline_rows(segments: list[Segment]) -> list[list[str]]:
     ]
 
 
+# --- Live mode ----------------------------------------------------------------------------------
+
+
+class LiveSessions:
+    """Each browser session's live stream, keyed by Gradio's session hash.
+
+    A stream belongs to the session that opened it and is dropped when its recording stops or
+    its page closes (the page's unload event), so nothing of a visitor outlives their visit;
+    each stream's own memory is bounded (ser_train.live).
+    """
+
+    def __init__(self):
+        self._streams: dict[str, LiveStream] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def start(self, session: str, model: EmotionModel) -> LiveStream:
+        with self._lock:
+            stream = self._streams[session] = LiveStream(model)
+        return stream
+
+    def get(self, session: str) -> LiveStream | None:
+        return self._streams.get(session)
+
+    def close(self, session: str) -> LiveStream | None:
+        with self._lock:
+            return self._streams.pop(session, None)
+
+
+live_sessions = LiveSessions()
+
+
+class LiveOutputs(NamedTuple):
+    """What the live handlers send to the page, one field per output component."""
+
+    now: str  # Markdown: the current emotion, or no speech, or why live mode cannot run
+    timeline: str  # HTML: the rolling timeline of the last HISTORY_S
+    summary: str  # Markdown: the whole stream, once it stops
+
+
+def live_start(model_choice: str | None, custom_id: str | None, request: gr.Request) -> LiveOutputs:
+    """The microphone started: a fresh stream for this session with the picked model."""
+    try:
+        live_sessions.start(request.session_hash, get_model(resolve_model(picked(model_choice, custom_id))))
+    except SERError as error:
+        return LiveOutputs(f"⚠️ {error}", "", "")
+    return LiveOutputs("## 👂 listening…", live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
+
+
+def live_step(chunk: tuple[int, np.ndarray] | None, request: gr.Request) -> LiveOutputs | dict:
+    """A chunk of microphone audio (sampling rate, samples): the newest answer and the timeline."""
+    stream = live_sessions.get(request.session_hash)
+    if stream is None or chunk is None:  # stopped already (a late chunk) or not started
+        return {}
+    sampling_rate, samples = chunk
+    try:
+        answers = stream.feed(samples, sampling_rate)
+    except SERError as error:
+        live_sessions.close(request.session_hash)
+        return LiveOutputs(f"⚠️ {error}", "", "")
+    if not answers:
+        return {}
+    return LiveOutputs(live_now_markdown(answers[-1]), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
+
+
+def live_stop(request: gr.Request) -> LiveOutputs | dict:
+    """The microphone stopped: the stream's summary; the stream itself is let go."""
+    stream = live_sessions.close(request.session_hash)
+    if stream is None:
+        return {}
+    return LiveOutputs("", live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), live_summary_markdown(stream.summary()))
+
+
+def live_close(request: gr.Request) -> None:
+    """The page was closed or reloaded: free its stream."""
+    live_sessions.close(request.session_hash)
+
+
+def live_now_markdown(answer: LiveAnswer) -> str:
+    if not answer.speech:
+        return f"## 🤫 no speech\n\n<small>at {answer.time_s:.1f} s</small>"
+    return f"## {verdict(answer.probabilities)}\n\n<small>at {answer.time_s:.1f} s, the last {answer.time_s - answer.start_s:.1f} s</small>"
+
+
+def live_summary_markdown(summary: LiveSummary) -> str:
+    heard = f"{summary.speech_s:.1f} s of speech in {summary.duration_s:.1f} s"
+    if summary.probabilities is None:
+        return f"### Summary: no speech heard\n\n<small>{summary.duration_s:.1f} s listened to</small>"
+    return f"### Summary: {verdict(summary.probabilities)}\n\n<small>{heard}, averaged over the live answers</small>"
+
+
 # --- Page ---------------------------------------------------------------------------------------
 
 
@@ -336,6 +434,30 @@ def build_app() -> gr.Blocks:
             ),  # fmt: skip
             api_visibility="private",  # the page's own event; programs use /predict
         )
+        with gr.Column(elem_id="live-section"):
+            gr.Markdown(
+                f"### 🔴 Live\nPress record and speak: every {STEP_S:g} s the model picked above judges the "
+                f"last {WINDOW_S:g} s, and pauses show as no speech (a voice-activity model listens first). "
+                f"The strip shows the last {HISTORY_S:g} s; stop for a summary. Raw capture, as above."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5):
+                    live_audio = gr.Audio(
+                        sources=["microphone"], type="numpy", streaming=True, label="Live microphone", elem_id="live-speech"
+                    )
+                with gr.Column(scale=6):
+                    live_now = gr.Markdown(elem_id="live-now")
+                    live_summary = gr.Markdown(elem_id="live-summary")
+            live_timeline = gr.HTML(elem_id="live-timeline")
+        live_outputs = list(LiveOutputs(now=live_now, timeline=live_timeline, summary=live_summary))
+        # No progress overlay: the answers replace each other every STEP_S.
+        live_events = dict(outputs=live_outputs, show_progress="hidden", api_visibility="private")
+        live_audio.start_recording(live_start, inputs=[model, custom_id], **live_events)
+        live_audio.stream(
+            live_step, inputs=live_audio, stream_every=STEP_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
+        )
+        live_audio.stop_recording(live_stop, **live_events)
+        demo.unload(live_close)
         with gr.Row(visible=False):  # the "predict" API endpoint's own (hidden) inputs and output
             api_audio = gr.Audio(type="filepath", label="audio")
             api_model = gr.Textbox("", label="model")
@@ -349,9 +471,12 @@ demo = build_app()
 
 
 def preload_default_model() -> None:
-    """Load the bundled model at start-up, so the first visitor does not wait for it."""
+    """Load the bundled model at start-up and run it once, so the first visitor does not wait
+    for it (the first forward pass sets up torch's kernels: seconds on this CPU, enough for a
+    live microphone to drop its first chunks)."""
     try:
-        get_model(DEFAULT_MODEL)
+        quiet_speech_window = np.random.default_rng(0).normal(0, 0.01, round(WINDOW_S * SAMPLING_RATE))
+        get_model(DEFAULT_MODEL).predict_batch([quiet_speech_window.astype(np.float32)])
     except SERError as error:  # the page still works with other models and shows this on use
         print(f"warning: the bundled model could not be loaded: {error}", file=sys.stderr)
 

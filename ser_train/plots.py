@@ -5,7 +5,7 @@ Long recordings are drawn at a fixed level of detail, so drawing them costs the 
 
     audio_figure(speech)                       # waveform over mel spectrogram
     timeline_figure(segments, duration_s, "ravdess-cnn (bundled)")
-    live_figure(answers, now_s, window_s=60)   # live mode's rolling timeline
+    live_timeline_html(answers, now_s, 60, 0.5) # live mode's rolling timeline
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ EMOTION_COLORS = {
     "neutral": "#9e9e9e", "calm": "#4db6ac", "happy": "#fbc02d", "sad": "#1e88e5",
     "angry": "#e53935", "fearful": "#8e24aa", "disgust": "#7cb342", "surprised": "#fb8c00",
 }  # fmt: skip
-NO_SPEECH_COLOR = "#e0e0e0"
+NO_SPEECH_COLOR = "#bdbdbd"
 
 WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
 SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
@@ -97,31 +97,42 @@ def timeline_figure(segments: list[Segment], duration_s: float, model_name: str)
     """One bar per segment: its span in time, coloured by its top emotion, as tall as its confidence."""
     figure = Figure(figsize=(10, 2.8), layout="constrained")
     axes = figure.subplots()
-    bars = [(segment.start_s, segment.duration_s, segment.top_emotion, segment.confidence) for segment in segments]
-    draw_emotion_bars(axes, bars)
+    for segment in segments:
+        axes.bar(
+            segment.start_s, segment.confidence, width=segment.duration_s, align="edge",
+            color=EMOTION_COLORS.get(segment.top_emotion, "#607d8b"), edgecolor="white", linewidth=0.5,
+        )  # fmt: skip
+    shown = sorted({segment.top_emotion for segment in segments}, key=EMOTIONS.index)
+    handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
     return figure
 
 
-def live_figure(bars: list[tuple[float, float, str | None, float]], now_s: float, span_s: float) -> Figure:
-    """Live mode's rolling timeline of the last `span_s` seconds up to `now_s`.
+def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float) -> str:
+    """Live mode's rolling timeline of the last `span_s` seconds up to `now_s`, as HTML.
 
-    `bars` are (start_s, duration_s, emotion or None for no speech, confidence); no speech is
-    drawn as a low grey bar.
+    One bar per answer (a `ser_train.live.LiveAnswer`, about the `step_s` before its time), coloured
+    by its top emotion and as tall as its confidence; no speech is a thin grey bar. Plain HTML,
+    not a figure: it is redrawn with every answer, and the browser draws it at no cost to the server.
     """
-    figure = Figure(figsize=(10, 2.4), layout="constrained")
-    axes = figure.subplots()
-    draw_emotion_bars(axes, bars)
-    axes.set(xlim=(max(0.0, now_s - span_s), max(now_s, span_s)), ylim=(0, 1), xlabel="time (s)", ylabel="confidence")
-    return figure
-
-
-def draw_emotion_bars(axes, bars: list[tuple[float, float, str | None, float]]) -> None:
-    """(start, width, emotion or None, height) bars coloured by emotion, with a legend of those shown."""
-    for start_s, width_s, emotion, height in bars:
+    start_s = max(0.0, now_s - span_s)
+    bars = []
+    for answer in answers:
+        if answer.time_s <= start_s:
+            continue
+        emotion = answer.top_emotion
         color = EMOTION_COLORS.get(emotion, "#607d8b") if emotion else NO_SPEECH_COLOR
-        axes.bar(start_s, height if emotion else 0.05, width=width_s, align="edge", color=color, edgecolor="white", linewidth=0.5)
-    shown = sorted({emotion for _, _, emotion, _ in bars if emotion in EMOTIONS}, key=EMOTIONS.index)
-    handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
-    if handles:
-        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        height = 100 * answer.confidence if emotion else 8
+        label = f"{emotion} {answer.confidence:.0%}" if emotion else "no speech"
+        bars.append(
+            f'<div class="live-bar" data-emotion="{emotion or "none"}" title="{answer.time_s:.1f} s: {label}" '
+            f"style=\"position:absolute;bottom:0;left:{100 * (answer.time_s - step_s - start_s) / span_s:.2f}%;"
+            f'width:{100 * step_s / span_s:.2f}%;height:{height:.0f}%;background:{color}"></div>'
+        )
+    legend = " ".join(f'<span style="color:{EMOTION_COLORS[emotion]}">■</span>&nbsp;{emotion}' for emotion in EMOTIONS)
+    return (
+        f'<div style="position:relative;height:80px;border-bottom:1px solid #999;overflow:hidden">{"".join(bars)}</div>'
+        f'<div style="display:flex;justify-content:space-between;font-size:small"><span>{start_s:.0f} s</span>'
+        f"<span>{legend}</span><span>{max(now_s, span_s):.0f} s</span></div>"
+    )
