@@ -90,7 +90,16 @@ def get_model(name: str) -> EmotionModel:
         with _loading:  # one load at a time, so two first requests for a model load it once
             model = _models.get(name)
             if model is None:
-                model = _models[name] = load_model(name)
+                model = _models[name] = warmed_up(load_model(name))
+    return model
+
+
+def warmed_up(model: EmotionModel) -> EmotionModel:
+    """`model` after one forward pass on a live window of faint noise: the first pass sets up
+    torch's kernels (seconds on this CPU), which would otherwise delay a visitor's first answer,
+    long enough for a live microphone to drop its first chunks."""
+    faint_noise = np.random.default_rng(0).normal(0, 0.01, round(WINDOW_S * SAMPLING_RATE)).astype(np.float32)
+    model.predict_batch([faint_noise])
     return model
 
 
@@ -471,12 +480,9 @@ demo = build_app()
 
 
 def preload_default_model() -> None:
-    """Load the bundled model at start-up and run it once, so the first visitor does not wait
-    for it (the first forward pass sets up torch's kernels: seconds on this CPU, enough for a
-    live microphone to drop its first chunks)."""
+    """Load the bundled model at start-up, so the first visitor does not wait for it."""
     try:
-        quiet_speech_window = np.random.default_rng(0).normal(0, 0.01, round(WINDOW_S * SAMPLING_RATE))
-        get_model(DEFAULT_MODEL).predict_batch([quiet_speech_window.astype(np.float32)])
+        get_model(DEFAULT_MODEL)
     except SERError as error:  # the page still works with other models and shows this on use
         print(f"warning: the bundled model could not be loaded: {error}", file=sys.stderr)
 
