@@ -2,16 +2,18 @@
 
 `python app.py` serves it on http://127.0.0.1:7860 (GRADIO_SERVER_NAME and GRADIO_SERVER_PORT
 change that); on Hugging Face Spaces this file is the Space. The page is a thin layer over the
-library: `ser_train.audio` decodes and checks the audio, `ser_train.inference` loads and runs
-the models, `ser_train.timeline` follows the emotion through long recordings. The handlers
-(`predict_handler` for the page, `predict_api` for the "predict" API endpoint) are plain
-functions that the tests call directly.
+library: `ser_train.inference` loads the models, `ser_train.analysis` analyses a recording (the
+same call for the page and its "predict" API endpoint), `ser_train.live` follows a live
+microphone, `ser_train.plots` draws. This file is the page's layout and wiring; its handlers
+(`predict_handler` for the page, `predict_api` for /predict, `live_start`/`live_step`/`live_stop`
+for live mode) are plain functions that the tests call directly.
 
 Environment variables:
     SER_MODELS          comma-separated Hub model ids (or model folders) offered besides the
                         bundled model, e.g. "user/ravdess-wav2vec2,user/other@v2"
     SER_MAX_DURATION_S  longest recording accepted, in seconds (default 600: 10 minutes)
     SER_MAX_UPLOAD_MB   largest file accepted, in MB (default 128)
+    SER_LIVE_TIME_LIMIT_S  longest live stream, in seconds (default 3600)
 """
 
 from __future__ import annotations
@@ -24,30 +26,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-import librosa
-import librosa.display
 import numpy as np
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
+from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import split_revision
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model, measured_ua
-from ser_train.timeline import (
-    MIN_TIMELINE_DURATION_S,
-    Segment,
-    SpeechMap,
-    average_probabilities,
-    cut_segments,
-    frame_statistics,
-    map_speech,
-    timeline,
-    timeline_file,
-)
+from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveStream, LiveSummary
+from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
+from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 
 # --- Configuration ----------------------------------------------------------------------------
 
@@ -56,24 +49,7 @@ EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").s
 OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *bundled_models_by_ua(), *EXTRA_MODELS)))
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
-
-EMOJI = {
-    "neutral": "😐", "calm": "😌", "happy": "😄", "sad": "😢",
-    "angry": "😠", "fearful": "😨", "disgust": "🤢", "surprised": "😲",
-}  # fmt: skip
-EMOTION_COLORS = {
-    "neutral": "#9e9e9e", "calm": "#4db6ac", "happy": "#fbc02d", "sad": "#1e88e5",
-    "angry": "#e53935", "fearful": "#8e24aa", "disgust": "#7cb342", "surprised": "#fb8c00",
-}  # fmt: skip
-
-# Plots show long recordings at a fixed level of detail, so drawing them costs the same for
-# 3 seconds or 10 minutes.
-WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
-SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
-SPECTROGRAM_HOP_S = 0.010  # 10 ms frames for short clips
-SPECTROGRAM_FFT = 512  # 32 ms window at 16 kHz
-SPECTROGRAM_MELS = 64
-SPECTROGRAM_FFT_ROWS = 250  # frames per FFT call, which bounds its working memory to a few MB
+LIVE_TIME_LIMIT_S = int(os.environ.get("SER_LIVE_TIME_LIMIT_S", 3600))  # a live stream stops after this
 
 # Browsers filter microphone audio for calls by default (echo cancellation, noise suppression,
 # automatic gain control). Those filters flatten loudness and pitch dynamics, the very cues
@@ -115,7 +91,16 @@ def get_model(name: str) -> EmotionModel:
         with _loading:  # one load at a time, so two first requests for a model load it once
             model = _models.get(name)
             if model is None:
-                model = _models[name] = load_model(name)
+                model = _models[name] = warmed_up(load_model(name))
+    return model
+
+
+def warmed_up(model: EmotionModel) -> EmotionModel:
+    """`model` after one forward pass on a live window of faint noise: the first pass sets up
+    torch's kernels (seconds on this CPU), which would otherwise delay a visitor's first answer,
+    long enough for a live microphone to drop its first chunks."""
+    faint_noise = np.random.default_rng(0).normal(0, 0.01, round(WINDOW_S * SAMPLING_RATE)).astype(np.float32)
+    model.predict_batch([faint_noise])
     return model
 
 
@@ -168,44 +153,6 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     )
 
 
-# --- Analysis ---------------------------------------------------------------------------------
-
-
-def analyse(model: EmotionModel, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
-    """Probabilities for the whole recording, and its timeline when it is long.
-
-    A long recording is judged segment by segment, and its overall probabilities are the
-    segments' average weighted by duration: the models were trained on single utterances,
-    and this keeps memory flat however long the recording is.
-    """
-    if len(waveform) / SAMPLING_RATE <= MIN_TIMELINE_DURATION_S:
-        return model.predict(waveform, SAMPLING_RATE), []
-    segments = timeline(model, waveform)
-    return average_probabilities(segments), segments
-
-
-def map_recording(audio_path: str | None) -> SpeechMap:
-    """A first pass over the recording or upload: its length and its speech, or AudioError."""
-    if not audio_path:
-        raise AudioError(
-            "No audio yet: record with the microphone or upload a file, and once it has arrived "
-            "(the player shows it), press Analyse."
-        )
-    return map_speech(audio_path, max_duration_s=MAX_DURATION_S)
-
-
-def analyse_file(model: EmotionModel, speech: SpeechMap) -> tuple[dict[str, float], list[Segment]]:
-    """`analyse` of a mapped file without holding a long recording in memory.
-
-    A short recording is judged whole (the first pass kept its samples), a long one streamed
-    through the timeline segment batch by segment batch, so memory does not grow with its length.
-    """
-    if speech.duration_s <= MIN_TIMELINE_DURATION_S:  # well under a stream block, so samples are kept
-        return analyse(model, speech.samples)
-    segments = timeline_file(model, speech)
-    return average_probabilities(segments), segments
-
-
 def predict_api(audio: str, model: str) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
@@ -214,10 +161,20 @@ def predict_api(audio: str, model: str) -> dict[str, float]:
     average over their stretches of speech.
     """
     try:
-        probabilities, _ = analyse_file(get_model(resolve_model(model)), map_recording(audio))
+        model = get_model(resolve_model(model))
+        return analyse_recording(model, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
-    return probabilities
+
+
+def required_audio(audio_path: str | None) -> str:
+    """The recording or upload's path, or an AudioError saying that there is none yet."""
+    if not audio_path:
+        raise AudioError(
+            "No audio yet: record with the microphone or upload a file, and once it has arrived "
+            "(the player shows it), press Analyse."
+        )
+    return audio_path
 
 
 class PageOutputs(NamedTuple):
@@ -244,34 +201,36 @@ def predict_handler(
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
     when a second model is chosen, with that one too. The file is read in blocks, never whole."""
     try:
-        speech = map_recording(audio_path)
         name = resolve_model(picked(model_choice, custom_id))
-        probabilities, segments = analyse_file(get_model(name), speech)
+        analysis = analyse_recording(get_model(name), required_audio(audio_path), max_duration_s=MAX_DURATION_S)
     except SERError as error:
         return failure(str(error))
 
-    comparison, status = None, ""
+    comparison: RecordingAnalysis | None = None
+    status = ""
     compare_name = picked(compare_choice, compare_custom_id)
     if compare_name:
         try:
             compare_name = resolve_model(compare_name)
-            comparison, _ = analyse_file(get_model(compare_name), speech)
+            comparison = analyse_speech(get_model(compare_name), analysis.speech)  # the same map, another model
         except SERError as error:  # the main result still stands
             status = f"⚠️ The comparison model was not used: {error}"
 
-    duration_s = speech.duration_s
-    compared = {compare_name: comparison} if comparison else {}
+    segments = analysis.segments
+    compared = {compare_name: comparison.probabilities} if comparison else {}
     return PageOutputs(
         status=status,
-        summary=summary_markdown({name: probabilities, **compared}, duration_s),
-        probabilities=gr.update(value=probabilities, label=display_name(name)),
+        summary=summary_markdown({name: analysis.probabilities, **compared}, analysis.duration_s),
+        probabilities=gr.update(value=analysis.probabilities, label=display_name(name)),
         comparison=gr.update(
-            value=comparison, label=display_name(compare_name or ""), visible=comparison is not None
+            value=comparison.probabilities if comparison else None,
+            label=display_name(compare_name or ""),
+            visible=comparison is not None,
         ),
         details_section=gr.update(visible=True),
-        audio_plot=audio_figure(speech),
+        audio_plot=audio_figure(analysis.speech),
         timeline_section=gr.update(visible=bool(segments)),
-        timeline_plot=timeline_figure(segments, duration_s, display_name(name)) if segments else None,
+        timeline_plot=timeline_figure(segments, analysis.duration_s, display_name(name)) if segments else None,
         timeline_table=timeline_rows(segments) if segments else None,
     )
 
@@ -316,74 +275,97 @@ def timeline_rows(segments: list[Segment]) -> list[list[str]]:
     ]
 
 
-# --- Plots ------------------------------------------------------------------------------------
+# --- Live mode ----------------------------------------------------------------------------------
 
 
-def audio_figure(speech: SpeechMap) -> Figure:
-    """What the model heard: the waveform over its mel spectrogram, on one time axis."""
-    figure = Figure(figsize=(10, 4.2), layout="constrained")
-    wave_axes, spectrum_axes = figure.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+class LiveSessions:
+    """Each browser session's live stream, keyed by Gradio's session hash.
 
-    times, lows, highs = waveform_envelope(speech)
-    wave_axes.fill_between(times, lows, highs, color="#4f46e5", linewidth=0.5)
-    wave_axes.set(ylabel="amplitude", xlim=(0, speech.duration_s), title="What was heard")
-
-    hop = max(round(SPECTROGRAM_HOP_S * SAMPLING_RATE), int(np.ceil(speech.num_samples / SPECTROGRAM_COLUMNS)))
-    librosa.display.specshow(
-        librosa.power_to_db(mel_spectrogram(speech, hop), ref=np.max), sr=SAMPLING_RATE, hop_length=hop,
-        x_axis="s", y_axis="mel", ax=spectrum_axes, cmap="magma",
-    )  # fmt: skip
-    spectrum_axes.set(xlabel="time (s)", ylabel="frequency (Hz)")
-    return figure
-
-
-def waveform_envelope(speech: SpeechMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, minima, maxima) over at most WAVEFORM_POINTS equal stretches of the recording,
-    read block by block."""
-    stretch = max(1, speech.num_samples // WAVEFORM_POINTS)
-    extremes, _ = frame_statistics(speech.blocks(), stretch, lambda frames: np.stack([frames.min(1), frames.max(1)], 1))
-    times = (np.arange(len(extremes)) + 0.5) * stretch / SAMPLING_RATE
-    return times, extremes[:, 0], extremes[:, 1]
-
-
-def mel_spectrogram(speech: SpeechMap, hop: int) -> np.ndarray:
-    """[SPECTROGRAM_MELS, frames] mel power spectrogram of the recording, read block by block.
-
-    The frames are librosa.feature.melspectrogram's (centred, zero-padded at the edges) but only
-    these are cut from the stream: a long recording's hop is far longer than the window, and
-    its samples are never all in memory.
+    A stream belongs to the session that opened it and is dropped when its recording stops or
+    its page closes (the page's unload event), so nothing of a visitor outlives their visit;
+    each stream's own memory is bounded (ser_train.live).
     """
-    half = SPECTROGRAM_FFT // 2
-    centres = range(0, speech.num_samples + 1, hop)
-    bounds = [(max(0, centre - half), min(speech.num_samples, centre + half)) for centre in centres]
-    frames = np.zeros((len(bounds), SPECTROGRAM_FFT), dtype=np.float32)
-    for row, (centre, piece) in enumerate(zip(centres, cut_segments(speech.blocks(), bounds))):
-        offset = max(0, half - centre)  # zeros before the recording's start
-        frames[row, offset : offset + len(piece)] = piece
-    frames *= librosa.filters.get_window("hann", SPECTROGRAM_FFT).astype(np.float32)  # as melspectrogram's
-    mel_basis = librosa.filters.mel(sr=SAMPLING_RATE, n_fft=SPECTROGRAM_FFT, n_mels=SPECTROGRAM_MELS)
-    mel = np.zeros((SPECTROGRAM_MELS, len(frames)), dtype=np.float32)
-    # A few hundred frames per FFT call: numpy's FFT holds several copies of its input.
-    for first in range(0, len(frames), SPECTROGRAM_FFT_ROWS):
-        spectrum = np.fft.rfft(frames[first : first + SPECTROGRAM_FFT_ROWS], axis=1)
-        mel[:, first : first + SPECTROGRAM_FFT_ROWS] = mel_basis @ (spectrum.real**2 + spectrum.imag**2).T
-    return mel
+
+    def __init__(self):
+        self._streams: dict[str, LiveStream] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def start(self, session: str, model: EmotionModel) -> LiveStream:
+        with self._lock:
+            stream = self._streams[session] = LiveStream(model)
+        return stream
+
+    def get(self, session: str) -> LiveStream | None:
+        return self._streams.get(session)
+
+    def close(self, session: str) -> LiveStream | None:
+        with self._lock:
+            return self._streams.pop(session, None)
 
 
-def timeline_figure(segments: list[Segment], duration_s: float, model_name: str) -> Figure:
-    """One bar per segment: its span in time, coloured by its top emotion, as tall as its confidence."""
-    figure = Figure(figsize=(10, 2.8), layout="constrained")
-    axes = figure.subplots()
-    for segment in segments:
-        axes.bar(
-            segment.start_s, segment.confidence, width=segment.duration_s, align="edge",
-            color=EMOTION_COLORS.get(segment.top_emotion, "#607d8b"), edgecolor="white", linewidth=0.5,
-        )  # fmt: skip
-    shown = sorted({segment.top_emotion for segment in segments}, key=EMOTIONS.index)
-    handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
-    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
-    return figure
+live_sessions = LiveSessions()
+
+
+class LiveOutputs(NamedTuple):
+    """What the live handlers send to the page, one field per output component."""
+
+    now: str  # Markdown: the current emotion, or no speech, or why live mode cannot run
+    timeline: str  # HTML: the rolling timeline of the last HISTORY_S
+    summary: str  # Markdown: the whole stream, once it stops
+
+
+def live_start(model_choice: str | None, custom_id: str | None, request: gr.Request) -> LiveOutputs:
+    """The microphone started: a fresh stream for this session with the picked model."""
+    try:
+        live_sessions.start(request.session_hash, get_model(resolve_model(picked(model_choice, custom_id))))
+    except SERError as error:
+        return LiveOutputs(f"⚠️ {error}", "", "")
+    return LiveOutputs("## 👂 listening…", live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
+
+
+def live_step(chunk: tuple[int, np.ndarray] | None, request: gr.Request) -> LiveOutputs | dict:
+    """A chunk of microphone audio (sampling rate, samples): the newest answer and the timeline."""
+    stream = live_sessions.get(request.session_hash)
+    if stream is None or chunk is None:  # stopped already (a late chunk) or not started
+        return {}
+    sampling_rate, samples = chunk
+    try:
+        answers = stream.feed(samples, sampling_rate)
+    except SERError as error:
+        live_sessions.close(request.session_hash)
+        return LiveOutputs(f"⚠️ {error}", "", "")
+    if not answers:
+        return {}
+    return LiveOutputs(live_now_markdown(answers[-1]), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
+
+
+def live_stop(request: gr.Request) -> LiveOutputs | dict:
+    """The microphone stopped: the stream's summary; the stream itself is let go."""
+    stream = live_sessions.close(request.session_hash)
+    if stream is None:
+        return {}
+    return LiveOutputs("", live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), live_summary_markdown(stream.summary()))
+
+
+def live_close(request: gr.Request) -> None:
+    """The page was closed or reloaded: free its stream."""
+    live_sessions.close(request.session_hash)
+
+
+def live_now_markdown(answer: LiveAnswer) -> str:
+    if not answer.speech:
+        return f"## 🤫 no speech\n\n<small>at {answer.time_s:.1f} s</small>"
+    return f"## {verdict(answer.probabilities)}\n\n<small>at {answer.time_s:.1f} s, the last {answer.time_s - answer.start_s:.1f} s</small>"
+
+
+def live_summary_markdown(summary: LiveSummary) -> str:
+    heard = f"{summary.speech_s:.1f} s of speech in {summary.duration_s:.1f} s"
+    if summary.probabilities is None:
+        return f"### Summary: no speech heard\n\n<small>{summary.duration_s:.1f} s listened to</small>"
+    return f"### Summary: {verdict(summary.probabilities)}\n\n<small>{heard}, averaged over the live answers</small>"
 
 
 # --- Page ---------------------------------------------------------------------------------------
@@ -464,6 +446,30 @@ def build_app() -> gr.Blocks:
             ),  # fmt: skip
             api_visibility="private",  # the page's own event; programs use /predict
         )
+        with gr.Column(elem_id="live-section"):
+            gr.Markdown(
+                f"### 🔴 Live\nPress record and speak: every {STEP_S:g} s the model picked above judges the "
+                f"last {WINDOW_S:g} s, and pauses show as no speech (a voice-activity model listens first). "
+                f"The strip shows the last {HISTORY_S:g} s; stop for a summary. Raw capture, as above."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5):
+                    live_audio = gr.Audio(
+                        sources=["microphone"], type="numpy", streaming=True, label="Live microphone", elem_id="live-speech"
+                    )
+                with gr.Column(scale=6):
+                    live_now = gr.Markdown(elem_id="live-now")
+                    live_summary = gr.Markdown(elem_id="live-summary")
+            live_timeline = gr.HTML(elem_id="live-timeline")
+        live_outputs = list(LiveOutputs(now=live_now, timeline=live_timeline, summary=live_summary))
+        # No progress overlay: the answers replace each other every STEP_S.
+        live_events = dict(outputs=live_outputs, show_progress="hidden", api_visibility="private")
+        live_audio.start_recording(live_start, inputs=[model, custom_id], **live_events)
+        live_audio.stream(
+            live_step, inputs=live_audio, stream_every=STEP_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
+        )
+        live_audio.stop_recording(live_stop, **live_events)
+        demo.unload(live_close)
         with gr.Row(visible=False):  # the "predict" API endpoint's own (hidden) inputs and output
             api_audio = gr.Audio(type="filepath", label="audio")
             api_model = gr.Textbox("", label="model")

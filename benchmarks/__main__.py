@@ -13,6 +13,8 @@ Sections (in this order):
     training    one CNN epoch on a real fold; a wav2vec2-base training step on the CPU
     app_load    1/4/16 concurrent /predict callers against a local server
     app_start   import and model load times, resident memory with both bundled models
+    live        live mode: speech detection in noise and music, window/step/smoothing, latency,
+                simultaneous sessions, agreement with the offline timeline
 
 The machine is shared: every ratio (1 vs all threads, ours vs the baseline) comes from cases
 measured in turns within this run. RESULTS.md records the date, the machine and this command.
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import app_load, app_start, features, latency, long_audio, training
+from benchmarks import app_load, app_start, features, latency, live, long_audio, training
 from benchmarks.corpus import DEFAULT_CORPUS, PROJECT_ROOT
 from benchmarks.report import Row, text_table, write_markdown
 
@@ -41,6 +43,7 @@ SECTIONS = {
     "training": lambda args: training.run(args.corpus, args.training_run),
     "app_load": lambda args: app_load.run(args.corpus, args.quick),
     "app_start": lambda args: app_start.run(args.corpus, args.quick),
+    "live": lambda args: live.run(args.corpus, args.quick, args.live_model),
 }
 
 
@@ -52,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=lambda text: [float(m) for m in text.split(",")], help="long-audio lengths, e.g. 1,5,10")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="RAVDESS folder (default %(default)s)")
     parser.add_argument("--training-run", type=Path, default=DEFAULT_TRAINING_RUN, help="a finished CNN run folder to time (default %(default)s)")
+    parser.add_argument("--live-model", metavar="PATH_OR_HUB_ID", help="model that judges live mode's settings on actors 21-24; one trained without them (default: the bundled model, which heard them)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown results file (default %(default)s)")
     args = parser.parse_args(argv)
     args.sections = [name.strip() for name in args.sections.split(",") if name.strip()]

@@ -57,7 +57,9 @@ def cnn_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     return rows
 
 
-def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+def wav2vec2_base():
+    """wav2vec2-base's real architecture under the family's head, randomly initialised (weights
+    do not change the cost): an EmotionWav2Vec2."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
@@ -65,11 +67,15 @@ def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     from ser_train.data import EMOTIONS
     from ser_train.models.wav2vec2 import HEAD_CONFIG, EmotionWav2Vec2
 
-    clip = four_second_clip(corpus)
     torch.manual_seed(0)
     network = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=len(EMOTIONS), **HEAD_CONFIG))
     # wav2vec2-base's own feature extractor settings: per-clip normalisation, no attention mask.
-    model = EmotionWav2Vec2(network, Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=False))
+    return EmotionWav2Vec2(network, Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=False))
+
+
+def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+    clip = four_second_clip(corpus)
+    model = wav2vec2_base()
     cases = {threads: Case(lambda: model.predict_proba([clip]), threads) for threads in (1, ALL_THREADS)}
     seconds = time_in_turns(cases, rounds, calls_per_turn)
     return [

@@ -6,7 +6,7 @@ behind it), resets its peak-RSS mark, and then analyses the long recording. Peak
 not grow with the recording's length: the timeline holds a batch of segments at a time.
 
 Three ways through the app are compared:
-    whole   `analyse(model, load_audio(path))`: the recording decoded into memory first
+    whole   `analyse_waveform(model, load_audio(path))`: the recording decoded into memory first
     api     `predict_api(path, "")`: the /predict endpoint
     page    `predict_handler(path, model, "")`: the page, with its waveform and timeline plots
 
@@ -30,7 +30,7 @@ SECTION = "long audio"
 WARM_UP_MINUTES = 1 / 3  # 20 s: long enough to take the timeline path (over 6 s)
 FLAT_TOLERANCE_MIB = 16.0  # peak growth allowed from the shortest to the longest recording
 MODES = {
-    "whole": "timeline after decoding the whole file (analyse + load_audio)",
+    "whole": "timeline after decoding the whole file (analyse_waveform + load_audio)",
     "api": "/predict handler (predict_api)",
     "page": "page handler with plots (predict_handler)",
 }
@@ -39,11 +39,12 @@ KIB_PER_MIB = 1024
 
 def run_handler(mode: str, path: str) -> None:
     import app
+    from ser_train.analysis import analyse_waveform
     from ser_train.audio import load_audio
     from ser_train.inference import DEFAULT_MODEL
 
     if mode == "whole":
-        app.analyse(app.get_model(DEFAULT_MODEL), load_audio(path, max_duration_s=app.MAX_DURATION_S))
+        analyse_waveform(app.get_model(DEFAULT_MODEL), load_audio(path, max_duration_s=app.MAX_DURATION_S))
     elif mode == "api":
         app.predict_api(path, "")
     else:

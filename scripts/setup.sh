@@ -9,7 +9,7 @@ requirements=requirements.txt
 system_packages=(ffmpeg)             # FFmpeg's shared libraries: torchcodec decodes audio with them
 if [ "$purpose" = test ]; then
   requirements=requirements-dev.txt
-  system_packages+=(chromium)        # the real-browser UI tests drive Debian's Chromium
+  system_packages+=(chromium espeak-ng)  # the real-browser UI tests drive Debian's Chromium; live-mode tests speak with espeak-ng
 fi
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
     predict.set_defaults(run=run_predict)
 
+    live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
+    live.add_argument("file", metavar="FILE", help="audio file (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
+    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
+    live.add_argument("--json", action="store_true", help="print one JSON object: the answers with their time stamps, and the summary")
+    live.add_argument("--realtime", action="store_true", help="feed the file at the speed it plays (default: as fast as it is answered)")
+    live.set_defaults(run=run_live)
+
     push = commands.add_parser("push", help="publish a trained model folder to the Hugging Face Hub in one commit")
     push.add_argument("--model-dir", required=True, help="the output folder of a training run")
     push.add_argument("--repo-id", required=True, metavar="USER/NAME", help="Hub model repository (created if needed)")
@@ -208,10 +215,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ser_train.inference import DEFAULT_MODEL, load_model, predict_files
+    from ser_train.analysis import analyse_files
+    from ser_train.inference import DEFAULT_MODEL, load_model
 
     model = load_model(args.model or DEFAULT_MODEL)  # once, for all files
-    results = predict_files(model, args.files)
+    results = analyse_files(model, args.files)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -228,6 +236,30 @@ def print_prediction(result: dict) -> None:
     print(f"{result['file']}: {result['top']}")
     for emotion, probability in result["probabilities"].items():
         print(f"  {emotion:<10} {probability:6.3f}")
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from ser_train.audio import load_audio
+    from ser_train.inference import DEFAULT_MODEL, load_model
+    from ser_train.live import LiveStream, play
+
+    stream = LiveStream(load_model(args.model or DEFAULT_MODEL))
+    answers = []
+    for answer in play(stream, load_audio(args.file), realtime=args.realtime):
+        answers.append(answer)
+        if not args.json:
+            print_live_answer(answer)
+    summary = stream.summary()
+    if args.json:
+        print(json.dumps({"file": args.file, "answers": [a.as_dict() for a in answers], "summary": summary.as_dict()}, indent=2))
+    else:
+        print(f"summary: {summary.duration_s:.1f} s, {summary.speech_s:.1f} s of speech: {summary.top_emotion or 'no speech'}")
+    return 0
+
+
+def print_live_answer(answer) -> None:
+    said = f"{answer.top_emotion} {answer.confidence:.0%}" if answer.speech else "no speech"
+    print(f"{answer.start_s:6.1f}-{answer.time_s:6.1f} s  {said}", flush=True)
 
 
 def run_push(args: argparse.Namespace) -> int:

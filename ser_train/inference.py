@@ -27,7 +27,7 @@ import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.data import EMOTIONS
-from ser_train.errors import ModelError, SERError
+from ser_train.errors import ModelError
 from ser_train.hub import fetch_model_files
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -199,19 +199,3 @@ def _load_transformers(folder: Path, name: str) -> Forward:
         raise ModelError(f"{name} expects {rate} Hz audio; models here work at {SAMPLING_RATE} Hz.")
     return model.predict_proba
 
-
-def predict_files(model: EmotionModel, paths: Sequence[str | os.PathLike]) -> list[dict]:
-    """One result per file, in order: {"file", "top", "probabilities"} or {"file", "error"}.
-
-    A file that cannot be used gets an error entry and the rest are still predicted.
-    """
-    results = []
-    for path in paths:
-        try:
-            probabilities = model.predict_file(path)
-        except SERError as error:
-            results.append({"file": str(path), "error": str(error)})
-            continue
-        top = max(probabilities, key=probabilities.get)
-        results.append({"file": str(path), "top": top, "probabilities": probabilities})
-    return results

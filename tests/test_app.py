@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -17,9 +18,10 @@ import soundfile
 
 import app
 from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
-from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.audio import SAMPLING_RATE, load_audio, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.live import LiveStream
 from ser_train.timeline import average_probabilities, timeline
 from synthetic import synth_clip
 
@@ -265,3 +267,62 @@ def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
     assert "52% of the clips of actors it never heard" in note
     assert "6-fold cross-validation" in note and "balanced accuracy 50%" in note
     assert app.accuracy_note(str(tmp_path / "no-model-here")) == ""
+
+
+# --- Live mode's handlers ---------------------------------------------------------------------
+
+
+def session(name: str):
+    """What Gradio passes as gr.Request, as far as the live handlers look at it."""
+    return SimpleNamespace(session_hash=name)
+
+
+def microphone_chunks(waveform: np.ndarray, rate: int = 48_000, chunk_s: float = 0.5):
+    """`waveform` (16 kHz) as a browser's streaming microphone sends it: int16 chunks at `rate`."""
+    pcm = (resample(waveform, SAMPLING_RATE, rate) * 32767).astype(np.int16)
+    size = round(chunk_s * rate)
+    return [(rate, pcm[start : start + size]) for start in range(0, len(pcm), size)]
+
+
+def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, tiny_model_dir):
+    from speech import silence, spoken
+
+    monkeypatch.setattr(app, "live_sessions", app.LiveSessions())
+    talk = np.concatenate([silence(0.5), spoken("Kids are talking by the door."), silence(1.0)])
+    quiet = silence(len(talk) / SAMPLING_RATE) + np.float32(1e-4)
+    for name in ("talker", "quiet one"):
+        assert app.live_start(tiny_model_dir, "", session(name)).now.startswith("## 👂")
+    assert len(app.live_sessions) == 2
+    shown = {"talker": [], "quiet one": []}
+    for talk_chunk, quiet_chunk in zip(microphone_chunks(talk), microphone_chunks(quiet)):
+        for name, chunk in (("talker", talk_chunk), ("quiet one", quiet_chunk)):
+            outputs = app.live_step(chunk, session(name))
+            if outputs:
+                shown[name].append(outputs.now)
+    assert any("·" in now for now in shown["talker"]) and any("no speech" in now for now in shown["talker"])
+    assert shown["quiet one"] and all("no speech" in now for now in shown["quiet one"])
+
+    # The library's own stream, fed the same chunks, said what the page showed.
+    stream = LiveStream(library_model(tiny_model_dir))
+    expected = [app.live_now_markdown(a) for rate, pcm in microphone_chunks(talk) for a in stream.feed(pcm, rate)[-1:]]
+    assert shown["talker"] == expected
+
+    stopped = app.live_stop(session("talker"))
+    assert stopped.summary.startswith("### Summary:") and "%" in stopped.summary
+    assert app.live_stop(session("quiet one")).summary.startswith("### Summary: no speech heard")
+    assert len(app.live_sessions) == 0
+    assert app.live_step(microphone_chunks(talk)[0], session("talker")) == {}  # a late chunk after stop
+
+    app.live_start(tiny_model_dir, "", session("closer"))
+    app.live_close(session("closer"))  # the page went away
+    assert len(app.live_sessions) == 0
+
+
+def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir):
+    monkeypatch.setattr(app, "live_sessions", app.LiveSessions())
+    assert app.live_start("", "nobody/no-such-model", session("a")).now.startswith("⚠️ ")
+    assert len(app.live_sessions) == 0
+    app.live_start(tiny_model_dir, "", session("a"))
+    outputs = app.live_step((48_000, np.full(24_000, np.nan, dtype=np.float32)), session("a"))
+    assert outputs.now == "⚠️ The microphone sent invalid samples (NaN or infinity)."
+    assert len(app.live_sessions) == 0

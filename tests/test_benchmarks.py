@@ -6,6 +6,7 @@ check the parts that decide what a run reports.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,36 @@ def test_the_results_file_says_when_where_and_how(tmp_path):
     assert "- Date: " in text and "- Machine: " in text and "cores" in text and "- Code: commit " in text
     assert "- Command: `python -m benchmarks --quick`" in text
     assert "| latency | CNN | 7.0 ms |  |" in text and "- a note" in text
+
+
+def test_live_scores_answers_against_the_clip_being_spoken_and_the_offline_timeline():
+    from benchmarks.live import score
+    from ser_train.live import LiveAnswer
+    from ser_train.timeline import Segment
+
+    spans = [(0.0, 3.0, "angry"), (4.0, 7.0, "sad")]
+    offline = [Segment(0.5, 3.0, {"angry": 0.9, "sad": 0.1}), Segment(4.2, 7.0, {"angry": 0.6, "sad": 0.4})]
+
+    def answer(time_s, top):
+        probabilities = None if top is None else {"angry": float(top == "angry"), "sad": float(top == "sad")}
+        return LiveAnswer(time_s, max(0.0, time_s - 3), top is not None, probabilities)
+
+    answers = [answer(1.0, "angry"), answer(2.0, "sad"), answer(3.5, None), answer(5.0, "sad"), answer(6.0, "sad")]
+    result = score(answers, spans, offline)
+    assert result["answers"] == 4
+    assert result["accuracy"] == 3 / 4  # 2.0 s said sad during the angry clip
+    assert result["agreement"] == 1 / 4  # offline says angry everywhere; the 1.0 s answer agrees
+    assert result["flips"] == 1 / 2  # angry -> sad inside clip 1, sad -> sad inside clip 2
+
+
+def test_live_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
+    from benchmarks.live import GRID_S, mixed
+    from ser_train.audio import SAMPLING_RATE
+
+    rng = np.random.default_rng(0)
+    speech = rng.normal(0, 0.1, 2 * SAMPLING_RATE).astype(np.float32)
+    waveform = np.concatenate([speech, np.zeros(SAMPLING_RATE, dtype=np.float32)])
+    truth = np.arange(round(3 / GRID_S)) < round(2 / GRID_S)
+    for kind in ("white noise", "music-like"):
+        noise = mixed(waveform, truth, kind, 10.0, rng) - waveform
+        assert 10 * np.log10(np.mean(speech**2) / np.mean(noise**2)) == pytest.approx(10.0, abs=0.01)

@@ -1,13 +1,12 @@
 """Long recordings streamed from their files: the same timeline as the whole waveform, flat memory.
 
 `ser_train.audio.stream_audio` decodes a file block by block; `ser_train.timeline.map_speech`
-and `timeline_file` build the timeline from two passes over those blocks, and the app's /predict
-(`app.analyse_file`) uses them, so a 10-minute upload is never held in memory whole.
+and `timeline_file` build the timeline from two passes over those blocks, and the library's
+analysis of a recording (`ser_train.analysis`, behind the page and /predict) uses them, so a 10-minute upload is never held in memory whole.
 """
 
 from __future__ import annotations
 
-import math
 import tracemalloc
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-import app
+from ser_train import plots
+from ser_train.analysis import analyse_recording, analyse_waveform
 from app_support import make_tiny_wav2vec2, utterances
 from bad_inputs import write_refused
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, resample, stream_audio
@@ -170,7 +170,7 @@ def test_memory_does_not_grow_with_the_recordings_length(tmp_path):
         try:
             speech = map_speech(path)
             segments = timeline_file(model, speech)
-            app.waveform_envelope(speech), app.mel_spectrogram(speech, page_hop(speech.num_samples))  # the page's plots
+            plots.waveform_envelope(speech), plots.mel_spectrogram(speech, plots.spectrogram_hop(speech.num_samples))  # the page's plots
             _, peaks[minutes] = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -182,37 +182,32 @@ def test_memory_does_not_grow_with_the_recordings_length(tmp_path):
     assert peaks[10] < 8 * block_bytes  # a few blocks and a batch, against the recording's 20 blocks
 
 
-def page_hop(num_samples: int) -> int:
-    """The spectrogram hop the page uses for a recording this long."""
-    return max(round(app.SPECTROGRAM_HOP_S * SAMPLING_RATE), math.ceil(num_samples / app.SPECTROGRAM_COLUMNS))
-
-
 @pytest.mark.parametrize("minutes", [0.05, 1.0])
 def test_the_pages_plots_read_in_blocks_equal_librosas_of_the_whole_waveform(recording, tmp_path, minutes):
     path = write_repeated(tmp_path / "talk.wav", recording[: round(minutes * 60 * SAMPLING_RATE)], minutes)
     waveform, speech = load_audio(path), map_speech(path)
-    hop = page_hop(len(waveform))
+    hop = plots.spectrogram_hop(len(waveform))
     expected = librosa.feature.melspectrogram(
-        y=waveform, sr=SAMPLING_RATE, n_fft=app.SPECTROGRAM_FFT, hop_length=hop, n_mels=app.SPECTROGRAM_MELS
+        y=waveform, sr=SAMPLING_RATE, n_fft=plots.SPECTROGRAM_FFT, hop_length=hop, n_mels=plots.SPECTROGRAM_MELS
     )
-    spectrogram = app.mel_spectrogram(speech, hop)
+    spectrogram = plots.mel_spectrogram(speech, hop)
     np.testing.assert_allclose(spectrogram, expected, rtol=1e-3, atol=1e-6 * expected.max())
-    times, lows, highs = app.waveform_envelope(speech)
-    assert len(times) <= app.WAVEFORM_POINTS + 1 and times[-1] <= len(waveform) / SAMPLING_RATE
+    times, lows, highs = plots.waveform_envelope(speech)
+    assert len(times) <= plots.WAVEFORM_POINTS + 1 and times[-1] <= len(waveform) / SAMPLING_RATE
     assert (lows.min(), highs.max()) == (waveform.min(), waveform.max())
 
 
 def test_the_api_streams_long_recordings_and_answers_like_the_page(tiny_model, tmp_path):
     path = write_repeated(tmp_path / "long.wav", utterances([1, 4, 6], speech_s=2.0, pause_s=1.0), minutes=0.6)
-    probabilities, segments = app.analyse_file(tiny_model, app.map_recording(str(path)))
-    expected, expected_segments = app.analyse(tiny_model, load_audio(path))
-    assert segments == pytest.approx(expected_segments) and len(segments) > 1
-    assert probabilities == pytest.approx(expected, abs=1e-5)
+    analysis = analyse_recording(tiny_model, path)
+    expected, expected_segments = analyse_waveform(tiny_model, load_audio(path))
+    assert analysis.segments == pytest.approx(expected_segments) and len(analysis.segments) > 1
+    assert analysis.probabilities == pytest.approx(expected, abs=1e-5)
 
 
 def test_the_api_reads_short_recordings_whole(tiny_model, tmp_path):
     path = tmp_path / "short.wav"
     soundfile.write(path, utterances([5], speech_s=2.0, pause_s=0.5), SAMPLING_RATE)
-    probabilities, segments = app.analyse_file(tiny_model, app.map_recording(str(path)))
-    assert segments == []
-    assert probabilities == pytest.approx(tiny_model.predict_file(path), abs=1e-6)
+    analysis = analyse_recording(tiny_model, path)
+    assert analysis.segments == []
+    assert analysis.probabilities == pytest.approx(tiny_model.predict_file(path), abs=1e-6)

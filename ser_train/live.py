@@ -1,0 +1,307 @@
+"""Live emotion: feed audio as it arrives, get time-stamped answers while the speaker talks.
+
+    stream = LiveStream(model)                     # any EmotionModel (CNN, wav2vec2, Whisper ...)
+    for chunk in microphone_chunks():              # any size, any rate
+        for answer in stream.feed(chunk, 48_000):
+            print(answer.time_s, answer.top_emotion if answer.speech else "no speech")
+    print(stream.summary())                        # the whole stream's average emotion
+
+    answers = list(play(LiveStream(model), waveform16k))   # a recording played as if live
+
+Every STEP_S of audio the stream answers for the last WINDOW_S (about an utterance, as the
+models were trained on). A voice-activity model (Silero VAD, whose ONNX weights ship inside the
+silero-vad wheel and run on onnxruntime) decides first whether the newest step holds speech:
+silence, breathing and steady background noise give a "no speech" answer instead of an
+emotion. Consecutive speech answers are smoothed by an exponential moving average, restarted
+after each pause. The constants were chosen by measurement (benchmarks/live.py, RESULTS.md).
+
+Memory is bounded: a stream keeps the last window of samples, the voice-activity model's state,
+the last HISTORY_S of answers and running sums for the summary, so a stream left open for an
+hour holds no more than one of a minute. The page, the tests and `python -m ser_train live`
+share this class.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ser_train.analysis import Calibration, calibrated
+from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, resample, to_mono_float
+from ser_train.errors import AudioError, ModelError
+
+WINDOW_S = 3.0  # seconds of audio each answer is about
+STEP_S = 0.5  # a new answer every this many seconds of audio
+SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no smoothing)
+HISTORY_S = 60.0  # answers kept for the page's rolling timeline
+SPEECH_THRESHOLD = 0.5  # a voice-activity frame is speech above this probability (Silero's default)
+MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its frames is
+CHUNK_S = 0.5  # `play` feeds recordings in chunks this long, as the page's microphone sends them
+
+# Silero VAD v5/v6 at 16 kHz: 512-sample frames (32 ms), each seen with the 64 samples before it,
+# and a recurrent state of 2 x 128 numbers carried from frame to frame.
+VAD_FRAME = 512
+VAD_CONTEXT = 64
+VAD_STATE_SHAPE = (2, 1, 128)
+VAD_PACKAGE = "silero_vad"
+VAD_MODEL_FILE = Path("data") / "silero_vad.onnx"
+# Resampling context on each side of a chunk, in input samples: more than the half-width of
+# torchaudio's sinc kernel (6 zero crossings) at any rate ratio a microphone uses.
+RESAMPLE_MARGIN = 64
+
+
+@dataclass(frozen=True)
+class LiveAnswer:
+    """One answer of a live stream: about the audio from `start_s` to `time_s` (stream time)."""
+
+    time_s: float
+    start_s: float
+    speech: bool
+    probabilities: dict[str, float] | None  # smoothed; None when the newest step held no speech
+
+    @property
+    def top_emotion(self) -> str | None:
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.top_emotion] if self.probabilities else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "time_s": round(self.time_s, 3),
+            "start_s": round(self.start_s, 3),
+            "speech": self.speech,
+            "top": self.top_emotion,
+            "probabilities": self.probabilities,
+        }
+
+
+@dataclass(frozen=True)
+class LiveSummary:
+    """The whole stream: its length, how much of it was speech, its average emotion."""
+
+    duration_s: float
+    speech_s: float
+    probabilities: dict[str, float] | None  # mean of the speech answers (unsmoothed); None without speech
+
+    @property
+    def top_emotion(self) -> str | None:
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
+
+    def as_dict(self) -> dict:
+        return {
+            "duration_s": round(self.duration_s, 3),
+            "speech_s": round(self.speech_s, 3),
+            "top": self.top_emotion,
+            "probabilities": self.probabilities,
+        }
+
+
+class LiveStream:
+    """One live stream (one speaker, one microphone): feed it chunks, get answers.
+
+    Not thread-safe: one stream belongs to one session, whose chunks arrive one after another.
+    The model may be shared by many streams.
+    """
+
+    def __init__(
+        self,
+        model,
+        window_s: float = WINDOW_S,
+        step_s: float = STEP_S,
+        smoothing: float = SMOOTHING,
+        history_s: float = HISTORY_S,
+        calibration: Calibration | None = None,
+    ):
+        self.model = calibrated(model, calibration)
+        self.window = round(window_s * SAMPLING_RATE)
+        self.step = round(step_s * SAMPLING_RATE)
+        self.smoothing = smoothing
+        self.history: deque[LiveAnswer] = deque(maxlen=math.ceil(history_s / step_s))
+        self.voice = VoiceActivity()
+        self._resampler: StreamResampler | None = None
+        self._recent = np.zeros(0, dtype=np.float32)  # the last `window` samples
+        self._samples = 0  # samples received so far (16 kHz): the stream's clock
+        self._since_answer = 0
+        self._smoothed: np.ndarray | None = None
+        self._speech_sum = np.zeros(len(model.labels), dtype=np.float64)
+        self._speech_answers = 0
+
+    @property
+    def time_s(self) -> float:
+        return self._samples / SAMPLING_RATE
+
+    def feed(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[LiveAnswer]:
+        """Take the next chunk (integer or float samples, mono or multichannel, any rate) and
+        return the answers it completes, oldest first."""
+        samples = self._to_16k(chunk, sampling_rate)
+        answers = []
+        while samples.size:
+            piece, samples = samples[: self.step - self._since_answer], samples[self.step - self._since_answer :]
+            self._take(piece)
+            if self._since_answer == self.step:
+                answers.append(self._answer())
+        return answers
+
+    def summary(self) -> LiveSummary:
+        probabilities = None
+        if self._speech_answers:
+            mean = self._speech_sum / self._speech_answers
+            probabilities = dict(zip(self.model.labels, map(float, mean)))
+        return LiveSummary(self.time_s, self._speech_answers * self.step / SAMPLING_RATE, probabilities)
+
+    def _to_16k(self, chunk: np.ndarray, sampling_rate: int) -> np.ndarray:
+        samples = to_mono_float(chunk)
+        if not np.all(np.isfinite(samples)):
+            raise AudioError("The microphone sent invalid samples (NaN or infinity).")
+        if self._resampler is None:
+            self._resampler = StreamResampler(sampling_rate)
+        elif self._resampler.orig_rate != sampling_rate:
+            raise AudioError(
+                f"The microphone changed its sampling rate mid-stream ({self._resampler.orig_rate} -> "
+                f"{sampling_rate} Hz); stop and start again."
+            )
+        return self._resampler.push(samples)
+
+    def _take(self, piece: np.ndarray) -> None:
+        self._recent = np.concatenate([self._recent, piece])[-self.window :]
+        self.voice.push(piece)
+        self._samples += len(piece)
+        self._since_answer += len(piece)
+
+    def _answer(self) -> LiveAnswer:
+        self._since_answer = 0
+        start_s = max(0.0, self.time_s - len(self._recent) / SAMPLING_RATE)
+        speech = self.voice.speech_fraction(self.step) >= MIN_SPEECH_FRACTION
+        if not speech or len(self._recent) < MIN_DURATION_S * SAMPLING_RATE:
+            self._smoothed = None  # a pause ends an utterance: the next one starts afresh
+            answer = LiveAnswer(self.time_s, start_s, False, None)
+        else:
+            row = self.model.predict_batch([self._recent])[0].astype(np.float64)
+            self._speech_sum += row
+            self._speech_answers += 1
+            previous = self._smoothed
+            self._smoothed = row if previous is None else self.smoothing * row + (1 - self.smoothing) * previous
+            answer = LiveAnswer(self.time_s, start_s, True, dict(zip(self.model.labels, map(float, self._smoothed))))
+        self.history.append(answer)
+        return answer
+
+
+def play(stream: LiveStream, waveform: np.ndarray, chunk_s: float = CHUNK_S, realtime: bool = False) -> Iterator[LiveAnswer]:
+    """Feed a recording (checked 16 kHz waveform) to `stream` in chunks of `chunk_s`, as if it came
+    live, and yield the answers as they come; with `realtime`, at the pace the recording plays."""
+    started = time.monotonic()
+    size = round(chunk_s * SAMPLING_RATE)
+    for first in range(0, len(waveform), size):
+        chunk = waveform[first : first + size]
+        if realtime:  # wait until this chunk would have been spoken
+            time.sleep(max(0.0, started + (first + len(chunk)) / SAMPLING_RATE - time.monotonic()))
+        yield from stream.feed(chunk)
+
+
+class VoiceActivity:
+    """Silero VAD over a 16 kHz stream: a speech probability per 32 ms frame, state carried on.
+
+    Keeps the probabilities of the last KEPT_FRAMES frames, enough for any step.
+    """
+
+    KEPT_FRAMES = 64  # 2 s of frames
+
+    def __init__(self):
+        self.session = vad_session()
+        self._state = np.zeros(VAD_STATE_SHAPE, dtype=np.float32)
+        self._pending = np.zeros(VAD_CONTEXT, dtype=np.float32)  # context + samples not yet in a frame
+        self.probabilities: deque[float] = deque(maxlen=self.KEPT_FRAMES)
+
+    def push(self, samples16k: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, samples16k])
+        while len(self._pending) >= VAD_CONTEXT + VAD_FRAME:
+            frame = self._pending[: VAD_CONTEXT + VAD_FRAME]
+            self.probabilities.append(self._run(frame))
+            self._pending = self._pending[VAD_FRAME:]
+
+    def speech_fraction(self, samples: int) -> float:
+        """The share of speech among the frames of about the last `samples` samples."""
+        count = min(len(self.probabilities), max(1, round(samples / VAD_FRAME)))
+        if not count:
+            return 0.0
+        recent = list(self.probabilities)[-count:]
+        return sum(probability > SPEECH_THRESHOLD for probability in recent) / count
+
+    def _run(self, frame: np.ndarray) -> float:
+        probability, self._state = self.session.run(
+            None, {"input": frame[None, :], "state": self._state, "sr": np.array(SAMPLING_RATE, dtype=np.int64)}
+        )
+        return float(probability[0, 0])
+
+
+def frame_speech_probabilities(waveform16k: np.ndarray) -> np.ndarray:
+    """Silero's speech probability for each whole 32 ms frame of a waveform, as a stream sees it."""
+    voice = VoiceActivity()
+    voice.probabilities = deque()  # keep them all
+    voice.push(waveform16k)
+    return np.array(voice.probabilities, dtype=np.float32)
+
+
+@functools.cache
+def vad_session():
+    """The Silero VAD ONNX model that the silero-vad package ships, in one onnxruntime session
+    shared by every stream (its `run` is thread-safe; the recurrent state is each stream's own).
+
+    The file is found without importing the package, whose import would set torch's thread count
+    to one for the whole process.
+    """
+    import onnxruntime
+
+    spec = importlib.util.find_spec(VAD_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("Live mode needs the silero-vad package (pip install -r requirements.txt).")
+    path = Path(next(iter(spec.submodule_search_locations))) / VAD_MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"The silero-vad package has no {VAD_MODEL_FILE}; reinstall it.")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # a 32 ms frame is far too small to split across cores
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class StreamResampler:
+    """Resample a stream chunk by chunk to 16 kHz, giving the samples that resampling the whole
+    stream at once would give (torchaudio's windowed sinc), except at its very end.
+
+    Each chunk is resampled with RESAMPLE_MARGIN input samples of real context on both sides, so
+    the output lags the input by that margin (4 ms at 16 kHz), which a live stream never misses.
+    Input is consumed in
+    whole periods of the rate ratio (3 samples for 48 kHz, 441 for 44.1 kHz), which keeps every
+    piece aligned with the whole stream's output grid.
+    """
+
+    def __init__(self, orig_rate: int, target_rate: int = SAMPLING_RATE):
+        if orig_rate <= 0:
+            raise AudioError(f"The sampling rate must be positive, got {orig_rate} Hz.")
+        self.orig_rate, self.target_rate = orig_rate, target_rate
+        divisor = math.gcd(orig_rate, target_rate)
+        self.in_period, self.out_period = orig_rate // divisor, target_rate // divisor
+        self.margin = math.ceil(RESAMPLE_MARGIN / self.in_period) * self.in_period
+        self._pending = np.zeros(self.margin, dtype=np.float32)  # left context (silence before the start) + unread input
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        if self.orig_rate == self.target_rate:
+            return samples
+        self._pending = np.concatenate([self._pending, samples])
+        usable = (len(self._pending) - 2 * self.margin) // self.in_period * self.in_period
+        if usable <= 0:
+            return np.zeros(0, dtype=np.float32)
+        resampled = resample(self._pending[: usable + 2 * self.margin], self.orig_rate, self.target_rate)
+        first = self.margin // self.in_period * self.out_period
+        self._pending = self._pending[usable:]
+        return resampled[first : first + usable // self.in_period * self.out_period]

@@ -1,0 +1,49 @@
+"""Synthetic speech for the tests that need a voice-activity model to hear speech.
+
+The harmonic tones of synthetic.py are not speech to a trained voice-activity model (Silero
+gives them under 0.7 for a few frames, then about 0), so live-mode tests speak with espeak-ng,
+a formant synthesiser (installed by scripts/setup.sh test; Debian package espeak-ng).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_train.audio import SAMPLING_RATE, load_audio
+
+ESPEAK = "espeak-ng"
+SENTENCES = ("Kids are talking by the door.", "Dogs are sitting by the door.")
+
+
+@cache
+def spoken(text: str, words_per_minute: int = 150) -> np.ndarray:
+    """`text` spoken by espeak-ng as a 16 kHz float32 waveform (skips the test without espeak-ng)."""
+    if shutil.which(ESPEAK) is None:
+        pytest.skip(f"{ESPEAK} is not installed (scripts/setup.sh test installs it)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "speech.wav"
+        subprocess.run([ESPEAK, "-v", "en-us", "-s", str(words_per_minute), "-w", str(path), text], check=True)
+        return load_audio(path)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * SAMPLING_RATE), dtype=np.float32)
+
+
+def talk_with_pauses(pause_s: float = 3.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Silence, a sentence, a long pause, another sentence, silence: the waveform and the
+    (start_s, end_s) of each sentence."""
+    parts, spans, position = [silence(1.0)], [], 1.0
+    for sentence in SENTENCES:
+        speech = spoken(sentence)
+        spans.append((position, position + len(speech) / SAMPLING_RATE))
+        position += len(speech) / SAMPLING_RATE + pause_s
+        parts += [speech, silence(pause_s)]
+    return np.concatenate(parts), spans

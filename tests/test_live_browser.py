@@ -1,0 +1,184 @@
+"""Live mode in headless Chromium: the fake microphone streams a file, the page follows it.
+
+The app runs in this process (its live sessions can be inspected), Chromium's fake microphone
+plays spoken sentences with pauses, and the page must show successive emotions while it speaks,
+"no speech" in the pause, and a summary once recording stops. Two browsers streaming at once,
+one speech and one silence, must not hear each other, and closing their pages frees their
+streams. Screenshots go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import app
+from app_support import free_port
+from ser_train.audio import resample
+from ser_train.live import STEP_S
+from speech import talk_with_pauses
+from test_browser import CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, screenshot
+
+pytestmark = pytest.mark.browser
+
+UPDATE_POLL_S = 0.1
+START_TIMEOUT_MS = 60_000  # the first answer loads the model on a busy 2-core machine
+UNLOAD_TIMEOUT_S = 30  # Gradio notices a closed page when its heartbeat connection drops
+# Records each microphone track the page opens with the settings it got: the page's own
+# raw-capture script runs after this and wraps it, so what is recorded is what the page asked for.
+TRACK_SETTINGS_SCRIPT = """
+(() => {
+  const media = navigator.mediaDevices;
+  const getUserMedia = media.getUserMedia.bind(media);
+  window.microphoneSettings = [];
+  media.getUserMedia = async (constraints) => {
+    const stream = await getUserMedia(constraints);
+    stream.getAudioTracks().forEach((track) => window.microphoneSettings.push(track.getSettings()));
+    return stream;
+  };
+})();
+"""
+
+
+@pytest.fixture(scope="module")
+def talk_wav(tmp_path_factory) -> tuple[Path, list[tuple[float, float]]]:
+    """What the speaking microphone plays (48 kHz WAV) and where its sentences are."""
+    waveform, spans = talk_with_pauses(pause_s=4.0)
+    path = tmp_path_factory.mktemp("talk") / "talk.wav"
+    soundfile.write(path, resample(waveform, 16_000, FAKE_MICROPHONE_RATE), FAKE_MICROPHONE_RATE)
+    return path, spans
+
+
+@pytest.fixture(scope="module")
+def quiet_wav(tmp_path_factory, talk_wav) -> Path:
+    """What the silent microphone plays: as long as the talk, a faint hiss."""
+    seconds = soundfile.info(talk_wav[0]).duration
+    hiss = np.random.default_rng(0).normal(0, 3e-4, round(seconds * FAKE_MICROPHONE_RATE))
+    path = tmp_path_factory.mktemp("quiet") / "quiet.wav"
+    soundfile.write(path, hiss.astype(np.float32), FAKE_MICROPHONE_RATE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    port = free_port()
+    app.preload_default_model()
+    app.demo.queue().launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, head=app.RAW_MICROPHONE_SCRIPT, quiet=True
+    )
+    yield f"http://127.0.0.1:{port}/"
+    app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        yield playwright
+
+
+def launch(playwright, microphone_file: Path):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone_file}%noloop"]
+    )
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.add_init_script(TRACK_SETTINGS_SCRIPT)
+    page.goto(url)
+    page.wait_for_selector("#live-speech")
+    return page
+
+
+def start_live(page) -> None:
+    page.locator("#live-speech button.record-button").click()
+    page.locator("#live-speech button.stop-button").wait_for(state="visible")
+
+
+def stop_live(page) -> str:
+    page.locator("#live-speech button.stop-button").click()
+    summary = page.locator("#live-summary h3")
+    summary.wait_for(timeout=START_TIMEOUT_MS)
+    return summary.inner_text()
+
+
+def follow(pages: list, seconds: float) -> list[list[tuple[float, str]]]:
+    """Each page's successive live answers as shown (time since start, text), for `seconds`."""
+    seen: list[list[tuple[float, str]]] = [[] for _ in pages]
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        for page, shown in zip(pages, seen):
+            text = page.locator("#live-now").inner_text().strip()
+            if text and (not shown or shown[-1][1] != text):
+                shown.append((time.monotonic() - start, text))
+        time.sleep(UPDATE_POLL_S)
+    return seen
+
+
+def is_emotion(text: str) -> bool:
+    return "·" in text and "%" in text
+
+
+def test_live_mode_follows_the_speaker_and_sums_up(playwright, server_url, talk_wav):
+    path, spans = talk_wav
+    browser = launch(playwright, path)
+    try:
+        page = open_page(browser, server_url)
+        start_live(page)
+        page.locator("#live-now h2").wait_for(timeout=START_TIMEOUT_MS)
+        [shown] = follow([page], soundfile.info(path).duration + 1.0)
+        screenshot(page, "live-following")
+        summary = stop_live(page)
+        screenshot(page, "live-summary")
+        settings = page.evaluate("window.microphoneSettings")
+    finally:
+        browser.close()
+
+    texts = [text for _, text in shown]
+    # At least three successive emotion updates in a row while a sentence is spoken ...
+    runs, run = [], 0
+    for text in texts:
+        run = run + 1 if is_emotion(text) else 0
+        runs.append(run)
+    assert max(runs) >= 3, texts
+    # ... "no speech" in the pause after it, and a summary of what was heard.
+    first_emotion = next(index for index, text in enumerate(texts) if is_emotion(text))
+    assert any("no speech" in text for text in texts[first_emotion:]), texts
+    assert "Summary:" in summary and "%" in summary
+    assert settings and all(
+        (s["echoCancellation"], s["noiseSuppression"], s["autoGainControl"]) == (False, False, False) for s in settings
+    )
+    assert len(app.live_sessions) == 0  # stopping let the stream go
+
+
+def test_two_live_sessions_do_not_hear_each_other_and_closing_frees_them(playwright, server_url, talk_wav, quiet_wav):
+    path, _ = talk_wav
+    browsers = [launch(playwright, path), launch(playwright, quiet_wav)]
+    try:
+        pages = [open_page(browser, server_url) for browser in browsers]
+        for page in pages:
+            start_live(page)
+        for page in pages:
+            page.locator("#live-now h2").wait_for(timeout=START_TIMEOUT_MS)
+        assert len(app.live_sessions) == 2
+        speaking, quiet = follow(pages, soundfile.info(path).duration)
+        screenshot(pages[0], "live-two-sessions-speaking")
+        screenshot(pages[1], "live-two-sessions-quiet")
+        assert sum(is_emotion(text) for _, text in speaking) >= 3, speaking
+        assert quiet and not any(is_emotion(text) for _, text in quiet), quiet  # the speech never reached it
+        for page in pages:
+            page.close()
+        deadline = time.monotonic() + UNLOAD_TIMEOUT_S
+        while len(app.live_sessions) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(app.live_sessions) == 0  # the closed pages' streams were freed
+    finally:
+        for browser in browsers:
+            browser.close()
