@@ -48,7 +48,7 @@ class WhisperHyperparameters:
     window_s: int = whisper.DEFAULT_WINDOW_S
     epochs: int = 300  # the cosine schedule's length; early stopping usually ends sooner
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     weight_decay: float = 1e-2
     patience: int = 40  # epochs without a better smoothed validation UA
     projection_size: int = 256  # WhisperForAudioClassification's classifier_proj_size
