@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ser_train import augment, features
 from ser_train.augment import AugmentConfig, augment_waveform, mask_features
+from ser_train.calibration import population_statistics
 from ser_train.data import audio_arrays
 from ser_train.evaluation import classification_metrics
 from ser_train.features import FeatureConfig, extract_features
@@ -116,7 +117,12 @@ class CNNFamily:
         epochs = max_epochs or self.hp.epochs
         views = self._training_views(train)
         targets = torch.tensor(train["emotion"])
-        model = self._new_model(views[0], labels=train.features["emotion"].names)
+        labels = train.features["emotion"].names
+        model = self._new_model(views[0], labels=labels)
+        # What speaker calibration needs at inference: the training speakers' statistics.
+        model.set_population(
+            population_statistics(views[0], train["actor"], [labels[emotion] for emotion in train["emotion"]])
+        )
         optimizer, scheduler = self._optimizer(model, epochs, len(targets))
         loss_function = torch.nn.CrossEntropyLoss(
             weight=_class_weights(targets, len(model.labels)), label_smoothing=self.hp.label_smoothing
@@ -220,6 +226,7 @@ class CNNFamily:
             channels=self.hp.channels,
             blocks=self.hp.blocks,
             dropout=self.hp.dropout,
+            speaker_statistics=True,
         )
         frames = np.concatenate(clean_features)
         model.set_normalisation(frames.mean(axis=0), frames.std(axis=0))
