@@ -19,6 +19,7 @@ Families:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -68,6 +69,7 @@ class EmotionModel:
         self.labels = tuple(labels)
         self._forward = forward
         self._calibratable = calibratable
+        self.calibration: Calibration | None = None  # set only on copies made by with_calibration
         # One forward pass at a time (the app serves requests from several threads): torch
         # already spreads one pass over every core, so parallel passes would only compete for
         # the cores and multiply peak memory.
@@ -84,6 +86,7 @@ class EmotionModel:
         """
         if not waveforms16k:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        calibration = calibration or self.calibration
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
         with self._lock, torch.inference_mode():
@@ -115,6 +118,24 @@ class EmotionModel:
         seconds = sum(len(waveform) for waveform in waveforms16k) / SAMPLING_RATE
         return self.calibration_from(self.represent(waveforms16k), source, seconds)
 
+    def calibrate_recording(self, waveform16k: np.ndarray, source: str = "neutral") -> Calibration:
+        """A calibration from one longer recording of one speaker (e.g. a read passage): its
+        stretches of speech, split at pauses as the timeline splits them, are the clips."""
+        from ser_train.timeline import speech_segments
+
+        segments = [waveform16k[start:end] for start, end in speech_segments(waveform16k, SAMPLING_RATE)]
+        return self.calibrate(segments, source)
+
+    def with_calibration(self, calibration: Calibration | None) -> EmotionModel:
+        """This model answering for one speaker: every prediction of the returned copy (the
+        timeline's too) goes through `calibration`. The copy shares the weights and the lock;
+        the original is untouched, so other users of it never see the calibration."""
+        if calibration is not None:
+            self._calibration_support()
+        calibrated = copy.copy(self)
+        calibrated.calibration = calibration
+        return calibrated
+
     def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         with self._lock, torch.inference_mode():
             return self._calibration_support().represent(list(waveforms16k))
@@ -131,7 +152,13 @@ class EmotionModel:
 
     def _calibration_support(self) -> Calibratable:
         if self._calibratable is None:
-            raise ModelError(f"{self.name}: speaker calibration is not available for the {self.family} family yet.")
+            why = (
+                "it was trained before speaker calibration existed, so its folder stores no "
+                "training-speaker statistics (retrain it to calibrate)"
+                if self.family == "cnn"
+                else f"speaker calibration is not available for the {self.family} family yet"
+            )
+            raise ModelError(f"{self.name} cannot be calibrated: {why}.")
         return self._calibratable
 
     def _as_dict(self, row: np.ndarray) -> dict[str, float]:

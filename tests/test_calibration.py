@@ -153,17 +153,8 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
 
 
 @pytest.fixture(scope="module")
-def cnn_dir(synthetic_ravdess, tmp_path_factory):
-    from ser_train.training.cnn import CNNFamily, CNNHyperparameters
-
-    splits = split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])
-    family = CNNFamily(
-        CNNHyperparameters(epochs=4, patience=4, channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1),
-        cache_dir=tmp_path_factory.mktemp("features"),
-    )
-    output_dir = tmp_path_factory.mktemp("cnn")
-    family.fit(splits["train"], splits["validation"], output_dir, resume=False)
-    return output_dir, splits["test"]
+def cnn_dir(calibratable_cnn, synthetic_ravdess):
+    return calibratable_cnn, split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])["test"]
 
 
 def test_cnn_calibration_is_the_affine_map_of_its_features(cnn_dir):
@@ -196,7 +187,7 @@ def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir):
 
     bundled = load_model(DEFAULT_MODEL)  # trained before calibration existed: no statistics
     assert not bundled.can_calibrate
-    with pytest.raises(ModelError, match="not available"):
+    with pytest.raises(ModelError, match="cannot be calibrated: it was trained before speaker calibration"):
         bundled.predict_batch(second, calibration=calibration)
     other = calibration.__class__(**{**calibration.__dict__, "model_id": "another"})
     with pytest.raises(ModelError, match="another model"):
