@@ -89,6 +89,34 @@ class Calibration:
         return f"{self.clips} clip(s), {self.seconds:.1f} s of {kind}; {effect}"
 
 
+POPULATION_FILE = "speaker_statistics.safetensors"  # for families whose weights file is not ours
+
+
+def save_population(path, statistics: dict[str, PopulationStatistics]) -> None:
+    """Store a model's population statistics as safetensors ("<representation>.<field>" tensors).
+
+    The CNN keeps them as buffers in its own weights; a transformers model folder, whose weights
+    file transformers writes, can keep them beside it in POPULATION_FILE.
+    """
+    from safetensors.numpy import save_file
+
+    tensors = {
+        f"{name}.{key}": np.ascontiguousarray(value, dtype=np.float32)
+        for name, population in statistics.items()
+        for key, value in population.as_arrays().items()
+    }
+    save_file(tensors, str(path))
+
+
+def load_population(path) -> dict[str, PopulationStatistics]:
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    names = sorted({key.rsplit(".", 1)[0] for key in tensors})
+    fields = ("mean", "std", "neutral_mean", "prior_clips")
+    return {name: PopulationStatistics(**{key: tensors[f"{name}.{key}"] for key in fields}) for name in names}
+
+
 def statistics_fingerprint(statistics: dict[str, PopulationStatistics]) -> str:
     """A short id of a model's population statistics, used as a calibration's `model_id`."""
     digest = hashlib.sha256()

@@ -192,3 +192,16 @@ def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir):
     other = calibration.__class__(**{**calibration.__dict__, "model_id": "another"})
     with pytest.raises(ModelError, match="another model"):
         model.predict_batch(second, calibration=other)
+
+
+def test_population_statistics_round_trip_through_safetensors(population, tmp_path):
+    from ser_train.calibration import load_population, save_population, statistics_fingerprint
+
+    statistics = {"layer_0": population, "layer_1": population}
+    save_population(tmp_path / "speaker_statistics.safetensors", statistics)
+    loaded = load_population(tmp_path / "speaker_statistics.safetensors")
+    assert list(loaded) == ["layer_0", "layer_1"]
+    for name in statistics:
+        for key, value in statistics[name].as_arrays().items():
+            np.testing.assert_array_equal(loaded[name].as_arrays()[key], value)
+    assert statistics_fingerprint(loaded) == statistics_fingerprint(statistics)
