@@ -60,3 +60,13 @@ def calibratable_cnn(synthetic_ravdess, tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("models") / "calibratable-cnn"
     family.fit(splits["train"], splits["validation"], output_dir, resume=False)
     return output_dir
+
+
+@pytest.fixture(scope="session")
+def precalibration_cnn(tmp_path_factory) -> Path:
+    """A CNN folder as saved before speaker calibration existed: no training-speaker statistics."""
+    from ser_train.models.cnn import EmotionCNN
+
+    folder = tmp_path_factory.mktemp("models") / "precalibration-cnn"
+    EmotionCNN(channels=12, blocks=1).save_pretrained(folder)
+    return folder

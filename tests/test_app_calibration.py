@@ -19,8 +19,8 @@ NEUTRAL, CALM = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
 
 
 @pytest.fixture(autouse=True)
-def offer_calibratable_model(monkeypatch, calibratable_cnn):
-    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, str(calibratable_cnn)))
+def offer_calibratable_model(monkeypatch, calibratable_cnn, precalibration_cnn):
+    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, str(calibratable_cnn), str(precalibration_cnn)))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     assert page(state) == pytest.approx(uncalibrated, abs=1e-6)
 
 
-def test_calibration_problems_are_explained_and_keep_the_session_state(calibratable_cnn, passage, tmp_path):
+def test_calibration_problems_are_explained_and_keep_the_session_state(calibratable_cnn, precalibration_cnn, passage, tmp_path):
     name = str(calibratable_cnn)
     short = str(write_clip(tmp_path / "short.wav", sampling_rate=16_000, duration_s=3.0))
     state, status = app.calibrate_handler(short, name, "", {})
@@ -79,7 +79,7 @@ def test_calibration_problems_are_explained_and_keep_the_session_state(calibrata
     assert "No calibration recording yet" in status
 
     calibrated, _ = app.calibrate_handler(passage, name, "", {})
-    state, status = app.calibrate_handler(passage, DEFAULT_MODEL, "", calibrated)
-    # The bundled model of this commit predates calibration: said so, and the session keeps its calibration.
+    state, status = app.calibrate_handler(passage, str(precalibration_cnn), "", calibrated)
+    # A model that predates calibration: said so, and the session keeps its calibration.
     assert "cannot be calibrated" in status and "Calibration is **on**" in status
     assert state == calibrated and list(calibrated) == [name]

@@ -17,7 +17,7 @@ from ser_train.calibration import (
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import ModelError
 from ser_train.evaluation import classification_metrics
-from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.inference import load_model
 
 DIM = 4
 FRAMES_PER_CLIP = 50
@@ -174,7 +174,7 @@ def test_cnn_calibration_is_the_affine_map_of_its_features(cnn_dir):
     assert not np.allclose(calibrated, model.predict_batch(waveforms[4:]), atol=1e-4)
 
 
-def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir):
+def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir, precalibration_cnn):
     folder, test = cnn_dir
     model = load_model(str(folder))
     first = audio_arrays(test.filter(lambda actor: actor == 5, input_columns="actor"))
@@ -185,10 +185,11 @@ def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir):
     # The model holds no calibration: another request (or session) gets exactly what it got before.
     np.testing.assert_array_equal(model.predict_batch(second), before)
 
-    bundled = load_model(DEFAULT_MODEL)  # trained before calibration existed: no statistics
-    assert not bundled.can_calibrate
+    older = load_model(str(precalibration_cnn))  # saved before calibration existed: no statistics
+    assert not older.can_calibrate
+    np.testing.assert_allclose(older.predict_batch(second).sum(axis=1), 1, atol=1e-5)  # it still predicts
     with pytest.raises(ModelError, match="cannot be calibrated: it was trained before speaker calibration"):
-        bundled.predict_batch(second, calibration=calibration)
+        older.predict_batch(second, calibration=calibration)
     other = calibration.__class__(**{**calibration.__dict__, "model_id": "another"})
     with pytest.raises(ModelError, match="another model"):
         model.predict_batch(second, calibration=other)
