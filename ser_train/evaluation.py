@@ -179,8 +179,8 @@ def format_metrics_table(results: dict) -> str:
     for number, fold in enumerate(results["folds"], start=1):
         m = fold["metrics"]
         name = f"fold {number}" if len(results["folds"]) > 1 else "test"
-        actors = ",".join(map(str, fold["test_actors"]))
-        lines.append(f"{name:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  actors {actors}")
+        who = f"speakers {','.join(fold['test_speakers'])}" if "test_speakers" in fold else f"actors {','.join(map(str, fold['test_actors']))}"
+        lines.append(f"{name:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  {who}")
     if "cross_validation" in results:
         mean, std = results["cross_validation"]["mean"], results["cross_validation"]["std"]
         lines.append(
