@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     families = train.add_subparsers(title="families", metavar="FAMILY", required=True)
     cnn = families.add_parser("cnn", help="CNN over handcrafted frame-level features")
     add_training_arguments(cnn)
+    cnn.add_argument(
+        "--calibrated-share",
+        type=float,
+        metavar="P",
+        help="share of training clips seen through a speaker calibration from random other clips of "
+        "their speaker, so one model serves calibrated and uncalibrated use (default 0: off)",
+    )
     cnn.set_defaults(run=run_train, family="cnn")
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)
