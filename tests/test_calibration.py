@@ -206,3 +206,29 @@ def test_population_statistics_round_trip_through_safetensors(population, tmp_pa
         for key, value in statistics[name].as_arrays().items():
             np.testing.assert_array_equal(loaded[name].as_arrays()[key], value)
     assert statistics_fingerprint(loaded) == statistics_fingerprint(statistics)
+
+
+def test_calibrated_training_views_calibrate_a_share_of_clips_per_speaker(cnn_dir):
+    from ser_train.models.cnn import EmotionCNN
+    from ser_train.training.cnn import CalibratedTrainingViews
+
+    folder, _ = cnn_dir
+    model = EmotionCNN.from_pretrained(folder)
+    rng = np.random.default_rng(0)
+    clean = [rng.normal(3.0, 2.0, (30, model.feature_config.dim)).astype(np.float32) for _ in range(12)]
+    speakers = [1] * 6 + [2] * 6
+    emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful"] * 2
+
+    untouched = CalibratedTrainingViews(model, clean, speakers, emotions, share=0.0).apply(clean, rng)
+    assert all(a is b for a, b in zip(untouched, clean))
+
+    views = CalibratedTrainingViews(model, clean, speakers, emotions, share=1.0).apply(clean, np.random.default_rng(1))
+    for speaker in (1, 2):
+        own = [i for i, s in enumerate(speakers) if s == speaker]
+        # One affine map per speaker: scale and shift recovered from two clips agree for all.
+        first, second = own[0], own[1]
+        scale = (views[first][1] - views[first][0]) / (clean[first][1] - clean[first][0])
+        shift = views[first][0] - clean[first][0] * scale
+        for i in own:
+            np.testing.assert_allclose(views[i], clean[i] * scale + shift, rtol=1e-3, atol=1e-3)
+        assert not np.allclose(views[first], clean[first])
