@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
     predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
+    predict.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="15-30 s of the same speaker's calm speech (e.g. a read passage): calibrate the model to that voice first",
+    )
     predict.set_defaults(run=run_predict)
 
     push = commands.add_parser("push", help="publish a trained model folder to the Hugging Face Hub in one commit")
@@ -252,6 +257,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from ser_train.inference import DEFAULT_MODEL, load_model, predict_files
 
     model = load_model(args.model or DEFAULT_MODEL)  # once, for all files
+    if args.calibration:
+        from ser_train.audio import load_audio
+
+        model = model.with_calibration(model.calibrate_recording(load_audio(args.calibration), source="neutral"))
     results = predict_files(model, args.files)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -83,3 +83,16 @@ def test_calibration_problems_are_explained_and_keep_the_session_state(calibrata
     # A model that predates calibration: said so, and the session keeps its calibration.
     assert "cannot be calibrated" in status and "Calibration is **on**" in status
     assert state == calibrated and list(calibrated) == [name]
+
+
+def test_cli_predict_with_a_calibration_recording_gives_the_librarys_answer(calibratable_cnn, passage, tmp_path, capsys):
+    import json
+
+    from ser_train.cli import main
+
+    clip = write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY)
+    model = load_model(str(calibratable_cnn))
+    expected = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(passage), source="neutral"))
+    assert main(["predict", str(clip), "--model", str(calibratable_cnn), "--calibration", passage, "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["probabilities"] == pytest.approx(expected, abs=1e-6)
