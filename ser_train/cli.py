@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         "convolutional feature encoder frozen (the usual recipe; default)",
     )
     wav2vec2.set_defaults(run=run_train, family="wav2vec2")
+    whisper = families.add_parser("whisper", help="classification head on a frozen Whisper encoder (transformers)")
+    add_training_arguments(whisper)
+    whisper.add_argument(
+        "--base",
+        metavar="PATH_OR_HUB_ID",
+        help="Whisper checkpoint (Hub id or local folder; default: the bundled whisper-base encoder, models/whisper-base-encoder)",
+    )
+    whisper.add_argument(
+        "--window-s",
+        type=int,
+        metavar="SECONDS",
+        help="input window in seconds (default 6; Whisper's own is 30): shorter clips are padded, longer ones cut",
+    )
+    whisper.set_defaults(run=run_train, family="whisper")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")
     evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision]")

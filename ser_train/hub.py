@@ -128,11 +128,12 @@ def push_model_dir(
 ) -> str:
     """Publish a trained model folder to `repo_id` in one commit; return the commit's URL.
 
-    The model card (README.md) is rendered from the folder's eval_results.json first. The repo
-    (and the branch `revision`) are created if needed. On any failure the local folder is left
-    as it is and the `HubError` names the command to retry.
+    The model card (README.md) is rendered for `repo_id` from the folder's eval_results.json
+    straight into the commit: the folder itself is never written, so a push, failed or not,
+    leaves it byte for byte as it was. The repo (and the branch `revision`) are created if
+    needed. On any failure the `HubError` names the command to retry.
     """
-    from ser_train.model_card import write_model_card
+    from ser_train.model_card import CARD_FILE, render_model_card
 
     model_dir = Path(model_dir)
     retry = retry_command(model_dir, repo_id, private, revision)
@@ -140,12 +141,14 @@ def push_model_dir(
         validate_repo_id(repo_id)
     except HFValidationError:
         raise HubError(f"'{repo_id}' is not a Hub repo id; use the form user/name.") from None
-    publishable_files(model_dir)  # refuse an incomplete folder before writing its card
-    write_model_card(model_dir, repo_id=repo_id)
+    files = publishable_files(model_dir)  # refuses an incomplete folder before rendering its card
+    card = render_model_card(model_dir, repo_id=repo_id)
     operations = [
         CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
-        for path in publishable_files(model_dir)
+        for path in files
+        if path.name != CARD_FILE
     ]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=str(card).encode()))
     api = api if api is not None else HfApi()
     try:
         api.whoami()  # fails fast on a missing or invalid token, or no network, before any change

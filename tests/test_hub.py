@@ -18,7 +18,7 @@ from hub_helpers import HubStandIn, Route, make_tiny_wav2vec2, online_hub, write
 from ser_train.cli import main
 from ser_train.errors import HubError
 from ser_train.hub import push_model_dir
-from ser_train.model_card import write_model_card
+from ser_train.model_card import render_model_card, write_model_card
 
 REPO_ID = "someone/ser-wav2vec2"
 REPO_API = f"/api/models/{REPO_ID}"
@@ -78,9 +78,9 @@ def trained_model(tmp_path_factory):
 
 @pytest.fixture
 def model_dir(trained_model, tmp_path):
-    """A fresh copy per test, its card already rendered for REPO_ID (so pushing changes nothing)."""
+    """A fresh copy per test, its card rendered as training renders it: for no repo yet."""
     folder = shutil.copytree(trained_model, tmp_path / "ser-wav2vec2")
-    write_model_card(folder, repo_id=REPO_ID)
+    write_model_card(folder)
     return folder
 
 
@@ -107,12 +107,16 @@ def folder_state(folder) -> dict:
 
 def test_push_uploads_exactly_the_model_files_in_one_commit(model_dir, online_hub):
     hub = online_hub(ACCEPTING_HUB)
+    before = folder_state(model_dir)
     url = push_model_dir(model_dir, REPO_ID, api=HfApi(endpoint=hub.url, token=TOKEN))
 
     (files,) = commits(hub)
     assert set(files) == PUBLISHED
     for name, content in files.items():
-        assert content == (model_dir / name).read_bytes()
+        if name != "README.md":  # the card is rendered for the repo, the folder's is left alone
+            assert content == (model_dir / name).read_bytes()
+    assert folder_state(model_dir) == before
+    assert files["README.md"] == str(render_model_card(model_dir, repo_id=REPO_ID)).encode()
     assert hub.requests[-1] == ("POST", f"{REPO_API}/commit/main")
     created = request_json(hub, "POST", "/api/repos/create")
     assert (created["organization"], created["name"], created["type"]) == ("someone", "ser-wav2vec2", "model")
@@ -204,10 +208,11 @@ def test_push_failures_leave_the_folder_and_say_how_to_retry(case, model_dir, on
 
 def test_push_command_fails_with_exit_code_and_sentence(model_dir, capsys):
     # No token in the test environment: the real client stops before any request.
+    before = folder_state(model_dir)
     code = main(["push", "--model-dir", str(model_dir), "--repo-id", REPO_ID, "--private", "--revision", "exp"])
     err = capsys.readouterr().err
 
     assert code == 2
     assert err.startswith("error: No Hugging Face token was found")
     assert err.strip().endswith(f"--repo-id {REPO_ID} --private --revision exp")
-    assert (model_dir / "model.safetensors").is_file()
+    assert folder_state(model_dir) == before

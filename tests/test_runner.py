@@ -39,6 +39,9 @@ class NearestCentroidFamily:
         np.save(output_dir / "centroids.npy", centroids)
         return runner.FitResult(model=centroids, best_epoch=3 if validation is not None else max_epochs)
 
+    def prepare(self, dataset):
+        return dataset
+
     def predict(self, centroids, dataset):
         features = np.stack([spectral_statistics(w) for w in audio_arrays(dataset)])
         return np.argmin(((features[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)

@@ -229,7 +229,7 @@ def pad_features(features: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
     """
     lengths = torch.tensor([len(matrix) for matrix in features])
     frames = math.ceil(int(lengths.max()) / PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF
-    batch = torch.zeros(len(features), frames, features[0].shape[1])
+    batch = torch.zeros(len(features), frames, features[0].shape[1], dtype=torch.as_tensor(features[0]).dtype)
     for row, matrix in enumerate(features):
         batch[row, : len(matrix)] = torch.as_tensor(matrix)
     return batch, lengths

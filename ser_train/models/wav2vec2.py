@@ -56,7 +56,7 @@ HEAD_CONFIG = {
 MASKED_INFERENCE_BATCH_SIZE = 16
 
 
-def resolve_base(base: str) -> Path:
+def resolve_base(base: str, model_types: Sequence[str] = SUPPORTED_MODEL_TYPES) -> Path:
     """The local folder holding the pretrained encoder `base`: the folder itself or its Hub snapshot.
 
     Everything that could stop training later is checked here, in seconds and before any audio
@@ -76,7 +76,7 @@ def resolve_base(base: str) -> Path:
             f"{base}: {folder} holds no safetensors weights (pickled .bin weights are refused because "
             "loading them can run code); point --base at a folder re-saved with save_pretrained."
         )
-    _check_encoder(base, folder)
+    _check_encoder(base, folder, model_types)
     return folder
 
 
@@ -100,15 +100,15 @@ def _download(base: str) -> Path:
         ) from None
 
 
-def _check_encoder(base: str, folder: Path) -> None:
-    """A supported speech encoder with a 16 kHz feature extractor, or an SERError saying why not."""
+def _check_encoder(base: str, folder: Path, model_types: Sequence[str]) -> None:
+    """A speech encoder of `model_types` with a 16 kHz feature extractor, or an SERError saying why not."""
     from transformers import AutoConfig, AutoFeatureExtractor
 
     model_type = AutoConfig.from_pretrained(folder).model_type
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type not in model_types:
         raise SERError(
-            f"{base} is a '{model_type}' model; --base needs a speech encoder of one of the types "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}."
+            f"{base} is a '{model_type}' model; --base needs a speech encoder of the type "
+            f"{', '.join(model_types)}."
         )
     if not (folder / "preprocessor_config.json").is_file():
         raise SERError(
@@ -159,9 +159,16 @@ def inference_batch_size(feature_extractor) -> int:
     Without an attention mask (wav2vec2-base and the other group-norm checkpoints) the zeros that
     pad short clips would enter the feature encoder's normalisation and the mean over time, and a
     clip's prediction would depend on its batch-mates; one clip at a time gives exactly what
-    `pipeline("audio-classification")` gives.
+    `pipeline("audio-classification")` gives. Whisper pads every clip to its fixed window
+    whatever the batch, so its batches are safe too.
     """
-    return MASKED_INFERENCE_BATCH_SIZE if feature_extractor.return_attention_mask else 1
+    safe = feature_extractor.return_attention_mask or has_fixed_window(feature_extractor)
+    return MASKED_INFERENCE_BATCH_SIZE if safe else 1
+
+
+def has_fixed_window(feature_extractor) -> bool:
+    """Whisper's extractor pads (or cuts) every clip to one window length, `n_samples`."""
+    return getattr(feature_extractor, "n_samples", None) is not None
 
 
 class EmotionWav2Vec2:
@@ -193,7 +200,7 @@ class EmotionWav2Vec2:
                 inputs = self.feature_extractor(
                     list(waveforms[start : start + batch_size]),
                     sampling_rate=self.feature_extractor.sampling_rate,
-                    padding=True,
+                    padding="max_length" if has_fixed_window(self.feature_extractor) else True,
                     return_tensors="pt",
                 ).to(self.model.device)
                 logits = self.model(**inputs).logits

@@ -164,6 +164,9 @@ class CNNFamily:
         model.save_pretrained(output_dir)
         return FitResult(model, progress.best_epoch)
 
+    def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
+        return dataset  # features are cached per clip and view as the folds need them
+
     def predict(self, model: EmotionCNN, dataset: datasets.Dataset) -> np.ndarray:
         torch.set_num_threads(self.hp.threads)
         return model.predict_proba_of_features(self._clean_features(dataset)).argmax(axis=1)

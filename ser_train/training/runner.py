@@ -68,6 +68,9 @@ class Family(Protocol):
         train exactly `max_epochs`.
         """
 
+    def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
+        """The whole dataset with whatever the family computes once per clip (or as it is)."""
+
     def predict(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
         """Class ids for every row of `dataset`."""
 
@@ -107,7 +110,7 @@ def run(
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
     resuming = _claim_output_dir(output_dir, resume) if is_main_process() else True
-    dataset = load_corpora(dataset_source)
+    dataset = family.prepare(load_corpora(dataset_source))
     dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
     if test_speakers:

@@ -136,6 +136,9 @@ class Wav2Vec2Family:
         best_epoch = _best_epoch(trainer.state) if validating else epochs
         return FitResult(EmotionWav2Vec2(trainer.model, feature_extractor), best_epoch)
 
+    def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
+        return dataset  # the encoder learns, so nothing it computes can be kept between epochs
+
     def predict(self, model: EmotionWav2Vec2, dataset: datasets.Dataset) -> np.ndarray:
         return model.predict_proba(audio_arrays(dataset)).argmax(axis=1)
 

@@ -1,0 +1,184 @@
+"""Whisper: the converted whisper-base encoder against the source's reference output, the
+converter on a tiny random encoder, and the Whisper family trained for real on that tiny encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, WhisperConfig, pipeline
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from ser_train.data import audio_arrays, load_ravdess
+from ser_train.errors import SERError
+from ser_train.inference import load_model
+from ser_train.models import whisper, whisper_conversion
+from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, convert
+from ser_train.training import runner
+from ser_train.training.whisper import MEANS_COLUMN, WhisperFamily, WhisperHyperparameters
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERTED = ROOT / "models" / "whisper-base-encoder"
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "whisper_base_reference"
+
+
+def test_converted_encoder_reproduces_the_reference_output():
+    """The source repository ran `WhisperModel.from_pretrained("openai/whisper-base")`'s encoder
+    (layer_norm, then the 6 layers) on a 512 x 512 hidden-state input and saved the output.
+
+    The tolerance: the reference and this run sum in different orders in float32, which moves
+    the output by a few 1e-6 of its scale (5e-5 of 26 here); a 1e-4 share of the scale leaves
+    room for other CPUs and is still far below what one wrong tensor does (the layer norm
+    applied last instead of first: an error of 20).
+    """
+    model = AutoModelForAudioClassification.from_pretrained(CONVERTED, num_labels=8)
+    encoder = model.encoder.eval()
+    hidden = torch.from_numpy(np.load(REFERENCE / "input.npy"))[None]
+    expected = np.load(REFERENCE / "output_pytorch.npy")
+
+    with torch.inference_mode():
+        hidden = encoder.layer_norm(hidden)
+        for layer in encoder.layers:
+            hidden = layer(hidden, None)
+    output = hidden[0].numpy()
+
+    assert model.dtype == torch.float32
+    assert sum(p.numel() for p in encoder.parameters()) == whisper_conversion.WHISPER_BASE_ENCODER_PARAMETERS
+    np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def tiny_config() -> WhisperConfig:
+    return WhisperConfig(
+        d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32,
+        num_mel_bins=80, max_source_positions=1500, vocab_size=100, dtype="float32",
+    )  # fmt: skip
+
+
+def write_source(folder: Path, encoder: WhisperEncoder) -> None:
+    """Write an encoder as the source stores whisper-base: one fp16 .npy per tensor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in encoder.state_dict().items():
+        np.save(folder / f"{key.replace('.', '_')}_fp16.npy", value.half().numpy())
+
+
+def test_convert_writes_a_folder_transformers_loads_tensor_for_tensor(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    config = tiny_config()
+    encoder = WhisperEncoder(config)
+    write_source(tmp_path / "source", encoder)
+    monkeypatch.setattr(whisper_conversion, "whisper_base_config", lambda: WhisperConfig(**config.to_dict()))
+    monkeypatch.setattr(whisper_conversion, "WHISPER_BASE_ENCODER_PARAMETERS", sum(p.numel() for p in encoder.parameters()))
+
+    folder = convert(tmp_path / "source", tmp_path / "converted")
+
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert index["weight_map"]["encoder.embed_positions.weight"] == POSITIONS_SHARD
+    assert index["weight_map"]["encoder.conv1.weight"] == ENCODER_SHARD
+    loaded = AutoModelForAudioClassification.from_pretrained(folder, num_labels=8).encoder
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value.half().float(), rtol=0, atol=0, msg=key)
+    assert "MIT" in (folder / "README.md").read_text()
+
+
+def test_convert_refuses_a_folder_that_is_not_the_encoder(tmp_path):
+    write_source(tmp_path / "source", WhisperEncoder(tiny_config()))
+    with pytest.raises(SERError, match="is not the whisper-base encoder"):
+        convert(tmp_path / "source", tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
+
+
+# --- The Whisper family, trained for real on a tiny random encoder -----------------------------
+
+WINDOW_S = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random Whisper encoder in the converted base's layout (encoder shard, table shard)."""
+    folder = tmp_path_factory.mktemp("tiny-whisper")
+    torch.manual_seed(0)
+    config = tiny_config()
+    encoder = WhisperEncoder(config)
+    write_source(folder / "source", encoder)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(whisper_conversion, "whisper_base_config", lambda: WhisperConfig(**config.to_dict()))
+    patch.setattr(whisper_conversion, "WHISPER_BASE_ENCODER_PARAMETERS", sum(p.numel() for p in encoder.parameters()))
+    try:
+        return convert(folder / "source", folder / "base")
+    finally:
+        patch.undo()
+
+
+def tiny_family(base: Path, **overrides) -> WhisperFamily:
+    settings = dict(base=str(base), window_s=WINDOW_S, epochs=60, patience=60, projection_size=16, augmented_views=1)
+    return WhisperFamily(WhisperHyperparameters(**{**settings, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def holdout_run(tiny_base, synthetic_ravdess, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("whisper-run")
+    family = tiny_family(tiny_base)
+    results = runner.run(family, str(synthetic_ravdess), output_dir, test_actors=[6], command=["test"])
+    return family, output_dir, results
+
+
+def test_holdout_run_learns_and_saves_a_standard_folder_sharing_the_base_encoder(holdout_run, tiny_base):
+    family, output_dir, results = holdout_run
+
+    assert results["family"] == "whisper"
+    assert results["test"]["balanced_accuracy"] > 0.5  # 8 emotions: chance is 0.125
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["model_type"] == "whisper" and config["architectures"] == ["WhisperForAudioClassification"]
+    assert config["max_source_positions"] == WINDOW_S * 50 and config["use_weighted_layer_sum"]
+    assert json.loads((output_dir / "preprocessor_config.json").read_text())["chunk_length"] == WINDOW_S
+    assert (output_dir / ENCODER_SHARD).read_bytes() == (tiny_base / ENCODER_SHARD).read_bytes()
+    assert not (output_dir / "model.safetensors").exists()
+
+
+def test_saved_model_answers_alike_through_load_model_pipeline_and_the_training_cache(holdout_run, synthetic_ravdess):
+    family, output_dir, _ = holdout_run
+    dataset = family.prepare(load_ravdess(str(synthetic_ravdess)))
+    waveforms = audio_arrays(dataset)[:6]
+    waveforms[1] = np.tile(waveforms[1], 2)  # longer than the window: cut at its end
+    model = load_model(str(output_dir))
+
+    from_library = model.predict_batch(waveforms)
+    classifier = pipeline("audio-classification", model=str(output_dir), top_k=None)
+    for waveform, row in zip(waveforms, from_library):
+        scores = {s["label"]: s["score"] for s in classifier({"raw": waveform, "sampling_rate": 16_000})}
+        np.testing.assert_allclose([scores[label] for label in model.labels], row, rtol=1e-4, atol=1e-6)
+
+    # The head was trained on cached layer means; from them it must give the model's own logits.
+    transformers_model = AutoModelForAudioClassification.from_pretrained(output_dir).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(output_dir)
+    with torch.inference_mode():
+        full = transformers_model(**extractor(waveforms, sampling_rate=16_000, return_tensors="pt")).logits
+        means = torch.from_numpy(np.asarray(dataset.with_format("numpy")[MEANS_COLUMN][:6])[:, 0])
+        from_cache = whisper.logits_from_layer_means(transformers_model, means)
+    np.testing.assert_allclose(from_cache[[0, 2, 3, 4, 5]], full[[0, 2, 3, 4, 5]], rtol=1e-4, atol=1e-4)
+
+
+def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tiny_base, synthetic_ravdess, tmp_path):
+    family = tiny_family(tiny_base)
+    train = family.prepare(load_ravdess(str(synthetic_ravdess)))
+    straight = family.fit(train, None, tmp_path / "straight", resume=False, max_epochs=6)
+
+    family.fit(train, None, tmp_path / "interrupted", resume=False, max_epochs=3)  # "killed" after 3
+    resumed = family.fit(train, None, tmp_path / "interrupted", resume=True, max_epochs=6)
+
+    assert resumed.best_epoch == straight.best_epoch == 6
+    for name, weights in straight.model.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+
+
+def test_a_base_that_is_not_whisper_is_refused_before_any_audio_is_read(tmp_path):
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)).save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    with pytest.raises(SERError, match="'wav2vec2' model; --base needs a speech encoder of the type whisper"):
+        tiny_family(tmp_path)
