@@ -171,10 +171,11 @@ def speaker_affine(
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     clips = len(clip_frames)
     frames = np.concatenate(clip_frames).astype(np.float64)
-    prior_mean = population.neutral_mean if source == "neutral" else population.mean
+    # Neutral speech is compared with the training speakers' neutral mean, any speech with their
+    # overall mean: that is both the prior of the speaker's mean and where it is moved to.
+    target_mean = population.neutral_mean if source == "neutral" else population.mean
     weight = clips / (clips + population.prior_clips.astype(np.float64))
-    speaker_mean = weight * frames.mean(axis=0) + (1 - weight) * prior_mean
-    target_mean = prior_mean  # neutral speech goes to the neutral mean, any speech to the mean
+    speaker_mean = weight * frames.mean(axis=0) + (1 - weight) * target_mean
     spread_estimated = source == "speech" and clips >= MIN_CLIPS_FOR_SPREAD
     if spread_estimated:
         population_variance = population.std.astype(np.float64) ** 2
