@@ -147,7 +147,7 @@ class CNNFamily:
         bar = tqdm(total=epochs, initial=progress.epoch, desc="Training CNN", unit="epoch")
         while progress.epoch < epochs and progress.stale_epochs < self.hp.patience:
             progress.epoch += 1
-            loss = self._train_epoch(model, views, targets, optimizer, scheduler, loss_function, progress.epoch, calibrated_views)
+            loss = self._train_epoch(model, views, targets, optimizer, scheduler, loss_function, calibrated_views, progress.epoch)
             score = _balanced_accuracy(model, *validation_data) if validation_data else None
             if progress.record(score):
                 best_weights = copy.deepcopy(model.state_dict())
@@ -252,8 +252,8 @@ class CNNFamily:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         loss_function: torch.nn.Module,
+        calibrated_views: CalibratedTrainingViews | None,
         epoch: int,
-        calibrated_views: CalibratedTrainingViews | None = None,
     ) -> float:
         """One pass over the training clips, each in a randomly chosen view; the mean loss."""
         rng = np.random.default_rng([self.hp.seed, epoch])
