@@ -274,10 +274,24 @@ def calibration_status(calibrations: dict) -> str:
     if not calibrations:
         return "Calibration is **off**: answers are the model's own."
     lines = [
-        f"✅ Calibration is **on** for {display_name(name)} ({calibration.describe()})."
+        f"✅ Calibration is **on** for {display_name(name)} ({calibration.describe()}).{measured_effect(name)}"
         for name, calibration in calibrations.items()
     ]
     return "\n\n".join(lines + ["It applies to your recordings in this browser tab only; Reset turns it off."])
+
+
+def measured_effect(model_dir: str) -> str:
+    """What neutral calibration did for this model on actors it never heard, from its eval_results.json."""
+    path = Path(model_dir) / EVAL_RESULTS_FILE
+    if not path.is_file():
+        return ""
+    neutral = json.loads(path.read_text()).get("calibration", {}).get("mean_over_folds", {}).get("neutral")
+    if not neutral:
+        return ""
+    return (
+        f" Measured on actors it never heard, calibrated from their neutral and calm clips: balanced "
+        f"accuracy {neutral['calibrated']:.1%}, against {neutral['uncalibrated_same_clips']:.1%} uncalibrated."
+    )
 
 
 def session_model(name: str, calibrations: dict | None) -> EmotionModel:

@@ -96,3 +96,13 @@ def test_cli_predict_with_a_calibration_recording_gives_the_librarys_answer(cali
     assert main(["predict", str(clip), "--model", str(calibratable_cnn), "--calibration", passage, "--json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
     assert result["probabilities"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_status_reports_what_neutral_calibration_measured_for_the_model(tmp_path):
+    import json
+
+    (tmp_path / "eval_results.json").write_text(
+        json.dumps({"calibration": {"mean_over_folds": {"neutral": {"calibrated": 0.626, "uncalibrated_same_clips": 0.637}}}})
+    )
+    assert "balanced accuracy 62.6%, against 63.7% uncalibrated" in app.measured_effect(str(tmp_path))
+    assert app.measured_effect(str(tmp_path / "no-such-model")) == ""
