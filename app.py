@@ -32,7 +32,7 @@ from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, HubError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
@@ -153,16 +153,19 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     )
 
 
-def predict_api(audio: str, model: str) -> dict[str, float]:
+def predict_api(audio: str, model: str, calibration_audio: str | None = None) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
     `model` is "" for the bundled model, a model the Space offers (SER_MODELS), or any Hub id
     (user/name or user/name@revision). Recordings longer than 6 s get the duration-weighted
-    average over their stretches of speech.
+    average over their stretches of speech. `calibration_audio`, optional, is 15-30 s of the
+    same speaker's calm speech: the answer is then calibrated to that voice, for this request only.
     """
     try:
-        model = get_model(resolve_model(model))
-        return analyse_recording(model, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
+        chosen = get_model(resolve_model(model))
+        if calibration_audio:
+            chosen = chosen.with_calibration(chosen.calibrate_recording(read_calibration(calibration_audio)))
+        return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
 
@@ -175,6 +178,86 @@ def required_audio(audio_path: str | None) -> str:
             "(the player shows it), press Analyse."
         )
     return audio_path
+
+
+# --- Calibration to a visitor's voice ---------------------------------------------------------
+#
+# A visitor reads a neutral passage; the model's statistics of that speech (never the audio) are
+# kept in the visitor's own gr.State, so they live in that browser session only and no other
+# visitor, request or the server's disk ever sees them. Calibration from neutral speech only
+# moves the visitor's neutral mean onto the training speakers' (see ser_train.calibration).
+
+CALIBRATION_PASSAGE = (
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+    "The rainbow is a division of white light into many beautiful colours. These take the shape "
+    "of a long round arch, with its path high above, and its two ends apparently beyond the "
+    "horizon. There is, according to legend, a boiling pot of gold at one end. People look, but "
+    "no one ever finds it."
+)  # the opening of "The Rainbow Passage" (Fairbanks, 1960), read in about 20 seconds
+CALIBRATION_MIN_S = 10.0  # less calm speech says too little about a voice
+CALIBRATION_MAX_S = 60.0
+
+
+def read_calibration(audio_path: str | None) -> np.ndarray:
+    """The calibration recording as a checked 16 kHz waveform of 10-60 s, or AudioError."""
+    if not audio_path:
+        raise AudioError("No calibration recording yet: record or upload yourself reading the passage, then press Calibrate.")
+    waveform = load_audio(audio_path, max_duration_s=CALIBRATION_MAX_S)
+    if len(waveform) < CALIBRATION_MIN_S * SAMPLING_RATE:
+        raise AudioError(
+            f"The calibration recording is {len(waveform) / SAMPLING_RATE:.1f} s long; read the whole "
+            f"passage (15-30 s, at least {CALIBRATION_MIN_S:g} s)."
+        )
+    return waveform
+
+
+def calibrate_handler(
+    audio_path: str | None, model_choice: str | None, custom_id: str | None, calibrations: dict | None
+) -> tuple[dict, str]:
+    """Calibrate the chosen model to this session's voice: (the session's new state, status)."""
+    calibrations = dict(calibrations or {})  # a new dict: the session's old state is never changed in place
+    try:
+        name = resolve_model(picked(model_choice, custom_id))
+        model = get_model(name)
+        calibrations[name] = model.calibrate_recording(read_calibration(audio_path), source="neutral")
+    except SERError as error:
+        return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
+    return calibrations, calibration_status(calibrations)
+
+
+def reset_calibration() -> tuple[dict, str]:
+    return {}, calibration_status({})
+
+
+def calibration_status(calibrations: dict) -> str:
+    if not calibrations:
+        return "Calibration is **off**: answers are the model's own."
+    lines = [
+        f"✅ Calibration is **on** for {display_name(name)} ({calibration.describe()}).{measured_effect(name)}"
+        for name, calibration in calibrations.items()
+    ]
+    return "\n\n".join(lines + ["It applies to your recordings in this browser tab only; Reset turns it off."])
+
+
+def measured_effect(model_dir: str) -> str:
+    """What neutral calibration did for this model on actors it never heard, from its eval_results.json."""
+    path = Path(model_dir) / EVAL_RESULTS_FILE
+    if not path.is_file():
+        return ""
+    neutral = json.loads(path.read_text()).get("calibration", {}).get("mean_over_folds", {}).get("neutral")
+    if not neutral:
+        return ""
+    return (
+        f" Measured on actors it never heard, calibrated from their neutral and calm clips: balanced "
+        f"accuracy {neutral['calibrated']:.1%}, against {neutral['uncalibrated_same_clips']:.1%} uncalibrated."
+    )
+
+
+def session_model(name: str, calibrations: dict | None) -> EmotionModel:
+    """The model `name`, calibrated when this session calibrated it."""
+    model = get_model(name)
+    calibration = (calibrations or {}).get(name)
+    return model.with_calibration(calibration) if calibration else model
 
 
 class PageOutputs(NamedTuple):
@@ -197,12 +280,14 @@ def predict_handler(
     custom_id: str | None,
     compare_choice: str | None = None,
     compare_custom_id: str | None = None,
+    calibrations: dict | None = None,
 ) -> PageOutputs:
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
-    when a second model is chosen, with that one too. The file is read in blocks, never whole."""
+    when a second model is chosen, with that one too. The file is read in blocks, never whole.
+    `calibrations` is this session's {model name: Calibration} (see calibrate_handler)."""
     try:
         name = resolve_model(picked(model_choice, custom_id))
-        analysis = analyse_recording(get_model(name), required_audio(audio_path), max_duration_s=MAX_DURATION_S)
+        analysis = analyse_recording(session_model(name, calibrations), required_audio(audio_path), max_duration_s=MAX_DURATION_S)
     except SERError as error:
         return failure(str(error))
 
@@ -212,7 +297,7 @@ def predict_handler(
     if compare_name:
         try:
             compare_name = resolve_model(compare_name)
-            comparison = analyse_speech(get_model(compare_name), analysis.speech)  # the same map, another model
+            comparison = analyse_speech(session_model(compare_name, calibrations), analysis.speech)  # the same map, another model
         except SERError as error:  # the main result still stands
             status = f"⚠️ The comparison model was not used: {error}"
 
@@ -317,10 +402,13 @@ class LiveOutputs(NamedTuple):
     summary: str  # Markdown: the whole stream, once it stops
 
 
-def live_start(model_choice: str | None, custom_id: str | None, request: gr.Request) -> LiveOutputs:
-    """The microphone started: a fresh stream for this session with the picked model."""
+def live_start(
+    model_choice: str | None, custom_id: str | None, calibrations: dict | None, request: gr.Request
+) -> LiveOutputs:
+    """The microphone started: a fresh stream for this session with the picked model (calibrated
+    when this session calibrated it)."""
     try:
-        live_sessions.start(request.session_hash, get_model(resolve_model(picked(model_choice, custom_id))))
+        live_sessions.start(request.session_hash, session_model(resolve_model(picked(model_choice, custom_id)), calibrations))
     except SERError as error:
         return LiveOutputs(f"⚠️ {error}", "", "")
     return LiveOutputs("## 👂 listening…", live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
@@ -411,6 +499,22 @@ def build_app() -> gr.Blocks:
                 model, custom_id = model_picker("Model", "model", with_none=False)
                 with gr.Accordion("Compare with a second model", open=False):
                     compare, compare_custom_id = model_picker("Second model", "compare-model", with_none=True)
+                with gr.Accordion("Calibrate to my voice", open=False, elem_id="calibration"):
+                    gr.Markdown(
+                        "Much of what a model hears is *who* is speaking and through which microphone. "
+                        "Read this passage aloud in your usual calm voice (15-30 s), then press "
+                        "Calibrate: the model compares your later recordings with your calm voice "
+                        "instead of with the actors it learned from. Only statistics of the "
+                        "recording are kept, in this browser tab, never on the server's disk.\n\n"
+                        f"> {CALIBRATION_PASSAGE}"
+                    )
+                    calibration_audio = gr.Audio(
+                        sources=["microphone", "upload"], type="filepath", label="Calm speech", elem_id="calibration-speech"
+                    )
+                    with gr.Row():
+                        calibrate_button = gr.Button("Calibrate", elem_id="calibrate")
+                        reset_button = gr.Button("Reset", elem_id="reset-calibration")
+                    calibration_note = gr.Markdown(calibration_status({}), elem_id="calibration-status")
                 analyse_button = gr.Button("Analyse", variant="primary", elem_id="analyse")
             with gr.Column(scale=6):
                 status = gr.Markdown(elem_id="status")
@@ -434,9 +538,17 @@ def build_app() -> gr.Blocks:
                     elem_id="timeline-table",
                 )
 
+        calibrations = gr.State({})  # this session's {model name: Calibration}
+        calibrate_button.click(
+            calibrate_handler,
+            inputs=[calibration_audio, model, custom_id, calibrations],
+            outputs=[calibrations, calibration_note],
+            api_visibility="private",
+        )
+        reset_button.click(reset_calibration, outputs=[calibrations, calibration_note], api_visibility="private")
         analyse_button.click(
             predict_handler,
-            inputs=[audio, model, custom_id, compare, compare_custom_id],
+            inputs=[audio, model, custom_id, compare, compare_custom_id, calibrations],
             outputs=list(
                 PageOutputs(
                     status=status, summary=summary, probabilities=probabilities, comparison=comparison,
@@ -464,7 +576,7 @@ def build_app() -> gr.Blocks:
         live_outputs = list(LiveOutputs(now=live_now, timeline=live_timeline, summary=live_summary))
         # No progress overlay: the answers replace each other every STEP_S.
         live_events = dict(outputs=live_outputs, show_progress="hidden", api_visibility="private")
-        live_audio.start_recording(live_start, inputs=[model, custom_id], **live_events)
+        live_audio.start_recording(live_start, inputs=[model, custom_id, calibrations], **live_events)
         live_audio.stream(
             live_step, inputs=live_audio, stream_every=STEP_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
         )
@@ -473,9 +585,12 @@ def build_app() -> gr.Blocks:
         with gr.Row(visible=False):  # the "predict" API endpoint's own (hidden) inputs and output
             api_audio = gr.Audio(type="filepath", label="audio")
             api_model = gr.Textbox("", label="model")
+            api_calibration = gr.Audio(type="filepath", label="calibration_audio")
             api_result = gr.JSON(label="probabilities")
             api_button = gr.Button()
-        api_button.click(predict_api, inputs=[api_audio, api_model], outputs=api_result, api_name="predict")
+        api_button.click(
+            predict_api, inputs=[api_audio, api_model, api_calibration], outputs=api_result, api_name="predict"
+        )
     return demo
 
 

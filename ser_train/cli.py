@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     families = train.add_subparsers(title="families", metavar="FAMILY", required=True)
     cnn = families.add_parser("cnn", help="CNN over handcrafted frame-level features")
     add_training_arguments(cnn)
+    cnn.add_argument(
+        "--calibrated-share",
+        type=float,
+        metavar="P",
+        help="share of training clips seen through a speaker calibration from random other clips of "
+        "their speaker, so one model serves calibrated and uncalibrated use (default 0: off)",
+    )
     cnn.set_defaults(run=run_train, family="cnn")
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)
@@ -83,7 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")
     evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision]")
     add_dataset_argument(evaluate)
-    evaluate.add_argument("--test-actors", required=True, metavar="LIST", help="actors to test on, e.g. 21,22,23,24 or 21-24")
+    who = evaluate.add_mutually_exclusive_group()
+    who.add_argument("--test-actors", metavar="LIST", help="RAVDESS actors to test on, e.g. 21,22,23,24 or 21-24")
+    who.add_argument(
+        "--test-speakers",
+        metavar="NAMES",
+        help="speakers of a manifest corpus to test on, comma-separated (default: its manifest's "
+        "test split, else every speaker)",
+    )
+    evaluate.add_argument("--no-calibration", action="store_true", help="skip the speaker-calibration protocol")
     evaluate.add_argument(
         "--output-dir",
         help="where eval_results.json and confusion_matrix.png go (default: the model folder, "
@@ -95,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
     predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
+    predict.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="15-30 s of the same speaker's calm speech (e.g. a read passage): calibrate the model to that voice first",
+    )
     predict.set_defaults(run=run_predict)
 
     live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
@@ -124,6 +144,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where the model, metrics and checkpoints go")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors, e.g. 21,22,23,24 or 21-24")
+    split.add_argument("--test-speakers", metavar="NAMES", help="hold-out test speakers of a manifest corpus, comma-separated as in its manifest")
     split.add_argument("--folds", type=int, metavar="K", help="K-fold actor-disjoint cross-validation, then a final model on all actors")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir from its checkpoints")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -140,9 +161,12 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--dataset",
-        default=DEFAULT_DATASET,
+        nargs="+",
+        default=[DEFAULT_DATASET],
         metavar="PATH_OR_HUB_ID",
-        help=f"a folder in the RAVDESS layout (Actor_XX/03-01-...wav) or a Hub dataset id (default {DEFAULT_DATASET})",
+        help="a folder in the RAVDESS layout (Actor_XX/03-01-...wav), a RAVDESS Hub dataset id "
+        f"(default {DEFAULT_DATASET}), or a corpus folder with manifest.csv and label_map.json; "
+        "several are combined, speaker-disjoint across them",
     )
 
 
@@ -156,10 +180,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise SERError("--push-to-hub needs --hub-model-id USER/NAME.")
     family = importlib.import_module(f"ser_train.training.{args.family}").from_args(args)
     test_actors = parse_actor_list(args.test_actors) if args.test_actors else None
-    folds = None if test_actors else (args.folds or 1)
-    if folds == 1:
-        raise SERError("Pass --test-actors (e.g. 21,22,23,24) or --folds K with K >= 2.")
-    runner.run(family, args.dataset, args.output_dir, test_actors, folds, resume=args.resume)
+    test_speakers = split_names(args.test_speakers) if args.test_speakers else None
+    if args.folds is not None and args.folds < 2:
+        raise SERError("--folds K needs K >= 2.")
+    # With none of --test-actors, --test-speakers and --folds, a manifest's split column decides.
+    runner.run(
+        family, dataset_sources(args), args.output_dir, test_actors, args.folds, resume=args.resume, test_speakers=test_speakers
+    )
     if args.push_to_hub:
         from ser_train.hub import push_model_dir
 
@@ -167,10 +194,27 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_sources(args: argparse.Namespace) -> str | list[str]:
+    """One source as a string (as the runner always recorded it), several as a list."""
+    return args.dataset[0] if len(args.dataset) == 1 else list(args.dataset)
+
+
+def split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def run_data(args: argparse.Namespace) -> int:
+    from ser_train.corpora import load_corpora
     from ser_train.data import load_ravdess, summarize
 
-    summary = summarize(load_ravdess(args.dataset, include_song=args.include_song))
+    sources = dataset_sources(args)
+    if args.include_song:
+        if not isinstance(sources, str):
+            raise SERError("--include-song applies to one RAVDESS source only.")
+        dataset = load_ravdess(sources, include_song=True)
+    else:
+        dataset = load_corpora(sources)
+    summary = summarize(dataset)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -187,11 +231,12 @@ def run_data(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ser_train.data import audio_arrays, load_ravdess, parse_actor_list, split_by_actor
-    from ser_train.evaluation import EVAL_RESULTS_FILE, classification_metrics, eval_results, format_metrics_table, write_eval_results
+    from ser_train.calibration import calibration_summary
+    from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
+    from ser_train.data import parse_actor_list, split_by_actor
+    from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
     from ser_train.inference import load_model
 
-    test_actors = parse_actor_list(args.test_actors)
     output_dir = Path(args.output_dir or args.model)
     if (output_dir / EVAL_RESULTS_FILE).is_file():
         raise SERError(
@@ -201,13 +246,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if not output_dir.is_dir() and not args.output_dir:
         raise SERError(f"{args.model} is a Hub model, not a local folder; pass --output-dir for the results.")
-    test = split_by_actor(load_ravdess(args.dataset), test_actors)["test"]
-    labels = test.features["emotion"].names
-    probabilities = model.predict_batch(audio_arrays(test))
-    predictions = [labels.index(model.labels[i]) for i in probabilities.argmax(axis=1)]
-    metrics = classification_metrics(test["emotion"], predictions, labels)
-    fold = {"test_actors": test_actors, "validation_actors": [], "metrics": metrics}
-    results = eval_results(model.family, args.dataset, [fold], labels=labels, model=args.model)
+    dataset = load_corpora(dataset_sources(args))
+    if args.test_speakers:
+        test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
+    elif args.test_actors:
+        test_actors = parse_actor_list(args.test_actors)
+    elif manifest_split_actors(dataset):
+        test_actors = manifest_split_actors(dataset)[0]
+    elif "speaker" in dataset.column_names:
+        # A corpus the model was not trained on: every speaker is new to it.
+        test_actors = sorted(dataset.unique("actor"))
+    else:
+        raise SERError("Pass --test-actors (e.g. 21-24): RAVDESS models are trained on RAVDESS actors.")
+    test = split_by_actor(dataset, test_actors, validation=[])["test"]
+    fold = {"test_actors": test_actors, "validation_actors": []}
+    if "speaker" in dataset.column_names:
+        fold["test_speakers"] = speaker_names(dataset, test_actors)
+    fold.update(evaluate_model(model, test, calibration=not args.no_calibration))
+    extra = {"labels": fold["scoring"]["scored_labels"], "model": args.model, "scoring": fold["scoring"]}
+    if "calibration" in fold:
+        extra["calibration"] = calibration_summary([fold["calibration"]])
+    sources = dataset_sources(args)
+    results = eval_results(model.family, sources if isinstance(sources, str) else " + ".join(sources), [fold], **extra)
     write_eval_results(output_dir, results)
     print(format_metrics_table(results))
     print(f"Wrote {output_dir / EVAL_RESULTS_FILE}")
@@ -219,6 +279,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from ser_train.inference import DEFAULT_MODEL, load_model
 
     model = load_model(args.model or DEFAULT_MODEL)  # once, for all files
+    if args.calibration:
+        from ser_train.audio import load_audio
+
+        model = model.with_calibration(model.calibrate_recording(load_audio(args.calibration), source="neutral"))
     results = analyse_files(model, args.files)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -100,6 +100,16 @@ def parse_file_name(file_name: str) -> RavdessName:
     return RavdessName(*codes)
 
 
+def canonical_emotion(label: str) -> str | None:
+    """One of EMOTIONS for another spelling or abbreviation ('fear', 'ANG', 'Neu'), else None.
+
+    Our eight emotion names differ in their first three letters, which is how other datasets'
+    spellings and abbreviations are recognised.
+    """
+    prefix = str(label).strip().lower()[:3]
+    return next((emotion for emotion in EMOTIONS if len(prefix) == 3 and emotion.startswith(prefix)), None)
+
+
 def gender_of(actor: int) -> str:
     return "male" if actor % 2 else "female"
 
@@ -125,7 +135,7 @@ def load_ravdess(
         index = _index_hub_copy(folder, str(folder)) if has_parquet else _index_folder(folder, include_song)
     else:
         index = _index_hub_copy(_download_hub_dataset(source), source)
-    return _decode(index, sampling_rate, skip_unreadable)
+    return decode_index(index, sampling_rate, skip_unreadable)
 
 
 def _index_folder(folder: Path, include_song: bool) -> datasets.Dataset:
@@ -237,8 +247,9 @@ def _features(decode: bool, sampling_rate: int = SAMPLING_RATE) -> datasets.Feat
     return features
 
 
-def _decode(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) -> datasets.Dataset:
-    """Decode every clip to mono at `sampling_rate` once; `datasets` caches the result."""
+def decode_index(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) -> datasets.Dataset:
+    """Decode every clip of an index (its `audio` column: paths or bytes, undecoded) to mono at
+    `sampling_rate` once; `datasets` caches the result. The other columns are kept."""
     from ser_train import audio as audio_io
 
     def decode(row: dict) -> dict:
@@ -256,7 +267,8 @@ def _decode(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) 
             waveform = np.zeros(0, dtype=np.float32)
         return {"audio": {"array": waveform, "sampling_rate": sampling_rate}, "readable": len(waveform) > 0}
 
-    features = _features(decode=True, sampling_rate=sampling_rate)
+    features = index.features.copy()
+    features["audio"] = datasets.Audio(sampling_rate=sampling_rate, num_channels=1, decode=True)
     features["readable"] = datasets.Value("bool")
     decoded = index.map(
         decode,

@@ -179,8 +179,8 @@ def format_metrics_table(results: dict) -> str:
     for number, fold in enumerate(results["folds"], start=1):
         m = fold["metrics"]
         name = f"fold {number}" if len(results["folds"]) > 1 else "test"
-        actors = ",".join(map(str, fold["test_actors"]))
-        lines.append(f"{name:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  actors {actors}")
+        who = f"speakers {','.join(fold['test_speakers'])}" if "test_speakers" in fold else f"actors {','.join(map(str, fold['test_actors']))}"
+        lines.append(f"{name:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  {who}")
     if "cross_validation" in results:
         mean, std = results["cross_validation"]["mean"], results["cross_validation"]["std"]
         lines.append(
@@ -191,4 +191,95 @@ def format_metrics_table(results: dict) -> str:
     lines.append(f"{'class':<12}{'prec':>8}{'recall':>8}{'F1':>8}{'n':>6}")
     for name, scores in test["per_class"].items():
         lines.append(f"{name:<12}{scores['precision']:>8.3f}{scores['recall']:>8.3f}{scores['f1']:>8.3f}{scores['support']:>6}")
+    if "scoring" in results:
+        scoring = results["scoring"]
+        lines.append("")
+        lines.append(
+            f"Scored: {', '.join(scoring['scored_labels'])} ({len(scoring['scored_labels'])} of the model's "
+            f"{len(scoring['model_labels'])} emotions; argmax over them); {scoring['unscored_clips']} clip(s) "
+            "of other emotions left out."
+        )
+    if "calibration" in results:
+        lines.append("")
+        lines.extend(format_calibration_table(results["calibration"]))
     return "\n".join(lines)
+
+
+def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float | None]]:
+    """(protocol, calibrated UA, uncalibrated UA on the same clips), means over test splits."""
+    summary = calibration["mean_over_folds"]
+    rows = [("no calibration (all clips)", None, summary["uncalibrated"])]
+    for count, values in summary["random_clips"].items():
+        name = "all other clips" if count == "all" else f"K = {count} random clips"
+        rows.append((name, values["calibrated"], values["uncalibrated_same_clips"]))
+    if "neutral" in summary:
+        rows.append(("neutral + calm clips", summary["neutral"]["calibrated"], summary["neutral"]["uncalibrated_same_clips"]))
+    return rows
+
+
+def format_calibration_table(calibration: dict) -> list[str]:
+    lines = ["Speaker calibration (UA; calibration clips never scored):", f"{'calibrated on':<28}{'with':>8}{'without':>9}"]
+    for name, calibrated, uncalibrated in calibration_rows(calibration):
+        shown = "" if calibrated is None else f"{calibrated:.3f}"
+        lines.append(f"{name:<28}{shown:>8}{uncalibrated:>9.3f}")
+    return lines
+
+
+# --- A saved model on a test set of any corpus -----------------------------------------------
+
+
+def shared_labels(model_labels, test: datasets.Dataset) -> list[str]:
+    """The emotions that occur in `test` and that the model knows, in the dataset's label order."""
+    names = test.features["emotion"].names
+    present = {names[i] for i in set(test["emotion"])}
+    return [name for name in names if name in present and name in model_labels]
+
+
+def evaluate_model(model, test: datasets.Dataset, calibration: bool = True) -> dict:
+    """One test split's entry for eval_results: metrics over the shared emotions, and calibration.
+
+    A corpus may hold only some of the model's emotions, or some it does not know. Only the
+    emotions both have are scored: clips of other emotions are left out, and each clip's answer
+    is the most probable of the shared emotions (the model is not blamed for an emotion the
+    corpus cannot show). With `calibration` and a model that can calibrate, the speaker
+    calibration protocol (`ser_train.calibration.evaluate_calibration`) runs on the same clips.
+    """
+    from ser_train.calibration import evaluate_calibration
+    from ser_train.data import audio_arrays
+    from ser_train.errors import DataError
+
+    names = test.features["emotion"].names
+    scored = shared_labels(model.labels, test)
+    if not scored:
+        raise DataError(f"The test clips share no emotion with the model (it knows {', '.join(model.labels)}).")
+    scored_ids = {names.index(name) for name in scored}
+    kept = [i for i, emotion in enumerate(test["emotion"]) if emotion in scored_ids]
+    unscored = test.num_rows - len(kept)
+    test = test.select(kept)
+    references = [scored.index(names[emotion]) for emotion in test["emotion"]]
+    columns = np.array([model.labels.index(name) for name in scored])
+
+    def predict_ids(probabilities: np.ndarray) -> np.ndarray:
+        return probabilities[:, columns].argmax(axis=1)
+
+    def metrics(refs, predictions) -> dict:
+        return classification_metrics(refs, predictions, scored)
+
+    waveforms = audio_arrays(test)
+    entry = {
+        "metrics": metrics(references, predict_ids(model.predict_batch(waveforms))),
+        "scoring": {
+            "scored_labels": scored,
+            "model_labels": list(model.labels),
+            "unscored_clips": unscored,
+            "rule": (
+                f"only the {len(scored)} emotion(s) the test clips share with the model are scored; "
+                "each clip's answer is the most probable of those"
+            ),
+        },
+    }
+    if calibration and getattr(model, "can_calibrate", False):
+        entry["calibration"] = evaluate_calibration(
+            model, waveforms, references, test["actor"], scored, predict_ids, metrics
+        )
+    return entry

@@ -9,6 +9,9 @@
     model.predict(waveform, sampling_rate)    # any rate, any channel count
     model.predict_batch([w1, w2])             # 16 kHz mono waveforms -> [N, n_labels]
 
+    calibration = model.calibrate([c1, c2, c3], source="neutral")  # one speaker's speech
+    model.predict_batch([w4], calibration=calibration)             # that speaker's later clips
+
 Families:
     cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
     wav2vec2  a transformers audio-classification model (wav2vec2, HuBERT, WavLM, Whisper, ...)
@@ -16,6 +19,7 @@ Families:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -26,7 +30,8 @@ import numpy as np
 import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
-from ser_train.data import EMOTIONS
+from ser_train.calibration import Calibratable, Calibration
+from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
 from ser_train.hub import fetch_model_files
 
@@ -67,13 +72,26 @@ DEFAULT_MODEL = next(iter(bundled_models_by_ua()), BUNDLED_MODELS[-1])
 
 
 class EmotionModel:
-    """An emotion classifier of either family behind one interface; safe to share across threads."""
+    """An emotion classifier of either family behind one interface; safe to share across threads.
 
-    def __init__(self, name: str, family: str, labels: Sequence[str], forward: Forward):
+    `calibratable` is the family's calibration support (see `ser_train.calibration`), or None
+    for a family or model folder without it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        family: str,
+        labels: Sequence[str],
+        forward: Forward,
+        calibratable: Calibratable | None = None,
+    ):
         self.name = name
         self.family = family  # "cnn" or "wav2vec2"
         self.labels = tuple(labels)
         self._forward = forward
+        self._calibratable = calibratable
+        self.calibration: Calibration | None = None  # set only on copies made by with_calibration
         # One forward pass at a time (the app serves requests from several threads): torch
         # already spreads one pass over every core, so parallel passes would only compete for
         # the cores and multiply peak memory.
@@ -82,20 +100,88 @@ class EmotionModel:
     def __repr__(self) -> str:
         return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
 
-    def predict_batch(self, waveforms16k: list[np.ndarray]) -> np.ndarray:
-        """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1."""
+    def predict_batch(self, waveforms16k: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
+        """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1.
+
+        With `calibration` (from `calibrate` on the same speaker's speech), the clips are first
+        moved to the training speakers' population.
+        """
         if not waveforms16k:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        calibration = calibration or self.calibration
+        if calibration is not None:
+            return self.predict_represented(self.represent(waveforms16k), calibration)
         with self._lock, torch.inference_mode():
             return np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
 
-    def predict(self, waveform: np.ndarray, sampling_rate: int) -> dict[str, float]:
+    def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
         """Probabilities per label for audio at any rate and channel count."""
-        return self._as_dict(self.predict_batch([prepare_waveform(waveform, sampling_rate)])[0])
+        return self._as_dict(self.predict_batch([prepare_waveform(waveform, sampling_rate)], calibration)[0])
 
-    def predict_file(self, path: str | os.PathLike) -> dict[str, float]:
+    def predict_file(self, path: str | os.PathLike, calibration: Calibration | None = None) -> dict[str, float]:
         """Probabilities per label for an audio file in any common format."""
-        return self._as_dict(self.predict_batch([load_audio(path)])[0])
+        return self._as_dict(self.predict_batch([load_audio(path)], calibration)[0])
+
+    # --- Speaker calibration ----------------------------------------------------------------------
+
+    @property
+    def can_calibrate(self) -> bool:
+        return self._calibratable is not None
+
+    def calibrate(self, waveforms16k: list[np.ndarray], source: str = "speech") -> Calibration:
+        """A calibration from one speaker's 16 kHz clips (or the segments of one recording).
+
+        `source` is "speech" (any speech, ideally spanning the speaker's moods) or "neutral"
+        (neutral speech, e.g. a read passage: only the mean moves, toward the training speakers'
+        neutral mean). Holds statistics only, never audio.
+        """
+        if not waveforms16k:
+            raise ModelError("Calibration needs at least one clip of speech.")
+        seconds = sum(len(waveform) for waveform in waveforms16k) / SAMPLING_RATE
+        return self.calibration_from(self.represent(waveforms16k), source, seconds)
+
+    def calibrate_recording(self, waveform16k: np.ndarray, source: str = "neutral") -> Calibration:
+        """A calibration from one longer recording of one speaker (e.g. a read passage): its
+        stretches of speech, split at pauses as the timeline splits them, are the clips."""
+        from ser_train.timeline import speech_segments
+
+        segments = [waveform16k[start:end] for start, end in speech_segments(waveform16k, SAMPLING_RATE)]
+        return self.calibrate(segments, source)
+
+    def with_calibration(self, calibration: Calibration | None) -> EmotionModel:
+        """This model answering for one speaker: every prediction of the returned copy (the
+        timeline's too) goes through `calibration`. The copy shares the weights and the lock;
+        the original is untouched, so other users of it never see the calibration."""
+        if calibration is not None:
+            self._calibration_support()
+        calibrated = copy.copy(self)
+        calibrated.calibration = calibration
+        return calibrated
+
+    def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        with self._lock, torch.inference_mode():
+            return self._calibration_support().represent(list(waveforms16k))
+
+    def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
+        return self._calibration_support().calibration_from(representations, source, seconds)
+
+    def predict_represented(
+        self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
+    ) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            probabilities = self._calibration_support().predict_represented(representations, calibration)
+        return np.asarray(probabilities, dtype=np.float32)
+
+    def _calibration_support(self) -> Calibratable:
+        if self._calibratable is None:
+            why = (
+                "it was trained before speaker calibration existed, so its folder stores no "
+                "training-speaker statistics (retrain it to calibrate)"
+                if self.family == "cnn"
+                else f"speaker calibration is not available for the {self.family} family yet"
+            )
+            raise ModelError(f"{self.name} cannot be calibrated: {why}.")
+        return self._calibratable
 
     def _as_dict(self, row: np.ndarray) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, row)}
@@ -110,8 +196,11 @@ def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS)
     require_safetensors(folder, name)
-    forward = _load_cnn(folder) if family == "cnn" else _load_transformers(folder, name)
-    return EmotionModel(name, family, labels, forward)
+    if family == "cnn":
+        cnn = _load_cnn(folder)
+        # Older CNN folders lack the training speakers' statistics and cannot calibrate.
+        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None)
+    return EmotionModel(name, family, labels, _load_transformers(folder, name))
 
 
 def read_config(folder: Path, name: str) -> dict:
@@ -157,7 +246,7 @@ def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
     Our eight emotion names differ in their first three letters, which is how other datasets'
     spellings and abbreviations are recognised; a label matching none is not an emotion.
     """
-    canonical = [_canonical_emotion(label) for label in labels]
+    canonical = [canonical_emotion(label) for label in labels]
     if not labels or None in canonical or len(set(canonical)) != len(canonical):
         shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
         raise ModelError(
@@ -165,11 +254,6 @@ def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
             "so it is not an emotion model."
         )
     return tuple(canonical)
-
-
-def _canonical_emotion(label: str) -> str | None:
-    prefix = str(label).strip().lower()[:3]
-    return next((emotion for emotion in EMOTIONS if len(prefix) == 3 and emotion.startswith(prefix)), None)
 
 
 def require_safetensors(folder: Path, name: str) -> None:
@@ -180,12 +264,12 @@ def require_safetensors(folder: Path, name: str) -> None:
         )
 
 
-def _load_cnn(folder: Path) -> Forward:
+def _load_cnn(folder: Path):
     from ser_train.models.cnn import EmotionCNN
 
     model = EmotionCNN.from_pretrained(folder)
     model.eval()
-    return model.predict_proba
+    return model
 
 
 def _load_transformers(folder: Path, name: str) -> Forward:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ser_train.analysis import Calibration, calibrated
 from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, resample, to_mono_float
 from ser_train.errors import AudioError, ModelError
 
@@ -120,9 +119,8 @@ class LiveStream:
         step_s: float = STEP_S,
         smoothing: float = SMOOTHING,
         history_s: float = HISTORY_S,
-        calibration: Calibration | None = None,
     ):
-        self.model = calibrated(model, calibration)
+        self.model = model  # calibrated to the speaker when it is model.with_calibration(...)
         self.window = round(window_s * SAMPLING_RATE)
         self.step = round(step_s * SAMPLING_RATE)
         self.smoothing = smoothing

@@ -18,7 +18,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ser_train.errors import SERError
-from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE
+from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
@@ -83,6 +83,8 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         training_args=json.dumps(training_args, indent=2) if training_args else None,
         feature_config=json.dumps(config["feature_config"], indent=2) if config.get("feature_config") else None,
         is_transformers=is_transformers,
+        calibration=_calibration_section(results),
+        scoring=results.get("scoring"),
     )
 
 
@@ -178,6 +180,20 @@ def _evaluation_description(results: dict) -> str:
             "figures of its own: the cross-validation figures estimate how it does on new voices."
         )
     return text
+
+
+def _calibration_section(results: dict) -> dict | None:
+    """The speaker-calibration protocol and its rows (UA with and without), if it was measured."""
+    calibration = results.get("calibration")
+    if not calibration:
+        return None
+    rows = [
+        {"name": name, "calibrated": calibrated, "uncalibrated": uncalibrated}
+        for name, calibrated, uncalibrated in calibration_rows(calibration)
+    ]
+    splits = calibration["num_folds"]
+    scope = f"mean over the {splits} test folds" if splits > 1 else "on the test split"
+    return {"protocol": calibration["protocol"], "rows": rows, "scope": scope}
 
 
 def _fold_rows(results: dict) -> list[dict]:

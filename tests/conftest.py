@@ -43,3 +43,30 @@ def real_ravdess() -> Path:
     if not REAL_RAVDESS.is_dir():
         pytest.skip("the real RAVDESS copy is not present")
     return REAL_RAVDESS
+
+
+@pytest.fixture(scope="session")
+def calibratable_cnn(synthetic_ravdess, tmp_path_factory) -> Path:
+    """A small CNN trained on actors 1-3 of the synthetic corpus (4 validates, 5-6 are new to it),
+    with the training speakers' statistics that calibration needs."""
+    from ser_train.data import load_ravdess, split_by_actor
+    from ser_train.training.cnn import CNNFamily, CNNHyperparameters
+
+    splits = split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])
+    family = CNNFamily(
+        CNNHyperparameters(epochs=4, patience=4, channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1),
+        cache_dir=tmp_path_factory.mktemp("features"),
+    )
+    output_dir = tmp_path_factory.mktemp("models") / "calibratable-cnn"
+    family.fit(splits["train"], splits["validation"], output_dir, resume=False)
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def precalibration_cnn(tmp_path_factory) -> Path:
+    """A CNN folder as saved before speaker calibration existed: no training-speaker statistics."""
+    from ser_train.models.cnn import EmotionCNN
+
+    folder = tmp_path_factory.mktemp("models") / "precalibration-cnn"
+    EmotionCNN(channels=12, blocks=1).save_pretrained(folder)
+    return folder

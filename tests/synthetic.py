@@ -79,3 +79,36 @@ def make_ravdess_folder(
                     soundfile.write(folder / name, clip, rate, format=file_format, subtype=subtype)
                     index += 1
     return root
+
+
+def make_manifest_corpus(
+    root: Path,
+    labels: dict[str, int],
+    speakers: tuple[str, ...] = ("spk1", "spk2", "spk3", "spk4"),
+    clips_per_label: int = 2,
+    label_map: dict | None = None,
+    splits: dict[str, str] | None = None,
+) -> Path:
+    """A corpus folder as another lab would ship it: audio under wav/, manifest.csv, label_map.json.
+
+    `labels` maps the corpus's own label spellings to the emotion (index into EMOTIONS) whose
+    voice its clips get; `splits` optionally gives each speaker a split.
+    """
+    import csv
+    import json
+    import zlib
+
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    with (root / "manifest.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "emotion", "speaker"] + (["split"] if splits else []))
+        for number, speaker in enumerate(speakers):
+            for label, emotion in labels.items():
+                for take in range(clips_per_label):
+                    path = f"wav/{speaker}_{label}_{take}.wav"
+                    clip = synth_clip(emotion, actor=number, sampling_rate=16_000, seed=zlib.crc32(path.encode()))
+                    soundfile.write(root / path, clip, 16_000)
+                    writer.writerow([path, label, speaker] + ([splits[speaker]] if splits else []))
+    if label_map is not None:
+        (root / "label_map.json").write_text(json.dumps(label_map))
+    return root

@@ -291,7 +291,7 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
     talk = np.concatenate([silence(0.5), spoken("Kids are talking by the door."), silence(1.0)])
     quiet = silence(len(talk) / SAMPLING_RATE) + np.float32(1e-4)
     for name in ("talker", "quiet one"):
-        assert app.live_start(tiny_model_dir, "", session(name)).now.startswith("## 👂")
+        assert app.live_start(tiny_model_dir, "", None, session(name)).now.startswith("## 👂")
     assert len(app.live_sessions) == 2
     shown = {"talker": [], "quiet one": []}
     for talk_chunk, quiet_chunk in zip(microphone_chunks(talk), microphone_chunks(quiet)):
@@ -313,16 +313,16 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
     assert len(app.live_sessions) == 0
     assert app.live_step(microphone_chunks(talk)[0], session("talker")) == {}  # a late chunk after stop
 
-    app.live_start(tiny_model_dir, "", session("closer"))
+    app.live_start(tiny_model_dir, "", None, session("closer"))
     app.live_close(session("closer"))  # the page went away
     assert len(app.live_sessions) == 0
 
 
 def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(app, "live_sessions", app.LiveSessions())
-    assert app.live_start("", "nobody/no-such-model", session("a")).now.startswith("⚠️ ")
+    assert app.live_start("", "nobody/no-such-model", None, session("a")).now.startswith("⚠️ ")
     assert len(app.live_sessions) == 0
-    app.live_start(tiny_model_dir, "", session("a"))
+    app.live_start(tiny_model_dir, "", None, session("a"))
     outputs = app.live_step((48_000, np.full(24_000, np.nan, dtype=np.float32)), session("a"))
     assert outputs.now == "⚠️ The microphone sent invalid samples (NaN or infinity)."
     assert len(app.live_sessions) == 0

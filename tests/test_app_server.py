@@ -30,9 +30,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_model_dir) -> Client:
+def client(tmp_path_factory, tiny_model_dir, calibratable_cnn) -> Client:
     server = AppServer(
-        {"SER_MODELS": tiny_model_dir, "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)},
+        {"SER_MODELS": f"{tiny_model_dir},{calibratable_cnn}", "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)},
         tmp_path_factory.mktemp("server"),
     )
     try:
@@ -49,8 +49,22 @@ def predict(client: Client, path: Path, model: str) -> dict:
 def test_predict_is_the_one_documented_endpoint(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/predict"]
-    parameters = [parameter["parameter_name"] for parameter in api["named_endpoints"]["/predict"]["parameters"]]
-    assert parameters == ["audio", "model"]
+    parameters = {parameter["parameter_name"]: parameter for parameter in api["named_endpoints"]["/predict"]["parameters"]}
+    assert list(parameters) == ["audio", "model", "calibration_audio"]
+    assert parameters["calibration_audio"]["parameter_has_default"]  # optional
+
+
+def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_only(client, calibratable_cnn, tmp_path):
+    passage = tmp_path / "passage.wav"
+    soundfile.write(passage, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), 16_000)
+    clip = write_clip(tmp_path / "speech.wav")
+    model = load_model(str(calibratable_cnn))
+    calibrated = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(passage)))
+    answer = client.predict(
+        audio=handle_file(str(clip)), model=str(calibratable_cnn), calibration_audio=handle_file(str(passage)), api_name="/predict"
+    )
+    assert answer == pytest.approx(calibrated, abs=1e-5)
+    assert predict(client, clip, str(calibratable_cnn)) == pytest.approx(model.predict_file(clip), abs=1e-5)
 
 
 @pytest.mark.parametrize("extension", ["wav", "mp3", "webm"])

@@ -167,3 +167,20 @@ def test_card_command_explains_a_folder_without_results(tiny_model, capsys):
 )
 def test_format_actors(actors, text):
     assert format_actors(actors) == text
+
+
+def test_card_of_a_trained_cnn_shows_the_calibration_protocol_and_its_numbers(trained_cnn):
+    """The runner measured speaker calibration on the test actors; the card shows every row."""
+    results = read_results(trained_cnn)
+    summary = results["calibration"]["mean_over_folds"]
+    assert results["folds"][0]["calibration"]["uncalibrated"]["balanced_accuracy"] == results["test"]["balanced_accuracy"]
+    body = ModelCard.load(write_model_card(trained_cnn)).text
+
+    assert "### Speaker calibration" in body
+    assert results["calibration"]["protocol"] in body
+    assert f"| no calibration (all clips) |  | {summary['uncalibrated']:.3f} |" in body
+    for count in ("3", "5", "10"):
+        row = summary["random_clips"][count]
+        assert f"| K = {count} random clips | {row['calibrated']:.3f} | {row['uncalibrated_same_clips']:.3f} |" in body
+    neutral = summary["neutral"]
+    assert f"| neutral + calm clips | {neutral['calibrated']:.3f} | {neutral['uncalibrated_same_clips']:.3f} |" in body

@@ -14,6 +14,10 @@ the pooling ignores them, so a clip's probabilities do not depend on what it is 
 Saved in Hub format by `huggingface_hub.PyTorchModelHubMixin`: config.json holds the
 constructor arguments (`model_type`, `labels`, `feature_config`, architecture sizes) and
 model.safetensors the weights and normalisation statistics.
+
+Speaker calibration (`ser_train.calibration`) maps a speaker's raw frame features onto the
+training speakers' population before the standardisation; models trained since it exists store
+that population's statistics as buffers too (config.json: "speaker_statistics": true).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ser_train import calibration as calibration_lib
+from ser_train.calibration import Calibration, PopulationStatistics
 from ser_train.data import EMOTIONS
-from ser_train.errors import SERError
+from ser_train.errors import ModelError, SERError
 from ser_train.features import FeatureConfig, extract_features
 
 MODEL_TYPE = "ser-cnn"
@@ -36,6 +42,8 @@ KERNEL_SIZES = (3, 5, 9)  # frames at 50 frames/s in the first block, 25 after p
 MIN_STD = 1e-3  # a feature that never varies in training is centred, not blown up
 CLIPS_PER_FORWARD = 32  # bounds memory in predict_proba
 PAD_TO_MULTIPLE_OF = 32  # frames (0.32 s): batches are padded to a multiple of this length
+REPRESENTATION = "features"  # the name calibrations give the CNN's frame features
+POPULATION_BUFFERS = ("mean", "std", "neutral_mean", "prior_clips")  # PopulationStatistics fields
 
 
 class EmotionCNN(
@@ -53,6 +61,7 @@ class EmotionCNN(
         blocks: int = 3,
         dropout: float = 0.1,
         model_type: str = MODEL_TYPE,
+        speaker_statistics: bool = False,
     ):
         super().__init__()
         if model_type != MODEL_TYPE:
@@ -62,6 +71,11 @@ class EmotionCNN(
         dim = self.feature_config.dim
         self.register_buffer("feature_mean", torch.zeros(dim))
         self.register_buffer("feature_std", torch.ones(dim))
+        # Older model folders have no population statistics; they predict, but cannot calibrate.
+        self.speaker_statistics = speaker_statistics
+        if speaker_statistics:
+            for name in POPULATION_BUFFERS:
+                self.register_buffer(f"population_{name}", torch.zeros(dim))
         self.stem = nn.Sequential(
             nn.Conv1d(dim, channels, kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm1d(channels),
@@ -90,6 +104,26 @@ class EmotionCNN(
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(MIN_STD))
 
+    def set_population(self, population: PopulationStatistics) -> None:
+        """Store the training speakers' feature statistics that calibration needs."""
+        if not self.speaker_statistics:
+            raise ModelError("This model was built without speaker statistics (speaker_statistics=False).")
+        for name, values in population.as_arrays().items():
+            getattr(self, f"population_{name}").copy_(torch.as_tensor(values, dtype=torch.float32))
+
+    def population(self) -> dict[str, PopulationStatistics]:
+        """{representation name: training speakers' statistics}, or ModelError for an older model."""
+        if not self.speaker_statistics:
+            raise ModelError(
+                "This model was trained before speaker calibration existed: its folder has no "
+                "training-speaker statistics. Retrain it to calibrate."
+            )
+        return {
+            REPRESENTATION: PopulationStatistics(
+                **{name: getattr(self, f"population_{name}").numpy().copy() for name in POPULATION_BUFFERS}
+            )
+        }
+
     def normalise(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Standardise a padded batch [clips, frames, dim]; padding stays 0 (the mean frame)."""
         standardised = (features - self.feature_mean) / self.feature_std
@@ -109,9 +143,14 @@ class EmotionCNN(
         return self.classifier(self.pooling(x, mask))
 
     @torch.no_grad()
-    def predict_proba_of_features(self, features: list[np.ndarray]) -> np.ndarray:
+    def predict_proba_of_features(
+        self, features: list[np.ndarray], calibration: Calibration | None = None
+    ) -> np.ndarray:
         """Class probabilities [clips, labels] of raw (unstandardised) feature matrices."""
         self.eval()
+        if calibration is not None:
+            calibration.check_model(calibration_lib.statistics_fingerprint(self.population()))
+            features = [calibration.apply(REPRESENTATION, matrix) for matrix in features]
         probabilities = []
         for start in range(0, len(features), CLIPS_PER_FORWARD):
             batch, lengths = pad_features(features[start : start + CLIPS_PER_FORWARD])
@@ -119,9 +158,22 @@ class EmotionCNN(
             probabilities.append(logits.softmax(-1).numpy())
         return np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict_proba(self, waveforms: list[np.ndarray]) -> np.ndarray:
+    def predict_proba(self, waveforms: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
         """Class probabilities [clips, labels] of 16 kHz float32 mono waveforms."""
-        return self.predict_proba_of_features(extract_features(waveforms, self.feature_config))
+        return self.predict_proba_of_features(extract_features(waveforms, self.feature_config), calibration)
+
+    # --- Calibration (see ser_train.calibration.Calibratable) -----------------------------------
+
+    def represent(self, waveforms: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        return [{REPRESENTATION: matrix} for matrix in extract_features(waveforms, self.feature_config)]
+
+    def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
+        return calibration_lib.calibrate(representations, self.population(), source, seconds)
+
+    def predict_represented(
+        self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
+    ) -> np.ndarray:
+        return self.predict_proba_of_features([clip[REPRESENTATION] for clip in representations], calibration)
 
 
 class MultiScaleBlock(nn.Module):

@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from ser_train import augment, features
 from ser_train.augment import AugmentConfig, augment_waveform, mask_features
+from ser_train.calibration import NEUTRAL_EMOTIONS, population_statistics
 from ser_train.data import audio_arrays
 from ser_train.evaluation import classification_metrics
 from ser_train.features import FeatureConfig, extract_features
-from ser_train.models.cnn import EmotionCNN, pad_features
+from ser_train.models.cnn import REPRESENTATION, EmotionCNN, pad_features
 from ser_train.training.runner import FitResult
 
 CHECKPOINT_DIR = "checkpoints"
@@ -51,6 +52,10 @@ class CNNHyperparameters:
     patience: int = 15  # epochs without a better validation UA before stopping
     label_smoothing: float = 0.05
     augmented_views: int = 2  # waveform-augmented copies of each training clip, beside the clean one
+    # Share of training clips seen, each epoch, through a calibration from a random sample of
+    # their speaker's clips (any K, or their neutral and calm clips), so that one model learns
+    # both calibrated and uncalibrated inputs. 0 trains on uncalibrated features only.
+    calibrated_share: float = 0.0
     channels: int = 96
     blocks: int = 3
     dropout: float = 0.1
@@ -116,12 +121,22 @@ class CNNFamily:
         epochs = max_epochs or self.hp.epochs
         views = self._training_views(train)
         targets = torch.tensor(train["emotion"])
-        model = self._new_model(views[0], labels=train.features["emotion"].names)
+        labels = train.features["emotion"].names
+        model = self._new_model(views[0], labels=labels)
+        # What speaker calibration needs at inference: the training speakers' statistics.
+        model.set_population(
+            population_statistics(views[0], train["actor"], [labels[emotion] for emotion in train["emotion"]])
+        )
         optimizer, scheduler = self._optimizer(model, epochs, len(targets))
         loss_function = torch.nn.CrossEntropyLoss(
             weight=_class_weights(targets, len(model.labels)), label_smoothing=self.hp.label_smoothing
         )
         validation_data = (self._clean_features(validation), np.array(validation["emotion"])) if validation else None
+        calibrated_views = (
+            CalibratedTrainingViews(model, views[0], train["actor"], [labels[e] for e in train["emotion"]], self.hp.calibrated_share)
+            if self.hp.calibrated_share > 0
+            else None
+        )
 
         checkpoint = Path(output_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
         progress, best_weights = Progress(), copy.deepcopy(model.state_dict())
@@ -132,7 +147,7 @@ class CNNFamily:
         bar = tqdm(total=epochs, initial=progress.epoch, desc="Training CNN", unit="epoch")
         while progress.epoch < epochs and progress.stale_epochs < self.hp.patience:
             progress.epoch += 1
-            loss = self._train_epoch(model, views, targets, optimizer, scheduler, loss_function, progress.epoch)
+            loss = self._train_epoch(model, views, targets, optimizer, scheduler, loss_function, calibrated_views, progress.epoch)
             score = _balanced_accuracy(model, *validation_data) if validation_data else None
             if progress.record(score):
                 best_weights = copy.deepcopy(model.state_dict())
@@ -223,6 +238,7 @@ class CNNFamily:
             channels=self.hp.channels,
             blocks=self.hp.blocks,
             dropout=self.hp.dropout,
+            speaker_statistics=True,
         )
         frames = np.concatenate(clean_features)
         model.set_normalisation(frames.mean(axis=0), frames.std(axis=0))
@@ -236,6 +252,7 @@ class CNNFamily:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         loss_function: torch.nn.Module,
+        calibrated_views: CalibratedTrainingViews | None,
         epoch: int,
     ) -> float:
         """One pass over the training clips, each in a randomly chosen view; the mean loss."""
@@ -244,6 +261,8 @@ class CNNFamily:
         model.train()
         chosen_view = rng.integers(0, len(views), len(targets))
         clips = [views[view][i] for i, view in enumerate(chosen_view)]
+        if calibrated_views is not None:
+            clips = calibrated_views.apply(clips, rng)
         losses = []
         for batch in _length_bucketed_batches([len(clip) for clip in clips], self.hp.batch_size, rng):
             raw, lengths = pad_features([clips[i] for i in batch])
@@ -257,12 +276,50 @@ class CNNFamily:
         return float(np.mean(losses))
 
 
+class CalibratedTrainingViews:
+    """Training clips as calibrated inference sees them: each epoch, a `share` of the clips goes
+    through a calibration of its speaker computed from a random sample of that speaker's clean
+    clips (K of 1, 3, 5, 10 or all of them as any speech, or their neutral and calm clips as
+    neutral speech), with the model's own population statistics."""
+
+    SAMPLE_SIZES = (1, 3, 5, 10, None)  # None: all of the speaker's clips
+
+    def __init__(self, model: EmotionCNN, clean: list[np.ndarray], speakers, emotions: list[str], share: float):
+        self.model, self.clean, self.share = model, clean, share
+        self.speakers = np.asarray(speakers)
+        self.neutral = np.isin(emotions, NEUTRAL_EMOTIONS)
+
+    def apply(self, clips: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        chosen = rng.random(len(clips)) < self.share
+        clips = list(clips)
+        for speaker in np.unique(self.speakers[chosen]):
+            own = np.flatnonzero(self.speakers == speaker)
+            calibration = self._random_calibration(own, rng)
+            for i in own[chosen[own]]:
+                clips[i] = calibration.apply(REPRESENTATION, clips[i])
+        return clips
+
+    def _random_calibration(self, own: np.ndarray, rng: np.random.Generator):
+        neutral = own[self.neutral[own]]
+        if len(neutral) and rng.random() < 0.5:
+            sample, source = neutral, "neutral"
+        else:
+            size = self.SAMPLE_SIZES[rng.integers(len(self.SAMPLE_SIZES))] or len(own)
+            sample, source = rng.choice(own, size=min(size, len(own)), replace=False), "speech"
+        return self.model.calibration_from([{REPRESENTATION: self.clean[i]} for i in sample], source, seconds=0.0)
+
+
 def from_args(args: argparse.Namespace) -> CNNFamily:
-    """The family with the CLI's overrides (`train cnn --epochs/--batch-size/--learning-rate/--seed`)."""
+    """The family with the CLI's overrides (`train cnn --epochs/--batch-size/--learning-rate/--seed/--calibrated-share`)."""
     overrides = {
         name: getattr(args, argument)
-        for name, argument in (("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"))
-        if getattr(args, argument) is not None
+        for name, argument in (
+            ("epochs", "epochs"),
+            ("batch_size", "batch_size"),
+            ("learning_rate", "learning_rate"),
+            ("calibrated_share", "calibrated_share"),
+        )
+        if getattr(args, argument, None) is not None
     }
     return CNNFamily(CNNHyperparameters(seed=args.seed, **overrides))
 

@@ -24,7 +24,9 @@ from typing import Any, Protocol
 import datasets
 import numpy as np
 
-from ser_train.data import actor_folds, load_ravdess, split_by_actor, validation_actors
+from ser_train.calibration import calibration_summary, evaluate_calibration
+from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors
+from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, write_eval_results
 
@@ -91,20 +93,32 @@ def plan_splits(actors: list[int], test_actors: list[int] | None, num_folds: int
 
 def run(
     family: Family,
-    dataset_source: str,
+    dataset_source: str | list[str],
     output_dir: str | Path,
     test_actors: list[int] | None = None,
     num_folds: int | None = None,
     resume: bool = False,
     command: list[str] | None = None,
+    test_speakers: list[str] | None = None,
 ) -> dict:
-    """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict."""
+    """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict.
+
+    `dataset_source` is one source or several (combined, see `ser_train.corpora`); test
+    speakers are actor ids, or speaker names of a manifest corpus (`test_speakers`). Without
+    either or `num_folds`, the manifests' split column decides.
+    """
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
     resuming = _claim_output_dir(output_dir, resume) if is_main_process() else True
-    dataset = family.prepare(load_ravdess(dataset_source))
+    dataset = family.prepare(load_corpora(dataset_source))
+    dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
-    splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
+    if test_speakers:
+        test_actors = actors_of_speakers(dataset, test_speakers)
+    if test_actors is None and num_folds is None:
+        splits = [_manifest_split(dataset)]
+    else:
+        splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
     if not resuming:
         _write_training_args(output_dir, family, dataset_source, splits, command)
 
@@ -115,6 +129,9 @@ def run(
         folds.append(_run_split(family, dataset, split, split_dir, labels, resume))
 
     extra = {"labels": labels}
+    calibrated = [fold["calibration"] for fold in folds if "calibration" in fold]
+    if calibrated and len(calibrated) == len(folds):
+        extra["calibration"] = calibration_summary(calibrated)
     if len(splits) > 1:
         # The published model hears every actor; it trains for the epoch count that validation
         # chose in the folds, since no actor is left over to validate it.
@@ -128,6 +145,16 @@ def run(
         write_eval_results(output_dir, results)
         print(format_metrics_table(results))
     return results
+
+
+def _manifest_split(dataset: datasets.Dataset) -> Split:
+    """The hold-out split the corpus manifests give (split column), speaker-disjoint by then."""
+    given = manifest_split_actors(dataset)
+    if given is None:
+        raise SERError("Pass --test-actors / --test-speakers or --folds K: the dataset gives no test split.")
+    test, validation = given
+    actors = tuple(sorted(dataset.unique("actor")))
+    return Split("holdout", test, validation or validation_actors(test, actors))
 
 
 def is_main_process() -> bool:
@@ -164,11 +191,39 @@ def _run_split(
         "best_epoch": fitted.best_epoch,
         "metrics": metrics,
     }
+    calibration = _calibration_results(split_dir, parts["test"], labels)
+    if calibration:
+        result["calibration"] = calibration
     if is_main_process():
         split_dir.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{split.name}: test WA {metrics['accuracy']:.3f}  UA {metrics['balanced_accuracy']:.3f}")
     return result
+
+
+def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[str]) -> dict | None:
+    """The speaker-calibration protocol on the test split, for a saved model that can calibrate.
+
+    The model is loaded from its folder as any user would load it, so every family that
+    `ser_train.inference` can calibrate is measured; for the others this returns None.
+    """
+    from ser_train.inference import load_model
+
+    if not is_main_process() or not (model_dir / "config.json").is_file():
+        return None
+    model = load_model(str(model_dir))
+    if not model.can_calibrate:
+        return None
+    print(f"Speaker calibration protocol on {test.num_rows} test clips")
+    return evaluate_calibration(
+        model,
+        audio_arrays(test),
+        test["emotion"],
+        test["actor"],
+        labels,
+        predict_ids=lambda probabilities: probabilities.argmax(axis=1),
+        metrics=lambda references, predictions: classification_metrics(references, predictions, labels),
+    )
 
 
 def _claim_output_dir(output_dir: Path, resume: bool) -> bool:

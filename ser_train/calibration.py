@@ -1,0 +1,352 @@
+"""Speaker calibration: map one speaker's features onto the training speakers' population.
+
+Much of what a model sees in a clip is who is speaking and through which microphone. A little
+unlabelled speech of one speaker tells us where that speaker's features sit; calibration then
+moves their later clips so that the speaker looks like the average training speaker. Every
+family calibrates some per-frame representation (the CNN its handcrafted frame features; an
+encoder its hidden states per layer), so a calibration is a set of per-dimension affine maps,
+one per named representation, `x -> x * scale + shift`, computed as follows:
+
+- **any speech** (clips spanning the speaker's emotions): the speaker's mean is estimated from
+  their frames and shrunk toward the training population's speaker mean (empirical Bayes: the
+  fewer clips, the more the prior counts; how much a clip is worth per dimension is stored
+  with the model); with at least MIN_CLIPS_FOR_SPREAD clips their spread is estimated too and
+  shrunk toward the population's within-speaker spread (z-normalisation), with fewer clips only
+  the mean moves (one clip gives no usable spread).
+- **neutral speech** (what a visitor gives by reading a passage): calibration subtracts what the
+  calibration speech has in common, emotion included, so a neutral sample is compared with the
+  training speakers' *neutral* mean, and only the mean moves: a narrow sample estimates the
+  spread badly.
+
+What a model needs at inference (`PopulationStatistics`) is computed from its training split
+(`population_statistics`) and stored in the model folder. `evaluate_calibration` is the honest
+protocol: calibration clips of a test speaker are drawn from that speaker and never scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ser_train.audio import SAMPLING_RATE
+from ser_train.errors import ModelError
+
+SOURCES = ("speech", "neutral")  # what the calibration sample is: any speech, or neutral speech
+NEUTRAL_EMOTIONS = ("neutral", "calm")  # the emotions a read neutral passage stands for
+MIN_CLIPS_FOR_SPREAD = 3  # fewer clips (or a neutral sample) move the mean only
+SPREAD_PRIOR_CLIPS = 5.0  # the population spread counts as this many clips of the speaker
+MIN_VARIANCE = 1e-6  # floor for variances of features that hardly vary
+RANDOM_CLIP_COUNTS = (3, 5, 10)  # K of the protocol: K random clips of a test speaker
+PROTOCOL_REPEATS = 3  # random draws of K clips per speaker, pooled
+PROTOCOL_SEED = 0
+
+
+@dataclass(frozen=True)
+class PopulationStatistics:
+    """Training speakers' statistics of one representation, per dimension (all shape [dim])."""
+
+    mean: np.ndarray  # mean over training speakers of each speaker's frame mean
+    std: np.ndarray  # root mean over training speakers of each speaker's frame variance
+    neutral_mean: np.ndarray  # the same mean over the speakers' neutral and calm clips only
+    prior_clips: np.ndarray  # how many clips of a speaker weigh as much as the population prior
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "std": self.std, "neutral_mean": self.neutral_mean, "prior_clips": self.prior_clips}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One speaker's calibration for one model: `x * scale[name] + shift[name]` per representation.
+
+    Holds only statistics (no audio). `model_id` names the model it was computed for, so it is
+    never applied to another one.
+    """
+
+    model_id: str
+    source: str  # "speech" or "neutral"
+    clips: int  # clips (or segments of one recording) it was computed from
+    seconds: float  # their total duration
+    spread_estimated: bool  # False: a mean shift only
+    scale: dict[str, np.ndarray] = field(repr=False)
+    shift: dict[str, np.ndarray] = field(repr=False)
+
+    def apply(self, name: str, frames: np.ndarray) -> np.ndarray:
+        """Frames [.., dim] of representation `name`, moved to the training population."""
+        return (frames * self.scale[name] + self.shift[name]).astype(np.float32)
+
+    def check_model(self, model_id: str) -> None:
+        if model_id != self.model_id:
+            raise ModelError("This calibration was computed for another model; calibrate again with this one.")
+
+    def describe(self) -> str:
+        """A few words for a person: what the calibration was made from and what it does."""
+        kind = "neutral speech" if self.source == "neutral" else "speech"
+        effect = "mean and spread" if self.spread_estimated else "mean shift only"
+        return f"{self.clips} clip(s), {self.seconds:.1f} s of {kind}; {effect}"
+
+
+POPULATION_FILE = "speaker_statistics.safetensors"  # for families whose weights file is not ours
+
+
+def save_population(path, statistics: dict[str, PopulationStatistics]) -> None:
+    """Store a model's population statistics as safetensors ("<representation>.<field>" tensors).
+
+    The CNN keeps them as buffers in its own weights; a transformers model folder, whose weights
+    file transformers writes, can keep them beside it in POPULATION_FILE.
+    """
+    from safetensors.numpy import save_file
+
+    tensors = {
+        f"{name}.{key}": np.ascontiguousarray(value, dtype=np.float32)
+        for name, population in statistics.items()
+        for key, value in population.as_arrays().items()
+    }
+    save_file(tensors, str(path))
+
+
+def load_population(path) -> dict[str, PopulationStatistics]:
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    names = sorted({key.rsplit(".", 1)[0] for key in tensors})
+    fields = ("mean", "std", "neutral_mean", "prior_clips")
+    return {name: PopulationStatistics(**{key: tensors[f"{name}.{key}"] for key in fields}) for name in names}
+
+
+def statistics_fingerprint(statistics: dict[str, PopulationStatistics]) -> str:
+    """A short id of a model's population statistics, used as a calibration's `model_id`."""
+    digest = hashlib.sha256()
+    for name in sorted(statistics):
+        digest.update(name.encode())
+        for array in statistics[name].as_arrays().values():
+            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def population_statistics(
+    clip_frames: Sequence[np.ndarray], speakers: Sequence, emotions: Sequence[str]
+) -> PopulationStatistics:
+    """Statistics of training clips ([frames, dim] each) with their speakers and emotion names.
+
+    prior_clips is, per dimension, the within-speaker variance of clip means over the
+    between-speaker variance of speaker means: with that many clips, a speaker's own mean is as
+    trustworthy as the population's.
+    """
+    speakers, emotions = np.asarray(speakers), np.asarray(emotions)
+    neutral = np.isin(emotions, NEUTRAL_EMOTIONS)
+    means, variances, neutral_means, clip_mean_variances = [], [], [], []
+    for speaker in np.unique(speakers):
+        own = np.flatnonzero(speakers == speaker)
+        frames = np.concatenate([clip_frames[i] for i in own]).astype(np.float64)
+        means.append(frames.mean(axis=0))
+        variances.append(frames.var(axis=0))
+        clip_means = np.stack([clip_frames[i].mean(axis=0) for i in own])
+        if len(own) > 1:
+            clip_mean_variances.append(clip_means.var(axis=0, ddof=1))
+        own_neutral = [clip_frames[i] for i in own if neutral[i]]
+        if own_neutral:
+            neutral_means.append(np.concatenate(own_neutral).mean(axis=0))
+    means = np.stack(means)
+    within = np.mean(clip_mean_variances, axis=0) if clip_mean_variances else np.ones(means.shape[1])
+    between = means.var(axis=0) if len(means) > 1 else np.full(means.shape[1], MIN_VARIANCE)
+    mean = means.mean(axis=0)
+    return PopulationStatistics(
+        mean=mean.astype(np.float32),
+        std=np.sqrt(np.mean(variances, axis=0) + MIN_VARIANCE).astype(np.float32),
+        # Without neutral clips in training, neutral calibration falls back to the overall mean.
+        neutral_mean=(np.mean(neutral_means, axis=0) if neutral_means else mean).astype(np.float32),
+        prior_clips=(within / np.maximum(between, MIN_VARIANCE)).astype(np.float32),
+    )
+
+
+def speaker_affine(
+    clip_frames: Sequence[np.ndarray], population: PopulationStatistics, source: str
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(scale, shift, spread_estimated) mapping one speaker's frames onto the population."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    clips = len(clip_frames)
+    frames = np.concatenate(clip_frames).astype(np.float64)
+    # Neutral speech is compared with the training speakers' neutral mean, any speech with their
+    # overall mean: that is both the prior of the speaker's mean and where it is moved to.
+    target_mean = population.neutral_mean if source == "neutral" else population.mean
+    weight = clips / (clips + population.prior_clips.astype(np.float64))
+    speaker_mean = weight * frames.mean(axis=0) + (1 - weight) * target_mean
+    spread_estimated = source == "speech" and clips >= MIN_CLIPS_FOR_SPREAD
+    if spread_estimated:
+        population_variance = population.std.astype(np.float64) ** 2
+        variance = (clips * frames.var(axis=0) + SPREAD_PRIOR_CLIPS * population_variance) / (clips + SPREAD_PRIOR_CLIPS)
+        scale = np.sqrt(population_variance / np.maximum(variance, MIN_VARIANCE))
+    else:
+        scale = np.ones_like(speaker_mean)
+    shift = target_mean - speaker_mean * scale
+    return scale.astype(np.float32), shift.astype(np.float32), spread_estimated
+
+
+def calibrate(
+    representations: Sequence[dict[str, np.ndarray]],
+    statistics: dict[str, PopulationStatistics],
+    source: str,
+    seconds: float,
+) -> Calibration:
+    """A calibration from clips' representations ({name: [frames, dim]} per clip)."""
+    if not representations:
+        raise ModelError("Calibration needs at least one clip of speech.")
+    scale, shift, spread = {}, {}, False
+    for name, population in statistics.items():
+        scale[name], shift[name], spread = speaker_affine([clip[name] for clip in representations], population, source)
+    return Calibration(statistics_fingerprint(statistics), source, len(representations), seconds, spread, scale, shift)
+
+
+# --- The honest protocol -----------------------------------------------------------------------
+
+
+class Calibratable(Protocol):
+    """What a family gives for calibration (the CNN: `ser_train.models.cnn.EmotionCNN`).
+
+    A representation is one clip's {name: [frames, dim]} arrays, computed once per clip so that
+    the protocol can try many calibrations on the same clips.
+    """
+
+    def represent(self, waveforms: list[np.ndarray]) -> list[dict[str, np.ndarray]]: ...
+
+    def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration: ...
+
+    def predict_represented(self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None) -> np.ndarray: ...
+
+
+def evaluate_calibration(
+    model: Calibratable,
+    waveforms: list[np.ndarray],
+    references: Sequence[int],
+    speakers: Sequence,
+    labels: Sequence[str],
+    predict_ids: Callable[[np.ndarray], np.ndarray],
+    metrics: Callable[[Sequence[int], Sequence[int]], dict],
+    seed: int = PROTOCOL_SEED,
+) -> dict:
+    """UA without calibration and with each protocol, calibration clips never scored.
+
+    - random K (K in RANDOM_CLIP_COUNTS): per test speaker, K of their clips at random (any
+      emotion) calibrate, their other clips are scored; PROTOCOL_REPEATS draws, pooled.
+    - all: every clip is scored with a calibration from all of its speaker's other clips.
+    - neutral: the speaker's neutral and calm clips calibrate (as neutral speech, the realistic
+      case of a visitor reading a passage); their other clips are scored, beside the
+      uncalibrated model on exactly those clips.
+    Each entry holds the calibrated metrics and the uncalibrated ones on the same clips.
+    `predict_ids` turns probabilities into class ids (e.g. argmax over shared labels).
+    """
+    references, speakers = np.asarray(references), np.asarray(speakers)
+    representations = model.represent(list(waveforms))
+    seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
+    uncalibrated = predict_ids(model.predict_represented(representations, None))
+    rng = np.random.default_rng(seed)
+
+    def calibrated_predictions(calibration_clips: np.ndarray, scored: np.ndarray, source: str) -> np.ndarray:
+        calibration = model.calibration_from(
+            [representations[i] for i in calibration_clips], source, float(seconds[calibration_clips].sum())
+        )
+        return predict_ids(model.predict_represented([representations[i] for i in scored], calibration))
+
+    def entry(scored: list[int], predicted: list[int], **extra) -> dict:
+        scored = np.asarray(scored, dtype=int)
+        return {
+            "calibrated": _headline(metrics(references[scored], predicted)),
+            "uncalibrated_same_clips": _headline(metrics(references[scored], uncalibrated[scored])),
+            **extra,
+        }
+
+    results = {
+        "protocol": (
+            f"Per test speaker: K random clips of any emotion (K = {', '.join(map(str, RANDOM_CLIP_COUNTS))}; "
+            f"{PROTOCOL_REPEATS} draws pooled, seed {seed}) or all their other clips (leave one out) "
+            "calibrate, as unlabelled speech; only the speaker's remaining clips are scored. Neutral: "
+            f"the speaker's {' and '.join(NEUTRAL_EMOTIONS)} clips calibrate as neutral speech "
+            "(mean shift toward the training speakers' neutral mean); their other clips are scored, "
+            "beside the uncalibrated model on the same clips."
+        ),
+        "uncalibrated": _headline(metrics(references, uncalibrated)),
+        "random_clips": {},
+    }
+    by_speaker = [np.flatnonzero(speakers == speaker) for speaker in np.unique(speakers)]
+    for count in RANDOM_CLIP_COUNTS:
+        scored, predicted = [], []
+        for _ in range(PROTOCOL_REPEATS):
+            for own in by_speaker:
+                if len(own) <= count:
+                    continue  # nothing left to score
+                chosen = rng.permutation(own)
+                calibration_clips, rest = chosen[:count], chosen[count:]
+                scored.extend(rest)
+                predicted.extend(calibrated_predictions(calibration_clips, rest, "speech"))
+        if scored:
+            results["random_clips"][str(count)] = entry(scored, predicted, calibration_clips=count, repeats=PROTOCOL_REPEATS)
+
+    scored, predicted = [], []
+    for own in by_speaker:
+        if len(own) < 2:
+            continue
+        for clip in own:
+            scored.append(clip)
+            predicted.extend(calibrated_predictions(own[own != clip], np.array([clip]), "speech"))
+    if scored:
+        results["random_clips"]["all"] = entry(scored, predicted, calibration_clips="all other clips of the speaker")
+
+    neutral_ids = [labels.index(name) for name in NEUTRAL_EMOTIONS if name in labels]
+    scored, predicted = [], []
+    for own in by_speaker:
+        is_neutral = np.isin(references[own], neutral_ids)
+        if is_neutral.any() and (~is_neutral).any():
+            rest = own[~is_neutral]
+            scored.extend(rest)
+            predicted.extend(calibrated_predictions(own[is_neutral], rest, "neutral"))
+    if scored:
+        results["neutral"] = entry(scored, predicted, calibration_emotions=list(NEUTRAL_EMOTIONS))
+    return results
+
+
+def _headline(metrics: dict) -> dict:
+    return {
+        "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "num_examples": metrics["num_examples"],
+    }
+
+
+def calibration_summary(fold_results: list[dict]) -> dict:
+    """eval_results.json's top-level "calibration": the protocol and its means over test splits."""
+    return {
+        "protocol": fold_results[0]["protocol"],
+        "mean_over_folds": summarise_folds(fold_results),
+        "num_folds": len(fold_results),
+    }
+
+
+def summarise_folds(fold_results: list[dict]) -> dict:
+    """Mean over folds of each protocol's calibrated and uncalibrated UA."""
+    def mean_of(path: Callable[[dict], float]) -> float | None:
+        values = []
+        for fold in fold_results:
+            try:
+                values.append(path(fold))
+            except KeyError:
+                return None
+        return float(np.mean(values))
+
+    summary = {"uncalibrated": mean_of(lambda fold: fold["uncalibrated"]["balanced_accuracy"]), "random_clips": {}}
+    for count in fold_results[0]["random_clips"]:
+        summary["random_clips"][count] = {
+            kind: mean_of(lambda fold, kind=kind: fold["random_clips"][count][kind]["balanced_accuracy"])
+            for kind in ("calibrated", "uncalibrated_same_clips")
+        }
+    if "neutral" in fold_results[0]:
+        summary["neutral"] = {
+            kind: mean_of(lambda fold, kind=kind: fold["neutral"][kind]["balanced_accuracy"])
+            for kind in ("calibrated", "uncalibrated_same_clips")
+        }
+    return summary

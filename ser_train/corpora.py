@@ -1,0 +1,279 @@
+"""Any labelled corpus, from a folder with a CSV manifest, and several corpora combined.
+
+A corpus folder holds its audio and two small files:
+
+    manifest.csv     one row per clip: path (relative to the folder), emotion, speaker, and
+                     optionally split (train / validation / test; a speaker stays in one split)
+    label_map.json   {"its label": "one of our emotions", "other label": null}; null leaves
+                     those clips out. Labels that already name one of our emotions (any
+                     spelling `canonical_emotion` knows: "fear", "ANG", "Happy") need no entry.
+
+Every corpus loads into the same columns, so several combine with `concatenate_datasets`:
+
+    audio     Audio feature, mono, 16 kHz
+    emotion   ClassLabel over EMOTIONS (a corpus may have only some of them)
+    actor     an integer id per speaker, what the actor-disjoint splits key on
+    speaker   "corpus/speaker": speaker names namespaced by corpus, so two corpora's
+              speaker "1" stay two speakers
+    corpus    the corpus name (its folder name)
+    split     the manifest's split, or "" when it gives none
+    file      the clip's path in the manifest
+
+A single RAVDESS source keeps its own columns (see `ser_train.data.load_ravdess`); in a
+combination its actors become speakers "ravdess-folder/01" and so on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from ser_train.audio import SAMPLING_RATE
+from ser_train.data import EMOTIONS, canonical_emotion, decode_index, load_ravdess
+from ser_train.errors import DataError
+
+MANIFEST_FILE = "manifest.csv"
+LABEL_MAP_FILE = "label_map.json"
+REQUIRED_COLUMNS = ("path", "emotion", "speaker")
+SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+
+CORPUS_FEATURES = datasets.Features(
+    {
+        "audio": datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1, decode=False),
+        "emotion": datasets.ClassLabel(names=list(EMOTIONS)),
+        "actor": datasets.Value("int32"),
+        "speaker": datasets.Value("string"),
+        "corpus": datasets.Value("string"),
+        "split": datasets.Value("string"),
+        "file": datasets.Value("string"),
+    }
+)
+
+
+def is_manifest_corpus(source: str) -> bool:
+    return (Path(source).expanduser() / MANIFEST_FILE).is_file()
+
+
+def load_corpora(sources: str | list[str]) -> datasets.Dataset:
+    """One source as it is (RAVDESS keeps its columns), or several combined with speaker ids
+    namespaced by corpus and integer `actor` ids interleaved across corpora."""
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if len(sources) == 1:
+        return load_corpus(sources[0])
+    names = _corpus_names(sources)
+    parts = [_common_columns(load_corpus(source), name) for source, name in zip(sources, names)]
+    combined = datasets.concatenate_datasets(parts)
+    return _with_actor_ids(combined, interleave_speakers([part.unique("speaker") for part in parts]))
+
+
+def load_corpus(source: str) -> datasets.Dataset:
+    """A manifest corpus folder, or RAVDESS (any source `load_ravdess` takes)."""
+    if is_manifest_corpus(source):
+        return load_manifest_corpus(source)
+    return load_ravdess(source)
+
+
+def load_manifest_corpus(folder: str | Path, name: str | None = None) -> datasets.Dataset:
+    """The clips listed in FOLDER/manifest.csv, decoded to 16 kHz mono once and cached."""
+    folder = Path(folder).expanduser()
+    name = name or folder.resolve().name
+    rows = _read_manifest(folder / MANIFEST_FILE)
+    label_map = _read_label_map(folder / LABEL_MAP_FILE)
+    emotions = _map_labels([row["emotion"] for row in rows], label_map, folder)
+    kept = [(row, emotion) for row, emotion in zip(rows, emotions) if emotion is not None]
+    if not kept:
+        raise DataError(f"{folder}: every clip's label maps to null in {LABEL_MAP_FILE}; nothing is left to load.")
+    paths = [folder / row["path"] for row, _ in kept]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise DataError(f"{folder}: {len(missing)} file(s) in {MANIFEST_FILE} do not exist, e.g. {missing[0]}.")
+    speakers = [f"{name}/{row['speaker']}" for row, _ in kept]
+    splits = [_split_of(row, folder) for row, _ in kept]
+    _check_speaker_disjoint(speakers, splits, folder)
+    actor_ids = {speaker: number for number, speaker in enumerate(sorted(set(speakers)), start=1)}
+    index = datasets.Dataset.from_dict(
+        {
+            "audio": [str(path) for path in paths],
+            "emotion": [EMOTIONS.index(emotion) for _, emotion in kept],
+            "actor": [actor_ids[speaker] for speaker in speakers],
+            "speaker": speakers,
+            "corpus": [name] * len(kept),
+            "split": splits,
+            "file": [row["path"] for row, _ in kept],
+        },
+        features=CORPUS_FEATURES,
+    )
+    # As for RAVDESS folders: name the index after what it holds, so the decoded cache is found again.
+    stamp = hashlib.sha256()
+    for manifest_file in (MANIFEST_FILE, LABEL_MAP_FILE):
+        if (folder / manifest_file).is_file():
+            stamp.update((folder / manifest_file).read_bytes())
+    stamp.update("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode())
+    stamp.update(name.encode())
+    index._fingerprint = f"corpus-{stamp.hexdigest()[:24]}"
+    return decode_index(index, SAMPLING_RATE, skip_unreadable=False)
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            columns = [column.strip() for column in reader.fieldnames or []]
+            rows = [{key.strip(): (value or "").strip() for key, value in row.items() if key} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: could not be read as a CSV manifest ({error}).") from error
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: the manifest lacks the column(s) {', '.join(missing)} "
+            f"(needed: {', '.join(REQUIRED_COLUMNS)}; optional: split)."
+        )
+    if not rows:
+        raise DataError(f"{path}: the manifest lists no clips.")
+    blank = next((number for number, row in enumerate(rows, start=2) if not all(row[c] for c in REQUIRED_COLUMNS)), None)
+    if blank:
+        raise DataError(f"{path}, line {blank}: path, emotion and speaker must all be filled in.")
+    return rows
+
+
+def _read_label_map(path: Path) -> dict[str, str | None]:
+    if not path.is_file():
+        return {}
+    try:
+        mapping = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(mapping, dict):
+        raise DataError(f"{path}: must be a JSON object mapping the corpus's labels to ours (or null).")
+    for label, target in mapping.items():
+        if target is not None and target not in EMOTIONS:
+            raise DataError(
+                f"{path}: '{label}' maps to '{target}', which is not one of our emotions "
+                f"({', '.join(EMOTIONS)}) nor null."
+            )
+    return {str(label).strip(): target for label, target in mapping.items()}
+
+
+def _map_labels(labels: list[str], label_map: dict[str, str | None], folder: Path) -> list[str | None]:
+    """Our emotion name (or None: left out) for each of the corpus's labels."""
+    mapped, unknown = [], set()
+    for label in labels:
+        if label in label_map:
+            mapped.append(label_map[label])
+            continue
+        emotion = canonical_emotion(label)
+        if emotion is None:
+            unknown.add(label)
+        mapped.append(emotion)
+    if unknown:
+        raise DataError(
+            f"{folder}: the label(s) {', '.join(sorted(unknown))} are not among our emotions "
+            f"({', '.join(EMOTIONS)}); map each one in {LABEL_MAP_FILE} to one of ours, or to null "
+            "to leave its clips out."
+        )
+    return mapped
+
+
+def _split_of(row: dict, folder: Path) -> str:
+    value = row.get("split", "").lower()
+    if not value:
+        return ""
+    if value not in SPLIT_NAMES:
+        raise DataError(f"{folder}: unknown split '{row['split']}' for {row['path']} (use train, validation or test).")
+    return SPLIT_NAMES[value]
+
+
+def _check_speaker_disjoint(speakers: list[str], splits: list[str], folder: Path) -> None:
+    """A speaker in two splits would let a model be tested on a voice it trained on."""
+    seen: dict[str, str] = {}
+    for speaker, split in zip(speakers, splits):
+        if seen.setdefault(speaker, split) != split:
+            raise DataError(
+                f"{folder}: speaker {speaker.split('/', 1)[1]} is in both the '{seen[speaker]}' and the "
+                f"'{split}' split; splits must be speaker-disjoint."
+            )
+
+
+def _corpus_names(sources: list[str]) -> list[str]:
+    """Folder names (Hub ids with / replaced), made unique by a number where two collide."""
+    names = [Path(source).expanduser().resolve().name if Path(source).expanduser().is_dir() else source.replace("/", "-") for source in sources]
+    return [name if names.count(name) == 1 else f"{name}-{names[:i].count(name) + 1}" for i, name in enumerate(names)]
+
+
+def _common_columns(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
+    """A loaded corpus in CORPUS_FEATURES' columns; RAVDESS actors become speakers 'name/01'."""
+    if "speaker" not in dataset.column_names:  # RAVDESS
+        speakers = [f"{name}/{actor:02d}" for actor in dataset["actor"]]
+        dataset = dataset.add_column("speaker", speakers)
+        dataset = dataset.add_column("corpus", [name] * dataset.num_rows)
+        dataset = dataset.add_column("split", [""] * dataset.num_rows)
+    else:  # a manifest corpus loaded under its folder name: rename to the combination's name
+        old = dataset["corpus"][0]
+        if old != name:
+            dataset = dataset.remove_columns(["speaker", "corpus"])
+            dataset = dataset.add_column("speaker", [f"{name}/{s.split('/', 1)[1]}" for s in dataset["speaker"]])
+            dataset = dataset.add_column("corpus", [name] * dataset.num_rows)
+    features = CORPUS_FEATURES.copy()
+    features["audio"] = dataset.features["audio"]
+    return dataset.select_columns(list(features)).cast(features)
+
+
+def interleave_speakers(speakers_per_corpus: list[list[str]]) -> dict[str, int]:
+    """Integer ids 1, 2, ... taking one speaker from each corpus in turn.
+
+    Actor folds are consecutive ids, so interleaving puts speakers of every corpus into every
+    fold, and the validation group (the next ids) too.
+    """
+    queues = [sorted(speakers) for speakers in speakers_per_corpus]
+    order = []
+    for position in range(max(len(queue) for queue in queues)):
+        order += [queue[position] for queue in queues if position < len(queue)]
+    return {speaker: number for number, speaker in enumerate(order, start=1)}
+
+
+def _with_actor_ids(dataset: datasets.Dataset, ids: dict[str, int]) -> datasets.Dataset:
+    actors = [ids[speaker] for speaker in dataset["speaker"]]
+    dataset = dataset.remove_columns("actor").add_column("actor", actors, feature=datasets.Value("int32"))
+    return dataset.select_columns(list(CORPUS_FEATURES))
+
+
+# --- Who is tested -------------------------------------------------------------------------------
+
+
+def actors_of_speakers(dataset: datasets.Dataset, names: list[str]) -> list[int]:
+    """Integer actor ids of speakers named as in the manifest ("spk1") or namespaced ("corpus/spk1")."""
+    if "speaker" not in dataset.column_names:
+        raise DataError("This dataset is RAVDESS: name test speakers with --test-actors (e.g. 21-24).")
+    ids: dict[str, int] = {}
+    for speaker, actor in zip(dataset["speaker"], dataset["actor"]):
+        ids[speaker] = actor
+        ids.setdefault(speaker.split("/", 1)[1], actor)  # the bare name, if no other corpus has it
+    unknown = [name for name in names if name not in ids]
+    if unknown:
+        raise DataError(f"Unknown speaker(s) {', '.join(unknown)}; the dataset has {', '.join(sorted(set(dataset['speaker']))[:12])}, ...")
+    return sorted({ids[name] for name in names})
+
+
+def manifest_split_actors(dataset: datasets.Dataset) -> tuple[list[int], list[int]] | None:
+    """(test, validation) actor ids from the manifests' split column, or None if none gives one."""
+    if "split" not in dataset.column_names:
+        return None
+    splits = np.asarray(dataset["split"])
+    actors = np.asarray(dataset["actor"])
+    test = sorted({int(a) for a in actors[splits == "test"]})
+    if not test:
+        return None
+    return test, sorted({int(a) for a in actors[splits == "validation"]})
+
+
+def speaker_names(dataset: datasets.Dataset, actors: list[int]) -> list[str]:
+    """The speaker names of actor ids (RAVDESS: the ids themselves, as text)."""
+    if "speaker" not in dataset.column_names:
+        return [str(actor) for actor in actors]
+    names = dict(zip(dataset["actor"], dataset["speaker"]))
+    return [names[actor] for actor in actors]

@@ -1,0 +1,108 @@
+"""Calibrate to my voice: the page's and /predict's calibrated answers are the library's, and a
+calibration stays in its own session (never seen by another session or request)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile
+
+import app
+from app_support import ANGRY, utterances, write_clip
+from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.data import EMOTIONS
+from ser_train.inference import DEFAULT_MODEL, load_model
+
+NEUTRAL, CALM = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
+
+
+@pytest.fixture(autouse=True)
+def offer_calibratable_model(monkeypatch, calibratable_cnn, precalibration_cnn):
+    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, str(calibratable_cnn), str(precalibration_cnn)))
+
+
+@pytest.fixture(scope="module")
+def passage(tmp_path_factory):
+    """About 20 s of calm speech with pauses, as a visitor reading the passage gives."""
+    path = tmp_path_factory.mktemp("calibration") / "passage.wav"
+    soundfile.write(path, utterances([NEUTRAL, CALM] * 3, speech_s=2.5, pause_s=0.8), SAMPLING_RATE)
+    return str(path)
+
+
+def shown(outputs: app.PageOutputs) -> list[float]:
+    return list(outputs.probabilities["value"].values())
+
+
+def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_not(calibratable_cnn, passage, tmp_path):
+    name = str(calibratable_cnn)
+    clip = str(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))
+    model = load_model(name)
+    calibration = model.calibrate_recording(load_audio(passage), source="neutral")
+    assert calibration.clips == 6 and not calibration.spread_estimated  # six utterances, mean shift
+    calibrated = list(model.predict_file(clip, calibration=calibration).values())
+    uncalibrated = list(model.predict_file(clip).values())
+    assert not np.allclose(calibrated, uncalibrated, atol=1e-4)
+
+    session_a, status = app.calibrate_handler(passage, name, "", {})
+    assert "Calibration is **on**" in status and list(session_a) == [name]
+    session_b: dict = {}  # another visitor, who never calibrated
+
+    def page(session):
+        return shown(app.predict_handler(clip, name, "", None, None, session))
+
+    # Two sessions at once, interleaved on threads: each gets its own answer.
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(page, [session_a, session_b] * 4))
+    for answer in answers[0::2]:
+        assert answer == pytest.approx(calibrated, abs=1e-6)
+    for answer in answers[1::2]:
+        assert answer == pytest.approx(uncalibrated, abs=1e-6)
+    assert session_b == {}
+
+    # /predict: the calibration recording counts for its own request only.
+    assert list(app.predict_api(clip, name, passage).values()) == pytest.approx(calibrated, abs=1e-6)
+    assert list(app.predict_api(clip, name).values()) == pytest.approx(uncalibrated, abs=1e-6)
+
+    state, status = app.reset_calibration()
+    assert state == {} and "Calibration is **off**" in status
+    assert page(state) == pytest.approx(uncalibrated, abs=1e-6)
+
+
+def test_calibration_problems_are_explained_and_keep_the_session_state(calibratable_cnn, precalibration_cnn, passage, tmp_path):
+    name = str(calibratable_cnn)
+    short = str(write_clip(tmp_path / "short.wav", sampling_rate=16_000, duration_s=3.0))
+    state, status = app.calibrate_handler(short, name, "", {})
+    assert state == {} and "read the whole passage" in status
+    state, status = app.calibrate_handler(None, name, "", {})
+    assert "No calibration recording yet" in status
+
+    calibrated, _ = app.calibrate_handler(passage, name, "", {})
+    state, status = app.calibrate_handler(passage, str(precalibration_cnn), "", calibrated)
+    # A model that predates calibration: said so, and the session keeps its calibration.
+    assert "cannot be calibrated" in status and "Calibration is **on**" in status
+    assert state == calibrated and list(calibrated) == [name]
+
+
+def test_cli_predict_with_a_calibration_recording_gives_the_librarys_answer(calibratable_cnn, passage, tmp_path, capsys):
+    import json
+
+    from ser_train.cli import main
+
+    clip = write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY)
+    model = load_model(str(calibratable_cnn))
+    expected = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(passage), source="neutral"))
+    assert main(["predict", str(clip), "--model", str(calibratable_cnn), "--calibration", passage, "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["probabilities"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_status_reports_what_neutral_calibration_measured_for_the_model(tmp_path):
+    import json
+
+    (tmp_path / "eval_results.json").write_text(
+        json.dumps({"calibration": {"mean_over_folds": {"neutral": {"calibrated": 0.626, "uncalibrated_same_clips": 0.637}}}})
+    )
+    assert "balanced accuracy 62.6%, against 63.7% uncalibrated" in app.measured_effect(str(tmp_path))
+    assert app.measured_effect(str(tmp_path / "no-such-model")) == ""

@@ -1,0 +1,234 @@
+"""Speaker calibration: the statistics, the protocol, the CNN family, and that speakers stay apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_train.calibration import (
+    MIN_CLIPS_FOR_SPREAD,
+    PROTOCOL_REPEATS,
+    Calibration,
+    calibrate,
+    evaluate_calibration,
+    population_statistics,
+    speaker_affine,
+)
+from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
+from ser_train.errors import ModelError
+from ser_train.evaluation import classification_metrics
+from ser_train.inference import load_model
+
+DIM = 4
+FRAMES_PER_CLIP = 50
+NEUTRAL_IDS = [EMOTIONS.index("neutral"), EMOTIONS.index("calm")]
+
+
+def synthetic_speaker(rng, offset: np.ndarray, clips_per_emotion: int) -> tuple[list[np.ndarray], list[int]]:
+    """Frames of one speaker: their offset (voice, microphone) + the emotion's pattern + noise."""
+    patterns = np.linspace(-3, 3, len(EMOTIONS))[:, None] * np.array([1.0, -0.5, 0.8, 0.3])
+    clips, emotions = [], []
+    for emotion in range(len(EMOTIONS)):
+        for _ in range(clips_per_emotion):
+            clips.append(offset + patterns[emotion] + rng.normal(0, 0.7, (FRAMES_PER_CLIP, DIM)))
+            emotions.append(emotion)
+    return clips, emotions
+
+
+def synthetic_population(rng, speakers: int, clips_per_emotion: int = 3):
+    clips, emotions, owners = [], [], []
+    for speaker in range(speakers):
+        own, labels = synthetic_speaker(rng, rng.normal(0, 4, DIM), clips_per_emotion)
+        clips += own
+        emotions += labels
+        owners += [speaker] * len(own)
+    return clips, emotions, owners
+
+
+@pytest.fixture(scope="module")
+def population():
+    clips, emotions, owners = synthetic_population(np.random.default_rng(0), speakers=12)
+    return population_statistics(clips, owners, [EMOTIONS[e] for e in emotions])
+
+
+def test_many_clips_map_a_speaker_onto_the_population(population):
+    clips, _ = synthetic_speaker(np.random.default_rng(1), np.full(DIM, 10.0), clips_per_emotion=5)
+    scale, shift, spread = speaker_affine(clips, population, "speech")
+    assert spread
+    calibrated = np.concatenate(clips) * scale + shift
+    # 40 clips outweigh the prior (prior_clips is small here: speakers differ much more than
+    # clip means of one speaker do), so the speaker lands on the population mean and spread.
+    assert population.prior_clips.max() < 1
+    np.testing.assert_allclose(calibrated.mean(axis=0), population.mean, atol=0.05 * population.std.max())
+    np.testing.assert_allclose(calibrated.std(axis=0), population.std, rtol=0.1)
+
+
+def test_few_clips_shift_the_mean_only_and_shrink_toward_the_population(population):
+    clips, _ = synthetic_speaker(np.random.default_rng(2), np.full(DIM, 10.0), clips_per_emotion=1)
+    scale, shift, spread = speaker_affine(clips[:1], population, "speech")
+    assert not spread and np.all(scale == 1)
+    assert MIN_CLIPS_FOR_SPREAD > 1
+    # The estimated speaker mean lies between the population's and the sample's, nearer the
+    # sample the more clips there are.
+    sample_mean = clips[0].mean(axis=0)
+    estimated = -shift + population.mean  # scale 1: shift = population mean - estimated mean
+    between = (estimated - population.mean) / (sample_mean - population.mean)
+    assert np.all((between > 0) & (between < 1))
+    _, shift_two, _ = speaker_affine(clips[:2], population, "speech")
+    pooled_two = np.concatenate(clips[:2]).mean(axis=0)
+    weight_two = ((-shift_two + population.mean) - population.mean) / (pooled_two - population.mean)
+    assert np.all(weight_two > between)
+
+
+def test_neutral_speech_moves_the_neutral_mean_to_the_training_speakers_neutral_mean(population):
+    clips, emotions = synthetic_speaker(np.random.default_rng(3), np.full(DIM, -6.0), clips_per_emotion=4)
+    neutral = [clip for clip, emotion in zip(clips, emotions) if emotion in NEUTRAL_IDS]
+    scale, shift, spread = speaker_affine(neutral, population, "neutral")
+    assert not spread and np.all(scale == 1)
+    moved = np.concatenate(neutral) + shift
+    np.testing.assert_allclose(moved.mean(axis=0), population.neutral_mean, atol=0.3)
+    # The neutral mean is not the overall mean: comparing neutral speech with the overall mean
+    # would move the speaker by the neutral emotion's own pattern.
+    assert np.abs(population.neutral_mean - population.mean).max() > 1
+
+
+class CentroidModel:
+    """A real classifier over synthetic frames (nearest class centroid of clip means), calibratable."""
+
+    def __init__(self, clips, emotions, statistics):
+        means = np.stack([clip.mean(axis=0) for clip in clips])
+        self.centroids = np.stack([means[np.asarray(emotions) == k].mean(axis=0) for k in range(len(EMOTIONS))])
+        self.statistics = {"frames": statistics}
+        self.calibration_calls: list[list[int]] = []
+        self.scoring_calls: list[list[int]] = []
+
+    def represent(self, clips):
+        return [{"frames": clip, "id": index} for index, clip in enumerate(clips)]
+
+    def calibration_from(self, representations, source, seconds):
+        self.calibration_calls.append([clip["id"] for clip in representations])
+        return calibrate([{"frames": c["frames"]} for c in representations], self.statistics, source, seconds)
+
+    def predict_represented(self, representations, calibration):
+        if calibration is not None:
+            self.scoring_calls.append([clip["id"] for clip in representations])
+        frames = [clip["frames"] if calibration is None else calibration.apply("frames", clip["frames"]) for clip in representations]
+        distances = ((np.stack([f.mean(axis=0) for f in frames])[:, None] - self.centroids[None]) ** 2).sum(-1)
+        probabilities = np.exp(-distances)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
+    rng = np.random.default_rng(4)
+    train_clips, train_emotions, owners = synthetic_population(rng, speakers=12)
+    statistics = population_statistics(train_clips, owners, [EMOTIONS[e] for e in train_emotions])
+    model = CentroidModel(train_clips, train_emotions, statistics)
+    test_clips, test_emotions, test_speakers = synthetic_population(rng, speakers=4, clips_per_emotion=2)
+    waveforms = [np.zeros(16_000, np.float32)] * len(test_clips)  # durations only; frames come from represent
+    model.represent = lambda _: [{"frames": clip, "id": index} for index, clip in enumerate(test_clips)]
+
+    results = evaluate_calibration(
+        model, waveforms, test_emotions, test_speakers, list(EMOTIONS),
+        predict_ids=lambda p: p.argmax(axis=1),
+        metrics=lambda refs, preds: classification_metrics(refs, preds, list(EMOTIONS)),
+    )
+
+    speakers = np.asarray(test_speakers)
+    for calibrated_on, scored in zip(model.calibration_calls, model.scoring_calls):
+        assert not set(calibrated_on) & set(scored)  # calibration clips are never scored
+        assert len(set(speakers[calibrated_on]) | set(speakers[scored])) == 1  # one speaker per calibration
+    assert results["random_clips"]["3"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 3)
+    assert results["random_clips"]["all"]["calibrated"]["num_examples"] == len(test_clips)
+    assert results["neutral"]["calibrated"]["num_examples"] == 4 * 12  # the six other emotions
+    # Speakers here differ by large offsets: calibration must help, and never hurt on neutral.
+    uncalibrated = results["uncalibrated"]["balanced_accuracy"]
+    assert uncalibrated < 0.6
+    assert results["random_clips"]["10"]["calibrated"]["balanced_accuracy"] > uncalibrated + 0.2
+    assert results["random_clips"]["all"]["calibrated"]["balanced_accuracy"] > 0.9
+    neutral = results["neutral"]
+    assert neutral["calibrated"]["balanced_accuracy"] >= neutral["uncalibrated_same_clips"]["balanced_accuracy"]
+
+
+# --- The CNN family ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(calibratable_cnn, synthetic_ravdess):
+    return calibratable_cnn, split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])["test"]
+
+
+def test_cnn_calibration_is_the_affine_map_of_its_features(cnn_dir):
+    folder, test = cnn_dir
+    model = load_model(str(folder))
+    assert model.can_calibrate
+    speaker = test.filter(lambda actor: actor == 5, input_columns="actor")
+    waveforms = audio_arrays(speaker)
+    calibration = model.calibrate(waveforms[:4])
+    assert isinstance(calibration, Calibration) and calibration.clips == 4 and calibration.spread_estimated
+
+    cnn = model._calibratable
+    features = [clip["features"] for clip in cnn.represent(waveforms[4:])]
+    by_hand = cnn.predict_proba_of_features([f * calibration.scale["features"] + calibration.shift["features"] for f in features])
+    calibrated = model.predict_batch(waveforms[4:], calibration=calibration)
+    np.testing.assert_allclose(calibrated, by_hand, atol=1e-6)
+    assert not np.allclose(calibrated, model.predict_batch(waveforms[4:]), atol=1e-4)
+
+
+def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir, precalibration_cnn):
+    folder, test = cnn_dir
+    model = load_model(str(folder))
+    first = audio_arrays(test.filter(lambda actor: actor == 5, input_columns="actor"))
+    second = audio_arrays(test.filter(lambda actor: actor == 6, input_columns="actor"))
+    before = model.predict_batch(second)
+    calibration = model.calibrate(first, source="neutral")
+    model.predict_batch(first, calibration=calibration)
+    # The model holds no calibration: another request (or session) gets exactly what it got before.
+    np.testing.assert_array_equal(model.predict_batch(second), before)
+
+    older = load_model(str(precalibration_cnn))  # saved before calibration existed: no statistics
+    assert not older.can_calibrate
+    np.testing.assert_allclose(older.predict_batch(second).sum(axis=1), 1, atol=1e-5)  # it still predicts
+    with pytest.raises(ModelError, match="cannot be calibrated: it was trained before speaker calibration"):
+        older.predict_batch(second, calibration=calibration)
+    other = calibration.__class__(**{**calibration.__dict__, "model_id": "another"})
+    with pytest.raises(ModelError, match="another model"):
+        model.predict_batch(second, calibration=other)
+
+
+def test_population_statistics_round_trip_through_safetensors(population, tmp_path):
+    from ser_train.calibration import load_population, save_population, statistics_fingerprint
+
+    statistics = {"layer_0": population, "layer_1": population}
+    save_population(tmp_path / "speaker_statistics.safetensors", statistics)
+    loaded = load_population(tmp_path / "speaker_statistics.safetensors")
+    assert list(loaded) == ["layer_0", "layer_1"]
+    for name in statistics:
+        for key, value in statistics[name].as_arrays().items():
+            np.testing.assert_array_equal(loaded[name].as_arrays()[key], value)
+    assert statistics_fingerprint(loaded) == statistics_fingerprint(statistics)
+
+
+def test_calibrated_training_views_calibrate_a_share_of_clips_per_speaker(cnn_dir):
+    from ser_train.models.cnn import EmotionCNN
+    from ser_train.training.cnn import CalibratedTrainingViews
+
+    folder, _ = cnn_dir
+    model = EmotionCNN.from_pretrained(folder)
+    rng = np.random.default_rng(0)
+    clean = [rng.normal(3.0, 2.0, (30, model.feature_config.dim)).astype(np.float32) for _ in range(12)]
+    speakers = [1] * 6 + [2] * 6
+    emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful"] * 2
+
+    untouched = CalibratedTrainingViews(model, clean, speakers, emotions, share=0.0).apply(clean, rng)
+    assert all(a is b for a, b in zip(untouched, clean))
+
+    views = CalibratedTrainingViews(model, clean, speakers, emotions, share=1.0).apply(clean, np.random.default_rng(1))
+    for speaker in (1, 2):
+        own = [i for i, s in enumerate(speakers) if s == speaker]
+        # One affine map per speaker: scale and shift recovered from two clips agree for all.
+        first, second = own[0], own[1]
+        scale = (views[first][1] - views[first][0]) / (clean[first][1] - clean[first][0])
+        shift = views[first][0] - clean[first][0] * scale
+        for i in own:
+            np.testing.assert_allclose(views[i], clean[i] * scale + shift, rtol=1e-3, atol=1e-3)
+        assert not np.allclose(views[first], clean[first])

@@ -1,0 +1,137 @@
+"""Any labelled corpus: CSV manifest + label mapping, combined corpora, shared-label evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_train import cli
+from ser_train.corpora import actors_of_speakers, interleave_speakers, load_corpora, manifest_split_actors
+from ser_train.data import EMOTIONS, actor_folds, audio_arrays, load_ravdess, split_by_actor
+from ser_train.errors import DataError
+from ser_train.evaluation import EVAL_RESULTS_FILE, classification_metrics
+from ser_train.training import runner
+from synthetic import make_manifest_corpus
+from test_runner import NearestCentroidFamily
+
+ANGRY, HAPPY, SAD, NEUTRAL = (EMOTIONS.index(name) for name in ("angry", "happy", "sad", "neutral"))
+# A four-emotion corpus in another lab's spelling: "exc" needs the mapping, "oth" is left out,
+# "ANG" / "Sad" / "neu" are recognised as ours without an entry.
+CORPUS_LABELS = {"ANG": ANGRY, "exc": HAPPY, "Sad": SAD, "neu": NEUTRAL, "oth": EMOTIONS.index("surprised")}
+LABEL_MAP = {"exc": "happy", "oth": None}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_manifest_corpus(tmp_path_factory.mktemp("corpus") / "labcorpus", CORPUS_LABELS, label_map=LABEL_MAP)
+
+
+def test_manifest_corpus_loads_with_mapped_labels_and_namespaced_speakers(corpus):
+    dataset = load_corpora(str(corpus))
+
+    assert dataset.features["emotion"].names == list(EMOTIONS)
+    assert dataset.features["audio"].sampling_rate == 16_000
+    assert dataset.num_rows == 4 * 4 * 2  # 4 speakers x 4 kept labels x 2 clips; "oth" left out
+    counts = np.bincount(dataset["emotion"], minlength=len(EMOTIONS))
+    assert {EMOTIONS[i] for i in np.flatnonzero(counts)} == {"angry", "happy", "sad", "neutral"}
+    assert sorted(set(dataset["speaker"])) == [f"labcorpus/spk{i}" for i in range(1, 5)]
+    assert sorted(dataset.unique("actor")) == [1, 2, 3, 4]
+    assert all(len(waveform) > 16_000 for waveform in audio_arrays(dataset))
+
+
+def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
+    unmapped = make_manifest_corpus(tmp_path / "a", {"exc": HAPPY, "ang": ANGRY}, speakers=("s1",), clips_per_label=1)
+    with pytest.raises(DataError, match="exc are not among our emotions.*label_map.json"):
+        load_corpora(str(unmapped))
+
+    mixed = make_manifest_corpus(
+        tmp_path / "b", {"ang": ANGRY}, speakers=("s1", "s2"), clips_per_label=2, splits={"s1": "train", "s2": "test"}
+    )
+    manifest = mixed / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    lines[1] = lines[1].replace(",train", ",test")  # s1 now in both splits
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="speaker s1 is in both"):
+        load_corpora(str(mixed))
+
+    manifest.write_text("file,label\nx.wav,ang\n")
+    with pytest.raises(DataError, match="lacks the column\\(s\\) path, emotion, speaker"):
+        load_corpora(str(mixed))
+
+
+def test_ravdess_alone_keeps_its_columns(synthetic_ravdess):
+    assert load_corpora(str(synthetic_ravdess)).column_names == load_ravdess(str(synthetic_ravdess)).column_names
+
+
+def test_combined_corpora_split_speaker_disjoint_across_them(synthetic_ravdess, corpus):
+    combined = load_corpora([str(synthetic_ravdess), str(corpus)])
+
+    assert combined.num_rows == 96 + 32
+    speakers = sorted(set(combined["speaker"]))
+    assert "labcorpus/spk1" in speakers and f"{synthetic_ravdess.name}/01" in speakers
+    # One integer id per speaker, never shared between two speakers.
+    assert len({(s, a) for s, a in zip(combined["speaker"], combined["actor"])}) == len(speakers) == 10
+    actors = sorted(combined.unique("actor"))
+    for fold in actor_folds(3, tuple(actors)):
+        parts = split_by_actor(combined, fold)
+        seen = {name: set(parts[name]["speaker"]) for name in parts}
+        assert not seen["test"] & seen["train"] and not seen["test"] & seen["validation"]
+        assert not seen["validation"] & seen["train"]
+    # Interleaved ids put both corpora into the first fold.
+    first = split_by_actor(combined, actor_folds(3, tuple(actors))[0])["test"]
+    assert set(first["corpus"]) == {synthetic_ravdess.name, "labcorpus"}
+    assert interleave_speakers([["a2", "a1"], ["b1"]]) == {"a1": 1, "b1": 2, "a2": 3}
+
+
+def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess, corpus, tmp_path):
+    family = NearestCentroidFamily()
+    results = runner.run(family, [str(synthetic_ravdess), str(corpus)], tmp_path / "cv", num_folds=2, command=["train"])
+    assert results["test"]["num_examples"] == 128  # every clip of both corpora tested once
+    assert results["dataset"] == f"{synthetic_ravdess} + {corpus}"
+
+    split_corpus = make_manifest_corpus(
+        tmp_path / "split", {"ang": ANGRY, "sad": SAD}, speakers=("a", "b", "c", "d"), clips_per_label=2,
+        splits={"a": "train", "b": "train", "c": "validation", "d": "test"},
+    )
+    dataset = load_corpora(str(split_corpus))
+    assert manifest_split_actors(dataset) == (actors_of_speakers(dataset, ["d"]), actors_of_speakers(dataset, ["c"]))
+    held_out = runner.run(NearestCentroidFamily(), str(split_corpus), tmp_path / "holdout", command=["train"])
+    assert held_out["folds"][0]["test_actors"] == actors_of_speakers(dataset, ["d"])
+    assert held_out["test"]["num_examples"] == 4
+
+
+@pytest.mark.slow
+def test_evaluate_scores_only_the_emotions_a_corpus_shares_with_the_model(synthetic_ravdess, corpus, tmp_path, capsys):
+    """A CNN trained on (synthetic) RAVDESS, evaluated on a four-emotion corpus through the CLI."""
+    from ser_train.inference import load_model
+    from ser_train.training.cnn import CNNFamily, CNNHyperparameters
+
+    family = CNNFamily(
+        CNNHyperparameters(epochs=8, patience=8, channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1),
+        cache_dir=tmp_path / "features",
+    )
+    splits = split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])
+    family.fit(splits["train"], splits["validation"], tmp_path / "model", resume=False)
+
+    assert cli.main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", str(corpus), "--output-dir", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "Scored: neutral, happy, sad, angry (4 of the model's 8 emotions; argmax over them)" in out
+    results = json.loads((tmp_path / "eval" / EVAL_RESULTS_FILE).read_text())
+    assert results["test"]["labels"] == ["neutral", "happy", "sad", "angry"]
+    assert results["folds"][0]["test_speakers"] == [f"labcorpus/spk{i}" for i in range(1, 5)]
+
+    # The same figure from the library: argmax over the four shared columns only.
+    model = load_model(str(tmp_path / "model"))
+    dataset = load_corpora(str(corpus))
+    probabilities = model.predict_batch(audio_arrays(dataset))
+    shared = ["neutral", "happy", "sad", "angry"]
+    columns = [model.labels.index(name) for name in shared]
+    predictions = probabilities[:, columns].argmax(axis=1)
+    references = [shared.index(EMOTIONS[e]) for e in dataset["emotion"]]
+    expected = classification_metrics(references, predictions, shared)
+    assert results["test"]["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
+    assert results["test"]["num_examples"] == 32
+    # The calibration protocol ran on the corpus too (the model stores its training speakers' statistics).
+    assert set(results["calibration"]["mean_over_folds"]["random_clips"]) == {"3", "5", "all"}
