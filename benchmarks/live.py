@@ -445,9 +445,13 @@ def page_latency_rows(waveform: np.ndarray, spans, quick: bool) -> list[Row]:
                 delays.append((shown_ms - opened) / 1000 - speech_end_s)
                 break
     delays = np.array(delays)
-    # Every answer: from the end of the audio it is about (its stamp) to the page showing it.
-    stamped = [(shown_ms, re.search(r"at ([0-9.]+) s", text)) for shown_ms, text in updates]
-    pipeline = np.array([(shown_ms - opened) / 1000 - float(stamp.group(1)) for shown_ms, stamp in stamped if stamp])
+    # Every answer, from the end of the audio it is about (its stamp) to the page first showing it.
+    first_shown: dict[float, float] = {}
+    for shown_ms, text in updates:
+        stamp = re.search(r"at ([0-9.]+) s", text)
+        if stamp:
+            first_shown.setdefault(float(stamp.group(1)), (shown_ms - opened) / 1000)
+    pipeline = np.array([shown_s - stamp_s for stamp_s, shown_s in first_shown.items()])
     return [
         Row(
             SECTION,
