@@ -15,7 +15,7 @@ import soundfile
 from app_support import PROJECT_ROOT, make_tiny_wav2vec2
 from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.errors import AudioError
-from ser_train.inference import BUNDLED_CNN, DEFAULT_MODEL, load_model
+from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import (
     HISTORY_S,
     STEP_S,
@@ -196,8 +196,8 @@ def test_invalid_samples_and_a_changing_rate_are_refused_with_a_sentence(tiny_mo
         stream.feed(np.zeros(4410, dtype=np.int16), 44_100)
 
 
-def test_a_calibrated_model_answers_each_window_through_its_calibration(talk):
-    cnn = load_model(BUNDLED_CNN)
+def test_a_calibrated_model_answers_each_window_through_its_calibration(calibratable_cnn, talk):
+    cnn = load_model(str(calibratable_cnn))
     waveform, _ = talk
     speaker = cnn.with_calibration(cnn.calibrate_recording(waveform, source="speech"))
     plain = list(play(LiveStream(cnn, smoothing=1.0), waveform))

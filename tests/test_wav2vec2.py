@@ -249,7 +249,7 @@ def test_an_uncached_hub_base_fails_fast_offline_naming_the_model_and_base(synth
     def no_data_loading(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the base model was checked")
 
-    monkeypatch.setattr(runner, "load_ravdess", no_data_loading)
+    monkeypatch.setattr(runner, "load_corpora", no_data_loading)
     output_dir = tmp_path / "model"
     code = cli.main(
         [
