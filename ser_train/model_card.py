@@ -193,7 +193,8 @@ def _calibration_section(results: dict) -> dict | None:
     ]
     splits = calibration["num_folds"]
     scope = f"mean over the {splits} test folds" if splits > 1 else "on the test split"
-    return {"protocol": calibration["protocol"], "rows": rows, "scope": scope}
+    models = "fold models (each tested on actors it never heard)" if splits > 1 else "model"
+    return {"protocol": calibration["protocol"], "rows": rows, "scope": scope, "models": models}
 
 
 def _fold_rows(results: dict) -> list[dict]:
