@@ -178,7 +178,7 @@ class EmotionModel:
                 "it was trained before speaker calibration existed, so its folder stores no "
                 "training-speaker statistics (retrain it to calibrate)"
                 if self.family == "cnn"
-                else f"speaker calibration is not available for the {self.family} family yet"
+                else "speaker calibration is only available for CNN models so far (e.g. the bundled ravdess-cnn)"
             )
             raise ModelError(f"{self.name} cannot be calibrated: {why}.")
         return self._calibratable
