@@ -129,7 +129,7 @@ class CNNFamily:
         )
         optimizer, scheduler = self._optimizer(model, epochs, len(targets))
         loss_function = torch.nn.CrossEntropyLoss(
-            weight=_class_weights(targets, len(model.labels)), label_smoothing=self.hp.label_smoothing
+            weight=class_weights(targets, len(model.labels)), label_smoothing=self.hp.label_smoothing
         )
         validation_data = (self._clean_features(validation), np.array(validation["emotion"])) if validation else None
         calibrated_views = (
@@ -141,7 +141,7 @@ class CNNFamily:
         checkpoint = Path(output_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
         progress, best_weights = Progress(), copy.deepcopy(model.state_dict())
         if resume and checkpoint.is_file():
-            progress, best_weights = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+            progress, best_weights = load_checkpoint(checkpoint, model, optimizer, scheduler)
             print(f"Resuming from epoch {progress.epoch} ({checkpoint})")
 
         bar = tqdm(total=epochs, initial=progress.epoch, desc="Training CNN", unit="epoch")
@@ -155,7 +155,7 @@ class CNNFamily:
             if score is not None:
                 postfix.update(val_ua=f"{score:.3f}", smoothed=f"{progress.smoothed_score:.3f}", best_epoch=progress.best_epoch)
             bar.set_postfix(postfix)
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, progress, best_weights)
+            save_checkpoint(checkpoint, model, optimizer, scheduler, progress, best_weights)
             bar.update()
         bar.close()
 
@@ -339,7 +339,7 @@ def _length_bucketed_batches(lengths: list[int], batch_size: int, rng: np.random
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _class_weights(targets: torch.Tensor, num_labels: int) -> torch.Tensor:
+def class_weights(targets: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Inverse class frequency, scaled so a balanced split gets weight 1 everywhere."""
     counts = torch.bincount(targets, minlength=num_labels).float().clamp_min(1)
     return len(targets) / (num_labels * counts)
@@ -374,7 +374,7 @@ def _save_atomically(path: Path, array: np.ndarray) -> None:
     partial.replace(path)
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, progress: Progress, best_weights: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, scheduler, progress: Progress, best_weights: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save(
@@ -390,7 +390,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, progress: Progress
     partial.replace(path)
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[Progress, dict]:
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[Progress, dict]:
     state = torch.load(path, weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

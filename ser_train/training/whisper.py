@@ -35,7 +35,8 @@ from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics
 from ser_train.models import whisper
 from ser_train.models.wav2vec2 import EmotionWav2Vec2, resolve_base
-from ser_train.training.cnn import CHECKPOINT_DIR, CHECKPOINT_FILE, Progress, _class_weights, _load_checkpoint, _save_checkpoint
+# The CNN family's training helpers serve the Whisper head too: same early stopping, same checkpoints.
+from ser_train.training.cnn import CHECKPOINT_DIR, CHECKPOINT_FILE, Progress, class_weights, load_checkpoint, save_checkpoint
 from ser_train.training.runner import FitResult
 
 MEANS_COLUMN = "whisper_layer_means"  # [views, layers, hidden]: view 0 is the clean clip
@@ -155,7 +156,7 @@ class WhisperFamily:
         # The schedule always spans hp.epochs, so the final model (trained for the folds' median
         # best epoch) sees the learning rates the fold models saw up to that epoch.
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, self.hp.epochs))
-        loss_function = torch.nn.CrossEntropyLoss(weight=_class_weights(targets, len(labels)))
+        loss_function = torch.nn.CrossEntropyLoss(weight=class_weights(targets, len(labels)))
         validation_data = (
             (scale.apply(torch.from_numpy(_layer_means(validation)[:, 0])), np.array(validation["emotion"]))
             if validation
@@ -166,7 +167,7 @@ class WhisperFamily:
         head = _HeadState(model)
         progress, best_weights = Progress(), head.state_dict()
         if resume and checkpoint.is_file():
-            progress, best_weights = _load_checkpoint(checkpoint, head, optimizer, scheduler)
+            progress, best_weights = load_checkpoint(checkpoint, head, optimizer, scheduler)
             print(f"Resuming from epoch {progress.epoch} ({checkpoint})")
         while progress.epoch < epochs and progress.stale_epochs < self.hp.patience:
             progress.epoch += 1
@@ -175,7 +176,7 @@ class WhisperFamily:
             score = _balanced_accuracy(model, *validation_data) if validation_data else None
             if progress.record(score):
                 best_weights = head.state_dict()
-            _save_checkpoint(checkpoint, head, optimizer, scheduler, progress, best_weights)
+            save_checkpoint(checkpoint, head, optimizer, scheduler, progress, best_weights)
         if validation_data:
             print(f"best epoch {progress.best_epoch} of {progress.epoch} (smoothed validation UA {progress.best_score:.3f})")
 
