@@ -40,7 +40,8 @@ REVISION_SEPARATOR = "@"  # user/name@v1 pins a branch, tag or commit
 # the Trainer's log and the runner's resume record (fold_result.json).
 PUBLISHED_SUFFIXES = (".safetensors", ".json", ".md", ".png")
 TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "trainer_state", "rng_state", "fold_result")
-REQUIRED_FOR_PUBLISHING = ("config.json", "model.safetensors", "eval_results.json")
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
+REQUIRED_FOR_PUBLISHING = ("config.json", "eval_results.json")  # beside one of SAFETENSORS_FILES
 
 
 def split_revision(name: str) -> tuple[str, str | None]:
@@ -105,6 +106,8 @@ def publishable_files(model_dir: Path) -> list[Path]:
     if not model_dir.is_dir():
         raise HubError(f"{model_dir} is not a folder; pass the folder a training run wrote.")
     missing = [name for name in REQUIRED_FOR_PUBLISHING if not (model_dir / name).is_file()]
+    if not any((model_dir / name).is_file() for name in SAFETENSORS_FILES):
+        missing.append(SAFETENSORS_FILES[0])
     if missing:
         raise HubError(
             f"{model_dir} is not a complete trained model (missing {', '.join(missing)}); "

@@ -33,7 +33,8 @@ from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
 from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
-from ser_train.hub import fetch_model_files
+from ser_train.evaluation import EVAL_RESULTS_FILE
+from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-whisper-base")
@@ -47,7 +48,6 @@ CNN_MODEL_TYPE = "ser-cnn"
 # pickled *.bin / *.pt weights, never custom code (only model types that transformers itself
 # implements are accepted, and trust_remote_code stays off).
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
-SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
 
@@ -55,7 +55,7 @@ Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probab
 def measured_ua(model_dir: str | os.PathLike) -> float | None:
     """The balanced accuracy (UA) a local model folder's eval_results.json reports on actors it
     never heard (the cross-validation mean, or the hold-out test), or None without one."""
-    path = Path(model_dir) / "eval_results.json"
+    path = Path(model_dir) / EVAL_RESULTS_FILE
     if not path.is_file():
         return None
     return float(json.loads(path.read_text())["test"]["balanced_accuracy"])

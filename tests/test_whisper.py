@@ -14,6 +14,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ser_train.data import audio_arrays, load_ravdess
 from ser_train.errors import SERError
+from ser_train.hub import publishable_files
 from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.models import whisper, whisper_conversion
 from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, convert
@@ -139,6 +140,8 @@ def test_holdout_run_learns_and_saves_a_standard_folder_sharing_the_base_encoder
     assert json.loads((output_dir / "preprocessor_config.json").read_text())["chunk_length"] == WINDOW_S
     assert (output_dir / ENCODER_SHARD).read_bytes() == (tiny_base / ENCODER_SHARD).read_bytes()
     assert not (output_dir / "model.safetensors").exists()
+    published = {path.name for path in publishable_files(output_dir)}  # a sharded folder can be pushed
+    assert {ENCODER_SHARD, POSITIONS_SHARD, "model.safetensors.index.json", "config.json"} <= published
 
 
 def test_saved_model_answers_alike_through_load_model_pipeline_and_the_training_cache(holdout_run, synthetic_ravdess):

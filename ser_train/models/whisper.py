@@ -20,7 +20,6 @@ the mean over time.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -28,6 +27,13 @@ import numpy as np
 import torch
 
 from ser_train.audio import SAMPLING_RATE
+from ser_train.models.whisper_conversion import (  # the converted base's layout, which classifiers share
+    ENCODER_SHARD,
+    POSITIONS_KEY,
+    POSITIONS_SHARD,
+    SAFETENSORS_METADATA,
+    write_index,
+)
 
 MODEL_TYPE = "whisper"
 DEFAULT_BASE = str(Path(__file__).resolve().parent.parent.parent / "models" / "whisper-base-encoder")
@@ -36,10 +42,7 @@ DEFAULT_BASE_HUB_ID = "openai/whisper-base"  # where DEFAULT_BASE's weights come
 # per clip here, and under mean pooling every second of padding dilutes the speech.
 DEFAULT_WINDOW_S = 5
 ENCODER_FRAMES_PER_S = 50  # 100 mel frames per second, halved by the encoder's second convolution
-POSITIONS_KEY = "encoder.embed_positions.weight"
-ENCODER_SHARD = "model-00001-of-00002.safetensors"  # as in the converted base (whisper_conversion)
-HEAD_SHARD = "model-00002-of-00002.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+HEAD_SHARD = POSITIONS_SHARD  # a classifier's second shard: the cut positional table and the head
 
 
 def window_feature_extractor(base_folder: str | Path, window_s: int):
@@ -65,9 +68,6 @@ def cut_window(model, window_s: int) -> None:
     encoder.embed_positions.requires_grad_(False)
     model.config.max_source_positions = positions
 
-
-def window_s_of(feature_extractor) -> float:
-    return feature_extractor.n_samples / feature_extractor.sampling_rate
 
 
 def layer_means(model, feature_extractor, waveforms: list[np.ndarray]) -> np.ndarray:
@@ -124,8 +124,5 @@ def save_classifier(model, feature_extractor, output_dir: str | Path, base_folde
     feature_extractor.save_pretrained(output_dir)
     (output_dir / "model.safetensors").unlink(missing_ok=True)  # a single-file save would win over shards
     shutil.copyfile(base_folder / ENCODER_SHARD, output_dir / ENCODER_SHARD)
-    save_file(head, output_dir / HEAD_SHARD, metadata={"format": "pt"})
-    weight_map = {key: ENCODER_SHARD for key in encoder_shard} | {key: HEAD_SHARD for key in head}
-    sizes = [t.numel() * t.element_size() for t in (*encoder_shard.values(), *head.values())]
-    index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
-    (output_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    save_file(head, output_dir / HEAD_SHARD, metadata=SAFETENSORS_METADATA)
+    write_index(output_dir, {ENCODER_SHARD: encoder_shard, HEAD_SHARD: head})
