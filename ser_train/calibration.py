@@ -89,32 +89,29 @@ class Calibration:
         return f"{self.clips} clip(s), {self.seconds:.1f} s of {kind}; {effect}"
 
 
-POPULATION_FILE = "speaker_statistics.safetensors"  # for families whose weights file is not ours
+POPULATION_FIELDS = ("mean", "std", "neutral_mean", "prior_clips")  # PopulationStatistics fields
 
 
-def save_population(path, statistics: dict[str, PopulationStatistics]) -> None:
-    """Store a model's population statistics as safetensors ("<representation>.<field>" tensors).
+def register_population(module, size: int) -> None:
+    """Give a torch module buffers `population_<field>` of `size` dimensions, so that the
+    training speakers' statistics are saved in (and loaded from) the model's own weights."""
+    import torch
 
-    The CNN keeps them as buffers in its own weights; a transformers model folder, whose weights
-    file transformers writes, can keep them beside it in POPULATION_FILE.
-    """
-    from safetensors.numpy import save_file
-
-    tensors = {
-        f"{name}.{key}": np.ascontiguousarray(value, dtype=np.float32)
-        for name, population in statistics.items()
-        for key, value in population.as_arrays().items()
-    }
-    save_file(tensors, str(path))
+    for name in POPULATION_FIELDS:
+        module.register_buffer(f"population_{name}", torch.zeros(size))
 
 
-def load_population(path) -> dict[str, PopulationStatistics]:
-    from safetensors.numpy import load_file
+def write_population(module, population: PopulationStatistics) -> None:
+    import torch
 
-    tensors = load_file(str(path))
-    names = sorted({key.rsplit(".", 1)[0] for key in tensors})
-    fields = ("mean", "std", "neutral_mean", "prior_clips")
-    return {name: PopulationStatistics(**{key: tensors[f"{name}.{key}"] for key in fields}) for name in names}
+    for name, values in population.as_arrays().items():
+        getattr(module, f"population_{name}").copy_(torch.as_tensor(values, dtype=torch.float32))
+
+
+def read_population(module) -> PopulationStatistics:
+    return PopulationStatistics(
+        **{name: getattr(module, f"population_{name}").detach().cpu().numpy().copy() for name in POPULATION_FIELDS}
+    )
 
 
 def statistics_fingerprint(statistics: dict[str, PopulationStatistics]) -> str:
@@ -206,7 +203,8 @@ def calibrate(
 
 
 class Calibratable(Protocol):
-    """What a family gives for calibration (the CNN: `ser_train.models.cnn.EmotionCNN`).
+    """What a family gives for calibration (`ser_train.models.cnn.EmotionCNN`,
+    `ser_train.models.whisper.EmotionWhisper`).
 
     A representation is one clip's {name: [frames, dim]} arrays, computed once per clip so that
     the protocol can try many calibrations on the same clips.
@@ -217,6 +215,43 @@ class Calibratable(Protocol):
     def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration: ...
 
     def predict_represented(self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None) -> np.ndarray: ...
+
+
+class CalibratedTrainingViews:
+    """Training clips as calibrated inference sees them, so that one model serves calibrated and
+    uncalibrated use: a `share` of the clips goes through a calibration of its speaker computed
+    from a random sample of that speaker's clean clips (K of 1, 3, 5, 10 or all of them as any
+    speech, or their neutral and calm clips as neutral speech), with the model's own population
+    statistics. `clean` holds each clip's `representation` ([frames, dim])."""
+
+    SAMPLE_SIZES = (1, 3, 5, 10, None)  # None: all of the speaker's clips
+
+    def __init__(
+        self, model: Calibratable, representation: str, clean: Sequence[np.ndarray], speakers, emotions: Sequence[str], share: float
+    ):
+        self.model, self.representation, self.clean, self.share = model, representation, clean, share
+        self.speakers = np.asarray(speakers)
+        self.neutral = np.isin(emotions, NEUTRAL_EMOTIONS)
+
+    def apply(self, clips: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """`clips` (views of the clean clips, in the same order) with the chosen share calibrated."""
+        chosen = rng.random(len(clips)) < self.share
+        clips = list(clips)
+        for speaker in np.unique(self.speakers[chosen]):
+            own = np.flatnonzero(self.speakers == speaker)
+            calibration = self._random_calibration(own, rng)
+            for i in own[chosen[own]]:
+                clips[i] = calibration.apply(self.representation, clips[i])
+        return clips
+
+    def _random_calibration(self, own: np.ndarray, rng: np.random.Generator) -> Calibration:
+        neutral = own[self.neutral[own]]
+        if len(neutral) and rng.random() < 0.5:
+            sample, source = neutral, "neutral"
+        else:
+            size = self.SAMPLE_SIZES[rng.integers(len(self.SAMPLE_SIZES))] or len(own)
+            sample, source = rng.choice(own, size=min(size, len(own)), replace=False), "speech"
+        return self.model.calibration_from([{self.representation: self.clean[i]} for i in sample], source, seconds=0.0)
 
 
 def evaluate_calibration(

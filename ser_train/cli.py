@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     families = train.add_subparsers(title="families", metavar="FAMILY", required=True)
     cnn = families.add_parser("cnn", help="CNN over handcrafted frame-level features")
     add_training_arguments(cnn)
+    add_epoch_arguments(cnn)
     cnn.add_argument(
         "--calibrated-share",
         type=float,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     cnn.set_defaults(run=run_train, family="cnn")
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)
+    add_epoch_arguments(wav2vec2)
     wav2vec2.add_argument(
         "--base",
         default="facebook/wav2vec2-base",
@@ -83,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-s",
         type=int,
         metavar="SECONDS",
-        help="input window in seconds (default 6; Whisper's own is 30): shorter clips are padded, longer ones cut",
+        help="input window in seconds (default 5; Whisper's own is 30): shorter clips are padded, longer ones cut",
+    )
+    whisper.add_argument("--l2", type=float, help="L2 penalty of the linear classifier (default 0.03)")
+    whisper.add_argument(
+        "--calibrated-views",
+        type=int,
+        metavar="N",
+        help="copies of the training clips with each speaker calibrated on a random sample of their "
+        "own clips, so one model serves calibrated and uncalibrated use (default 2; 0: off)",
     )
     whisper.set_defaults(run=run_train, family="whisper")
 
@@ -148,12 +158,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--folds", type=int, metavar="K", help="K-fold actor-disjoint cross-validation, then a final model on all actors")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir from its checkpoints")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (family default if omitted)")
-    parser.add_argument("--batch-size", type=int, help="batch size (family default if omitted)")
-    parser.add_argument("--learning-rate", type=float, help="peak learning rate (family default if omitted)")
     parser.add_argument("--push-to-hub", action="store_true", help="push the trained model to the Hub at the end")
     parser.add_argument("--hub-model-id", metavar="USER/NAME", help="repository for --push-to-hub")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+
+
+def add_epoch_arguments(parser: argparse.ArgumentParser) -> None:
+    """For the families trained by gradient descent over epochs (not the Whisper head's convex fit)."""
+    parser.add_argument("--epochs", type=int, help="maximum epochs (family default if omitted)")
+    parser.add_argument("--batch-size", type=int, help="batch size (family default if omitted)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (family default if omitted)")
 
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,10 @@
 
 Families:
     cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
-    wav2vec2  a transformers audio-classification model (wav2vec2, HuBERT, WavLM, Whisper, ...)
+    whisper   config.json has "model_type": "whisper-emotion"
+              (ser_train.models.whisper.WhisperForEmotionRecognition)
+    wav2vec2  any other transformers audio-classification model (wav2vec2, HuBERT, WavLM, a
+              stock Whisper classifier, ...)
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the transformers feature-extractor settings
 CNN_MODEL_TYPE = "ser-cnn"
+WHISPER_MODEL_TYPE = "whisper-emotion"  # ser_train.models.whisper.EMOTION_MODEL_TYPE (tested equal)
 # Loading reads the configs (model, feature extractor) and the weights, nothing else: never
 # pickled *.bin / *.pt weights, never custom code (only model types that transformers itself
-# implements are accepted, and trust_remote_code stays off).
+# implements, or that this package does, are accepted, and trust_remote_code stays off).
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
@@ -87,7 +91,7 @@ class EmotionModel:
         calibratable: Calibratable | None = None,
     ):
         self.name = name
-        self.family = family  # "cnn" or "wav2vec2"
+        self.family = family  # "cnn", "whisper" or "wav2vec2"
         self.labels = tuple(labels)
         self._forward = forward
         self._calibratable = calibratable
@@ -178,7 +182,8 @@ class EmotionModel:
                 "it was trained before speaker calibration existed, so its folder stores no "
                 "training-speaker statistics (retrain it to calibrate)"
                 if self.family == "cnn"
-                else "speaker calibration is only available for CNN models so far (e.g. the bundled ravdess-cnn)"
+                else "speaker calibration is available for this project's CNN and Whisper models, not for "
+                "stock transformers classifiers"
             )
             raise ModelError(f"{self.name} cannot be calibrated: {why}.")
         return self._calibratable
@@ -200,6 +205,9 @@ def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
         cnn = _load_cnn(folder)
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.
         return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None)
+    if family == "whisper":
+        classifier = _load_whisper(folder, name)
+        return EmotionModel(name, family, labels, classifier.predict_proba, classifier)
     return EmotionModel(name, family, labels, _load_transformers(folder, name))
 
 
@@ -214,10 +222,12 @@ def read_config(folder: Path, name: str) -> dict:
 
 
 def model_family(config: dict, name: str) -> str:
-    """'cnn' or 'wav2vec2' from config.json, or a ModelError if it is no audio classifier."""
+    """'cnn', 'whisper' or 'wav2vec2' from config.json, or a ModelError if it is no audio classifier."""
     model_type = config.get("model_type")
     if model_type == CNN_MODEL_TYPE:
         return "cnn"
+    if model_type == WHISPER_MODEL_TYPE:
+        return "whisper"
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
     classifier_class = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.get(model_type)
@@ -272,11 +282,22 @@ def _load_cnn(folder: Path):
     return model
 
 
+def _require_feature_extractor(folder: Path, name: str) -> None:
+    if not (folder / PREPROCESSOR_FILE).is_file():
+        raise ModelError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
+
+
+def _load_whisper(folder: Path, name: str):
+    from ser_train.models.whisper import EmotionWhisper
+
+    _require_feature_extractor(folder, name)
+    return EmotionWhisper.from_pretrained(folder)
+
+
 def _load_transformers(folder: Path, name: str) -> Forward:
     from ser_train.models.wav2vec2 import EmotionWav2Vec2
 
-    if not (folder / PREPROCESSOR_FILE).is_file():
-        raise ModelError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
+    _require_feature_extractor(folder, name)
     model = EmotionWav2Vec2.from_pretrained(folder)
     rate = model.feature_extractor.sampling_rate
     if rate != SAMPLING_RATE:

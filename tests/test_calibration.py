@@ -195,22 +195,9 @@ def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir, pre
         model.predict_batch(second, calibration=other)
 
 
-def test_population_statistics_round_trip_through_safetensors(population, tmp_path):
-    from ser_train.calibration import load_population, save_population, statistics_fingerprint
-
-    statistics = {"layer_0": population, "layer_1": population}
-    save_population(tmp_path / "speaker_statistics.safetensors", statistics)
-    loaded = load_population(tmp_path / "speaker_statistics.safetensors")
-    assert list(loaded) == ["layer_0", "layer_1"]
-    for name in statistics:
-        for key, value in statistics[name].as_arrays().items():
-            np.testing.assert_array_equal(loaded[name].as_arrays()[key], value)
-    assert statistics_fingerprint(loaded) == statistics_fingerprint(statistics)
-
-
 def test_calibrated_training_views_calibrate_a_share_of_clips_per_speaker(cnn_dir):
-    from ser_train.models.cnn import EmotionCNN
-    from ser_train.training.cnn import CalibratedTrainingViews
+    from ser_train.calibration import CalibratedTrainingViews
+    from ser_train.models.cnn import REPRESENTATION, EmotionCNN
 
     folder, _ = cnn_dir
     model = EmotionCNN.from_pretrained(folder)
@@ -219,10 +206,10 @@ def test_calibrated_training_views_calibrate_a_share_of_clips_per_speaker(cnn_di
     speakers = [1] * 6 + [2] * 6
     emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful"] * 2
 
-    untouched = CalibratedTrainingViews(model, clean, speakers, emotions, share=0.0).apply(clean, rng)
+    untouched = CalibratedTrainingViews(model, REPRESENTATION, clean, speakers, emotions, share=0.0).apply(clean, rng)
     assert all(a is b for a, b in zip(untouched, clean))
 
-    views = CalibratedTrainingViews(model, clean, speakers, emotions, share=1.0).apply(clean, np.random.default_rng(1))
+    views = CalibratedTrainingViews(model, REPRESENTATION, clean, speakers, emotions, share=1.0).apply(clean, np.random.default_rng(1))
     for speaker in (1, 2):
         own = [i for i, s in enumerate(speakers) if s == speaker]
         # One affine map per speaker: scale and shift recovered from two clips agree for all.

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, WhisperConfig, pipeline
+from transformers import AutoModelForAudioClassification, WhisperConfig, pipeline
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ser_train.data import audio_arrays, load_ravdess
 from ser_train.errors import SERError
 from ser_train.hub import publishable_files
-from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, load_model, measured_ua
+from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, WHISPER_MODEL_TYPE, load_model, measured_ua
 from ser_train.models import whisper, whisper_conversion
 from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, convert
 from ser_train.training import runner
-from ser_train.training.whisper import MEANS_COLUMN, WhisperFamily, WhisperHyperparameters
+from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters
 from synthetic import synth_clip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +116,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def tiny_family(base: Path, **overrides) -> WhisperFamily:
-    # A large step for a head on random features; the real encoder's head uses the default.
-    settings = dict(base=str(base), window_s=WINDOW_S, epochs=60, patience=60, learning_rate=3e-3, projection_size=16, augmented_views=1)
+    settings = dict(base=str(base), window_s=WINDOW_S, augmented_views=1, calibrated_views=1)
     return WhisperFamily(WhisperHyperparameters(**{**settings, **overrides}))
 
 
@@ -129,19 +128,23 @@ def holdout_run(tiny_base, synthetic_ravdess, tmp_path_factory):
     return family, output_dir, results
 
 
-def test_holdout_run_learns_and_saves_a_standard_folder_sharing_the_base_encoder(holdout_run, tiny_base):
+def test_holdout_run_learns_and_saves_a_transformers_folder_sharing_the_base_encoder(holdout_run, tiny_base):
     family, output_dir, results = holdout_run
 
     assert results["family"] == "whisper"
     assert results["test"]["balanced_accuracy"] > 3 / 8  # three times chance (8 emotions)
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["model_type"] == "whisper" and config["architectures"] == ["WhisperForAudioClassification"]
-    assert config["max_source_positions"] == WINDOW_S * 50 and config["use_weighted_layer_sum"]
-    assert json.loads((output_dir / "preprocessor_config.json").read_text())["chunk_length"] == WINDOW_S
+    assert config["model_type"] == whisper.EMOTION_MODEL_TYPE == WHISPER_MODEL_TYPE
+    assert config["architectures"] == ["WhisperForEmotionRecognition"]
+    assert config["max_source_positions"] == WINDOW_S * 50
+    extractor = json.loads((output_dir / "preprocessor_config.json").read_text())
+    assert extractor["chunk_length"] == WINDOW_S and extractor["return_attention_mask"]
     assert (output_dir / ENCODER_SHARD).read_bytes() == (tiny_base / ENCODER_SHARD).read_bytes()
     assert not (output_dir / "model.safetensors").exists()
     published = {path.name for path in publishable_files(output_dir)}  # a sharded folder can be pushed
     assert {ENCODER_SHARD, POSITIONS_SHARD, "model.safetensors.index.json", "config.json"} <= published
+    # The calibration protocol ran on the test speaker, with and without calibration.
+    assert set(results["calibration"]["mean_over_folds"]["random_clips"]) == {"3", "5", "10", "all"}
 
 
 def test_saved_model_answers_alike_through_load_model_pipeline_and_the_training_cache(holdout_run, synthetic_ravdess):
@@ -150,34 +153,70 @@ def test_saved_model_answers_alike_through_load_model_pipeline_and_the_training_
     waveforms = audio_arrays(dataset)[:6]
     waveforms[1] = np.tile(waveforms[1], 2)  # longer than the window: cut at its end
     model = load_model(str(output_dir))
+    assert model.family == "whisper" and model.can_calibrate
 
     from_library = model.predict_batch(waveforms)
+    # Stock transformers loads the folder once this package has registered the model type.
     classifier = pipeline("audio-classification", model=str(output_dir), top_k=None)
     for waveform, row in zip(waveforms, from_library):
         scores = {s["label"]: s["score"] for s in classifier({"raw": waveform, "sampling_rate": 16_000})}
         np.testing.assert_allclose([scores[label] for label in model.labels], row, rtol=1e-4, atol=1e-6)
 
-    # The head was trained on cached layer means; from them it must give the model's own logits.
-    transformers_model = AutoModelForAudioClassification.from_pretrained(output_dir).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(output_dir)
+    # The head was trained on cached statistics; from them it must give the model's own answer.
+    cached = np.asarray(dataset.with_format("numpy")[STATISTICS_COLUMN][:6])[:, 0]
+    classifier_of_folder = whisper.EmotionWhisper.from_pretrained(output_dir)
+    kept = [0, 2, 3, 4, 5]  # clip 1 was changed above
+    np.testing.assert_allclose(classifier_of_folder.probabilities(cached)[kept], from_library[kept], rtol=1e-4, atol=1e-5)
+
+
+def test_statistics_pool_the_clips_own_frames_not_the_windows_padding(tiny_base, synthetic_ravdess):
+    [clip] = audio_arrays(load_ravdess(str(synthetic_ravdess)))[:1]
+    classifier = whisper.EmotionWhisper(whisper.new_classifier(tiny_base, ["_"], WINDOW_S), whisper.window_feature_extractor(tiny_base, WINDOW_S))
+    features = classifier.feature_extractor([clip], sampling_rate=16_000, return_tensors="pt").input_features
     with torch.inference_mode():
-        full = transformers_model(**extractor(waveforms, sampling_rate=16_000, return_tensors="pt")).logits
-        means = torch.from_numpy(np.asarray(dataset.with_format("numpy")[MEANS_COLUMN][:6])[:, 0])
-        from_cache = whisper.logits_from_layer_means(transformers_model, means)
-    np.testing.assert_allclose(from_cache[[0, 2, 3, 4, 5]], full[[0, 2, 3, 4, 5]], rtol=1e-4, atol=1e-4)
+        hidden = torch.stack(classifier.model.encoder(features, output_hidden_states=True).hidden_states, dim=1)[0].double().numpy()
+    own = int(np.ceil(len(clip) / 320))  # 10 ms mel frames, halved by the encoder
+    assert own < hidden.shape[1]  # the clip is shorter than the window
+    expected = np.concatenate([hidden[:, :own].mean(axis=1), hidden[:, :own].std(axis=1)], axis=-1).ravel()
+    padded = np.concatenate([hidden.mean(axis=1), hidden.std(axis=1)], axis=-1).ravel()
+
+    statistics = classifier.statistics([clip])[0]
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(statistics, expected, rtol=0, atol=1e-4 * scale)
+    assert np.abs(padded - expected).max() > 100 * 1e-4 * scale  # pooling the padding would show
 
 
-def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tiny_base, synthetic_ravdess, tmp_path):
+def test_population_statistics_of_the_training_speakers_are_stored_and_calibration_is_per_speaker(holdout_run, synthetic_ravdess):
+    from ser_train.calibration import population_statistics
+
+    family, output_dir, _ = holdout_run
+    dataset = family.prepare(load_ravdess(str(synthetic_ravdess)))
+    trained = dataset.filter(lambda row: row["actor"] != 6)  # the run's training and validation actors
+    labels = dataset.features["emotion"].names
+    clean = list(np.asarray(trained.with_format("numpy")[STATISTICS_COLUMN])[:, 0, None])
+    expected = population_statistics(clean, trained["actor"], [labels[e] for e in trained["emotion"]])
+    stored = whisper.EmotionWhisper.from_pretrained(output_dir).model.population()[whisper.REPRESENTATION]
+    for name, values in expected.as_arrays().items():
+        np.testing.assert_allclose(stored.as_arrays()[name], values, rtol=1e-5, atol=1e-6 * np.abs(values).max(), err_msg=name)
+
+    model = load_model(str(output_dir))
+    test = dataset.filter(lambda row: row["actor"] == 6)
+    waveforms = audio_arrays(test)
+    calibration = model.calibrate(waveforms[:4], source="speech")
+    assert calibration.spread_estimated
+    calibrated = model.predict_batch(waveforms[4:], calibration=calibration)
+    assert not np.allclose(calibrated, model.predict_batch(waveforms[4:]), atol=1e-3)
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1, atol=1e-5)
+
+
+def test_fitting_again_gives_the_same_weights_so_a_rerun_fold_reproduces_its_model(tiny_base, synthetic_ravdess, tmp_path):
     family = tiny_family(tiny_base)
     train = family.prepare(load_ravdess(str(synthetic_ravdess)))
-    straight = family.fit(train, None, tmp_path / "straight", resume=False, max_epochs=6)
-
-    family.fit(train, None, tmp_path / "interrupted", resume=False, max_epochs=3)  # "killed" after 3
-    resumed = family.fit(train, None, tmp_path / "interrupted", resume=True, max_epochs=6)
-
-    assert resumed.best_epoch == straight.best_epoch == 6
-    for name, weights in straight.model.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+    first = family.fit(train, None, tmp_path / "first", resume=False)
+    again = family.fit(train, None, tmp_path / "again", resume=False)
+    for name, weights in first.model.model.state_dict().items():
+        torch.testing.assert_close(again.model.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+    assert (tmp_path / "first" / POSITIONS_SHARD).read_bytes() == (tmp_path / "again" / POSITIONS_SHARD).read_bytes()
 
 
 def test_a_base_that_is_not_whisper_is_refused_before_any_audio_is_read(tmp_path):
@@ -189,7 +228,7 @@ def test_a_base_that_is_not_whisper_is_refused_before_any_audio_is_read(tmp_path
         tiny_family(tmp_path)
 
 
-def test_the_bundled_whisper_model_is_the_default_and_stock_pipeline_gives_its_answers():
+def test_the_bundled_whisper_model_is_the_default_and_the_pipeline_gives_its_answers():
     model = load_model(BUNDLED_WHISPER)
     clips = [synth_clip(emotion, actor=1, sampling_rate=16_000, seed=emotion) for emotion in (0, 4)]
     clips.append(np.tile(clips[0], 2)[: 7 * 16_000])  # longer than the 5 s window: cut at its end

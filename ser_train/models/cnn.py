@@ -43,7 +43,6 @@ MIN_STD = 1e-3  # a feature that never varies in training is centred, not blown 
 CLIPS_PER_FORWARD = 32  # bounds memory in predict_proba
 PAD_TO_MULTIPLE_OF = 32  # frames (0.32 s): batches are padded to a multiple of this length
 REPRESENTATION = "features"  # the name calibrations give the CNN's frame features
-POPULATION_BUFFERS = ("mean", "std", "neutral_mean", "prior_clips")  # PopulationStatistics fields
 
 
 class EmotionCNN(
@@ -74,8 +73,7 @@ class EmotionCNN(
         # Older model folders have no population statistics; they predict, but cannot calibrate.
         self.speaker_statistics = speaker_statistics
         if speaker_statistics:
-            for name in POPULATION_BUFFERS:
-                self.register_buffer(f"population_{name}", torch.zeros(dim))
+            calibration_lib.register_population(self, dim)
         self.stem = nn.Sequential(
             nn.Conv1d(dim, channels, kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm1d(channels),
@@ -108,8 +106,7 @@ class EmotionCNN(
         """Store the training speakers' feature statistics that calibration needs."""
         if not self.speaker_statistics:
             raise ModelError("This model was built without speaker statistics (speaker_statistics=False).")
-        for name, values in population.as_arrays().items():
-            getattr(self, f"population_{name}").copy_(torch.as_tensor(values, dtype=torch.float32))
+        calibration_lib.write_population(self, population)
 
     def population(self) -> dict[str, PopulationStatistics]:
         """{representation name: training speakers' statistics}, or ModelError for an older model."""
@@ -118,11 +115,7 @@ class EmotionCNN(
                 "This model was trained before speaker calibration existed: its folder has no "
                 "training-speaker statistics. Retrain it to calibrate."
             )
-        return {
-            REPRESENTATION: PopulationStatistics(
-                **{name: getattr(self, f"population_{name}").numpy().copy() for name in POPULATION_BUFFERS}
-            )
-        }
+        return {REPRESENTATION: calibration_lib.read_population(self)}
 
     def normalise(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Standardise a padded batch [clips, frames, dim]; padding stays 0 (the mean frame)."""

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ser_train import augment, features
 from ser_train.augment import AugmentConfig, augment_waveform, mask_features
-from ser_train.calibration import NEUTRAL_EMOTIONS, population_statistics
+from ser_train.calibration import CalibratedTrainingViews, population_statistics
 from ser_train.data import audio_arrays
 from ser_train.evaluation import classification_metrics
 from ser_train.features import FeatureConfig, extract_features
@@ -133,7 +133,7 @@ class CNNFamily:
         )
         validation_data = (self._clean_features(validation), np.array(validation["emotion"])) if validation else None
         calibrated_views = (
-            CalibratedTrainingViews(model, views[0], train["actor"], [labels[e] for e in train["emotion"]], self.hp.calibrated_share)
+            CalibratedTrainingViews(model, REPRESENTATION, views[0], train["actor"], [labels[e] for e in train["emotion"]], self.hp.calibrated_share)
             if self.hp.calibrated_share > 0
             else None
         )
@@ -274,39 +274,6 @@ class CNNFamily:
             scheduler.step()
             losses.append(loss.item())
         return float(np.mean(losses))
-
-
-class CalibratedTrainingViews:
-    """Training clips as calibrated inference sees them: each epoch, a `share` of the clips goes
-    through a calibration of its speaker computed from a random sample of that speaker's clean
-    clips (K of 1, 3, 5, 10 or all of them as any speech, or their neutral and calm clips as
-    neutral speech), with the model's own population statistics."""
-
-    SAMPLE_SIZES = (1, 3, 5, 10, None)  # None: all of the speaker's clips
-
-    def __init__(self, model: EmotionCNN, clean: list[np.ndarray], speakers, emotions: list[str], share: float):
-        self.model, self.clean, self.share = model, clean, share
-        self.speakers = np.asarray(speakers)
-        self.neutral = np.isin(emotions, NEUTRAL_EMOTIONS)
-
-    def apply(self, clips: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-        chosen = rng.random(len(clips)) < self.share
-        clips = list(clips)
-        for speaker in np.unique(self.speakers[chosen]):
-            own = np.flatnonzero(self.speakers == speaker)
-            calibration = self._random_calibration(own, rng)
-            for i in own[chosen[own]]:
-                clips[i] = calibration.apply(REPRESENTATION, clips[i])
-        return clips
-
-    def _random_calibration(self, own: np.ndarray, rng: np.random.Generator):
-        neutral = own[self.neutral[own]]
-        if len(neutral) and rng.random() < 0.5:
-            sample, source = neutral, "neutral"
-        else:
-            size = self.SAMPLE_SIZES[rng.integers(len(self.SAMPLE_SIZES))] or len(own)
-            sample, source = rng.choice(own, size=min(size, len(own)), replace=False), "speech"
-        return self.model.calibration_from([{REPRESENTATION: self.clean[i]} for i in sample], source, seconds=0.0)
 
 
 def from_args(args: argparse.Namespace) -> CNNFamily:
