@@ -37,9 +37,7 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
     requests = REQUESTS[quick]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-app-") as folder:
-        server = AppServer({}, Path(folder))
-        try:
-            server.wait_until_ready()
+        with AppServer.running({}, Path(folder)) as server:
             first = Client(server.url, verbose=False).predict(handle_file(str(clip)), "", api_name="/predict")
             expected = np.array(list(first.values()))
             for callers in CONCURRENCY:
@@ -55,8 +53,6 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
                         errors == 0,
                     )
                 )
-        finally:
-            server.stop()
     notes = [
         f"App load: `python app.py` on 127.0.0.1 with the bundled model; /predict on {clip.name} "
         "(a RAVDESS Opus clip, uploaded with each request) through gradio_client, one Client per "

@@ -417,9 +417,7 @@ def page_latency_rows(waveform: np.ndarray, spans, quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="ser-bench-live-") as folder:
         wav = Path(folder) / "talk.wav"
         soundfile.write(wav, resample(waveform[: round(seconds * SAMPLING_RATE)], SAMPLING_RATE, 48_000), 48_000)
-        server = AppServer({}, Path(folder))
-        try:
-            server.wait_until_ready()
+        with AppServer.running({}, Path(folder)) as server:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"]
@@ -431,8 +429,6 @@ def page_latency_rows(waveform: np.ndarray, spans, quick: bool) -> list[Row]:
                 time.sleep(seconds + 2.0)
                 times = page.evaluate("window.liveTimes")
                 browser.close()
-        finally:
-            server.stop()
     opened, updates = times["opened"], times["updates"]
     delays = []
     for start_s, end_s, _ in spans:

@@ -41,6 +41,7 @@ MIN_CLIPS_FOR_SPREAD = 3  # fewer clips (or a neutral sample) move the mean only
 SPREAD_PRIOR_CLIPS = 5.0  # the population spread counts as this many clips of the speaker
 MIN_VARIANCE = 1e-6  # floor for variances of features that hardly vary
 RANDOM_CLIP_COUNTS = (3, 5, 10)  # K of the protocol: K random clips of a test speaker
+SPEECH_SECONDS = (15, 30)  # S of the protocol: random clips of a test speaker adding up to S s
 PROTOCOL_REPEATS = 3  # random draws of K clips per speaker, pooled
 PROTOCOL_SEED = 0
 
@@ -269,9 +270,13 @@ def evaluate_calibration(
     - random K (K in RANDOM_CLIP_COUNTS): per test speaker, K of their clips at random (any
       emotion) calibrate, their other clips are scored; PROTOCOL_REPEATS draws, pooled.
     - all: every clip is scored with a calibration from all of its speaker's other clips.
+    - S seconds (S in SPEECH_SECONDS): per test speaker, random clips of any emotion until they
+      add up to S seconds of speech calibrate, their other clips are scored; PROTOCOL_REPEATS draws.
     - neutral: the speaker's neutral and calm clips calibrate (as neutral speech, the realistic
       case of a visitor reading a passage); their other clips are scored, beside the
       uncalibrated model on exactly those clips.
+    - self, one emotion: a recording in one mood calibrating on its own segments. Each clip is
+      scored with a calibration from the speaker's other clips of the same emotion (as speech).
     Each entry holds the calibrated metrics and the uncalibrated ones on the same clips.
     `predict_ids` turns probabilities into class ids (e.g. argmax over shared labels).
     """
@@ -299,10 +304,13 @@ def evaluate_calibration(
         "protocol": (
             f"Per test speaker: K random clips of any emotion (K = {', '.join(map(str, RANDOM_CLIP_COUNTS))}; "
             f"{PROTOCOL_REPEATS} draws pooled, seed {seed}) or all their other clips (leave one out) "
-            "calibrate, as unlabelled speech; only the speaker's remaining clips are scored. Neutral: "
+            f"calibrate, as unlabelled speech, or random clips adding up to S seconds (S = {', '.join(map(str, SPEECH_SECONDS))}); "
+            "only the speaker's remaining clips are scored. Neutral: "
             f"the speaker's {' and '.join(NEUTRAL_EMOTIONS)} clips calibrate as neutral speech "
             "(mean shift toward the training speakers' neutral mean); their other clips are scored, "
-            "beside the uncalibrated model on the same clips."
+            "beside the uncalibrated model on the same clips. Self (one emotion): each clip is scored "
+            "with a calibration from the speaker's other clips of its emotion, as a recording in one "
+            "mood calibrated on its own segments would be."
         ),
         "uncalibrated": _headline(metrics(references, uncalibrated)),
         "random_clips": {},
@@ -330,6 +338,30 @@ def evaluate_calibration(
             predicted.extend(calibrated_predictions(own[own != clip], np.array([clip]), "speech"))
     if scored:
         results["random_clips"]["all"] = entry(scored, predicted, calibration_clips="all other clips of the speaker")
+
+    results["speech_seconds"] = {}
+    for duration in SPEECH_SECONDS:
+        scored, predicted = [], []
+        for _ in range(PROTOCOL_REPEATS):
+            for own in by_speaker:
+                chosen = rng.permutation(own)
+                count = int(np.searchsorted(np.cumsum(seconds[chosen]), duration)) + 1  # clips to reach S
+                if count >= len(own):
+                    continue  # nothing left to score
+                scored.extend(chosen[count:])
+                predicted.extend(calibrated_predictions(chosen[:count], chosen[count:], "speech"))
+        if scored:
+            results["speech_seconds"][str(duration)] = entry(scored, predicted, seconds=duration, repeats=PROTOCOL_REPEATS)
+
+    scored, predicted = [], []
+    for own in by_speaker:
+        for clip in own:
+            same_mood = own[(references[own] == references[clip]) & (own != clip)]
+            if len(same_mood):
+                scored.append(clip)
+                predicted.extend(calibrated_predictions(same_mood, np.array([clip]), "speech"))
+    if scored:
+        results["self_one_emotion"] = entry(scored, predicted, calibration_clips="the speaker's other clips of the same emotion")
 
     neutral_ids = [labels.index(name) for name in NEUTRAL_EMOTIONS if name in labels]
     scored, predicted = [], []
@@ -373,15 +405,19 @@ def summarise_folds(fold_results: list[dict]) -> dict:
                 return None
         return float(np.mean(values))
 
-    summary = {"uncalibrated": mean_of(lambda fold: fold["uncalibrated"]["balanced_accuracy"]), "random_clips": {}}
-    for count in fold_results[0]["random_clips"]:
-        summary["random_clips"][count] = {
-            kind: mean_of(lambda fold, kind=kind: fold["random_clips"][count][kind]["balanced_accuracy"])
+    def both(entry: Callable[[dict], dict]) -> dict:
+        return {
+            kind: mean_of(lambda fold, kind=kind: entry(fold)[kind]["balanced_accuracy"])
             for kind in ("calibrated", "uncalibrated_same_clips")
         }
-    if "neutral" in fold_results[0]:
-        summary["neutral"] = {
-            kind: mean_of(lambda fold, kind=kind: fold["neutral"][kind]["balanced_accuracy"])
-            for kind in ("calibrated", "uncalibrated_same_clips")
+
+    summary = {"uncalibrated": mean_of(lambda fold: fold["uncalibrated"]["balanced_accuracy"])}
+    for protocol in ("random_clips", "speech_seconds"):
+        summary[protocol] = {
+            size: both(lambda fold, size=size, protocol=protocol: fold[protocol][size])
+            for size in fold_results[0].get(protocol, {})
         }
+    for protocol in ("neutral", "self_one_emotion"):
+        if protocol in fold_results[0]:
+            summary[protocol] = both(lambda fold, protocol=protocol: fold[protocol])
     return summary

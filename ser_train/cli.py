@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whisper.add_argument("--l2", type=float, help="L2 penalty of the linear classifier (default 0.03)")
     whisper.add_argument(
+        "--augmented-views",
+        type=int,
+        metavar="N",
+        help="waveform-augmented copies of every clip to encode (speed, gain, noise, cropping; each "
+        "costs one more encoder pass over the corpus); only training clips' copies are used (default 0)",
+    )
+    whisper.add_argument(
         "--calibrated-views",
         type=int,
         metavar="N",

@@ -78,6 +78,15 @@ def classification_metrics(references, predictions, labels) -> dict:
     )
 
 
+def per_corpus_metrics(references, predictions, corpora, labels) -> dict[str, dict]:
+    """{corpus: metrics of its clips} for a test set that mixes corpora (see ser_train.corpora)."""
+    references, predictions, corpora = np.asarray(references), np.asarray(predictions), np.asarray(corpora)
+    return {
+        str(name): classification_metrics(references[corpora == name], predictions[corpora == name], labels)
+        for name in sorted(set(corpora))
+    }
+
+
 def cross_validation_summary(fold_metrics: list[dict]) -> dict:
     """Mean and (population) standard deviation over folds of the headline metrics."""
     values = {name: [fold[name] for fold in fold_metrics] for name in SUMMARY_METRICS}
@@ -118,6 +127,16 @@ def eval_results(
         pooled = np.sum([fold["metrics"]["confusion_matrix"] for fold in folds], axis=0)
         results["pooled"] = metrics_from_confusion_matrix(pooled, labels)
     results["test"] = results["pooled"] if len(folds) > 1 else folds[0]["metrics"]
+    corpora = sorted({name for fold in folds for name in fold.get("per_corpus", {})})
+    if corpora:  # every clip of each corpus, tested once, pooled over the test splits
+        labels = folds[0]["metrics"]["labels"]
+        results["per_corpus"] = {
+            name: metrics_from_confusion_matrix(
+                np.sum([fold["per_corpus"][name]["confusion_matrix"] for fold in folds if name in fold.get("per_corpus", {})], axis=0),
+                labels,
+            )
+            for name in corpora
+        }
     return results
 
 
@@ -187,6 +206,8 @@ def format_metrics_table(results: dict) -> str:
             f"{'mean ± std':<12}{mean['accuracy']:>8.3f}{mean['balanced_accuracy']:>8.3f}{mean['macro_f1']:>8.3f}"
             f"  (± {std['accuracy']:.3f} / {std['balanced_accuracy']:.3f} / {std['macro_f1']:.3f})"
         )
+    for corpus, m in results.get("per_corpus", {}).items():
+        lines.append(f"{corpus[:12]:<12}{m['accuracy']:>8.3f}{m['balanced_accuracy']:>8.3f}{m['macro_f1']:>8.3f}  corpus, {m['num_examples']} clips")
     lines.append("")
     lines.append(f"{'class':<12}{'prec':>8}{'recall':>8}{'F1':>8}{'n':>6}")
     for name, scores in test["per_class"].items():
@@ -212,8 +233,13 @@ def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float |
     for count, values in summary["random_clips"].items():
         name = "all other clips" if count == "all" else f"K = {count} random clips"
         rows.append((name, values["calibrated"], values["uncalibrated_same_clips"]))
+    for duration, values in summary.get("speech_seconds", {}).items():
+        rows.append((f"{duration} s of random clips", values["calibrated"], values["uncalibrated_same_clips"]))
     if "neutral" in summary:
         rows.append(("neutral + calm clips", summary["neutral"]["calibrated"], summary["neutral"]["uncalibrated_same_clips"]))
+    if "self_one_emotion" in summary:
+        values = summary["self_one_emotion"]
+        rows.append(("self, one-emotion recording", values["calibrated"], values["uncalibrated_same_clips"]))
     return rows
 
 

@@ -216,10 +216,13 @@ def _family_description(family: str, config: dict) -> str:
         )
     if family == "whisper":
         return (
-            f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on RAVDESS: a "
-            "learned weighted sum of the encoder's layers, a projection, the mean over time and a linear "
-            f"classifier (transformers' WhisperForAudioClassification). It hears windows of "
-            f"{config['max_source_positions'] // 50} s: shorter clips are padded, longer ones cut."
+            f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on RAVDESS: "
+            "each layer's mean and standard deviation over the clip's own frames (not the padding), "
+            "standardised, and a linear classifier (multinomial logistic regression; "
+            "`WhisperForEmotionRecognition`, model type `whisper-emotion`, which loads after "
+            "`import ser_train`). It stores its training speakers' statistics, so it can be "
+            f"calibrated to a speaker. It hears windows of {config['max_source_positions'] // 50} s: "
+            "shorter clips are padded, longer ones cut."
         )
     model_type = config.get("model_type", family)
     return (

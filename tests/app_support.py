@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,17 @@ class AppServer:
             except OSError:
                 time.sleep(1)
         raise TimeoutError(f"app.py did not answer within {SERVER_START_TIMEOUT_S} s:\n{self.log_path.read_text()}")
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, env: dict[str, str], folder: Path) -> Iterator["AppServer"]:
+        """A started server, ready to answer, stopped on leaving the block (also on errors)."""
+        server = cls(env, folder)
+        try:
+            server.wait_until_ready()
+            yield server
+        finally:
+            server.stop()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -31,15 +31,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_model_dir, calibratable_cnn) -> Client:
-    server = AppServer(
-        {"SER_MODELS": f"{tiny_model_dir},{calibratable_cnn}", "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)},
-        tmp_path_factory.mktemp("server"),
-    )
-    try:
-        server.wait_until_ready()
+    settings = {"SER_MODELS": f"{tiny_model_dir},{calibratable_cnn}", "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)}
+    with AppServer.running(settings, tmp_path_factory.mktemp("server")) as server:
         yield Client(server.url, verbose=False)
-    finally:
-        server.stop()
 
 
 def predict(client: Client, path: Path, model: str) -> dict:

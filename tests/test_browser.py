@@ -80,12 +80,8 @@ def plays_real_speech(model_name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_name):
-    server = AppServer({"SER_MODELS": model_name}, tmp_path_factory.mktemp("server"))
-    try:
-        server.wait_until_ready()
+    with AppServer.running({"SER_MODELS": model_name}, tmp_path_factory.mktemp("server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

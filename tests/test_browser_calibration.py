@@ -35,12 +35,8 @@ def microphone_wav(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, calibratable_cnn):
-    server = AppServer({"SER_MODELS": str(calibratable_cnn)}, tmp_path_factory.mktemp("server"))
-    try:
-        server.wait_until_ready()
+    with AppServer.running({"SER_MODELS": str(calibratable_cnn)}, tmp_path_factory.mktemp("server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,10 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     assert results["random_clips"]["3"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 3)
     assert results["random_clips"]["all"]["calibrated"]["num_examples"] == len(test_clips)
     assert results["neutral"]["calibrated"]["num_examples"] == 4 * 12  # the six other emotions
+    # 1-second clips: 15 s of speech is 15 of a speaker's 16 clips, 30 s more than they have.
+    assert results["speech_seconds"]["15"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 15)
+    assert "30" not in results["speech_seconds"]
+    assert results["self_one_emotion"]["calibrated"]["num_examples"] == len(test_clips)
     # Speakers here differ by large offsets: calibration must help, and never hurt on neutral.
     uncalibrated = results["uncalibrated"]["balanced_accuracy"]
     assert uncalibrated < 0.6
@@ -147,6 +151,8 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     assert results["random_clips"]["all"]["calibrated"]["balanced_accuracy"] > 0.9
     neutral = results["neutral"]
     assert neutral["calibrated"]["balanced_accuracy"] >= neutral["uncalibrated_same_clips"]["balanced_accuracy"]
+    # A recording in one mood calibrated on itself loses that mood: far below mixed speech.
+    assert results["self_one_emotion"]["calibrated"]["balanced_accuracy"] < results["random_clips"]["all"]["calibrated"]["balanced_accuracy"] - 0.3
 
 
 # --- The CNN family ------------------------------------------------------------------------------

@@ -90,6 +90,13 @@ def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess,
     results = runner.run(family, [str(synthetic_ravdess), str(corpus)], tmp_path / "cv", num_folds=2, command=["train"])
     assert results["test"]["num_examples"] == 128  # every clip of both corpora tested once
     assert results["dataset"] == f"{synthetic_ravdess} + {corpus}"
+    # Broken down by corpus: each corpus's clips, every one tested once, add up to the whole.
+    per_corpus = results["per_corpus"]
+    combined = load_corpora([str(synthetic_ravdess), str(corpus)])
+    expected = {name: combined["corpus"].count(name) for name in combined.unique("corpus")}
+    assert {name: m["num_examples"] for name, m in per_corpus.items()} == expected and len(expected) == 2
+    pooled = np.sum([np.asarray(m["confusion_matrix"]) for m in per_corpus.values()], axis=0)
+    np.testing.assert_array_equal(pooled, results["test"]["confusion_matrix"])
 
     split_corpus = make_manifest_corpus(
         tmp_path / "split", {"ang": ANGRY, "sad": SAD}, speakers=("a", "b", "c", "d"), clips_per_label=2,

@@ -184,3 +184,5 @@ def test_card_of_a_trained_cnn_shows_the_calibration_protocol_and_its_numbers(tr
         assert f"| K = {count} random clips | {row['calibrated']:.3f} | {row['uncalibrated_same_clips']:.3f} |" in body
     neutral = summary["neutral"]
     assert f"| neutral + calm clips | {neutral['calibrated']:.3f} | {neutral['uncalibrated_same_clips']:.3f} |" in body
+    own = summary["self_one_emotion"]
+    assert f"| self, one-emotion recording | {own['calibrated']:.3f} | {own['uncalibrated_same_clips']:.3f} |" in body

@@ -28,7 +28,7 @@ from ser_train.calibration import calibration_summary, evaluate_calibration
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
-from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, write_eval_results
+from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
 
 TRAINING_ARGS_FILE = "training_args.json"
 FOLD_RESULT_FILE = "fold_result.json"
@@ -122,11 +122,12 @@ def run(
     if not resuming:
         _write_training_args(output_dir, family, dataset_source, splits, command)
 
+    several_corpora = "corpus" in dataset.column_names and len(dataset.unique("corpus")) > 1
     folds = []
     for split in splits:
         # A hold-out model is the published model; fold models live beside it.
         split_dir = output_dir if split.name == "holdout" else output_dir / "folds" / split.name
-        folds.append(_run_split(family, dataset, split, split_dir, labels, resume))
+        folds.append(_run_split(family, dataset, split, split_dir, labels, resume, several_corpora))
 
     extra = {"labels": labels}
     calibrated = [fold["calibration"] for fold in folds if "calibration" in fold]
@@ -170,8 +171,11 @@ def _run_split(
     split_dir: Path,
     labels: list[str],
     resume: bool,
+    several_corpora: bool = False,
 ) -> dict:
-    """Fit, test and record one split, or read its record if an earlier run finished it."""
+    """Fit, test and record one split, or read its record if an earlier run finished it.
+
+    With `several_corpora`, the test metrics are broken down by corpus too."""
     record = split_dir / FOLD_RESULT_FILE
     if resume and record.is_file():
         print(f"{split.name}: already finished, reusing {record}")
@@ -191,6 +195,8 @@ def _run_split(
         "best_epoch": fitted.best_epoch,
         "metrics": metrics,
     }
+    if several_corpora:
+        result["per_corpus"] = per_corpus_metrics(parts["test"]["emotion"], predictions, parts["test"]["corpus"], labels)
     calibration = _calibration_results(split_dir, parts["test"], labels)
     if calibration:
         result["calibration"] = calibration

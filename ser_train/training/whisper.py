@@ -213,5 +213,5 @@ def _statistics(dataset: datasets.Dataset) -> np.ndarray:
 
 def from_args(args: argparse.Namespace) -> WhisperFamily:
     """The family `python -m ser_train train whisper` asked for."""
-    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views") if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views") if getattr(args, name, None) is not None}
     return WhisperFamily(WhisperHyperparameters(seed=args.seed, **overrides))
