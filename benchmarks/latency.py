@@ -87,12 +87,8 @@ def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
 def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     """The bundled Whisper classifier end to end, beside the same encoder at Whisper's own 30 s
     window (the weights do not change the cost; only the window does)."""
-    import torch
-    from transformers import AutoModelForAudioClassification
-
     from ser_train.inference import BUNDLED_WHISPER, load_model
-    from ser_train.models.wav2vec2 import EmotionWav2Vec2
-    from ser_train.models.whisper import DEFAULT_BASE, window_feature_extractor
+    from ser_train.models.whisper import DEFAULT_BASE, EmotionWhisper, new_classifier, window_feature_extractor
 
     bundled = BUNDLED_WHISPER
     if not Path(bundled).is_dir():
@@ -100,11 +96,7 @@ def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     clip = four_second_clip(corpus)
     model = load_model(bundled)
     window_s = round(model_window_s(bundled))
-    torch.manual_seed(0)
-    full_window = EmotionWav2Vec2(
-        AutoModelForAudioClassification.from_pretrained(DEFAULT_BASE, num_labels=8, use_weighted_layer_sum=True).eval(),
-        window_feature_extractor(DEFAULT_BASE, 30),
-    )
+    full_window = EmotionWhisper(new_classifier(DEFAULT_BASE, list(model.labels), 30), window_feature_extractor(DEFAULT_BASE, 30))
     runs = {f"{window_s} s window (bundled)": lambda: model.predict_batch([clip]), "30 s window": lambda: full_window.predict_proba([clip])}
     cases = {(name, threads): Case(run, threads) for threads in (1, ALL_THREADS) for name, run in runs.items()}
     seconds = time_in_turns(cases, rounds, calls_per_turn)

@@ -93,14 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="waveform-augmented copies of every clip to encode (speed, gain, noise, cropping; each "
-        "costs one more encoder pass over the corpus); only training clips' copies are used (default 0)",
+        "costs one more encoder pass over the corpus); only training clips' copies are used (default 2)",
     )
     whisper.add_argument(
         "--calibrated-views",
         type=int,
         metavar="N",
         help="copies of the training clips with each speaker calibrated on a random sample of their "
-        "own clips, so one model serves calibrated and uncalibrated use (default 2; 0: off)",
+        "own clips, so one model serves calibrated and uncalibrated use (default 4; 0: off)",
     )
     whisper.set_defaults(run=run_train, family="whisper")
 

@@ -173,11 +173,13 @@ def _evaluation_description(results: dict) -> str:
     )
     final = results.get("final_model")
     if final:
-        epochs = f"{final['epochs']} epoch" + ("s" if final["epochs"] != 1 else "")
+        epochs = final.get("epochs")
+        how_long = (
+            f" for {epochs} epoch{'s' if epochs != 1 else ''} (the folds' median best epoch)" if epochs else " with the same settings"
+        )
         text += (
-            f" The published model was then trained on all {len(final['actors'])} actors for "
-            f"{epochs} (the folds' median best epoch), so it has no held-out "
-            "figures of its own: the cross-validation figures estimate how it does on new voices."
+            f" The published model was then trained on all {len(final['actors'])} actors{how_long}, so it "
+            "has no held-out figures of its own: the cross-validation figures estimate how it does on new voices."
         )
     return text
 
@@ -219,8 +221,8 @@ def _family_description(family: str, config: dict) -> str:
             f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on RAVDESS: "
             "each layer's mean and standard deviation over the clip's own frames (not the padding), "
             "standardised, and a linear classifier (multinomial logistic regression; "
-            "`WhisperForEmotionRecognition`, model type `whisper-emotion`, which loads after "
-            "`import ser_train`). It stores its training speakers' statistics, so it can be "
+            "`WhisperForEmotionRecognition`, model type `whisper-emotion`, which transformers loads after "
+            "`import ser_train.models.whisper`). It stores its training speakers' statistics, so it can be "
             f"calibrated to a speaker. It hears windows of {config['max_source_positions'] // 50} s: "
             "shorter clips are padded, longer ones cut."
         )

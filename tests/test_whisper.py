@@ -240,3 +240,4 @@ def test_the_bundled_whisper_model_is_the_default_and_the_pipeline_gives_its_ans
         np.testing.assert_allclose([scores[label] for label in model.labels], row, rtol=1e-4, atol=1e-6)
     assert DEFAULT_MODEL == BUNDLED_WHISPER  # it measured the higher UA
     assert measured_ua(BUNDLED_WHISPER) > measured_ua(BUNDLED_CNN)
+    assert model.family == "whisper" and model.can_calibrate

@@ -46,7 +46,7 @@ class Split:
 @dataclass
 class FitResult:
     model: Any
-    best_epoch: int  # the epoch whose weights were kept (1-based)
+    best_epoch: int | None  # the epoch whose weights were kept (1-based); None for a fit without epochs
 
 
 class Family(Protocol):
@@ -136,10 +136,11 @@ def run(
     if len(splits) > 1:
         # The published model hears every actor; it trains for the epoch count that validation
         # chose in the folds, since no actor is left over to validate it.
-        epochs = max(1, round(statistics.median(fold["best_epoch"] for fold in folds)))
-        print(f"Training the final model on all {len(dataset.unique('actor'))} actors for {epochs} epochs")
+        best_epochs = [fold["best_epoch"] for fold in folds if fold["best_epoch"] is not None]
+        epochs = max(1, round(statistics.median(best_epochs))) if best_epochs else None
+        print(f"Training the final model on all {len(dataset.unique('actor'))} actors" + (f" for {epochs} epochs" if epochs else ""))
         family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
-        extra["final_model"] = {"actors": sorted(dataset.unique("actor")), "epochs": epochs}
+        extra["final_model"] = {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
 
     results = eval_results(family.name, dataset_source, folds, command, **extra)
     if is_main_process():
