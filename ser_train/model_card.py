@@ -83,6 +83,9 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         training_args=json.dumps(training_args, indent=2) if training_args else None,
         feature_config=json.dumps(config["feature_config"], indent=2) if config.get("feature_config") else None,
         is_transformers=is_transformers,
+        family=results["family"],
+        # A fit without epochs (best_epoch None) has no use for validation actors: they train.
+        validation_trains=all("best_epoch" in fold and fold["best_epoch"] is None for fold in results["folds"]),
         calibration=_calibration_section(results),
         scoring=results.get("scoring"),
     )

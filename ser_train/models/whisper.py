@@ -9,7 +9,7 @@
 Why not transformers' own `WhisperForAudioClassification`: its head mixes the layers with one
 weight each and averages over the whole window, padding included. Trained on the same cached
 encoder output and the same actor-disjoint RAVDESS folds, it reached UA 0.706; a linear model on
-every layer's mean and spread over real frames reaches about 0.77 (see the model card), and
+every layer's mean and spread over real frames reaches 0.76-0.79 (README, Whisper section), and
 emotion lives in how frames vary as much as in their average. The model stays a transformers
 model (`WhisperPreTrainedModel`, config.json, sharded safetensors, `from_pretrained`); its
 `model_type` is our own ("whisper-emotion"), so stock transformers refuses the folder with an
