@@ -145,10 +145,6 @@ class EmotionWhisper:
         model = WhisperForEmotionRecognition.from_pretrained(folder, use_safetensors=True)
         return cls(model, WhisperFeatureExtractor.from_pretrained(folder))
 
-    @property
-    def labels(self) -> list[str]:
-        return [self.model.config.id2label[index] for index in range(self.model.config.num_labels)]
-
     def statistics(self, waveforms: list[np.ndarray]) -> np.ndarray:
         """[clips, statistics_size] float32: the representation the classifier and calibration use."""
         rows = []

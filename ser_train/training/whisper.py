@@ -172,9 +172,8 @@ class WhisperFamily:
 
     def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> int:
         """Minimise the class-weighted cross-entropy plus l2/2 |W|^2 with full-batch L-BFGS."""
-        torch.manual_seed(self.hp.seed)
         classifier = model.classifier
-        torch.nn.init.zeros_(classifier.weight)
+        torch.nn.init.zeros_(classifier.weight)  # the problem is convex: any start converges, zeros are reproducible
         torch.nn.init.zeros_(classifier.bias)
         standardised = (inputs - model.input_mean) / model.input_std
         optimizer = torch.optim.LBFGS(
@@ -189,7 +188,7 @@ class WhisperFamily:
             return value
 
         optimizer.step(loss)
-        return optimizer.state[optimizer._params[0]]["n_iter"]
+        return optimizer.state[classifier.weight]["n_iter"]
 
     def predict(self, model: whisper.EmotionWhisper, dataset: datasets.Dataset) -> np.ndarray:
         """Class ids from the clips' cached clean statistics where present, else from the audio.
