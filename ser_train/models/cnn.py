@@ -151,9 +151,10 @@ class EmotionCNN(
             probabilities.append(logits.softmax(-1).numpy())
         return np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict_proba(self, waveforms: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
-        """Class probabilities [clips, labels] of 16 kHz float32 mono waveforms."""
-        return self.predict_proba_of_features(extract_features(waveforms, self.feature_config), calibration)
+    def predict_proba(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities [clips, labels] of 16 kHz float32 mono waveforms (calibrated
+        predictions go through `represent` and `predict_represented`, as EmotionModel does)."""
+        return self.predict_proba_of_features(extract_features(waveforms, self.feature_config))
 
     # --- Calibration (see ser_train.calibration.Calibratable) -----------------------------------
 

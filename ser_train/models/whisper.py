@@ -169,9 +169,10 @@ class EmotionWhisper:
             logits = self.model.classify(torch.from_numpy(np.asarray(statistics, dtype=np.float32)))
         return logits.softmax(dim=-1).numpy()
 
-    def predict_proba(self, waveforms: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
-        """Class probabilities [clips, labels] of 16 kHz float32 mono waveforms."""
-        return self.probabilities(self.statistics(waveforms), calibration)
+    def predict_proba(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities [clips, labels] of 16 kHz float32 mono waveforms (calibrated
+        predictions go through `represent` and `predict_represented`, as EmotionModel does)."""
+        return self.probabilities(self.statistics(waveforms))
 
     # --- Calibration (see ser_train.calibration.Calibratable) -----------------------------------
 
