@@ -219,13 +219,15 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
 
 def envelope_match(recorded: np.ndarray, source: np.ndarray) -> tuple[float, float]:
     """(correlation, gain in dB) of the recording's loudness envelope against the source's,
-    where the two line up best."""
+    where the two line up best. The recording may start a little after the source (the fake
+    microphone was already playing: its first milliseconds are missing) or before it."""
     recorded_envelope, source_envelope = loudness_envelope(recorded), loudness_envelope(source)
-    lag = 0
-    if len(recorded_envelope) >= len(source_envelope):
-        lag = int(np.argmax(correlate(recorded_envelope, source_envelope, mode="valid")))
-    aligned = recorded_envelope[lag : lag + len(source_envelope)]
-    source_envelope = source_envelope[: len(aligned)]
+    # recorded_envelope[lag + i] lines up with source_envelope[i]
+    lag = int(np.argmax(correlate(recorded_envelope, source_envelope, mode="full"))) - (len(source_envelope) - 1)
+    aligned = recorded_envelope[max(lag, 0) :]
+    source_envelope = source_envelope[max(-lag, 0) :]
+    overlap = min(len(aligned), len(source_envelope))
+    aligned, source_envelope = aligned[:overlap], source_envelope[:overlap]
     correlation = float(np.corrcoef(aligned, source_envelope)[0, 1])
     gain_db = 10 * np.log10(np.mean(aligned**2) / np.mean(source_envelope**2))
     return correlation, float(gain_db)
