@@ -226,28 +226,35 @@ def format_metrics_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float | None]]:
-    """(protocol, calibrated UA, uncalibrated UA on the same clips), means over test splits."""
+def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(protocol, calibrated UA, uncalibrated UA on the same clips, standard deviation of the
+    calibrated UA over random draws of calibration clips, where there were draws), means over
+    test splits."""
     summary = calibration["mean_over_folds"]
-    rows = [("no calibration (all clips)", None, summary["uncalibrated"])]
+    rows = [("no calibration (all clips)", None, summary["uncalibrated"], None)]
+
+    def row(name: str, values: dict) -> tuple:
+        return (name, values["calibrated"], values["uncalibrated_same_clips"], values.get("calibrated_std_over_draws"))
+
     for count, values in summary["random_clips"].items():
-        name = "all other clips" if count == "all" else f"K = {count} random clips"
-        rows.append((name, values["calibrated"], values["uncalibrated_same_clips"]))
+        rows.append(row("all other clips" if count == "all" else f"K = {count} random clips", values))
     for duration, values in summary.get("speech_seconds", {}).items():
-        rows.append((f"{duration} s of random clips", values["calibrated"], values["uncalibrated_same_clips"]))
+        rows.append(row(f"{duration} s of random clips", values))
     if "neutral" in summary:
-        rows.append(("neutral + calm clips", summary["neutral"]["calibrated"], summary["neutral"]["uncalibrated_same_clips"]))
+        rows.append(row("neutral + calm clips", summary["neutral"]))
     if "self_one_emotion" in summary:
-        values = summary["self_one_emotion"]
-        rows.append(("self, one-emotion recording", values["calibrated"], values["uncalibrated_same_clips"]))
+        rows.append(row("self, one-emotion recording", summary["self_one_emotion"]))
     return rows
 
 
 def format_calibration_table(calibration: dict) -> list[str]:
-    lines = ["Speaker calibration (UA; calibration clips never scored):", f"{'calibrated on':<28}{'with':>8}{'without':>9}"]
-    for name, calibrated, uncalibrated in calibration_rows(calibration):
-        shown = "" if calibrated is None else f"{calibrated:.3f}"
-        lines.append(f"{name:<28}{shown:>8}{uncalibrated:>9.3f}")
+    lines = [
+        "Speaker calibration (UA; calibration clips never scored; ± over draws of the clips):",
+        f"{'calibrated on':<28}{'with':>15}{'without':>9}",
+    ]
+    for name, calibrated, uncalibrated, spread in calibration_rows(calibration):
+        shown = "" if calibrated is None else f"{calibrated:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
+        lines.append(f"{name:<28}{shown:>15}{uncalibrated:>9.3f}")
     return lines
 
 

@@ -193,13 +193,14 @@ def _calibration_section(results: dict) -> dict | None:
     if not calibration:
         return None
     rows = [
-        {"name": name, "calibrated": calibrated, "uncalibrated": uncalibrated}
-        for name, calibrated, uncalibrated in calibration_rows(calibration)
+        {"name": name, "calibrated": calibrated, "uncalibrated": uncalibrated, "spread": spread}
+        for name, calibrated, uncalibrated, spread in calibration_rows(calibration)
     ]
     splits = calibration["num_folds"]
     scope = f"mean over the {splits} test folds" if splits > 1 else "on the test split"
     models = "fold models (each tested on actors it never heard)" if splits > 1 else "model"
-    return {"protocol": calibration["protocol"], "rows": rows, "scope": scope, "models": models}
+    draws = any(row["spread"] is not None for row in rows)
+    return {"protocol": calibration["protocol"], "rows": rows, "scope": scope, "models": models, "draws": draws}
 
 
 def _fold_rows(results: dict) -> list[dict]:

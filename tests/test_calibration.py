@@ -13,6 +13,7 @@ from ser_train.calibration import (
     evaluate_calibration,
     population_statistics,
     speaker_affine,
+    summarise_folds,
 )
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import ModelError
@@ -139,6 +140,12 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
         assert len(set(speakers[calibrated_on]) | set(speakers[scored])) == 1  # one speaker per calibration
     assert results["random_clips"]["3"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 3)
     assert results["random_clips"]["all"]["calibrated"]["num_examples"] == len(test_clips)
+    # Each draw's own UA is kept; the summary gives their spread, and none for the one "all" case.
+    draws = results["random_clips"]["3"]["balanced_accuracy_per_draw"]
+    assert len(draws) == PROTOCOL_REPEATS and len(set(draws)) > 1
+    summary = summarise_folds([results, results])
+    assert summary["random_clips"]["3"]["calibrated_std_over_draws"] == pytest.approx(np.std(draws, ddof=1))
+    assert "calibrated_std_over_draws" not in summary["random_clips"]["all"]
     assert results["neutral"]["calibrated"]["num_examples"] == 4 * 12  # the six other emotions
     # 1-second clips: 15 s of speech is 15 of a speaker's 16 clips, 30 s more than they have.
     assert results["speech_seconds"]["15"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 15)
