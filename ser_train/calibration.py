@@ -318,6 +318,7 @@ def evaluate_calibration(
         "random_clips": {},
     }
     by_speaker = [np.flatnonzero(speakers == speaker) for speaker in np.unique(speakers)]
+
     def drawn_entry(draw: Callable[[np.ndarray], int], **extra) -> dict | None:
         """PROTOCOL_REPEATS draws pooled; `draw(chosen)` is how many of a speaker's clips, in the
         random order `chosen`, calibrate. Each draw's own UA is kept, to show how much the
