@@ -146,7 +146,7 @@ def webrtc_decisions(waveform: np.ndarray, length: int, mode: int = 3) -> np.nda
 
 
 def silero_decisions(waveform: np.ndarray, length: int) -> np.ndarray:
-    from ser_train.live import SPEECH_THRESHOLD, VAD_FRAME, frame_speech_probabilities
+    from ser_train.vad import SPEECH_THRESHOLD, VAD_FRAME, frame_speech_probabilities
 
     return on_grid(frame_speech_probabilities(waveform) > SPEECH_THRESHOLD, VAD_FRAME / SAMPLING_RATE, length)
 

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     who = evaluate.add_mutually_exclusive_group()
     who.add_argument("--test-actors", metavar="LIST", help="RAVDESS actors to test on, e.g. 21,22,23,24 or 21-24")
     who.add_argument(
+        "--held-out-corpora",
+        action="store_true",
+        help="test every speaker of each corpus given, as corpora the model never trained on: the "
+        "leave-one-corpus-out entries (ECE, neutral calibration, 1 s and 2 s of speech)",
+    )
+    who.add_argument(
         "--test-speakers",
         metavar="NAMES",
         help="speakers of a manifest corpus to test on, comma-separated (default: its manifest's "
@@ -163,6 +169,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors, e.g. 21,22,23,24 or 21-24")
     split.add_argument("--test-speakers", metavar="NAMES", help="hold-out test speakers of a manifest corpus, comma-separated as in its manifest")
     split.add_argument("--folds", type=int, metavar="K", help="K-fold actor-disjoint cross-validation, then a final model on all actors")
+    parser.add_argument(
+        "--folds-within",
+        metavar="CORPUS",
+        help="with --folds K and several corpora: cross-validate over this corpus's speakers only (its folder "
+        "name, e.g. ravdess-opus-16k), the other corpora always training",
+    )
+    parser.add_argument(
+        "--leave-one-corpus-out",
+        action="store_true",
+        help="with several corpora: also test each corpus with a model trained on the others (temperature "
+        "fitted without it too), and train the published model on all of them",
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir from its checkpoints")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--push-to-hub", action="store_true", help="push the trained model to the Hub at the end")
@@ -206,7 +224,15 @@ def run_train(args: argparse.Namespace) -> int:
         raise SERError("--folds K needs K >= 2.")
     # With none of --test-actors, --test-speakers and --folds, a manifest's split column decides.
     runner.run(
-        family, dataset_sources(args), args.output_dir, test_actors, args.folds, resume=args.resume, test_speakers=test_speakers
+        family,
+        dataset_sources(args),
+        args.output_dir,
+        test_actors,
+        args.folds,
+        resume=args.resume,
+        test_speakers=test_speakers,
+        folds_within=args.folds_within,
+        leave_one_corpus_out=args.leave_one_corpus_out,
     )
     if args.push_to_hub:
         from ser_train.hub import push_model_dir
@@ -268,6 +294,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not output_dir.is_dir() and not args.output_dir:
         raise SERError(f"{args.model} is a Hub model, not a local folder; pass --output-dir for the results.")
     dataset = load_corpora(dataset_sources(args))
+    if args.held_out_corpora:
+        return evaluate_held_out(args, model, dataset, output_dir)
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
     elif args.test_actors:
@@ -293,6 +321,43 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_metrics_table(results))
     print(f"Wrote {output_dir / EVAL_RESULTS_FILE}")
     return 0
+
+
+def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir) -> int:
+    """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on."""
+    from pathlib import Path
+
+    from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
+    from ser_train.held_out import evaluate_held_out_corpora
+
+    sources = args.dataset
+    trained_on = training_corpora(args.model)
+    given = {Path(source).name for source in sources} | (set(dataset["corpus"]) if "corpus" in dataset.column_names else set())
+    if trained_on & given:
+        raise SERError(
+            f"{args.model} was trained on {', '.join(sorted(trained_on & given))}, so it is not held out: "
+            "pass corpora the model never heard."
+        )
+    loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name)
+    results = eval_results(model.family, " + ".join(sources), [], leave_one_corpus_out=loco, model=args.model)
+    write_eval_results(output_dir, results)
+    print(format_metrics_table(results))
+    print(f"Wrote {output_dir / EVAL_RESULTS_FILE}")
+    return 0
+
+
+def training_corpora(model_name: str) -> set[str]:
+    """The corpus folder names a model's training_args.json lists (empty when it has none)."""
+    from pathlib import Path
+
+    from ser_train.hub import fetch_model_files
+    from ser_train.training.runner import TRAINING_ARGS_FILE
+
+    path = fetch_model_files(model_name, [TRAINING_ARGS_FILE]) / TRAINING_ARGS_FILE
+    if not path.is_file():
+        return set()
+    dataset = json.loads(path.read_text()).get("dataset", "")
+    return {Path(source.strip()).name for source in dataset.split(" + ") if source.strip()}
 
 
 def run_predict(args: argparse.Namespace) -> int:

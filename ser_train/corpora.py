@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -36,6 +37,54 @@ import numpy as np
 from ser_train.audio import SAMPLING_RATE
 from ser_train.data import EMOTIONS, canonical_emotion, decode_index, load_ravdess
 from ser_train.errors import DataError
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """What a model card says about a corpus a model learned from."""
+
+    title: str
+    description: str
+    language: str  # ISO 639-1 code, for the card's metadata
+    licence: str  # as the corpus states it
+    citation: str
+
+
+# The corpora this project was measured on, recognised by their folder (or Hub id) name. A model
+# trained on them is bound by every one of their licences: all three are non-commercial.
+KNOWN_CORPORA = {
+    "ravdess": CorpusInfo(
+        "RAVDESS",
+        "24 professional North-American actors (12 female, 12 male), two English sentences in 8 emotions "
+        "at two intensities, studio recordings",
+        "en",
+        "CC BY-NC-SA 4.0 (non-commercial, share-alike)",
+        "Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song "
+        "(RAVDESS). PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391",
+    ),
+    "tess": CorpusInfo(
+        "TESS",
+        'two female Canadian English speakers aged 26 and 64, "Say the word ___" with 200 words in 7 emotions',
+        "en",
+        "CC BY-NC-ND 4.0 (non-commercial, no derivatives)",
+        "Pichora-Fuller MK, Dupuis K (2020) Toronto emotional speech set (TESS). Borealis. "
+        "https://doi.org/10.5683/SP2/E8H2MF",
+    ),
+    "emovo": CorpusInfo(
+        "EMOVO",
+        "6 professional Italian actors (3 female, 3 male), 14 Italian sentences in 7 emotions, recorded in Rome",
+        "it",
+        "free for non-commercial research use with acknowledgment of the source",
+        "Costantini G, Iaderola I, Paoloni A, Todisco M (2014) EMOVO Corpus: an Italian Emotional Speech "
+        "Database. Proceedings of LREC 2014, 3501-3504.",
+    ),
+}
+
+
+def corpus_info(source: str) -> CorpusInfo | None:
+    """The known corpus a source (folder path, folder name or Hub id) is a copy of, if any."""
+    name = Path(source).name.lower() if Path(source).name else source.lower()
+    return next((info for key, info in KNOWN_CORPORA.items() if key in name), None)
+
 
 MANIFEST_FILE = "manifest.csv"
 LABEL_MAP_FILE = "label_map.json"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -52,6 +53,7 @@ class EmotionClassificationMetrics(evaluate.Metric):
             references, predictions, labels=classes, zero_division=0
         )
         present = support > 0  # classes absent from the test set do not count towards UA
+        answers = np.bincount(predictions, minlength=len(classes)) if len(predictions) else np.zeros(len(classes), int)
         return {
             "accuracy": float(np.mean(predictions == references)),
             "balanced_accuracy": float(np.mean(recall[present])),
@@ -66,6 +68,12 @@ class EmotionClassificationMetrics(evaluate.Metric):
                 for i, name in enumerate(self.labels)
             },
             "confusion_matrix": confusion_matrix(references, predictions, labels=classes).tolist(),
+            # A model that answers one emotion for most clips of a new corpus has not generalised,
+            # whatever its accuracy on the emotion it keeps saying.
+            "most_predicted": {
+                "emotion": self.labels[int(answers.argmax())],
+                "share": float(answers.max() / max(len(predictions), 1)),
+            },
             "labels": self.labels,
             "num_examples": int(len(references)),
         }
@@ -116,7 +124,7 @@ def eval_results(
     results = {
         "family": family,
         "dataset": dataset,
-        "protocol": "cross_validation" if len(folds) > 1 else "holdout",
+        "protocol": "cross_validation" if len(folds) > 1 else "holdout" if folds else "leave_one_corpus_out",
         "folds": folds,
         "command": shlex.join(command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]),
         **extra,
@@ -126,7 +134,8 @@ def eval_results(
         labels = folds[0]["metrics"]["labels"]
         pooled = np.sum([fold["metrics"]["confusion_matrix"] for fold in folds], axis=0)
         results["pooled"] = metrics_from_confusion_matrix(pooled, labels)
-    results["test"] = results["pooled"] if len(folds) > 1 else folds[0]["metrics"]
+    if folds:  # with held-out corpora only, their entries (`leave_one_corpus_out`) are the results
+        results["test"] = results["pooled"] if len(folds) > 1 else folds[0]["metrics"]
     corpora = sorted({name for fold in folds for name in fold.get("per_corpus", {})})
     if corpora:  # every clip of each corpus, tested once, pooled over the test splits
         labels = folds[0]["metrics"]["labels"]
@@ -154,6 +163,8 @@ def write_eval_results(output_dir: str | Path, results: dict) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / EVAL_RESULTS_FILE
     path.write_text(json.dumps(results, indent=2) + "\n")
+    if "test" not in results:
+        return path
     test = results["test"]
     title = (
         f"{results['family']}: pooled over {len(results['folds'])} actor-disjoint folds"
@@ -191,7 +202,19 @@ def plot_confusion_matrix(matrix, labels, path: str | Path, title: str) -> None:
 
 
 def format_metrics_table(results: dict) -> str:
-    """A plain-text summary for the terminal: headline figures, folds, per-class scores."""
+    """A plain-text summary for the terminal: headline figures, folds, per-class scores, and the
+    held-out corpora."""
+    from ser_train.held_out import format_leave_one_corpus_out_table
+
+    lines = []
+    if "test" in results:
+        lines += _format_test_splits(results)
+    if "leave_one_corpus_out" in results:
+        lines += format_leave_one_corpus_out_table(results["leave_one_corpus_out"])
+    return "\n".join(lines)
+
+
+def _format_test_splits(results: dict) -> list[str]:
     lines = []
     test = results["test"]
     lines.append(f"{'':<12}{'WA':>8}{'UA':>8}{'F1':>8}")
@@ -223,7 +246,8 @@ def format_metrics_table(results: dict) -> str:
     if "calibration" in results:
         lines.append("")
         lines.extend(format_calibration_table(results["calibration"]))
-    return "\n".join(lines)
+    lines.append("")
+    return lines
 
 
 def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float | None, float | None]]:
@@ -261,58 +285,89 @@ def format_calibration_table(calibration: dict) -> list[str]:
 # --- A saved model on a test set of any corpus -----------------------------------------------
 
 
-def shared_labels(model_labels, test: datasets.Dataset) -> list[str]:
-    """The emotions that occur in `test` and that the model knows, in the dataset's label order."""
-    names = test.features["emotion"].names
-    present = {names[i] for i in set(test["emotion"])}
-    return [name for name in names if name in present and name in model_labels]
-
-
-def evaluate_model(model, test: datasets.Dataset, calibration: bool = True) -> dict:
-    """One test split's entry for eval_results: metrics over the shared emotions, and calibration.
+@dataclass(frozen=True)
+class SharedScoring:
+    """How a test set is scored against a model that knows other emotions than it holds.
 
     A corpus may hold only some of the model's emotions, or some it does not know. Only the
     emotions both have are scored: clips of other emotions are left out, and each clip's answer
     is the most probable of the shared emotions (the model is not blamed for an emotion the
-    corpus cannot show). With `calibration` and a model that can calibrate, the speaker
-    calibration protocol (`ser_train.calibration.evaluate_calibration`) runs on the same clips.
+    corpus cannot show). Probabilities are renormalised over the shared emotions.
     """
-    from ser_train.calibration import evaluate_calibration
-    from ser_train.data import audio_arrays
-    from ser_train.errors import DataError
 
-    names = test.features["emotion"].names
-    scored = shared_labels(model.labels, test)
-    if not scored:
-        raise DataError(f"The test clips share no emotion with the model (it knows {', '.join(model.labels)}).")
-    scored_ids = {names.index(name) for name in scored}
-    kept = [i for i, emotion in enumerate(test["emotion"]) if emotion in scored_ids]
-    unscored = test.num_rows - len(kept)
-    test = test.select(kept)
-    references = [scored.index(names[emotion]) for emotion in test["emotion"]]
-    columns = np.array([model.labels.index(name) for name in scored])
+    labels: list[str]  # the scored emotions, in the dataset's label order
+    columns: np.ndarray  # their columns in the model's output
+    kept: np.ndarray  # the test rows that are scored
+    references: np.ndarray  # each kept clip's emotion as an index into `labels`
+    model_labels: list[str]
+    unscored_clips: int
 
-    def predict_ids(probabilities: np.ndarray) -> np.ndarray:
-        return probabilities[:, columns].argmax(axis=1)
+    @classmethod
+    def of(cls, test: datasets.Dataset, model_labels, known_labels=None) -> SharedScoring:
+        """`known_labels`: the emotions the model can be expected to answer (those it trained on;
+        default all of its labels)."""
+        from ser_train.errors import DataError
 
-    def metrics(refs, predictions) -> dict:
-        return classification_metrics(refs, predictions, scored)
+        names = test.features["emotion"].names
+        emotions = np.asarray(test["emotion"])
+        known = set(model_labels if known_labels is None else known_labels) & set(model_labels)
+        present = {names[i] for i in set(emotions.tolist())}
+        scored = [name for name in names if name in present and name in known]
+        if not scored:
+            raise DataError(f"The test clips share no emotion with the model (it knows {', '.join(sorted(known))}).")
+        scored_ids = [names.index(name) for name in scored]
+        kept = np.flatnonzero(np.isin(emotions, scored_ids))
+        return cls(
+            labels=scored,
+            columns=np.array([list(model_labels).index(name) for name in scored]),
+            kept=kept,
+            references=np.array([scored_ids.index(emotion) for emotion in emotions[kept]], dtype=int),
+            model_labels=list(model_labels),
+            unscored_clips=int(len(emotions) - len(kept)),
+        )
 
-    waveforms = audio_arrays(test)
-    entry = {
-        "metrics": metrics(references, predict_ids(model.predict_batch(waveforms))),
-        "scoring": {
-            "scored_labels": scored,
-            "model_labels": list(model.labels),
-            "unscored_clips": unscored,
+    def probabilities(self, model_probabilities: np.ndarray) -> np.ndarray:
+        """The shared emotions' probabilities of kept clips' model outputs, renormalised."""
+        shared = np.asarray(model_probabilities, dtype=np.float64)[:, self.columns]
+        return (shared / np.maximum(shared.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def predict_ids(self, model_probabilities: np.ndarray) -> np.ndarray:
+        """Each kept clip's answer: the most probable shared emotion, as an index into `labels`."""
+        return np.asarray(model_probabilities)[:, self.columns].argmax(axis=1)
+
+    def metrics(self, references, predictions) -> dict:
+        return classification_metrics(references, predictions, self.labels)
+
+    def describe(self) -> dict:
+        """eval_results.json's "scoring" entry."""
+        return {
+            "scored_labels": self.labels,
+            "model_labels": self.model_labels,
+            "unscored_clips": self.unscored_clips,
             "rule": (
-                f"only the {len(scored)} emotion(s) the test clips share with the model are scored; "
+                f"only the {len(self.labels)} emotion(s) the test clips share with the model are scored; "
                 "each clip's answer is the most probable of those"
             ),
-        },
+        }
+
+
+def evaluate_model(model, test: datasets.Dataset, calibration: bool = True) -> dict:
+    """One test split's entry for eval_results: metrics over the shared emotions (see
+    `SharedScoring`), and calibration. With `calibration` and a model that can calibrate, the
+    speaker calibration protocol (`ser_train.calibration.evaluate_calibration`) runs on the
+    same clips."""
+    from ser_train.calibration import evaluate_calibration
+    from ser_train.data import audio_arrays
+
+    scoring = SharedScoring.of(test, model.labels)
+    test = test.select(scoring.kept)
+    waveforms = audio_arrays(test)
+    entry = {
+        "metrics": scoring.metrics(scoring.references, scoring.predict_ids(model.predict_batch(waveforms))),
+        "scoring": scoring.describe(),
     }
     if calibration and getattr(model, "can_calibrate", False):
         entry["calibration"] = evaluate_calibration(
-            model, waveforms, references, test["actor"], scored, predict_ids, metrics
+            model, waveforms, scoring.references, test["actor"], scoring.labels, scoring.predict_ids, scoring.metrics
         )
     return entry

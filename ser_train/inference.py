@@ -34,6 +34,7 @@ import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
+from ser_train.confidence import DEFAULT_UNSURE_RULE, TEMPERATURE_KEY, UNSURE_RULE_KEY, UnsureRule, with_temperature
 from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
 from ser_train.evaluation import EVAL_RESULTS_FILE
@@ -57,12 +58,17 @@ Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probab
 
 
 def measured_ua(model_dir: str | os.PathLike) -> float | None:
-    """The balanced accuracy (UA) a local model folder's eval_results.json reports on actors it
-    never heard (the cross-validation mean, or the hold-out test), or None without one."""
+    """The balanced accuracy (UA) a local model folder's eval_results.json reports on voices it
+    never heard, or None without one: the mean over corpora left out of its training where it
+    was measured so (a visitor's voice is such a corpus), else its test on actors it never
+    heard (the cross-validation mean, or the hold-out test)."""
     path = Path(model_dir) / EVAL_RESULTS_FILE
     if not path.is_file():
         return None
-    return float(json.loads(path.read_text())["test"]["balanced_accuracy"])
+    results = json.loads(path.read_text())
+    if "leave_one_corpus_out" in results:
+        return float(results["leave_one_corpus_out"]["mean"]["balanced_accuracy"])
+    return float(results["test"]["balanced_accuracy"]) if "test" in results else None
 
 
 def bundled_models_by_ua() -> list[str]:
@@ -79,7 +85,9 @@ class EmotionModel:
     """An emotion classifier of either family behind one interface; safe to share across threads.
 
     `calibratable` is the family's calibration support (see `ser_train.calibration`), or None
-    for a family or model folder without it.
+    for a family or model folder without it. Every probability it gives is the family's,
+    softened by `temperature` (`ser_train.confidence`; 1 leaves them as they are), and
+    `unsure_rule` says when an answer should be shown as unsure.
     """
 
     def __init__(
@@ -89,12 +97,16 @@ class EmotionModel:
         labels: Sequence[str],
         forward: Forward,
         calibratable: Calibratable | None = None,
+        temperature: float = 1.0,
+        unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE,
     ):
         self.name = name
         self.family = family  # "cnn", "whisper" or "wav2vec2"
         self.labels = tuple(labels)
         self._forward = forward
         self._calibratable = calibratable
+        self.temperature = temperature
+        self.unsure_rule = unsure_rule
         self.calibration: Calibration | None = None  # set only on copies made by with_calibration
         # One forward pass at a time (the app serves requests from several threads): torch
         # already spreads one pass over every core, so parallel passes would only compete for
@@ -116,7 +128,7 @@ class EmotionModel:
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
         with self._lock, torch.inference_mode():
-            return np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
+            return self._tempered(self._forward(list(waveforms16k)))
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
         """Probabilities per label for audio at any rate and channel count."""
@@ -173,8 +185,22 @@ class EmotionModel:
         self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
     ) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            probabilities = self._calibration_support().predict_represented(representations, calibration)
-        return np.asarray(probabilities, dtype=np.float32)
+            return self._tempered(self._calibration_support().predict_represented(representations, calibration))
+
+    def with_temperature(self, temperature: float) -> EmotionModel:
+        """A copy giving probabilities at `temperature` (1.0: the family's own); shares the weights."""
+        tempered = copy.copy(self)
+        tempered.temperature = temperature
+        return tempered
+
+    def is_unsure(self, probabilities: dict[str, float] | Sequence[float]) -> bool:
+        """Whether an answer of this model should be shown as unsure (see `unsure_rule`)."""
+        values = list(probabilities.values()) if isinstance(probabilities, dict) else list(probabilities)
+        return self.unsure_rule.is_unsure(values)
+
+    def _tempered(self, probabilities: np.ndarray) -> np.ndarray:
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        return probabilities if self.temperature == 1.0 else with_temperature(probabilities, self.temperature)
 
     def _calibration_support(self) -> Calibratable:
         if self._calibratable is None:
@@ -201,14 +227,18 @@ def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS)
     require_safetensors(folder, name)
+    confidence = {
+        "temperature": float(config.get(TEMPERATURE_KEY, 1.0)),
+        "unsure_rule": UnsureRule.from_dict(config.get(UNSURE_RULE_KEY)),
+    }
     if family == "cnn":
         cnn = _load_cnn(folder)
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.
-        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None)
+        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, **confidence)
     if family == "whisper":
         classifier = _load_whisper(folder, name)
-        return EmotionModel(name, family, labels, classifier.predict_proba, classifier)
-    return EmotionModel(name, family, labels, _load_transformers(folder, name))
+        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, **confidence)
+    return EmotionModel(name, family, labels, _load_transformers(folder, name), **confidence)
 
 
 def read_config(folder: Path, name: str) -> dict:

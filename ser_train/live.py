@@ -23,19 +23,17 @@ share this class.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, resample, to_mono_float
-from ser_train.errors import AudioError, ModelError
+from ser_train.errors import AudioError
+from ser_train.vad import VoiceActivity
 
 # Measured on RAVDESS conversations with a model that never heard their actors (RESULTS.md):
 # 4 s windows lag into the next utterance, 2 s ties 3 s; a 1 s step was no surer and doubles the
@@ -44,17 +42,9 @@ WINDOW_S = 3.0  # seconds of audio each answer is about
 STEP_S = 0.5  # a new answer every this many seconds of audio
 SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no smoothing)
 HISTORY_S = 60.0  # answers kept for the page's rolling timeline
-SPEECH_THRESHOLD = 0.5  # a voice-activity frame is speech above this probability (Silero's default)
 MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its frames is
 CHUNK_S = 0.5  # `play` feeds recordings in chunks this long, as the page's microphone sends them
 
-# Silero VAD v5/v6 at 16 kHz: 512-sample frames (32 ms), each seen with the 64 samples before it,
-# and a recurrent state of 2 x 128 numbers carried from frame to frame.
-VAD_FRAME = 512
-VAD_CONTEXT = 64
-VAD_STATE_SHAPE = (2, 1, 128)
-VAD_PACKAGE = "silero_vad"
-VAD_MODEL_FILE = Path("data") / "silero_vad.onnx"
 # Resampling context on each side of a chunk, in input samples: more than the half-width of
 # torchaudio's sinc kernel (6 zero crossings) at any rate ratio a microphone uses.
 RESAMPLE_MARGIN = 64
@@ -207,72 +197,6 @@ def play(stream: LiveStream, waveform: np.ndarray, chunk_s: float = CHUNK_S, rea
         if realtime:  # wait until this chunk would have been spoken
             time.sleep(max(0.0, started + (first + len(chunk)) / SAMPLING_RATE - time.monotonic()))
         yield from stream.feed(chunk)
-
-
-class VoiceActivity:
-    """Silero VAD over a 16 kHz stream: a speech probability per 32 ms frame, state carried on.
-
-    Keeps the probabilities of the last KEPT_FRAMES frames, enough for any step.
-    """
-
-    KEPT_FRAMES = 64  # 2 s of frames
-
-    def __init__(self):
-        self.session = vad_session()
-        self._state = np.zeros(VAD_STATE_SHAPE, dtype=np.float32)
-        self._pending = np.zeros(VAD_CONTEXT, dtype=np.float32)  # context + samples not yet in a frame
-        self.probabilities: deque[float] = deque(maxlen=self.KEPT_FRAMES)
-
-    def push(self, samples16k: np.ndarray) -> None:
-        self._pending = np.concatenate([self._pending, samples16k])
-        while len(self._pending) >= VAD_CONTEXT + VAD_FRAME:
-            frame = self._pending[: VAD_CONTEXT + VAD_FRAME]
-            self.probabilities.append(self._run(frame))
-            self._pending = self._pending[VAD_FRAME:]
-
-    def speech_fraction(self, samples: int) -> float:
-        """The share of speech among the frames of about the last `samples` samples."""
-        count = min(len(self.probabilities), max(1, round(samples / VAD_FRAME)))
-        if not count:
-            return 0.0
-        recent = list(self.probabilities)[-count:]
-        return sum(probability > SPEECH_THRESHOLD for probability in recent) / count
-
-    def _run(self, frame: np.ndarray) -> float:
-        probability, self._state = self.session.run(
-            None, {"input": frame[None, :], "state": self._state, "sr": np.array(SAMPLING_RATE, dtype=np.int64)}
-        )
-        return float(probability[0, 0])
-
-
-def frame_speech_probabilities(waveform16k: np.ndarray) -> np.ndarray:
-    """Silero's speech probability for each whole 32 ms frame of a waveform, as a stream sees it."""
-    voice = VoiceActivity()
-    voice.probabilities = deque()  # keep them all
-    voice.push(waveform16k)
-    return np.array(voice.probabilities, dtype=np.float32)
-
-
-@functools.cache
-def vad_session():
-    """The Silero VAD ONNX model that the silero-vad package ships, in one onnxruntime session
-    shared by every stream (its `run` is thread-safe; the recurrent state is each stream's own).
-
-    The file is found without importing the package, whose import would set torch's thread count
-    to one for the whole process.
-    """
-    import onnxruntime
-
-    spec = importlib.util.find_spec(VAD_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("Live mode needs the silero-vad package (pip install -r requirements.txt).")
-    path = Path(next(iter(spec.submodule_search_locations))) / VAD_MODEL_FILE
-    if not path.is_file():
-        raise ModelError(f"The silero-vad package has no {VAD_MODEL_FILE}; reinstall it.")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # a 32 ms frame is far too small to split across cores
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class StreamResampler:

@@ -17,8 +17,10 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from ser_train.corpora import corpus_info
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
+from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
@@ -26,6 +28,9 @@ TRAINING_ARGS_FILE = "training_args.json"
 CONFIG_FILE = "config.json"
 
 RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models inherit
+# Trained on several corpora, a model is bound by all their licences, which no single Hub licence
+# id names: the card's metadata says "other" and its text lists each corpus's terms.
+COMBINED_LICENSE_NAME = "non-commercial: the licences of the training corpora"
 TASK = "audio-classification"
 TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition", "ravdess"]
 FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2", "whisper": "Whisper"}
@@ -48,12 +53,16 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
     hyperparameters = training_args.get("hyperparameters", {})
     base_model = _hub_id(hyperparameters.get("base_model_id") or hyperparameters.get("base"))
     is_transformers = results["family"] != "cnn"
+    corpora = training_corpora(results["dataset"])
+    only_ravdess = all(corpus["title"] == "RAVDESS" for corpus in corpora)
+    hub_datasets = [_hub_id(source) for source in results["dataset"].split(" + ") if _hub_id(source)]
 
     card_data = ModelCardData(
         model_name=model_name,
-        license=RAVDESS_LICENSE,
-        language="en",
-        datasets=[_hub_id(results["dataset"])] if _hub_id(results["dataset"]) else None,
+        license=RAVDESS_LICENSE if only_ravdess else "other",
+        license_name=None if only_ravdess else COMBINED_LICENSE_NAME,
+        language=sorted({corpus["language"] for corpus in corpora if corpus["language"]}) or "en",
+        datasets=hub_datasets or None,
         metrics=["accuracy", "recall", "f1"],
         pipeline_tag=TASK,
         library_name="transformers" if is_transformers else None,
@@ -67,17 +76,20 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         model_name=model_name,
         model_ref=repo_id or _display_path(model_dir),
         family_title=FAMILY_TITLES.get(results["family"], results["family"]),
-        family_description=_family_description(results["family"], config),
-        labels=results["test"]["labels"],
-        test=results["test"],
-        headline_name=_headline_name(results),
-        evaluation_description=_evaluation_description(results),
+        family_description=_family_description(results["family"], config, corpora),
+        labels=results["labels"] if "labels" in results else results["test"]["labels"],
+        test=results.get("test"),
+        corpora=corpora,
+        corpora_titles=" + ".join(corpus["title"] for corpus in corpora),
+        headline_name=_headline_name(results) if "test" in results else None,
+        evaluation_description=_evaluation_description(results) if "test" in results else None,
+        held_out=_held_out_section(results),
+        confidence=_confidence_section(results),
         folds=_fold_rows(results),
         cv_mean=results.get("cross_validation", {}).get("mean"),
         cv_std=results.get("cross_validation", {}).get("std"),
         has_confusion_matrix=(model_dir / CONFUSION_MATRIX_FILE).is_file(),
         actor_disjoint=_from_training(results),
-        dataset_description=_dataset_description(results["dataset"]),
         base_model=base_model,
         command=results["command"],
         training_args=json.dumps(training_args, indent=2) if training_args else None,
@@ -102,29 +114,106 @@ def _read_json(path: Path, required: bool) -> dict:
 
 
 def _eval_results(results: dict) -> list[EvalResult]:
-    """The model-index entries: accuracy, balanced accuracy and macro F1 on the described split."""
-    test = results["test"]
-    split = _split_name(results)
-    dataset_id = _hub_id(results["dataset"]) or "ravdess"
-    metrics = (
-        ("accuracy", test["accuracy"], "Accuracy (WA)", None),
-        ("balanced_accuracy", test["balanced_accuracy"], "Balanced accuracy (UA, macro recall)", None),
-        ("f1", test["macro_f1"], "Macro F1", {"average": "macro"}),
+    """The model-index entries: accuracy, balanced accuracy and macro F1 on the described split,
+    and on each corpus held out of training."""
+    entries = []
+    if "test" in results:
+        test = results["test"]
+        dataset_id = _hub_id(results["dataset"].split(" + ")[0]) or "ravdess"
+        entries += _metric_entries(test, dataset_id, "RAVDESS (speech)" if not results.get("per_corpus") else results["dataset"], _split_name(results))
+    for corpus, entry in results.get("leave_one_corpus_out", {}).items():
+        if corpus != MEAN_KEY:
+            info = corpus_info(corpus)
+            entries += _metric_entries(entry["metrics"], corpus, info.title if info else corpus, "held out of training (every speaker)")
+    return entries
+
+
+def _metric_entries(metrics: dict, dataset_id: str, dataset_name: str, split: str) -> list[EvalResult]:
+    values = (
+        ("accuracy", metrics["accuracy"], "Accuracy (WA)", None),
+        ("balanced_accuracy", metrics["balanced_accuracy"], "Balanced accuracy (UA, macro recall)", None),
+        ("f1", metrics["macro_f1"], "Macro F1", {"average": "macro"}),
     )
     return [
         EvalResult(
             task_type=TASK,
             task_name="Speech emotion recognition",
             dataset_type=dataset_id,
-            dataset_name="RAVDESS (speech)",
+            dataset_name=dataset_name,
             dataset_split=split,
             metric_type=metric_type,
             metric_value=round(value, 4),
             metric_name=metric_name,
             metric_args=metric_args,
         )
-        for metric_type, value, metric_name, metric_args in metrics
+        for metric_type, value, metric_name, metric_args in values
     ]
+
+
+def training_corpora(dataset: str) -> list[dict]:
+    """Each corpus a model learned from (`eval_results.json`'s "dataset", sources joined by " + "),
+    with what the card says of it; a corpus this project does not know is named by its folder."""
+    corpora = []
+    for source in dataset.split(" + "):
+        info = corpus_info(source)
+        if info:
+            corpora.append({"source": source, **info.__dict__})
+        else:
+            name = Path(source).name or source
+            corpora.append(
+                {"source": source, "title": name, "description": f"the corpus in `{name}`", "language": None,
+                 "licence": "see the corpus's own licence", "citation": None}
+            )
+    return corpora
+
+
+def _held_out_section(results: dict) -> dict | None:
+    """Rows of the leave-one-corpus-out table (per held-out corpus, then the mean)."""
+    loco = results.get("leave_one_corpus_out")
+    if not loco:
+        return None
+
+    def cells(scores: dict) -> dict:
+        most = scores["metrics"]["most_predicted"]
+        return {**{k: scores["metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}, "top": most["emotion"], "top_share": most["share"], "ece": scores["ece"]}
+
+    rows = []
+    for corpus, entry in loco.items():
+        if corpus == MEAN_KEY:
+            continue
+        info = corpus_info(corpus)
+        neutral = entry.get("neutral_calibration", {})
+        rows.append(
+            {
+                "corpus": info.title if info else corpus,
+                **cells(entry),
+                "recall": {name: scores["recall"] for name, scores in entry["metrics"]["per_class"].items() if scores["support"]},
+                "temperature": entry["temperature"],
+                "neutral": neutral.get("metrics", {}).get("balanced_accuracy"),
+                "neutral_without": neutral.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
+                "neutral_ece": neutral.get("ece"),
+                "neutral_left_out": neutral.get("speakers_left_out"),
+                "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
+            }
+        )
+    return {"rows": rows, "mean": loco[MEAN_KEY], "short_seconds": list(SHORT_SPEECH_S), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
+
+
+def _confidence_section(results: dict) -> dict | None:
+    """The temperature of the model's probabilities and its unsure rule, with how it splits the
+    held-out corpora's answers."""
+    calibration = results.get("probability_calibration")
+    if not calibration:
+        return None
+    def title(corpus: str) -> str:
+        info = corpus_info(corpus)
+        return info.title if info else corpus
+
+    return {
+        **calibration,
+        "measured_on": [title(corpus) for corpus in calibration["measured_on"]],
+        "held_out_answers": {title(corpus): summary for corpus, summary in calibration["held_out_answers"].items()},
+    }
 
 
 def _split_name(results: dict) -> str:
@@ -214,7 +303,8 @@ def _fold_rows(results: dict) -> list[dict]:
     ]
 
 
-def _family_description(family: str, config: dict) -> str:
+def _family_description(family: str, config: dict, corpora: list[dict]) -> str:
+    trained_on = " + ".join(corpus["title"] for corpus in corpora)
     if family == "cnn":
         return (
             "A compact convolutional network over frame-level acoustic features computed from the "
@@ -222,7 +312,7 @@ def _family_description(family: str, config: dict) -> str:
         )
     if family == "whisper":
         return (
-            f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on RAVDESS: "
+            f"The encoder of OpenAI's Whisper (MIT licence), frozen, with a head trained on {trained_on}: "
             "each layer's mean and standard deviation over the clip's own frames (not the padding), "
             "standardised, and a linear classifier (multinomial logistic regression; "
             "`WhisperForEmotionRecognition`, model type `whisper-emotion`, which transformers loads after "
@@ -233,15 +323,8 @@ def _family_description(family: str, config: dict) -> str:
     model_type = config.get("model_type", family)
     return (
         f"A {model_type} speech encoder, pretrained on unlabelled speech, fine-tuned with a "
-        "classification head on RAVDESS."
+        f"classification head on {trained_on}."
     )
-
-
-def _dataset_description(source: str) -> str:
-    dataset_id = _hub_id(source)
-    if dataset_id:
-        return f"RAVDESS speech from the Hub dataset [{dataset_id}](https://huggingface.co/datasets/{dataset_id})"
-    return f"a local copy of RAVDESS speech (folder `{Path(source).name}`)"
 
 
 def _hub_id(name: str | None) -> str | None:

@@ -88,6 +88,7 @@ def make_manifest_corpus(
     clips_per_label: int = 2,
     label_map: dict | None = None,
     splits: dict[str, str] | None = None,
+    clip_duration_s: float = CLIP_DURATION_S,
 ) -> Path:
     """A corpus folder as another lab would ship it: audio under wav/, manifest.csv, label_map.json.
 
@@ -106,7 +107,7 @@ def make_manifest_corpus(
             for label, emotion in labels.items():
                 for take in range(clips_per_label):
                     path = f"wav/{speaker}_{label}_{take}.wav"
-                    clip = synth_clip(emotion, actor=number, sampling_rate=16_000, seed=zlib.crc32(path.encode()))
+                    clip = synth_clip(emotion, number, 16_000, seed=zlib.crc32(path.encode()), duration_s=clip_duration_s)
                     soundfile.write(root / path, clip, 16_000)
                     writer.writerow([path, label, speaker] + ([splits[speaker]] if splits else []))
     if label_map is not None:

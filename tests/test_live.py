@@ -22,9 +22,9 @@ from ser_train.live import (
     WINDOW_S,
     LiveStream,
     StreamResampler,
-    VoiceActivity,
     play,
 )
+from ser_train.vad import VoiceActivity
 from speech import silence, spoken, talk_with_pauses
 
 FLOAT32_TOLERANCE = 1e-5  # probabilities through the same float32 model, batch and shapes equal

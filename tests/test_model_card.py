@@ -130,7 +130,7 @@ def test_card_of_a_cnn_trained_by_the_runner(trained_cnn):
     assert card.data.datasets is None  # trained from a local folder, which is no Hub dataset
     assert card.data.base_model is None and card.data.library_name is None
     assert "cnn" in card.data.tags
-    assert "a local copy of RAVDESS speech" in card.text
+    assert f"Data: RAVDESS (`{results['dataset']}`)" in card.text  # a local copy of a corpus the card knows
     assert "python -m ser_train train cnn --test-actors 5,6 --epochs 2" in card.text
     assert f'"n_mels": {feature_config["n_mels"]}' in card.text  # the feature settings
     assert 'load_model("someone/ser-cnn")' in card.text

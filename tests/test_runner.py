@@ -42,9 +42,12 @@ class NearestCentroidFamily:
     def prepare(self, dataset):
         return dataset
 
-    def predict(self, centroids, dataset):
+    def predict_proba(self, centroids, dataset):
+        """A softmax over negative squared distances to the emotions' centroids."""
         features = np.stack([spectral_statistics(w) for w in audio_arrays(dataset)])
-        return np.argmin(((features[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+        distances = ((features[:, None, :] - centroids[None]) ** 2).sum(axis=2)
+        scores = np.exp(-(distances - distances.min(axis=1, keepdims=True)))
+        return scores / scores.sum(axis=1, keepdims=True)
 
     def hyperparameters(self):
         return {"distance": "euclidean"}

@@ -42,6 +42,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, Whisper
 from ser_train import calibration as calibration_lib
 from ser_train.audio import SAMPLING_RATE
 from ser_train.calibration import Calibration
+from ser_train.confidence import TEMPERATURE_KEY
 from ser_train.models.whisper_conversion import (  # the converted base's layout, which classifiers share
     ENCODER_SHARD,
     POSITIONS_KEY,
@@ -90,8 +91,11 @@ class WhisperForEmotionRecognition(WhisperPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         """Logits of log-mel windows; `attention_mask` (the feature extractor's) marks the clip's
-        own frames; without it the whole window counts as the clip."""
-        logits = self.classify(self.encoder_statistics(input_features, attention_mask))
+        own frames; without it the whole window counts as the clip. The logits are divided by the
+        temperature training measured (`ser_train.confidence`), so that a transformers pipeline
+        gives the probabilities `ser_train.inference.load_model` gives."""
+        temperature = getattr(self.config, TEMPERATURE_KEY, 1.0)
+        logits = self.classify(self.encoder_statistics(input_features, attention_mask)) / temperature
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -115,6 +119,7 @@ class WhisperForEmotionRecognition(WhisperPreTrainedModel):
         return torch.cat([mean, variance.sqrt()], dim=-1).flatten(1)
 
     def classify(self, statistics: torch.Tensor) -> torch.Tensor:
+        """The untempered logits of pooled statistics."""
         return self.classifier((statistics - self.input_mean) / self.input_std)
 
     def population(self) -> dict[str, calibration_lib.PopulationStatistics]:

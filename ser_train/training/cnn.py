@@ -167,9 +167,9 @@ class CNNFamily:
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
         return dataset  # features are cached per clip and view as the folds need them
 
-    def predict(self, model: EmotionCNN, dataset: datasets.Dataset) -> np.ndarray:
+    def predict_proba(self, model: EmotionCNN, dataset: datasets.Dataset) -> np.ndarray:
         torch.set_num_threads(self.hp.threads)
-        return model.predict_proba_of_features(self._clean_features(dataset)).argmax(axis=1)
+        return model.predict_proba_of_features(self._clean_features(dataset))
 
     # --- Features ------------------------------------------------------------------------------
 

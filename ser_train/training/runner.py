@@ -25,13 +25,23 @@ import datasets
 import numpy as np
 
 from ser_train.calibration import calibration_summary, evaluate_calibration
+from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, choose_unsure_rule, fit_temperature, unsure_summary, with_temperature
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
+from ser_train.held_out import FITTED_WITHOUT_EACH, held_out_corpus_entry, leave_one_corpus_out_summary
 
 TRAINING_ARGS_FILE = "training_args.json"
 FOLD_RESULT_FILE = "fold_result.json"
+CONFIG_FILE = "config.json"
+CORPORA_DIR = "corpora"  # OUTPUT_DIR/corpora/<corpus>/: the model fitted without <corpus>
+TEMPERATURE_DIR = "temperature"  # <model dir>/temperature/<corpus>/: fits that set its temperature
+HELD_OUT_FILE = "held_out.npz"  # a fit's untempered answers for the corpus it never heard
+HELD_OUT_RESULT_FILE = "held_out_result.json"  # that corpus's leave-one-corpus-out entry
+# Early stopping without the held-out corpus: this share of each other corpus's speakers
+# validates (RAVDESS 4 of 24, EMOVO 1 of 6, TESS's 2 none).
+VALIDATION_SHARE = 1 / 6
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,8 @@ class Family(Protocol):
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
         """The whole dataset with whatever the family computes once per clip (or as it is)."""
 
-    def predict(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
-        """Class ids for every row of `dataset`."""
+    def predict_proba(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
+        """Class probabilities [rows, labels] for every row of `dataset` (the model's own, untempered)."""
 
     def hyperparameters(self) -> dict:
         """JSON-ready settings, recorded in training_args.json and the model card."""
@@ -100,12 +110,19 @@ def run(
     resume: bool = False,
     command: list[str] | None = None,
     test_speakers: list[str] | None = None,
+    folds_within: str | None = None,
+    leave_one_corpus_out: bool = False,
 ) -> dict:
-    """Train and evaluate `family` on actor-disjoint splits; return the eval_results dict.
+    """Train and evaluate `family` on speaker-disjoint splits; return the eval_results dict.
 
     `dataset_source` is one source or several (combined, see `ser_train.corpora`); test
-    speakers are actor ids, or speaker names of a manifest corpus (`test_speakers`). Without
-    either or `num_folds`, the manifests' split column decides.
+    speakers are actor ids, or speaker names of a manifest corpus (`test_speakers`).
+    `num_folds` folds run over every speaker, or with `folds_within` over that corpus's speakers
+    only (the other corpora always train). `leave_one_corpus_out` tests each corpus in turn with
+    a model trained on the others (`ser_train.held_out`). Without any of these, the manifests'
+    split column decides; with only `leave_one_corpus_out`, there is no other split. The
+    published model is the hold-out model, or else one trained on everything; with several
+    training corpora its probabilities get a temperature fitted on corpora held out of it.
     """
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
@@ -113,16 +130,13 @@ def run(
     dataset = family.prepare(load_corpora(dataset_source))
     dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
-    if test_speakers:
-        test_actors = actors_of_speakers(dataset, test_speakers)
-    if test_actors is None and num_folds is None:
-        splits = [_manifest_split(dataset)]
-    else:
-        splits = plan_splits(dataset.unique("actor"), test_actors, num_folds)
+    if leave_one_corpus_out and len(corpus_names(dataset)) < 2:
+        raise SERError("Leaving one corpus out needs at least two corpora: pass several with --dataset A B ...")
+    splits = _plan(dataset, test_actors, num_folds, test_speakers, folds_within, leave_one_corpus_out)
     if not resuming:
-        _write_training_args(output_dir, family, dataset_source, splits, command)
+        _write_training_args(output_dir, family, dataset_source, splits, command, leave_one_corpus_out)
 
-    several_corpora = "corpus" in dataset.column_names and len(dataset.unique("corpus")) > 1
+    several_corpora = len(corpus_names(dataset)) > 1
     folds = []
     for split in splits:
         # A hold-out model is the published model; fold models live beside it.
@@ -133,20 +147,203 @@ def run(
     calibrated = [fold["calibration"] for fold in folds if "calibration" in fold]
     if calibrated and len(calibrated) == len(folds):
         extra["calibration"] = calibration_summary(calibrated)
-    if len(splits) > 1:
-        # The published model hears every actor; it trains for the epoch count that validation
-        # chose in the folds, since no actor is left over to validate it.
+    if leave_one_corpus_out:
+        extra["leave_one_corpus_out"] = _leave_one_corpus_out(family, dataset, output_dir, resume)
+    holdout = len(splits) == 1 and splits[0].name == "holdout"
+    if not holdout:
+        # The published model hears every speaker; it trains for the epoch count that validation
+        # chose in the folds, since no speaker is left over to validate it.
         best_epochs = [fold["best_epoch"] for fold in folds if fold["best_epoch"] is not None]
+        if not folds and leave_one_corpus_out:
+            best_epochs = [fit.best_epoch for fit in _held_out_fits(family, dataset, output_dir / CORPORA_DIR, resume).values() if fit.best_epoch]
         epochs = max(1, round(statistics.median(best_epochs))) if best_epochs else None
-        print(f"Training the final model on all {len(dataset.unique('actor'))} actors" + (f" for {epochs} epochs" if epochs else ""))
+        print(f"Training the final model on all {len(dataset.unique('actor'))} speakers" + (f" for {epochs} epochs" if epochs else ""))
         family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
         extra["final_model"] = {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
+    published_training = split_by_actor(dataset, splits[0].test_actors, [])["train"] if holdout else dataset
+    confidence = _calibrate_probabilities(family, published_training, output_dir, output_dir / (TEMPERATURE_DIR if holdout else CORPORA_DIR), resume)
+    if confidence:
+        extra["probability_calibration"] = confidence
 
     results = eval_results(family.name, dataset_source, folds, command, **extra)
     if is_main_process():
         write_eval_results(output_dir, results)
         print(format_metrics_table(results))
     return results
+
+
+def _plan(
+    dataset: datasets.Dataset,
+    test_actors: list[int] | None,
+    num_folds: int | None,
+    test_speakers: list[str] | None,
+    folds_within: str | None,
+    leave_one_corpus_out: bool,
+) -> list[Split]:
+    """The run's test splits (none besides the held-out corpora when only those were asked for)."""
+    if test_speakers:
+        test_actors = actors_of_speakers(dataset, test_speakers)
+    if folds_within:
+        if not num_folds:
+            raise SERError("--folds-within needs --folds K.")
+        return plan_splits(corpus_actors(dataset, folds_within), None, num_folds)
+    if test_actors is None and num_folds is None:
+        return [] if leave_one_corpus_out else [_manifest_split(dataset)]
+    return plan_splits(dataset.unique("actor"), test_actors, num_folds)
+
+
+def corpus_names(dataset: datasets.Dataset) -> list[str]:
+    """The corpora a combined dataset holds ([] for a single RAVDESS source, which has no corpus column)."""
+    return sorted(dataset.unique("corpus")) if "corpus" in dataset.column_names else []
+
+
+def corpus_actors(dataset: datasets.Dataset, corpus: str) -> list[int]:
+    """The actor ids of one corpus of a combined dataset, or a SERError naming the corpora there are."""
+    if corpus not in corpus_names(dataset):
+        raise SERError(f"There is no corpus '{corpus}' in the data; the corpora are {', '.join(corpus_names(dataset)) or 'none (a single source)'}.")
+    return sorted({actor for actor, name in zip(dataset["actor"], dataset["corpus"]) if name == corpus})
+
+
+# --- Leaving corpora out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldOutFit:
+    """A model fitted without one corpus, and its untempered answers for that corpus's clips."""
+
+    probabilities: np.ndarray  # [clips of the corpus, labels]
+    emotions: np.ndarray  # the clips' emotion ids
+    trained_labels: list[str]  # the emotions the model saw in training
+    best_epoch: int | None
+
+
+def _held_out_fits(family: Family, dataset: datasets.Dataset, work_dir: Path, resume: bool) -> dict[str, HeldOutFit]:
+    """For each corpus of `dataset`: a model fitted on the others (in work_dir/<corpus>), and its
+    answers on that corpus. A fit an earlier run finished is read back, not repeated."""
+    return {corpus: _held_out_fit(family, dataset, corpus, work_dir / corpus, resume) for corpus in corpus_names(dataset)}
+
+
+def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_dir: Path, resume: bool) -> HeldOutFit:
+    record = split_dir / HELD_OUT_FILE
+    # Inside a run's output folder a record is this run's own (a new run refuses a used folder),
+    # so the final model's temperature reads the held-out corpora's fits instead of repeating them.
+    if record.is_file():
+        with np.load(record, allow_pickle=False) as saved:
+            best = int(saved["best_epoch"])
+            return HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None)
+    parts = corpus_split(dataset, corpus)
+    print(
+        f"without {corpus}: train {parts['train'].num_rows} clips, validation {parts['validation'].num_rows}, "
+        f"test {parts['test'].num_rows} ({corpus})"
+    )
+    fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
+    names = dataset.features["emotion"].names
+    trained = sorted(set(parts["train"]["emotion"]) | set(parts["validation"]["emotion"]))
+    fit = HeldOutFit(
+        probabilities=np.asarray(family.predict_proba(fitted.model, parts["test"]), dtype=np.float32),
+        emotions=np.asarray(parts["test"]["emotion"]),
+        trained_labels=[names[e] for e in trained],
+        best_epoch=fitted.best_epoch,
+    )
+    if is_main_process():
+        split_dir.mkdir(parents=True, exist_ok=True)
+        partial = split_dir / f"partial-{HELD_OUT_FILE}"
+        np.savez(
+            partial,
+            probabilities=fit.probabilities,
+            emotions=fit.emotions,
+            trained_labels=np.array(fit.trained_labels),
+            best_epoch=np.array(fit.best_epoch or 0),
+        )
+        partial.replace(record)  # a killed run never leaves half a record
+    return fit
+
+
+def corpus_split(dataset: datasets.Dataset, corpus: str) -> datasets.DatasetDict:
+    """Test: every clip of `corpus`; validation: the last VALIDATION_SHARE of each other corpus's
+    speakers (none from a corpus with fewer than 1 / VALIDATION_SHARE); train: the rest."""
+    validation = []
+    for other in corpus_names(dataset):
+        if other != corpus:
+            actors = corpus_actors(dataset, other)
+            validation += actors[len(actors) - int(len(actors) * VALIDATION_SHARE) :]
+    return split_by_actor(dataset, corpus_actors(dataset, corpus), validation)
+
+
+def _temperature(fits: dict[str, HeldOutFit], labels: list[str]) -> float:
+    """The temperature that fits the held-out answers best, each corpus weighted equally (1.0
+    when there is no held-out answer to fit it on)."""
+    scored = [_scored(fit, labels) for fit in fits.values()]
+    if not scored:
+        return 1.0
+    return fit_temperature([probabilities for probabilities, _ in scored], [references for _, references in scored])
+
+
+def _scored(fit: HeldOutFit, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out fit's answers over the emotions its corpus shares with its training, renormalised,
+    and the clips' references among those emotions."""
+    known = [labels.index(name) for name in fit.trained_labels]
+    shared = [e for e in sorted(set(fit.emotions.tolist())) if e in known]
+    kept = np.isin(fit.emotions, shared)
+    probabilities = fit.probabilities[kept][:, shared]
+    probabilities = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+    return probabilities, np.array([shared.index(e) for e in fit.emotions[kept]], dtype=int)
+
+
+def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir: Path, resume: bool) -> dict:
+    """Each corpus tested by a model fitted on the others (OUTPUT_DIR/corpora/<corpus>), whose
+    temperature comes from fits that also leave out one of its own training corpora
+    (.../temperature/<corpus>), so the corpus being scored never tunes anything."""
+    from ser_train.inference import load_model
+
+    labels = dataset.features["emotion"].names
+    entries = {}
+    for corpus, fit in _held_out_fits(family, dataset, output_dir / CORPORA_DIR, resume).items():
+        split_dir = output_dir / CORPORA_DIR / corpus
+        record = split_dir / HELD_OUT_RESULT_FILE
+        if record.is_file():
+            entries[corpus] = json.loads(record.read_text())
+            continue
+        others = dataset.filter(lambda name: name != corpus, input_columns="corpus")
+        inner = _held_out_fits(family, others, split_dir / TEMPERATURE_DIR, resume) if len(corpus_names(others)) > 1 else {}
+        temperature = _temperature(inner, labels)
+        test = dataset.filter(lambda name: name == corpus, input_columns="corpus")
+        print(f"Held-out corpus {corpus}: temperature {temperature:.2f}; short speech and neutral calibration")
+        entry = held_out_corpus_entry(load_model(str(split_dir)), test, fit.probabilities, temperature, fit.trained_labels)
+        entry["training_corpora"] = corpus_names(others)
+        entry["temperature_from"] = list(inner) or "no other corpus to hold out: probabilities untempered"
+        if is_main_process():
+            record.write_text(json.dumps(entry, indent=2) + "\n")
+        entries[corpus] = entry
+    return leave_one_corpus_out_summary(entries, FITTED_WITHOUT_EACH)
+
+
+def _calibrate_probabilities(family: Family, training: datasets.Dataset, model_dir: Path, work_dir: Path, resume: bool) -> dict | None:
+    """Fit the published model's temperature and unsure rule by the same rule as the held-out
+    corpora's (models fitted without one of its training corpora, answering for it) and write
+    them into its config.json; None with a single training corpus (nothing to hold out)."""
+    if len(corpus_names(training)) < 2 or not is_main_process():
+        return None
+    labels = training.features["emotion"].names
+    fits = _held_out_fits(family, training, work_dir, resume)
+    temperature = _temperature(fits, labels)
+    scored = [_scored(fit, labels) for fit in fits.values()]
+    # Each corpus weighs the same in the rule, however many clips it has.
+    tempered = [with_temperature(probabilities, temperature) for probabilities, _ in scored]
+    references = [refs for _, refs in scored]
+    rule = choose_unsure_rule(tempered, references)
+    config_path = model_dir / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config.update({TEMPERATURE_KEY: temperature, UNSURE_RULE_KEY: rule.as_dict()})
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return {
+        "temperature": temperature,
+        "unsure_rule": rule.as_dict(),
+        "measured_on": list(fits),
+        "held_out_answers": {
+            corpus: unsure_summary(probabilities, refs, rule) for corpus, probabilities, refs in zip(fits, tempered, references)
+        },
+    }
 
 
 def _manifest_split(dataset: datasets.Dataset) -> Split:
@@ -187,7 +384,7 @@ def _run_split(
         f"(actors {split.validation_actors}), test {parts['test'].num_rows} (actors {split.test_actors})"
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
-    predictions = family.predict(fitted.model, parts["test"])
+    predictions = family.predict_proba(fitted.model, parts["test"]).argmax(axis=1)
     metrics = classification_metrics(parts["test"]["emotion"], predictions, labels)
     result = {
         "name": split.name,
@@ -246,13 +443,14 @@ def _claim_output_dir(output_dir: Path, resume: bool) -> bool:
 
 
 def _write_training_args(
-    output_dir: Path, family: Family, dataset_source: str, splits: list[Split], command: list[str]
+    output_dir: Path, family: Family, dataset_source: str, splits: list[Split], command: list[str], leave_one_corpus_out: bool
 ) -> None:
     args = {
         "command": command,
         "family": family.name,
         "dataset": dataset_source,
         "splits": [asdict(split) for split in splits],
+        "leave_one_corpus_out": leave_one_corpus_out,
         "hyperparameters": family.hyperparameters(),
     }
     (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")

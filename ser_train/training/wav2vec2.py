@@ -139,8 +139,8 @@ class Wav2Vec2Family:
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
         return dataset  # the encoder learns, so nothing it computes can be kept between epochs
 
-    def predict(self, model: EmotionWav2Vec2, dataset: datasets.Dataset) -> np.ndarray:
-        return model.predict_proba(audio_arrays(dataset)).argmax(axis=1)
+    def predict_proba(self, model: EmotionWav2Vec2, dataset: datasets.Dataset) -> np.ndarray:
+        return model.predict_proba(audio_arrays(dataset))
 
     def _training_arguments(self, output_dir: Path, epochs: int, validating: bool, feature_extractor):
         from transformers import TrainingArguments

@@ -190,15 +190,16 @@ class WhisperFamily:
         optimizer.step(loss)
         return optimizer.state[classifier.weight]["n_iter"]
 
-    def predict(self, model: whisper.EmotionWhisper, dataset: datasets.Dataset) -> np.ndarray:
-        """Class ids from the clips' cached clean statistics where present, else from the audio.
+    def predict_proba(self, model: whisper.EmotionWhisper, dataset: datasets.Dataset) -> np.ndarray:
+        """Class probabilities from the clips' cached clean statistics where present, else from
+        the audio.
 
         Both give the saved model's answer on the clip (tests/test_whisper.py checks the two
         agree); the cache saves a second encoder pass over every test clip.
         """
         if STATISTICS_COLUMN not in dataset.column_names:
-            return model.predict_proba(audio_arrays(dataset)).argmax(axis=1)
-        return model.probabilities(_statistics(dataset)[:, 0]).argmax(axis=1)
+            return model.predict_proba(audio_arrays(dataset))
+        return model.probabilities(_statistics(dataset)[:, 0])
 
     def _new_model(self, labels: list[str]) -> whisper.WhisperForEmotionRecognition:
         try:

@@ -1,0 +1,212 @@
+"""Leave one corpus out: each corpus tested by models that never saw a clip of it.
+
+Three small synthetic corpora train a real (tiny) CNN through the real runner. A spy records
+every fit and every prediction, so the tests can check that no clip of a held-out corpus reaches
+training, early stopping or the temperature that calibrates its probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, fit_temperature, with_temperature
+from ser_train.corpora import load_corpora
+from ser_train.data import EMOTIONS, audio_arrays
+from ser_train.evaluation import EVAL_RESULTS_FILE
+from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
+from ser_train.inference import load_model
+from ser_train.training import runner
+from ser_train.training.cnn import CNNFamily, CNNHyperparameters
+from synthetic import make_manifest_corpus
+
+pytestmark = pytest.mark.slow
+
+EMOTION = {name: EMOTIONS.index(name) for name in EMOTIONS}
+# Long neutral clips in corpus "alpha" (2 x 5.5 s per speaker: enough to calibrate on); "beta"
+# has 2 x 1.5 s, under MIN_NEUTRAL_CALIBRATION_S, so its speakers are left out of that row.
+CORPORA = {
+    "alpha": dict(labels={"neu": EMOTION["neutral"], "hap": EMOTION["happy"], "sad": EMOTION["sad"], "ang": EMOTION["angry"]},
+                  speakers=("a1", "a2", "a3", "a4", "a5", "a6"), clip_duration_s=5.5),
+    "beta": dict(labels={"neu": EMOTION["neutral"], "hap": EMOTION["happy"], "sad": EMOTION["sad"], "ang": EMOTION["angry"]},
+                 speakers=("b1", "b2", "b3")),
+    "gamma": dict(labels={"neu": EMOTION["neutral"], "hap": EMOTION["happy"], "sad": EMOTION["sad"], "fea": EMOTION["fearful"]},
+                  speakers=("c1", "c2")),
+}
+
+
+class SpyCNNFamily(CNNFamily):
+    """The real CNN family, recording which corpora each fit and prediction saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fits: list[dict] = []
+        self.predictions: list[dict] = []
+
+    def fit(self, train, validation, output_dir, resume, max_epochs=None):
+        self.fits.append(
+            {
+                "dir": str(output_dir),
+                "train": set(train["corpus"]),
+                "validation": set(validation["corpus"]) if validation is not None else set(),
+            }
+        )
+        return super().fit(train, validation, output_dir, resume, max_epochs)
+
+    def predict_proba(self, model, dataset):
+        self.predictions.append({"corpora": set(dataset["corpus"]), "after_fit": self.fits[-1]["dir"]})
+        return super().predict_proba(model, dataset)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    return [str(make_manifest_corpus(root / name, clips_per_label=2, **settings)) for name, settings in CORPORA.items()]
+
+
+@pytest.fixture(scope="module")
+def run(corpora, tmp_path_factory):
+    family = SpyCNNFamily(
+        CNNHyperparameters(epochs=3, patience=3, channels=16, blocks=1, batch_size=8, augmented_views=0, threads=1),
+        cache_dir=tmp_path_factory.mktemp("features"),
+    )
+    output_dir = tmp_path_factory.mktemp("runs") / "loco"
+    results = runner.run(family, corpora, output_dir, leave_one_corpus_out=True, command=["train"])
+    return family, output_dir, results
+
+
+def held_out_corpus(fit_dir: str) -> list[str]:
+    """The corpora a fit's folder says it left out: corpora/X[/temperature/Y]."""
+    parts = fit_dir.split("/")
+    return [parts[i + 1] for i, part in enumerate(parts) if part in (runner.CORPORA_DIR, runner.TEMPERATURE_DIR) and i + 1 < len(parts)]
+
+
+def test_no_clip_of_a_held_out_corpus_reaches_training_or_early_stopping(run):
+    family, output_dir, _ = run
+    held_out_fits = [fit for fit in family.fits if runner.CORPORA_DIR in fit["dir"]]
+    # 3 held-out corpora; each temperature from 2 fits that also leave out one of the other two.
+    assert len(held_out_fits) == 3 + 3 * 2
+    for fit in held_out_fits:
+        left_out = held_out_corpus(fit["dir"])
+        assert left_out and not (fit["train"] | fit["validation"]) & set(left_out), fit
+    # Every held-out prediction is of exactly the corpus its model never saw.
+    for prediction in family.predictions:
+        if runner.CORPORA_DIR in prediction["after_fit"]:
+            assert prediction["corpora"] == {held_out_corpus(prediction["after_fit"])[-1]}
+    # The published model hears all three.
+    final = [fit for fit in family.fits if fit["dir"] == str(output_dir)]
+    assert len(final) == 1 and final[0]["train"] == set(CORPORA)
+
+
+def test_each_corpus_temperature_comes_from_fits_that_never_saw_it(run):
+    _, output_dir, results = run
+    labels = list(EMOTIONS)
+    for corpus in CORPORA:
+        entry = results["leave_one_corpus_out"][corpus]
+        inner_dir = output_dir / runner.CORPORA_DIR / corpus / runner.TEMPERATURE_DIR
+        assert sorted(entry["temperature_from"]) == sorted(set(CORPORA) - {corpus})
+        scored = []
+        for other in entry["temperature_from"]:
+            with np.load(inner_dir / other / runner.HELD_OUT_FILE) as saved:
+                fit = runner.HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), None)
+            scored.append(runner._scored(fit, labels))
+        expected = fit_temperature([p for p, _ in scored], [r for _, r in scored])
+        assert entry["temperature"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_held_out_entries_report_what_the_issue_asks(run, corpora):
+    _, _, results = run
+    loco = results["leave_one_corpus_out"]
+    assert set(loco) == set(CORPORA) | {"mean"}
+    # gamma holds fearful, which no other corpus trains: it is not scored there.
+    assert loco["gamma"]["scoring"]["scored_labels"] == ["neutral", "happy", "sad"]
+    for corpus in CORPORA:
+        entry = loco[corpus]
+        metrics = entry["metrics"]
+        assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "most_predicted"} <= set(metrics)
+        assert 0 < metrics["most_predicted"]["share"] <= 1 and 0 <= entry["ece"] <= 1
+        assert set(entry["short_speech"]) == {str(s) for s in SHORT_SPEECH_S}
+    # alpha's speakers have 11 s of neutral speech each and are calibrated; beta's 3 s are too little.
+    assert loco["alpha"]["neutral_calibration"]["speakers_calibrated"] == 6
+    assert loco["beta"]["neutral_calibration"] == {
+        "speakers_calibrated": 0, "speakers_left_out": 3, "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S
+    }
+    # Neutral clips calibrate and are never scored: alpha scores its 6 x 3 x 2 other clips.
+    assert loco["alpha"]["neutral_calibration"]["metrics"]["num_examples"] == 36
+    mean = loco["mean"]
+    expected = np.mean([loco[c]["metrics"]["balanced_accuracy"] for c in CORPORA])
+    assert mean["balanced_accuracy"] == pytest.approx(expected)
+    assert mean["most_predicted_share_max"] == max(loco[c]["metrics"]["most_predicted"]["share"] for c in CORPORA)
+
+
+def test_held_out_ua_is_that_of_the_saved_model_on_the_corpus(run, corpora):
+    _, output_dir, results = run
+    dataset = load_corpora(corpora)
+    beta = dataset.filter(lambda name: name == "beta", input_columns="corpus")
+    model = load_model(str(output_dir / runner.CORPORA_DIR / "beta"))
+    probabilities = model.predict_batch(audio_arrays(beta))
+    references = np.array(beta["emotion"])
+    shared = [EMOTION[name] for name in results["leave_one_corpus_out"]["beta"]["scoring"]["scored_labels"]]
+    predictions = np.array(shared)[probabilities[:, shared].argmax(axis=1)]
+    recalls = [np.mean(predictions[references == e] == e) for e in shared]
+    assert results["leave_one_corpus_out"]["beta"]["metrics"]["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+
+
+def test_the_published_model_carries_its_temperature_and_unsure_rule(run, corpora):
+    _, output_dir, results = run
+    config = json.loads((output_dir / "config.json").read_text())
+    calibration = results["probability_calibration"]
+    assert config[TEMPERATURE_KEY] == calibration["temperature"] > 0
+    assert config[UNSURE_RULE_KEY] == calibration["unsure_rule"]
+    assert sorted(calibration["measured_on"]) == sorted(CORPORA)
+    # The final model's temperature is fitted on the held-out corpora's own fits (no new fits).
+    labels = list(EMOTIONS)
+    scored = []
+    for corpus in CORPORA:
+        with np.load(output_dir / runner.CORPORA_DIR / corpus / runner.HELD_OUT_FILE) as saved:
+            scored.append(runner._scored(runner.HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), None), labels))
+    assert calibration["temperature"] == pytest.approx(fit_temperature([p for p, _ in scored], [r for _, r in scored]), rel=1e-9)
+
+    published = load_model(str(output_dir))
+    assert published.temperature == calibration["temperature"] and published.unsure_rule.measured
+    clips = audio_arrays(load_corpora(corpora[0]).select(range(4)))
+    raw = published.with_temperature(1.0).predict_batch(clips)
+    # float32 probabilities through float64 logs: agreement to float32 rounding.
+    np.testing.assert_allclose(published.predict_batch(clips), with_temperature(raw, calibration["temperature"]), atol=1e-6)
+    assert json.loads((output_dir / EVAL_RESULTS_FILE).read_text())["protocol"] == "leave_one_corpus_out"
+
+
+def test_a_resumed_run_refits_nothing(run, corpora):
+    family, output_dir, results = run
+    again = SpyCNNFamily(family.hp, cache_dir=family.cache_dir)
+    resumed = runner.run(again, corpora, output_dir, leave_one_corpus_out=True, resume=True, command=["train"])
+    assert [fit["dir"] for fit in again.fits] == [str(output_dir)]  # only the final model, which resumes from its checkpoint
+    assert resumed["leave_one_corpus_out"] == results["leave_one_corpus_out"]
+
+
+def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
+    from huggingface_hub import ModelCard
+
+    from ser_train.model_card import write_model_card
+
+    _, output_dir, results = run
+    card = ModelCard.load(write_model_card(output_dir))
+    loco = results["leave_one_corpus_out"]
+    # Synthetic corpora are unknown to the card: their licences are their own, so "other".
+    assert card.data.license == "other"
+    assert "### Corpora held out of training" in card.text and "### Confidence" in card.text
+    for corpus in CORPORA:
+        entry = loco[corpus]
+        most = entry["metrics"]["most_predicted"]
+        row = (
+            f"| {corpus} | {entry['metrics']['accuracy']:.3f} | {entry['metrics']['balanced_accuracy']:.3f} | "
+            f"{entry['metrics']['macro_f1']:.3f} | {most['emotion']} {100 * most['share']:.0f}% | {entry['ece']:.3f} |"
+        )
+        assert row in card.text
+    assert f"| **mean** | {loco['mean']['accuracy']:.3f} | {loco['mean']['balanced_accuracy']:.3f} |" in card.text
+    temperature = results["probability_calibration"]["temperature"]
+    assert f"T = {temperature:.2f}" in card.text
+    held_out = {entry.dataset_type: entry.metric_value for entry in card.data.eval_results if entry.metric_type == "balanced_accuracy"}
+    assert held_out == {corpus: round(loco[corpus]["metrics"]["balanced_accuracy"], 4) for corpus in CORPORA}
