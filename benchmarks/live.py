@@ -231,7 +231,7 @@ def score(answers, spans, segments) -> dict[str, float]:
     labelled = 0
     previous = None
     for answer in answers:
-        if not answer.speech:
+        if not answer.judged:
             previous = None
             continue
         clip = clip_at(spans, answer.time_s)

@@ -44,6 +44,7 @@ class RecordingAnalysis:
     probabilities: dict[str, float]  # the whole recording
     segments: list[Segment]  # one per stretch of speech for long recordings, else empty
     speech: SpeechMap
+    unsure: bool  # the model's unsure rule says this answer should not be read as a verdict
 
     @property
     def duration_s(self) -> float:
@@ -77,7 +78,7 @@ def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
     else:
         segments = timeline_file(model, speech)
         probabilities = average_probabilities(segments)
-    return RecordingAnalysis(probabilities, segments, speech)
+    return RecordingAnalysis(probabilities, segments, speech, model.is_unsure(probabilities))
 
 
 def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
@@ -102,5 +103,7 @@ def analyse_files(model, paths: list[str | os.PathLike]) -> list[dict]:
         except SERError as error:
             results.append({"file": str(path), "error": str(error)})
             continue
-        results.append({"file": str(path), "top": analysis.top_emotion, "probabilities": analysis.probabilities})
+        results.append(
+            {"file": str(path), "top": analysis.top_emotion, "unsure": analysis.unsure, "probabilities": analysis.probabilities}
+        )
     return results

@@ -383,7 +383,7 @@ def print_prediction(result: dict) -> None:
     if "error" in result:
         print(f"{result['file']}: error: {result['error']}")
         return
-    print(f"{result['file']}: {result['top']}")
+    print(f"{result['file']}: {result['top']}" + (" (unsure: read the probabilities)" if result["unsure"] else ""))
     for emotion, probability in result["probabilities"].items():
         print(f"  {emotion:<10} {probability:6.3f}")
 
@@ -408,7 +408,10 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 def print_live_answer(answer) -> None:
-    said = f"{answer.top_emotion} {answer.confidence:.0%}" if answer.speech else "no speech"
+    if answer.judged:
+        said = f"{answer.top_emotion} {answer.confidence:.0%}" + (" (unsure)" if answer.unsure else "")
+    else:
+        said = "speech, too little yet to judge" if answer.speech else "no speech"
     print(f"{answer.start_s:6.1f}-{answer.time_s:6.1f} s  {said}", flush=True)
 
 

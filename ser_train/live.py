@@ -41,6 +41,10 @@ from ser_train.vad import VoiceActivity
 WINDOW_S = 3.0  # seconds of audio each answer is about
 STEP_S = 0.5  # a new answer every this many seconds of audio
 SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no smoothing)
+# After a pause, the first half second or so of speech is too little to judge: a model that learned
+# from whole sentences answered one emotion, very sure, at every onset. Until the utterance holds
+# this much speech the stream says it hears speech without naming an emotion.
+MIN_JUDGED_SPEECH_S = 1.0
 HISTORY_S = 60.0  # answers kept for the page's rolling timeline
 MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its frames is
 CHUNK_S = 0.5  # `play` feeds recordings in chunks this long, as the page's microphone sends them
@@ -57,7 +61,13 @@ class LiveAnswer:
     time_s: float
     start_s: float
     speech: bool
-    probabilities: dict[str, float] | None  # smoothed; None when the newest step held no speech
+    # Smoothed; None when the newest step held no speech, or the utterance is still too short to judge.
+    probabilities: dict[str, float] | None
+    unsure: bool = False  # the model's unsure rule flags the answer (see ser_train.confidence)
+
+    @property
+    def judged(self) -> bool:
+        return self.probabilities is not None
 
     @property
     def top_emotion(self) -> str | None:
@@ -73,6 +83,7 @@ class LiveAnswer:
             "start_s": round(self.start_s, 3),
             "speech": self.speech,
             "top": self.top_emotion,
+            "unsure": self.unsure,
             "probabilities": self.probabilities,
         }
 
@@ -83,7 +94,7 @@ class LiveSummary:
 
     duration_s: float
     speech_s: float
-    probabilities: dict[str, float] | None  # mean of the speech answers (unsmoothed); None without speech
+    probabilities: dict[str, float] | None  # mean of the judged speech answers (unsmoothed); None without any
 
     @property
     def top_emotion(self) -> str | None:
@@ -123,6 +134,8 @@ class LiveStream:
         self._recent = np.zeros(0, dtype=np.float32)  # the last `window` samples
         self._samples = 0  # samples received so far (16 kHz): the stream's clock
         self._since_answer = 0
+        self._utterance = 0  # samples of speech since the current utterance began (0 in a pause)
+        self._speech_steps = 0
         self._smoothed: np.ndarray | None = None
         self._speech_sum = np.zeros(len(model.labels), dtype=np.float64)
         self._speech_answers = 0
@@ -148,7 +161,7 @@ class LiveStream:
         if self._speech_answers:
             mean = self._speech_sum / self._speech_answers
             probabilities = dict(zip(self.model.labels, map(float, mean)))
-        return LiveSummary(self.time_s, self._speech_answers * self.step / SAMPLING_RATE, probabilities)
+        return LiveSummary(self.time_s, self._speech_steps * self.step / SAMPLING_RATE, probabilities)
 
     def _to_16k(self, chunk: np.ndarray, sampling_rate: int) -> np.ndarray:
         samples = to_mono_float(chunk)
@@ -171,18 +184,32 @@ class LiveStream:
 
     def _answer(self) -> LiveAnswer:
         self._since_answer = 0
-        start_s = max(0.0, self.time_s - len(self._recent) / SAMPLING_RATE)
         speech = self.voice.speech_fraction(self.step) >= MIN_SPEECH_FRACTION
-        if not speech or len(self._recent) < MIN_DURATION_S * SAMPLING_RATE:
+        # The model hears the current utterance only (at most the window): silence before the
+        # onset is no part of what it judges.
+        if not speech:
+            self._utterance = 0
+        elif self._utterance:
+            self._utterance = min(self._utterance + self.step, self.window)
+        else:  # an onset: the utterance began at the step's first speech frame
+            self._utterance = self.voice.speech_span(self.step)
+        if speech:
+            self._speech_steps += 1
+        heard = self._recent[len(self._recent) - self._utterance :]
+        start_s = max(0.0, self.time_s - len(heard) / SAMPLING_RATE)
+        if not speech:
             self._smoothed = None  # a pause ends an utterance: the next one starts afresh
             answer = LiveAnswer(self.time_s, start_s, False, None)
+        elif len(heard) < max(MIN_JUDGED_SPEECH_S, MIN_DURATION_S) * SAMPLING_RATE:
+            answer = LiveAnswer(self.time_s, start_s, True, None)  # speech, too little yet to judge
         else:
-            row = self.model.predict_batch([self._recent])[0].astype(np.float64)
+            row = self.model.predict_batch([heard])[0].astype(np.float64)
             self._speech_sum += row
             self._speech_answers += 1
             previous = self._smoothed
             self._smoothed = row if previous is None else self.smoothing * row + (1 - self.smoothing) * previous
-            answer = LiveAnswer(self.time_s, start_s, True, dict(zip(self.model.labels, map(float, self._smoothed))))
+            probabilities = dict(zip(self.model.labels, map(float, self._smoothed)))
+            answer = LiveAnswer(self.time_s, start_s, True, probabilities, self.model.is_unsure(probabilities))
         self.history.append(answer)
         return answer
 

@@ -124,7 +124,7 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
         emotion = answer.top_emotion
         color = EMOTION_COLORS.get(emotion, "#607d8b") if emotion else NO_SPEECH_COLOR
         height = 100 * answer.confidence if emotion else 8
-        label = f"{emotion} {answer.confidence:.0%}" if emotion else "no speech"
+        label = f"{emotion} {answer.confidence:.0%}" if emotion else ("speech, not yet judged" if answer.speech else "no speech")
         bars.append(
             f'<div class="live-bar" data-emotion="{emotion or "none"}" title="{answer.time_s:.1f} s: {label}" '
             f"style=\"position:absolute;bottom:0;left:{100 * (answer.time_s - step_s - start_s) / span_s:.2f}%;"

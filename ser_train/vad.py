@@ -58,6 +58,14 @@ class VoiceActivity:
         recent = list(self.probabilities)[-count:]
         return sum(probability > SPEECH_THRESHOLD for probability in recent) / count
 
+    def speech_span(self, samples: int) -> int:
+        """How many of about the last `samples` samples lie from the first speech frame among
+        them to the end (0 when they hold no speech frame)."""
+        count = min(len(self.probabilities), max(1, round(samples / VAD_FRAME)))
+        recent = list(self.probabilities)[-count:] if count else []
+        first = next((i for i, probability in enumerate(recent) if probability > SPEECH_THRESHOLD), None)
+        return 0 if first is None else (count - first) * VAD_FRAME
+
     def _run(self, frame: np.ndarray) -> float:
         probability, self._state = self.session.run(
             None, {"input": frame[None, :], "state": self._state, "sr": np.array(SAMPLING_RATE, dtype=np.int64)}

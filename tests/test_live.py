@@ -18,6 +18,7 @@ from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import (
     HISTORY_S,
+    MIN_JUDGED_SPEECH_S,
     STEP_S,
     WINDOW_S,
     LiveStream,
@@ -60,7 +61,8 @@ def test_answers_every_step_with_emotions_while_speaking_and_no_speech_in_pauses
     for start_s, end_s in spans:
         during = speech_answers_inside(answers, start_s, end_s)
         assert len(during) >= 3 and all(answer.speech for answer in during)
-        assert all(sum(answer.probabilities.values()) == pytest.approx(1.0, abs=1e-4) for answer in during)
+        judged = [answer for answer in during if answer.judged]
+        assert len(judged) >= 2 and all(sum(answer.probabilities.values()) == pytest.approx(1.0, abs=1e-4) for answer in judged)
     # The pause between the sentences, once the last words have left the newest step.
     pause = [answer for answer in answers if spans[0][1] + 2 * STEP_S <= answer.time_s <= spans[1][0]]
     assert pause and not any(answer.speech for answer in pause)
@@ -71,7 +73,7 @@ def test_answers_every_step_with_emotions_while_speaking_and_no_speech_in_pauses
 def test_each_answer_is_the_models_for_its_window_when_not_smoothed(tiny_model, talk):
     waveform, _ = talk
     answers = list(play(LiveStream(tiny_model, smoothing=1.0), waveform))
-    spoken_answers = [answer for answer in answers if answer.speech]
+    spoken_answers = [answer for answer in answers if answer.judged]
     assert spoken_answers
     for answer in spoken_answers:
         start, end = round(answer.start_s * SAMPLING_RATE), round(answer.time_s * SAMPLING_RATE)
@@ -86,9 +88,9 @@ def test_smoothing_averages_consecutive_answers_and_restarts_after_a_pause(tiny_
     smoothed = list(play(LiveStream(tiny_model, smoothing=0.5), waveform))
     previous = None
     for plain, answer in zip(raw, smoothed, strict=True):
-        assert plain.speech == answer.speech
-        if not plain.speech:
-            previous = None
+        assert (plain.speech, plain.judged) == (answer.speech, answer.judged)
+        if not plain.judged:
+            previous = None if not plain.speech else previous
             continue
         row = np.array(list(plain.probabilities.values()))
         expected = row if previous is None else 0.5 * row + 0.5 * previous
@@ -102,10 +104,26 @@ def test_the_summary_is_the_mean_of_the_speech_answers(tiny_model, talk):
     answers = list(play(stream, waveform))
     summary = stream.summary()
     speech = [answer for answer in answers if answer.speech]
-    expected = np.mean([list(answer.probabilities.values()) for answer in speech], axis=0)
+    expected = np.mean([list(answer.probabilities.values()) for answer in speech if answer.judged], axis=0)
     assert summary.duration_s == pytest.approx(len(waveform) / SAMPLING_RATE)
     assert summary.speech_s == pytest.approx(len(speech) * STEP_S)
     assert list(summary.probabilities.values()) == pytest.approx(expected.tolist(), abs=FLOAT32_TOLERANCE)
+
+
+def test_after_a_pause_the_first_second_of_speech_is_heard_but_not_judged(tiny_model, talk):
+    """At an onset a model that learned from whole sentences has too little to judge: the stream
+    names no emotion until the utterance holds MIN_JUDGED_SPEECH_S, and then judges the
+    utterance only, not the silence before it."""
+    waveform, spans = talk
+    answers = list(play(LiveStream(tiny_model, smoothing=1.0), waveform))
+    for start_s, end_s in spans:
+        utterance = [answer for answer in answers if start_s < answer.time_s <= end_s + STEP_S and answer.speech]
+        first_judged = next(answer for answer in utterance if answer.judged)
+        unjudged = [answer for answer in utterance if answer.time_s < first_judged.time_s]
+        assert unjudged and all(answer.probabilities is None and answer.top_emotion is None for answer in unjudged)
+        assert first_judged.time_s - first_judged.start_s >= MIN_JUDGED_SPEECH_S
+        # It heard the utterance from its onset (within one 32 ms voice-activity frame of a step).
+        assert first_judged.start_s >= start_s - STEP_S
 
 
 def test_silence_only_gives_no_speech_and_an_empty_summary(tiny_model):
@@ -203,7 +221,7 @@ def test_a_calibrated_model_answers_each_window_through_its_calibration(calibrat
     plain = list(play(LiveStream(cnn, smoothing=1.0), waveform))
     calibrated = list(play(LiveStream(speaker, smoothing=1.0), waveform))
 
-    spoken = [(answer, reference) for answer, reference in zip(calibrated, plain, strict=True) if reference.speech]
+    spoken = [(answer, reference) for answer, reference in zip(calibrated, plain, strict=True) if reference.judged]
     assert spoken
     for answer, reference in spoken:
         start, end = round(answer.start_s * SAMPLING_RATE), round(answer.time_s * SAMPLING_RATE)
@@ -230,7 +248,7 @@ def test_the_cli_prints_the_librarys_answers_as_json(model, talk, tmp_path):
         (a["time_s"], a["start_s"], a["speech"], a["top"]) for a in expected
     ]
     for shown, reference in zip(printed["answers"], expected):
-        if reference["speech"]:
+        if reference["probabilities"]:
             assert shown["probabilities"] == pytest.approx(reference["probabilities"], abs=FLOAT32_TOLERANCE)
     assert printed["summary"]["top"] == stream.summary().top_emotion
     assert printed["summary"]["speech_s"] == pytest.approx(stream.summary().speech_s)

@@ -9,6 +9,7 @@ import pytest
 
 from app_support import make_tiny_wav2vec2, utterances
 from ser_train.audio import SAMPLING_RATE
+from ser_train.confidence import DEFAULT_UNSURE_RULE
 from ser_train.data import EMOTIONS
 from ser_train.timeline import (
     BATCH_SIZE,
@@ -33,6 +34,9 @@ class LoudnessModel:
 
     def __init__(self):
         self.batches: list[list[int]] = []
+
+    def is_unsure(self, probabilities: dict) -> bool:
+        return DEFAULT_UNSURE_RULE.is_unsure(list(probabilities.values()))
 
     def predict_batch(self, waveforms):
         self.batches.append([len(waveform) for waveform in waveforms])
