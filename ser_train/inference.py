@@ -192,14 +192,15 @@ class EmotionModel:
         return {label: float(p) for label, p in zip(self.labels, row)}
 
 
-def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
-    """Load a model folder or Hub repo (`user/name[@revision]`) of either family."""
+def load_model(name: str = DEFAULT_MODEL, hub_only: bool = False) -> EmotionModel:
+    """Load a model folder or Hub repo (`user/name[@revision]`) of either family; with
+    `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here."""
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
-    config = read_config(fetch_model_files(name, [CONFIG_FILE]), name)
+    config = read_config(fetch_model_files(name, [CONFIG_FILE], hub_only), name)
     family = model_family(config, name)
     labels = emotion_labels(config_labels(config, family), name)
-    folder = fetch_model_files(name, MODEL_FILE_PATTERNS)
+    folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
     require_safetensors(folder, name)
     if family == "cnn":
         cnn = _load_cnn(folder)

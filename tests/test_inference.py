@@ -85,6 +85,24 @@ def test_a_pinned_revision_loads_that_revision(wav2vec2_dir, wav2vec2_v1_dir, hu
     np.testing.assert_allclose(by_commit, pinned, atol=1e-6)
 
 
+def test_hub_only_never_reads_a_folder_of_the_same_name(wav2vec2_dir, wav2vec2_v1_dir, hub_cache, clips, tmp_path, monkeypatch):
+    """`someone/ser-wav2vec2` names both a folder in the working directory and a cached Hub repo
+    with other weights: hub_only loads the repo, and with nothing cached refuses; never the folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(wav2vec2_v1_dir, tmp_path / "someone" / "ser-wav2vec2")
+    folder_answer = load_model("someone/ser-wav2vec2").predict_batch(clips)
+    np.testing.assert_allclose(folder_answer, load_model(str(wav2vec2_v1_dir)).predict_batch(clips), atol=1e-6)
+
+    with pytest.raises(HubError, match=r"^'someone/ser-wav2vec2' is not \(completely\) in the Hugging Face cache"):
+        load_model("someone/ser-wav2vec2", hub_only=True)
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
+    hub_answer = load_model("someone/ser-wav2vec2", hub_only=True).predict_batch(clips)
+    np.testing.assert_allclose(hub_answer, load_model(str(wav2vec2_dir)).predict_batch(clips), atol=1e-6)
+    assert not np.allclose(hub_answer, folder_answer, atol=1e-4)
+    with pytest.raises(HubError, match="'../models' is not a Hub model id"):
+        load_model("../models", hub_only=True)
+
+
 def test_predict_takes_any_rate_and_channels(wav2vec2_dir, clips):
     model = load_model(str(wav2vec2_dir))
     clip = clips[3]
