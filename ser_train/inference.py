@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
 
@@ -75,6 +76,12 @@ def bundled_models_by_ua() -> list[str]:
 DEFAULT_MODEL = next(iter(bundled_models_by_ua()), BUNDLED_MODELS[-1])
 
 
+def passes_at_once() -> int:
+    """How many forward passes may run side by side: the cores this process may use (joblib
+    reads the container's CPU quota) over torch's threads per pass, at least 1."""
+    return max(1, joblib.cpu_count() // torch.get_num_threads())
+
+
 class EmotionModel:
     """An emotion classifier of either family behind one interface; safe to share across threads.
 
@@ -96,10 +103,11 @@ class EmotionModel:
         self._forward = forward
         self._calibratable = calibratable
         self.calibration: Calibration | None = None  # set only on copies made by with_calibration
-        # One forward pass at a time (the app serves requests from several threads): torch
-        # already spreads one pass over every core, so parallel passes would only compete for
-        # the cores and multiply peak memory.
-        self._lock = threading.Lock()
+        # As many forward passes at once as torch's threads per pass leave cores for (the app
+        # serves requests from several threads): by default torch spreads one pass over every
+        # core, so a second pass would only compete for them and add its peak memory; a server
+        # running passes on fewer threads (ser_train.serving) runs that many side by side.
+        self._passes = threading.BoundedSemaphore(passes_at_once())
 
     def __repr__(self) -> str:
         return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
@@ -115,7 +123,7 @@ class EmotionModel:
         calibration = calibration or self.calibration
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             return np.asarray(self._forward(list(waveforms16k)), dtype=np.float32)
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
@@ -154,8 +162,8 @@ class EmotionModel:
 
     def with_calibration(self, calibration: Calibration | None) -> EmotionModel:
         """This model answering for one speaker: every prediction of the returned copy (the
-        timeline's too) goes through `calibration`. The copy shares the weights and the lock;
-        the original is untouched, so other users of it never see the calibration."""
+        timeline's too) goes through `calibration`. The copy shares the weights and the limit on
+        passes at once; the original is untouched, so other users of it never see the calibration."""
         if calibration is not None:
             self._calibration_support()
         calibrated = copy.copy(self)
@@ -163,7 +171,7 @@ class EmotionModel:
         return calibrated
 
     def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             return self._calibration_support().represent(list(waveforms16k))
 
     def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
@@ -172,7 +180,7 @@ class EmotionModel:
     def predict_represented(
         self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
     ) -> np.ndarray:
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             probabilities = self._calibration_support().predict_represented(representations, calibration)
         return np.asarray(probabilities, dtype=np.float32)
 
