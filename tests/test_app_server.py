@@ -8,7 +8,6 @@ on the server's disk once answered, and no other client can fetch it, before or 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -32,7 +31,6 @@ MAX_DURATION_S = 30  # the server's SER_MAX_DURATION_S
 MAX_UPLOAD_MB = 1  # the server's SER_MAX_UPLOAD_MB
 UNUSED_UPLOAD_MAX_AGE_S = 12  # the server's SER_UNUSED_UPLOAD_MAX_AGE_S: short, to see the sweep
 SWEEP_WAIT_S = 3 * UNUSED_UPLOAD_MAX_AGE_S  # the age, a sweep interval and a loaded machine's delays
-REQUEST_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -141,41 +139,6 @@ def test_uploads_over_the_size_cap_are_refused(client, tiny_model_dir, tmp_path)
 # --- Nothing of a visitor kept ------------------------------------------------------------------
 
 
-def files_on_disk(server: AppServer) -> list[Path]:
-    """Every file under the server's upload folder (Gradio's cache)."""
-    return [path for path in server.uploads.rglob("*") if path.is_file()]
-
-
-def visitor_cookies(server: AppServer) -> dict[str, str]:
-    """The cookies a new visitor gets with the page."""
-    return dict(httpx.get(server.url).cookies)
-
-
-def upload(server: AppServer, path: Path, cookies: dict[str, str]) -> str:
-    """Upload `path` as the page does; the server's path of the upload."""
-    with path.open("rb") as file:
-        response = httpx.post(server.url + "gradio_api/upload", files={"files": (path.name, file, "audio/wav")}, cookies=cookies)
-    response.raise_for_status()
-    return response.json()[0]
-
-
-def fetch(server: AppServer, uploaded: str, cookies: dict[str, str]) -> httpx.Response:
-    return httpx.get(server.url + "gradio_api/file=" + uploaded, cookies=cookies)
-
-
-def call_predict(server: AppServer, uploaded: str, cookies: dict[str, str], model: str) -> tuple[str, object]:
-    """/predict through Gradio's plain HTTP API on a file already uploaded: ("complete", outputs)
-    or ("error", the sentence)."""
-    file = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
-    started = httpx.post(server.url + "gradio_api/call/predict", json={"data": [file, model, None]}, cookies=cookies)
-    started.raise_for_status()
-    answer = httpx.get(
-        server.url + f"gradio_api/call/predict/{started.json()['event_id']}", cookies=cookies, timeout=REQUEST_TIMEOUT_S
-    )
-    event = next(line.split(":", 1)[1].strip() for line in answer.text.splitlines() if line.startswith("event:"))
-    data = json.loads(next(line.split(":", 1)[1].strip() for line in answer.text.splitlines() if line.startswith("data:")))
-    return event, data["error"] if event == "error" else data
-
 
 def test_predict_leaves_no_file_of_the_visitor_on_disk(server, tiny_model_dir, tmp_path):
     """Also when callers send the same bytes at once: Gradio stores those at one path."""
@@ -183,7 +146,7 @@ def test_predict_leaves_no_file_of_the_visitor_on_disk(server, tiny_model_dir, t
     expected = {clip: load_model(tiny_model_dir).predict_file(clip) for clip in clips}
     callers = [Client(server.url, verbose=False) for _ in range(2)]
     requests = [(caller, clip) for clip in clips for caller in callers for _ in range(2)]
-    before = set(files_on_disk(server))  # earlier tests' uploads that were never used, until swept
+    before = set(server.stored_files())  # earlier tests' uploads that were never used, until swept
 
     def send(caller_and_clip):
         caller, clip = caller_and_clip
@@ -193,42 +156,42 @@ def test_predict_leaves_no_file_of_the_visitor_on_disk(server, tiny_model_dir, t
         answers = list(pool.map(send, requests))
     for (_, clip), answer in zip(requests, answers):
         assert answer == pytest.approx(expected[clip], abs=1e-6)
-    assert set(files_on_disk(server)) - before == set()
+    assert set(server.stored_files()) - before == set()
 
 
 def test_an_upload_is_fetched_back_by_its_visitor_only_and_gone_once_answered(server, tiny_model_dir, tmp_path):
     clip = write_clip(tmp_path / "private.wav", emotion=6)  # bytes no other test uploads
-    alice, bob = visitor_cookies(server), visitor_cookies(server)
+    alice, bob = server.new_visitor(), server.new_visitor()
     assert alice and bob and alice != bob
-    uploaded = upload(server, clip, alice)
+    uploaded = server.upload(clip, alice)
 
-    assert fetch(server, uploaded, alice).content == clip.read_bytes()  # the visitor's own player
+    assert server.fetch(uploaded, alice).content == clip.read_bytes()  # the visitor's own player
     for stranger in (bob, {}):
-        assert fetch(server, uploaded, stranger).status_code == 404
+        assert server.fetch(uploaded, stranger).status_code == 404
         assert httpx.head(server.url + "gradio_api/file=" + uploaded, cookies=stranger).status_code == 404
     # Knowing the path does not let another visitor analyse the file (or remove it) either.
-    assert call_predict(server, uploaded, bob, tiny_model_dir) == ("error", GONE)
+    assert server.call_predict(uploaded, bob, tiny_model_dir) == ("error", GONE)
     assert Path(uploaded).is_file()
 
-    event, [probabilities] = call_predict(server, uploaded, alice, tiny_model_dir)
+    event, [probabilities] = server.call_predict(uploaded, alice, tiny_model_dir)
     assert event == "complete"
     assert probabilities == pytest.approx(load_model(tiny_model_dir).predict_file(clip), abs=1e-6)
     assert not Path(uploaded).exists() and not Path(uploaded).parent.exists()
     for anyone in (alice, bob, {}):
-        assert fetch(server, uploaded, anyone).status_code == 404
-    assert call_predict(server, uploaded, alice, tiny_model_dir) == ("error", GONE)  # once: it is gone
+        assert server.fetch(uploaded, anyone).status_code == 404
+    assert server.call_predict(uploaded, alice, tiny_model_dir) == ("error", GONE)  # once: it is gone
 
 
 def test_uploads_never_used_and_uploads_broken_off_are_swept(server, tmp_path):
-    before = set(files_on_disk(server))
-    abandoned = upload(server, write_clip(tmp_path / "abandoned.wav", emotion=2), visitor_cookies(server))
+    before = set(server.stored_files())
+    abandoned = server.upload(write_clip(tmp_path / "abandoned.wav", emotion=2), server.new_visitor())
     break_off_an_upload(server)
-    partial = [path for path in set(files_on_disk(server)) - before if path.parent == server.uploads]
+    partial = [path for path in set(server.stored_files()) - before if path.parent == server.uploads]
     assert Path(abandoned).is_file() and len(partial) == 1  # Gradio writes an arriving upload there
     deadline = time.monotonic() + SWEEP_WAIT_S
-    while files_on_disk(server) and time.monotonic() < deadline:
+    while server.stored_files() and time.monotonic() < deadline:
         time.sleep(1)
-    assert files_on_disk(server) == [] and not Path(abandoned).exists()
+    assert server.stored_files() == [] and not Path(abandoned).exists()
 
 
 def break_off_an_upload(server: AppServer) -> None:

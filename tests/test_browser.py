@@ -138,9 +138,6 @@ def fetch_received(page, url: str, destination: Path) -> Path:
     return destination
 
 
-def files_on_disk(server) -> list[Path]:
-    return [path for path in server.uploads.rglob("*") if path.is_file()]
-
 
 def playing_from_memory(page, elem_id: str = "speech") -> bool:
     """Press Play: whether the player's audio plays from the browser's own copy (a blob: URL)."""
@@ -192,7 +189,7 @@ def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_coul
     try:
         assert stranger.request.get(url).status == 404
         assert analyse_and_read_result(page) == library_verdict(model_name, speech_wav)
-        assert files_on_disk(server) == []
+        assert server.stored_files() == []
         assert stranger.request.get(url).status == 404 and page.request.get(url).status == 404
     finally:
         stranger.close()

@@ -17,7 +17,7 @@ from ser_train.audio import load_audio
 from ser_train.data import EMOTIONS
 from synthetic import synth_clip
 from test_browser import (
-    CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, fetch_received, files_on_disk, screenshot,
+    CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, fetch_received, screenshot,
     wait_until_uploaded,
 )  # fmt: skip
 
@@ -81,12 +81,12 @@ def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_
     calibration_wav = fetch_received(page, record(page, "calibration-speech", CALIBRATION_RECORDING_S), tmp_path / "calm.wav")
     page.locator("#calibrate").click()
     page.get_by_text("Calibration is on").wait_for(timeout=60_000)
-    assert files_on_disk(server) == []  # only its statistics stay, in this tab's session
+    assert server.stored_files() == []  # only its statistics stay, in this tab's session
 
     clip_wav = fetch_received(page, record(page, "speech", SECOND_RECORDING_S), tmp_path / "speech.wav")
     shown = analyse_and_read_result(page)
     screenshot(page, "calibrated-result")
-    assert files_on_disk(server) == []
+    assert server.stored_files() == []
 
     model = load_model(str(calibratable_cnn))
     calibration = model.calibrate_recording(load_audio(calibration_wav), source="neutral")
