@@ -55,6 +55,7 @@ WHISPER_MODEL_TYPE = "whisper-emotion"  # ser_train.models.whisper.EMOTION_MODEL
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
+WEIGHT_LOADING_BAR = "Loading weights"  # transformers' progress bar over a folder's tensors
 
 
 def measured_ua(model_dir: str | os.PathLike) -> float | None:
@@ -200,9 +201,24 @@ class EmotionModel:
         return {label: float(p) for label, p in zip(self.labels, row)}
 
 
+def hide_weight_loading_bar() -> None:
+    """No progress bar while transformers reads a model folder's weights: that takes under a
+    second, and its bar is noise in a terminal and in logs on every load. Downloads keep theirs
+    (huggingface_hub draws those, and a download can take minutes); other bars are untouched."""
+    from transformers.utils import logging
+
+    def hook(make_bar, args, kwargs):
+        if kwargs.get("desc") == WEIGHT_LOADING_BAR:
+            kwargs = {**kwargs, "disable": True}
+        return make_bar(*args, **kwargs)
+
+    logging.set_tqdm_hook(hook)
+
+
 def load_model(name: str = DEFAULT_MODEL, hub_only: bool = False) -> EmotionModel:
     """Load a model folder or Hub repo (`user/name[@revision]`) of either family; with
     `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here."""
+    hide_weight_loading_bar()
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
     config = read_config(fetch_model_files(name, [CONFIG_FILE], hub_only), name)

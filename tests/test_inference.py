@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
 from ser_train.errors import HubError, ModelError
-from ser_train.inference import EmotionModel, emotion_labels, load_model
+from ser_train.inference import DEFAULT_MODEL, EmotionModel, emotion_labels, load_model
 
 MAIN_COMMIT = "a" * 40
 V1_COMMIT = "b" * 40
@@ -217,6 +218,13 @@ def test_predict_command_json_keeps_going_past_a_bad_file(wav2vec2_dir, tmp_path
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert result["top"] == max(result["probabilities"], key=result["probabilities"].get)
         assert result["probabilities"] == pytest.approx(model.predict_file(result["file"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("command", ["predict", "live"])
+def test_the_commands_help_names_the_default_model(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert f"models/{Path(DEFAULT_MODEL).name}" in "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens
 
 
 def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):
