@@ -10,7 +10,7 @@ the benchmarks use this module; what the server keeps of visitors' files is `ser
 Cores and threads: a forward pass of the Whisper default spread over 2 torch threads takes 0.6
 of the time it takes on 1 on an idle machine, but the two threads wait for each other, so the
 cores do more work per clip, and on a busy machine (a shared Space, or callers on the same
-cores) a pass on 2 threads was up to 10 times slower than on 1 (RESULTS.md). A server therefore
+cores) a pass on 2 threads was up to 11 times slower than on 1 (RESULTS.md). A server therefore
 runs each pass on TORCH_THREADS_PER_PASS threads and as many passes side by side as that leaves
 cores for (ANALYSES_AT_ONCE); `EmotionModel` admits that many passes at once.
 """
