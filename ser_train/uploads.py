@@ -24,7 +24,8 @@ visitor or two) is one path on disk, removed with the last use of it. Uploads no
 uses (an aborted request, a tab closed after recording) are removed by Gradio's own cache sweep
 (`DELETE_CACHE`, passed to gr.Blocks) once UNUSED_UPLOAD_MAX_AGE_S old; what that sweep does not
 see, the partial file of an upload broken off half-way, `sweep_strays` removes on the same clock.
-A client without cookies (curl) can still upload and use its files; nobody can fetch those back.
+A client without cookies (curl) can still upload and use its files, and nobody can fetch those
+back; but another client without cookies that learnt such a path could have it analysed once.
 """
 
 from __future__ import annotations
