@@ -270,7 +270,9 @@ def predict_handler(
         return failure(str(error))
 
 
-def compared(analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None) -> tuple[str, RecordingAnalysis | None, str]:
+def compared(
+    analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None
+) -> tuple[str, RecordingAnalysis | None, str]:
     """(the comparison model's name, its analysis of the same speech map or None, status): a
     comparison model that cannot be used leaves the main result standing."""
     if not compare_name:
@@ -282,7 +284,9 @@ def compared(analysis: RecordingAnalysis, compare_name: str, calibrations: dict 
         return compare_name, None, f"⚠️ The comparison model was not used: {error}"
 
 
-def page_outputs(name: str, analysis: RecordingAnalysis, compare_name: str, comparison: RecordingAnalysis | None, status: str) -> PageOutputs:
+def page_outputs(
+    name: str, analysis: RecordingAnalysis, compare_name: str, comparison: RecordingAnalysis | None, status: str
+) -> PageOutputs:
     """What the page shows for `analysis` by model `name` (and the comparison, when there is one);
     the figures read the recording, so this runs while it is still on disk."""
     segments = analysis.segments

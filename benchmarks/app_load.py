@@ -69,7 +69,8 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
         for callers in CONCURRENCY:
             for name, server in servers.items():
                 clients = [client(server.url) for _ in range(callers)]
-                rows.append(load_row(f"{name}, {callers} concurrent", server, clients, handle_file(str(clip)), expected[name], requests // callers))
+                measurement = f"{name}, {callers} concurrent"
+                rows.append(load_row(measurement, server, clients, handle_file(str(clip)), expected[name], requests // callers))
         default_name, default_server = next(iter(servers.items()))
         clients = [client(default_server.url, tls_context_per_request=True) for _ in range(CONCURRENCY[-1])]
         rows.append(

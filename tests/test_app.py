@@ -270,7 +270,8 @@ def test_a_recording_is_removed_once_analysed_and_a_second_analysis_says_so(tmp_
 def test_a_model_that_cannot_be_loaded_leaves_the_recording_for_another_try(tmp_path, tiny_model_dir, uploads):
     clip = write_clip(tmp_path / "speech.wav")
     stored = uploaded(uploads, clip, "alice")
-    assert_refused(app.predict_handler(stored, tiny_model_dir, "nobody/no-such-model", request=visitor("alice")), "nobody/no-such-model")
+    outputs = app.predict_handler(stored, tiny_model_dir, "nobody/no-such-model", request=visitor("alice"))
+    assert_refused(outputs, "nobody/no-such-model")
     assert Path(stored).is_file()
     assert_shows_library_result(app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice")), clip, tiny_model_dir)
     assert not Path(stored).exists()
@@ -378,7 +379,8 @@ def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_pat
 
     monkeypatch.setattr(app, "live_sessions", LiveSessions())
     app.live_start(tiny_model_dir, "", None, visitor("alice"))
-    chunks = [uploaded(uploads, Path(chunk), "alice") for chunk in microphone_chunks(spoken("Dogs are sitting by the door."), tmp_path / "talk")]
+    talk = spoken("Dogs are sitting by the door.")
+    chunks = [uploaded(uploads, Path(chunk), "alice") for chunk in microphone_chunks(talk, tmp_path / "talk")]
     for chunk in chunks:
         app.live_step(chunk, visitor("alice"))
         assert not Path(chunk).exists()

@@ -180,7 +180,9 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     assert sum(re.fullmatch(r"\d+%", line) is not None for line in shown_lines) == 8  # all eight emotions listed
 
 
-def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(page, browser, server, model_name, speech_wav):
+def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
+    page, browser, server, model_name, speech_wav
+):
     page.locator('#speech button[aria-label="Upload file"]').click()
     page.locator("#speech input[type=file]").set_input_files(speech_wav)
     url = wait_until_uploaded(page)
