@@ -2,11 +2,12 @@
 
 `python app.py` serves it on http://127.0.0.1:7860 (GRADIO_SERVER_NAME and GRADIO_SERVER_PORT
 change that); on Hugging Face Spaces this file is the Space. The page is a thin layer over the
-library: `ser_train.inference` loads the models, `ser_train.analysis` analyses a recording (the
-same call for the page and its "predict" API endpoint), `ser_train.live` follows a live
-microphone, `ser_train.plots` draws. This file is the page's layout and wiring; its handlers
-(`predict_handler` for the page, `predict_api` for /predict, `live_start`/`live_step`/`live_stop`
-for live mode) are plain functions that the tests call directly.
+library: `ser_train.serving` holds the models and the live streams, `ser_train.uploads` removes
+every visitor's file once it is analysed, `ser_train.analysis` analyses a recording (the same
+call for the page and its "predict" API endpoint), `ser_train.plots` draws. This file is the
+page's layout and wiring; its handlers (`predict_handler` for the page, `predict_api` for
+/predict, `live_start`/`live_step`/`live_stop` for live mode) are plain functions that the tests
+call directly (without a gr.Request: files of their own are left alone).
 
 Environment variables:
     SER_MODELS          comma-separated Hub model ids (or model folders) offered besides the
@@ -14,6 +15,7 @@ Environment variables:
     SER_MAX_DURATION_S  longest recording accepted, in seconds (default 600: 10 minutes)
     SER_MAX_UPLOAD_MB   largest file accepted, in MB (default 128)
     SER_LIVE_TIME_LIMIT_S  longest live stream, in seconds (default 3600)
+    SER_TORCH_THREADS   torch threads per forward pass (default 1; see ser_train.serving)
 """
 
 from __future__ import annotations
@@ -21,32 +23,28 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio, read_chunk
 from ser_train.data import EMOTIONS
-from ser_train.errors import AudioError, HubError, SERError
+from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
-from ser_train.hub import split_revision
-from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model, measured_ua
-from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveStream, LiveSummary
+from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, measured_ua
+from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
+from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
+from ser_train.uploads import DELETE_CACHE, VisitorFiles
 
 # --- Configuration ----------------------------------------------------------------------------
 
 EXTRA_MODELS = tuple(name.strip() for name in os.environ.get("SER_MODELS", "").split(",") if name.strip())
-# The bundled models first, the best measured first (so the default), then SER_MODELS.
-OFFERED_MODELS = tuple(dict.fromkeys((DEFAULT_MODEL, *bundled_models_by_ua(), *EXTRA_MODELS)))
 MAX_DURATION_S = float(os.environ.get("SER_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
 MAX_UPLOAD_MB = int(os.environ.get("SER_MAX_UPLOAD_MB", 128))  # a 10-minute 48 kHz stereo WAV is 115 MB
 LIVE_TIME_LIMIT_S = int(os.environ.get("SER_LIVE_TIME_LIMIT_S", 3600))  # a live stream stops after this
@@ -78,48 +76,12 @@ CSS = """
 #summary h2 {margin: 0;}
 """
 
-# --- Models -----------------------------------------------------------------------------------
+# --- Models, visitors' files ------------------------------------------------------------------
 
-_models: dict[str, EmotionModel] = {}
-_loading = threading.Lock()
-
-
-def get_model(name: str) -> EmotionModel:
-    """The model called `name`, loaded on first use and kept; a SERError if it cannot be loaded."""
-    model = _models.get(name)
-    if model is None:
-        with _loading:  # one load at a time, so two first requests for a model load it once
-            model = _models.get(name)
-            if model is None:
-                model = _models[name] = warmed_up(load_model(name))
-    return model
-
-
-def warmed_up(model: EmotionModel) -> EmotionModel:
-    """`model` after one forward pass on a live window of faint noise: the first pass sets up
-    torch's kernels (seconds on this CPU), which would otherwise delay a visitor's first answer,
-    long enough for a live microphone to drop its first chunks."""
-    faint_noise = np.random.default_rng(0).normal(0, 0.01, round(WINDOW_S * SAMPLING_RATE)).astype(np.float32)
-    model.predict_batch([faint_noise])
-    return model
-
-
-def resolve_model(name: str | None) -> str:
-    """The model to load for what the user picked or typed; empty means the bundled default.
-
-    Besides the offered models only Hub ids are accepted, so visitors cannot make the server
-    read folders of its own disk.
-    """
-    name = (name or "").strip()
-    if not name:
-        return DEFAULT_MODEL
-    if name in OFFERED_MODELS:
-        return name
-    try:
-        validate_repo_id(split_revision(name)[0])
-    except HFValidationError:
-        raise HubError(f"'{name}' is not a Hub model id; type it as user/name or user/name@revision.") from None
-    return name
+# The bundled models first, the best measured first (so the default), then SER_MODELS.
+models = ModelRegistry(offered_models(EXTRA_MODELS))
+uploads = VisitorFiles()  # told the page once it is built (see build_app's caller below)
+ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
 def display_name(name: str) -> str:
@@ -131,7 +93,7 @@ def display_name(name: str) -> str:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    return [(display_name(name), name) for name in OFFERED_MODELS]
+    return [(display_name(name), name) for name in models.offered]
 
 
 def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
@@ -153,19 +115,23 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     )
 
 
-def predict_api(audio: str, model: str, calibration_audio: str | None = None) -> dict[str, float]:
+def predict_api(
+    audio: str, model: str, calibration_audio: str | None = None, request: gr.Request = None
+) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
     `model` is "" for the bundled model, a model the Space offers (SER_MODELS), or any Hub id
     (user/name or user/name@revision). Recordings longer than 6 s get the duration-weighted
     average over their stretches of speech. `calibration_audio`, optional, is 15-30 s of the
     same speaker's calm speech: the answer is then calibrated to that voice, for this request only.
+    Both files are removed from the server once answered.
     """
     try:
-        chosen = get_model(resolve_model(model))
-        if calibration_audio:
-            chosen = chosen.with_calibration(chosen.calibrate_recording(read_calibration(calibration_audio)))
-        return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
+        chosen = models.get(models.resolve(model))
+        with uploads.used(audio, request) as audio, uploads.used(calibration_audio, request) as calibration_audio:
+            if calibration_audio:
+                chosen = chosen.with_calibration(chosen.calibrate_recording(read_calibration(calibration_audio)))
+            return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
 
@@ -212,14 +178,20 @@ def read_calibration(audio_path: str | None) -> np.ndarray:
 
 
 def calibrate_handler(
-    audio_path: str | None, model_choice: str | None, custom_id: str | None, calibrations: dict | None
+    audio_path: str | None,
+    model_choice: str | None,
+    custom_id: str | None,
+    calibrations: dict | None,
+    request: gr.Request = None,
 ) -> tuple[dict, str]:
-    """Calibrate the chosen model to this session's voice: (the session's new state, status)."""
+    """Calibrate the chosen model to this session's voice: (the session's new state, status).
+    The recording is removed from the server once read; only its statistics are kept."""
     calibrations = dict(calibrations or {})  # a new dict: the session's old state is never changed in place
     try:
-        name = resolve_model(picked(model_choice, custom_id))
-        model = get_model(name)
-        calibrations[name] = model.calibrate_recording(read_calibration(audio_path), source="neutral")
+        name = models.resolve(picked(model_choice, custom_id))
+        model = models.get(name)
+        with uploads.used(audio_path, request) as audio_path:
+            calibrations[name] = model.calibrate_recording(read_calibration(audio_path), source="neutral")
     except SERError as error:
         return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
     return calibrations, calibration_status(calibrations)
@@ -255,7 +227,7 @@ def measured_effect(model_dir: str) -> str:
 
 def session_model(name: str, calibrations: dict | None) -> EmotionModel:
     """The model `name`, calibrated when this session calibrated it."""
-    model = get_model(name)
+    model = models.get(name)
     calibration = (calibrations or {}).get(name)
     return model.with_calibration(calibration) if calibration else model
 
@@ -281,31 +253,47 @@ def predict_handler(
     compare_choice: str | None = None,
     compare_custom_id: str | None = None,
     calibrations: dict | None = None,
+    request: gr.Request = None,
 ) -> PageOutputs:
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
-    when a second model is chosen, with that one too. The file is read in blocks, never whole.
+    when a second model is chosen, with that one too. The file is read in blocks, never whole,
+    and removed from the server once the answer is drawn; a model that cannot be loaded leaves
+    it in place, for another try with another model.
     `calibrations` is this session's {model name: Calibration} (see calibrate_handler)."""
     try:
-        name = resolve_model(picked(model_choice, custom_id))
-        analysis = analyse_recording(session_model(name, calibrations), required_audio(audio_path), max_duration_s=MAX_DURATION_S)
+        name = models.resolve(picked(model_choice, custom_id))
+        model = session_model(name, calibrations)
+        with uploads.used(audio_path, request) as audio_path:
+            analysis = analyse_recording(model, required_audio(audio_path), max_duration_s=MAX_DURATION_S)
+            return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations))
     except SERError as error:
         return failure(str(error))
 
-    comparison: RecordingAnalysis | None = None
-    status = ""
-    compare_name = picked(compare_choice, compare_custom_id)
-    if compare_name:
-        try:
-            compare_name = resolve_model(compare_name)
-            comparison = analyse_speech(session_model(compare_name, calibrations), analysis.speech)  # the same map, another model
-        except SERError as error:  # the main result still stands
-            status = f"⚠️ The comparison model was not used: {error}"
 
+def compared(
+    analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None
+) -> tuple[str, RecordingAnalysis | None, str]:
+    """(the comparison model's name, its analysis of the same speech map or None, status): a
+    comparison model that cannot be used leaves the main result standing."""
+    if not compare_name:
+        return "", None, ""
+    try:
+        compare_name = models.resolve(compare_name)
+        return compare_name, analyse_speech(session_model(compare_name, calibrations), analysis.speech), ""
+    except SERError as error:
+        return compare_name, None, f"⚠️ The comparison model was not used: {error}"
+
+
+def page_outputs(
+    name: str, analysis: RecordingAnalysis, compare_name: str, comparison: RecordingAnalysis | None, status: str
+) -> PageOutputs:
+    """What the page shows for `analysis` by model `name` (and the comparison, when there is one);
+    the figures read the recording, so this runs while it is still on disk."""
     segments = analysis.segments
-    compared = {compare_name: comparison.probabilities} if comparison else {}
+    compared_probabilities = {compare_name: comparison.probabilities} if comparison else {}
     return PageOutputs(
         status=status,
-        summary=summary_markdown({name: analysis.probabilities, **compared}, analysis.duration_s),
+        summary=summary_markdown({name: analysis.probabilities, **compared_probabilities}, analysis.duration_s),
         probabilities=gr.update(value=analysis.probabilities, label=display_name(name)),
         comparison=gr.update(
             value=comparison.probabilities if comparison else None,
@@ -363,34 +351,6 @@ def timeline_rows(segments: list[Segment]) -> list[list[str]]:
 # --- Live mode ----------------------------------------------------------------------------------
 
 
-class LiveSessions:
-    """Each browser session's live stream, keyed by Gradio's session hash.
-
-    A stream belongs to the session that opened it and is dropped when its recording stops or
-    its page closes (the page's unload event), so nothing of a visitor outlives their visit;
-    each stream's own memory is bounded (ser_train.live).
-    """
-
-    def __init__(self):
-        self._streams: dict[str, LiveStream] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._streams)
-
-    def start(self, session: str, model: EmotionModel) -> LiveStream:
-        with self._lock:
-            stream = self._streams[session] = LiveStream(model)
-        return stream
-
-    def get(self, session: str) -> LiveStream | None:
-        return self._streams.get(session)
-
-    def close(self, session: str) -> LiveStream | None:
-        with self._lock:
-            return self._streams.pop(session, None)
-
-
 live_sessions = LiveSessions()
 
 
@@ -408,20 +368,22 @@ def live_start(
     """The microphone started: a fresh stream for this session with the picked model (calibrated
     when this session calibrated it)."""
     try:
-        live_sessions.start(request.session_hash, session_model(resolve_model(picked(model_choice, custom_id)), calibrations))
+        live_sessions.start(request.session_hash, session_model(models.resolve(picked(model_choice, custom_id)), calibrations))
     except SERError as error:
         return LiveOutputs(f"⚠️ {error}", "", "")
     return LiveOutputs("## 👂 listening…", live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
 
 
-def live_step(chunk: tuple[int, np.ndarray] | None, request: gr.Request) -> LiveOutputs | dict:
-    """A chunk of microphone audio (sampling rate, samples): the newest answer and the timeline."""
-    stream = live_sessions.get(request.session_hash)
-    if stream is None or chunk is None:  # stopped already (a late chunk) or not started
-        return {}
-    sampling_rate, samples = chunk
+def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict:
+    """A chunk of microphone audio (a short file, removed once read): the newest answer and the
+    timeline."""
     try:
-        answers = stream.feed(samples, sampling_rate)
+        with uploads.used(chunk_path, request) as chunk_path:
+            stream = live_sessions.get(request.session_hash)
+            if stream is None or chunk_path is None:  # stopped already (a late chunk) or not started
+                return {}
+            sampling_rate, samples = read_chunk(chunk_path)
+            answers = stream.feed(samples, sampling_rate)
     except SERError as error:
         live_sessions.close(request.session_hash)
         return LiveOutputs(f"⚠️ {error}", "", "")
@@ -478,7 +440,8 @@ def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Speech emotion recognition") as demo:
+    # delete_cache: Gradio's own sweep removes uploads that no request used (ser_train.uploads).
+    with gr.Blocks(title="Speech emotion recognition", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"# 🎭 Speech emotion recognition\n{description()}")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -495,6 +458,11 @@ def build_app() -> gr.Blocks:
                     "raw sound, without echo cancellation, noise suppression or automatic gain: "
                     "those call filters reshape loudness and pitch, the cues emotion is read from. "
                     "Use headphones if something is playing.</small>"
+                )
+                gr.Markdown(
+                    "<small>🔒 Recordings and uploads are not stored: each is removed from the server "
+                    "as soon as it has been analysed, and no one else can fetch it.</small>",
+                    elem_id="privacy",
                 )
                 model, custom_id = model_picker("Model", "model", with_none=False)
                 with gr.Accordion("Compare with a second model", open=False):
@@ -539,11 +507,14 @@ def build_app() -> gr.Blocks:
                 )
 
         calibrations = gr.State({})  # this session's {model name: Calibration}
+        # Every event that runs a model on a recording shares ANALYSES_AT_ONCE slots (see ser_train.serving).
+        analysis_slots = dict(concurrency_limit=ANALYSES_AT_ONCE, concurrency_id=ANALYSIS)
         calibrate_button.click(
             calibrate_handler,
             inputs=[calibration_audio, model, custom_id, calibrations],
             outputs=[calibrations, calibration_note],
             api_visibility="private",
+            **analysis_slots,
         )
         reset_button.click(reset_calibration, outputs=[calibrations, calibration_note], api_visibility="private")
         analyse_button.click(
@@ -557,6 +528,7 @@ def build_app() -> gr.Blocks:
                 )
             ),  # fmt: skip
             api_visibility="private",  # the page's own event; programs use /predict
+            **analysis_slots,
         )
         with gr.Column(elem_id="live-section"):
             gr.Markdown(
@@ -567,7 +539,7 @@ def build_app() -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
                     live_audio = gr.Audio(
-                        sources=["microphone"], type="numpy", streaming=True, label="Live microphone", elem_id="live-speech"
+                        sources=["microphone"], type="filepath", streaming=True, label="Live microphone", elem_id="live-speech"
                     )
                 with gr.Column(scale=6):
                     live_now = gr.Markdown(elem_id="live-now")
@@ -589,27 +561,39 @@ def build_app() -> gr.Blocks:
             api_result = gr.JSON(label="probabilities")
             api_button = gr.Button()
         api_button.click(
-            predict_api, inputs=[api_audio, api_model, api_calibration], outputs=api_result, api_name="predict"
+            predict_api, inputs=[api_audio, api_model, api_calibration], outputs=api_result, api_name="predict", **analysis_slots
         )
     return demo
 
 
 demo = build_app()
+uploads.blocks = demo  # so that a removed upload leaves Gradio's own bookkeeping too
 
 
 def preload_default_model() -> None:
     """Load the bundled model at start-up, so the first visitor does not wait for it."""
     try:
-        get_model(DEFAULT_MODEL)
+        models.get(DEFAULT_MODEL)
     except SERError as error:  # the page still works with other models and shows this on use
         print(f"warning: the bundled model could not be loaded: {error}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def serve(**launch_options):
+    """Start the page (what `python app.py` does; the tests pass host, port and quiet): the
+    bundled model loaded first, visitors' files guarded and removed (ser_train.uploads), and
+    Gradio's run history off, so that it records no visitor's calls either."""
+    configure_torch()  # before any model loads (see ser_train.serving)
     preload_default_model()
-    demo.queue().launch(
+    return demo.queue().launch(
         max_file_size=f"{MAX_UPLOAD_MB}mb",
         head=RAW_MICROPHONE_SCRIPT,
         css=CSS,
         theme=gr.themes.Soft(),
+        run_history=False,
+        app_kwargs={"middleware": [uploads.middleware()], "lifespan": uploads.sweeping},
+        **launch_options,
     )
+
+
+if __name__ == "__main__":
+    serve()

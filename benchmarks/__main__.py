@@ -11,7 +11,8 @@ Sections (in this order):
     features    feature-extraction throughput over the corpus vs the librosa baseline
     long_audio  1/5/10-minute recordings through the app: wall time, peak memory
     training    one CNN epoch on a real fold; a wav2vec2-base training step on the CPU
-    app_load    1/4/16 concurrent /predict callers against a local server
+    app_load    1/4/16 concurrent /predict callers against local servers in two serving
+                configurations; files of visitors left on disk, downloads of them by others
     app_start   import and model load times, resident memory with both bundled models
     live        live mode: speech detection in noise and music, window/step/smoothing, latency,
                 simultaneous sessions, agreement with the offline timeline

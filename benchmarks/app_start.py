@@ -25,9 +25,9 @@ def measure() -> list[dict]:
     import app
 
     steps = [{"step": "import app (page built)", "seconds": time.perf_counter() - start, "rss_mib": memory_kib("VmRSS") / KIB_PER_MIB}]
-    for name in app.bundled_models_by_ua():
+    for name in app.models.offered:
         start = time.perf_counter()
-        app.get_model(name)
+        app.models.get(name)
         steps.append(
             {"step": f"load {Path(name).name}", "seconds": time.perf_counter() - start, "rss_mib": memory_kib("VmRSS") / KIB_PER_MIB}
         )

@@ -44,7 +44,7 @@ def run_handler(mode: str, path: str) -> None:
     from ser_train.inference import DEFAULT_MODEL
 
     if mode == "whole":
-        analyse_waveform(app.get_model(DEFAULT_MODEL), load_audio(path, max_duration_s=app.MAX_DURATION_S))
+        analyse_waveform(app.models.get(DEFAULT_MODEL), load_audio(path, max_duration_s=app.MAX_DURATION_S))
     elif mode == "api":
         app.predict_api(path, "")
     else:

@@ -69,6 +69,18 @@ def stream_audio(
     _check_audible(peak, name)
 
 
+def read_chunk(path: str | os.PathLike) -> tuple[int, np.ndarray]:
+    """(sampling rate, float32 mono samples) of a short file at its own rate, channels averaged:
+    what a live microphone uploads every step (ser_train.live resamples a stream chunk by chunk,
+    exactly at the chunks' edges, so a chunk is not resampled on its own). Unchecked otherwise."""
+    from torchcodec.decoders import AudioDecoder
+
+    path = checked_file(path)
+    with _unreadable_as_audio_error(path.name):
+        samples = AudioDecoder(str(path)).get_all_samples()
+    return samples.sample_rate, samples.data.mean(dim=0).numpy()
+
+
 def checked_file(path: str | os.PathLike) -> Path:
     """`path` as a Path, after refusing a missing, empty or oversized file without decoding it."""
     path = Path(path)

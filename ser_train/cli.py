@@ -13,6 +13,9 @@ import sys
 from ser_train.errors import SERError
 
 EXIT_USER_ERROR = 2
+# ser_train.inference.DEFAULT_MODEL, named without importing torch (tested equal), so that
+# --help stays instant.
+DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-whisper-base"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="emotion probabilities for audio files")
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
+    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
     predict.add_argument(
         "--calibration",
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
     live.add_argument("file", metavar="FILE", help="audio file (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
+    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     live.add_argument("--json", action="store_true", help="print one JSON object: the answers with their time stamps, and the summary")
     live.add_argument("--realtime", action="store_true", help="feed the file at the speed it plays (default: as fast as it is answered)")
     live.set_defaults(run=run_live)

@@ -50,18 +50,22 @@ def split_revision(name: str) -> tuple[str, str | None]:
     return repo_id, (revision if separator else None)
 
 
-def fetch_model_files(name: str, patterns: list[str]) -> Path:
+def fetch_model_files(name: str, patterns: list[str], hub_only: bool = False) -> Path:
     """The folder holding model `name`: the local folder itself, or its Hub snapshot.
 
     For a Hub repo only the files matching `patterns` are downloaded (or taken from the cache).
+    With `hub_only`, `name` is a Hub id and nothing else, even when a folder of that name exists
+    here: a server passes what a visitor typed this way, so no visitor can make it read its disk.
     """
     local = Path(name).expanduser()
-    if local.is_dir():
+    if not hub_only and local.is_dir():
         return local.resolve()
     repo_id, revision = split_revision(name)
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
+        if hub_only:
+            raise HubError(f"'{name}' is not a Hub model id; type it as user/name or user/name@revision.") from None
         raise HubError(
             f"There is no model folder '{name}', and it is not a Hub repo id (user/name or "
             "user/name@revision) either."
@@ -69,11 +73,13 @@ def fetch_model_files(name: str, patterns: list[str]) -> Path:
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except (HfHubHTTPError, LocalEntryNotFoundError, httpx2.TransportError) as error:
-        raise HubError(_download_failure(error, repo_id, revision)) from error
+        raise HubError(_download_failure(error, repo_id, revision, hub_only)) from error
 
 
-def _download_failure(error: Exception, repo_id: str, revision: str | None) -> str:
-    """One sentence saying why `repo_id` could not be fetched."""
+def _download_failure(error: Exception, repo_id: str, revision: str | None, hub_only: bool = False) -> str:
+    """One sentence saying why `repo_id` could not be fetched (a local folder is only mentioned
+    where one could have been used)."""
+    no_folder = "" if hub_only else f"no local folder '{repo_id}' and "
     if isinstance(error, GatedRepoError):
         return (
             f"{repo_id} is a gated model: accept its conditions at {HUB_URL}/{repo_id}, "
@@ -81,8 +87,8 @@ def _download_failure(error: Exception, repo_id: str, revision: str | None) -> s
         )
     if isinstance(error, RepositoryNotFoundError):
         return (
-            f"There is no local folder '{repo_id}' and no model '{repo_id}' on the Hub that you can "
-            "access: check the name, or log in with `hf auth login` if the repo is private."
+            f"There is {no_folder}no model '{repo_id}' on the Hub that you can access: check the "
+            "name, or log in with `hf auth login` if the repo is private."
         )
     if isinstance(error, RevisionNotFoundError):
         return f"{repo_id} has no branch, tag or commit called '{revision}'."
@@ -92,9 +98,10 @@ def _download_failure(error: Exception, repo_id: str, revision: str | None) -> s
             if constants.is_offline_mode()
             else "the Hugging Face Hub cannot be reached"
         )
+        not_a_folder, or_a_folder = ("", "") if hub_only else ("not a local folder and is ", ", or pass a local model folder")
         return (
-            f"'{repo_id}' is not a local folder and is not (completely) in the Hugging Face cache, and "
-            f"{why}: run once with network access to download it, or pass a local model folder."
+            f"'{repo_id}' is {not_a_folder}not (completely) in the Hugging Face cache, and {why}: run "
+            f"once with network access to download it{or_a_folder}."
         )
     if isinstance(error, httpx2.TransportError):
         return f"The download of {repo_id} failed because the network connection broke; try again."

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
 
@@ -55,6 +56,7 @@ WHISPER_MODEL_TYPE = "whisper-emotion"  # ser_train.models.whisper.EMOTION_MODEL
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
+WEIGHT_LOADING_BAR = "Loading weights"  # transformers' progress bar over a folder's tensors
 
 
 def measured_ua(model_dir: str | os.PathLike) -> float | None:
@@ -79,6 +81,12 @@ def bundled_models_by_ua() -> list[str]:
 
 # The default everywhere (the CLI, the app): the bundled model that measured best.
 DEFAULT_MODEL = next(iter(bundled_models_by_ua()), BUNDLED_MODELS[-1])
+
+
+def passes_at_once() -> int:
+    """How many forward passes may run side by side: the cores this process may use (joblib
+    reads the container's CPU quota) over torch's threads per pass, at least 1."""
+    return max(1, joblib.cpu_count() // torch.get_num_threads())
 
 
 class EmotionModel:
@@ -108,10 +116,11 @@ class EmotionModel:
         self.temperature = temperature
         self.unsure_rule = unsure_rule
         self.calibration: Calibration | None = None  # set only on copies made by with_calibration
-        # One forward pass at a time (the app serves requests from several threads): torch
-        # already spreads one pass over every core, so parallel passes would only compete for
-        # the cores and multiply peak memory.
-        self._lock = threading.Lock()
+        # As many forward passes at once as torch's threads per pass leave cores for (the app
+        # serves requests from several threads): by default torch spreads one pass over every
+        # core, so a second pass would only compete for them and add its peak memory; a server
+        # running passes on fewer threads (ser_train.serving) runs that many side by side.
+        self._passes = threading.BoundedSemaphore(passes_at_once())
 
     def __repr__(self) -> str:
         return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
@@ -127,7 +136,7 @@ class EmotionModel:
         calibration = calibration or self.calibration
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             return self._tempered(self._forward(list(waveforms16k)))
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
@@ -166,8 +175,8 @@ class EmotionModel:
 
     def with_calibration(self, calibration: Calibration | None) -> EmotionModel:
         """This model answering for one speaker: every prediction of the returned copy (the
-        timeline's too) goes through `calibration`. The copy shares the weights and the lock;
-        the original is untouched, so other users of it never see the calibration."""
+        timeline's too) goes through `calibration`. The copy shares the weights and the limit on
+        passes at once; the original is untouched, so other users of it never see the calibration."""
         if calibration is not None:
             self._calibration_support()
         calibrated = copy.copy(self)
@@ -175,7 +184,7 @@ class EmotionModel:
         return calibrated
 
     def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             return self._calibration_support().represent(list(waveforms16k))
 
     def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
@@ -184,7 +193,7 @@ class EmotionModel:
     def predict_represented(
         self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
     ) -> np.ndarray:
-        with self._lock, torch.inference_mode():
+        with self._passes, torch.inference_mode():
             return self._tempered(self._calibration_support().predict_represented(representations, calibration))
 
     def with_temperature(self, temperature: float) -> EmotionModel:
@@ -218,14 +227,30 @@ class EmotionModel:
         return {label: float(p) for label, p in zip(self.labels, row)}
 
 
-def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
-    """Load a model folder or Hub repo (`user/name[@revision]`) of either family."""
+def hide_weight_loading_bar() -> None:
+    """No progress bar while transformers reads a model folder's weights: that takes under a
+    second, and its bar is noise in a terminal and in logs on every load. Downloads keep theirs
+    (huggingface_hub draws those, and a download can take minutes); other bars are untouched."""
+    from transformers.utils import logging
+
+    def hook(make_bar, args, kwargs):
+        if kwargs.get("desc") == WEIGHT_LOADING_BAR:
+            kwargs = {**kwargs, "disable": True}
+        return make_bar(*args, **kwargs)
+
+    logging.set_tqdm_hook(hook)
+
+
+def load_model(name: str = DEFAULT_MODEL, hub_only: bool = False) -> EmotionModel:
+    """Load a model folder or Hub repo (`user/name[@revision]`) of either family; with
+    `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here."""
+    hide_weight_loading_bar()
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
-    config = read_config(fetch_model_files(name, [CONFIG_FILE]), name)
+    config = read_config(fetch_model_files(name, [CONFIG_FILE], hub_only), name)
     family = model_family(config, name)
     labels = emotion_labels(config_labels(config, family), name)
-    folder = fetch_model_files(name, MODEL_FILE_PATTERNS)
+    folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
     require_safetensors(folder, name)
     confidence = {
         "temperature": float(config.get(TEMPERATURE_KEY, 1.0)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 from torchcodec.encoders import AudioEncoder
@@ -23,6 +25,7 @@ from synthetic import synth_clip
 ANGRY = EMOTIONS.index("angry")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 180  # importing torch, transformers and gradio on a busy 2-core machine
+REQUEST_TIMEOUT_S = 120  # an analysis on a busy 2-core machine; longer is a hang
 
 
 def make_tiny_wav2vec2(folder: Path, seed: int = 0) -> Path:
@@ -78,13 +81,14 @@ def free_port() -> int:
 class AppServer:
     """`python app.py` in a subprocess on a free localhost port, with the given environment.
 
-    Its log goes to `folder`/app.log, and Gradio keeps every upload (recordings included) under
-    `folder`/uploads, where tests can find what the server received.
+    Its log goes to `folder`/app.log, and Gradio keeps uploads (recordings included) under
+    `folder`/uploads until the server removes them (ser_train.uploads).
     """
 
     def __init__(self, env: dict[str, str], folder: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "app.log"
         self.uploads = folder / "uploads"
         environment = {
@@ -121,6 +125,38 @@ class AppServer:
             yield server
         finally:
             server.stop()
+
+    def new_visitor(self) -> dict[str, str]:
+        """The cookies a new visitor gets with the page."""
+        return dict(httpx.get(self.url).cookies)
+
+    def upload(self, path: Path, cookies: dict[str, str]) -> str:
+        """Upload `path` as the page does, as the visitor of `cookies`; the server's path of it."""
+        with path.open("rb") as file:
+            response = httpx.post(self.url + "gradio_api/upload", files={"files": (path.name, file, "audio/wav")}, cookies=cookies)
+        response.raise_for_status()
+        return response.json()[0]
+
+    def fetch(self, uploaded: str, cookies: dict[str, str]) -> httpx.Response:
+        """GET an upload by URL, as the page's player does."""
+        return httpx.get(self.url + "gradio_api/file=" + uploaded, cookies=cookies)
+
+    def call_predict(self, uploaded: str, cookies: dict[str, str], model: str = "") -> tuple[str, object]:
+        """/predict through Gradio's plain HTTP API on a file already uploaded: ("complete",
+        outputs) or ("error", the sentence)."""
+        file = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+        started = httpx.post(self.url + "gradio_api/call/predict", json={"data": [file, model, None]}, cookies=cookies)
+        started.raise_for_status()
+        answer = httpx.get(
+            self.url + f"gradio_api/call/predict/{started.json()['event_id']}", cookies=cookies, timeout=REQUEST_TIMEOUT_S
+        )
+        fields = dict(line.split(":", 1) for line in answer.text.splitlines() if line.startswith(("event:", "data:")))
+        event, data = fields["event"].strip(), json.loads(fields["data"])
+        return event, data["error"] if event == "error" else data
+
+    def stored_files(self) -> list[Path]:
+        """Every file in the server's upload folder now."""
+        return [path for path in self.uploads.rglob("*") if path.is_file()]
 
     def stop(self) -> None:
         self.process.terminate()

@@ -6,7 +6,6 @@ model, so the page shows exactly the library's answer.
 
 from __future__ import annotations
 
-import threading
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,11 +17,13 @@ import soundfile
 
 import app
 from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
-from ser_train.audio import SAMPLING_RATE, load_audio, resample
+from ser_train.audio import SAMPLING_RATE, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import LiveStream
+from ser_train.serving import LiveSessions, ModelRegistry
 from ser_train.timeline import average_probabilities, timeline
+from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
 from synthetic import synth_clip
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def model_name(request, tiny_model_dir) -> str:
 @pytest.fixture(autouse=True)
 def offer_tiny_models(monkeypatch, tiny_model_dir, second_tiny_model_dir):
     """The app offers the tiny models as an operator would through SER_MODELS."""
-    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, tiny_model_dir, second_tiny_model_dir))
+    monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, tiny_model_dir, second_tiny_model_dir)))
 
 
 @cache
@@ -225,37 +226,73 @@ def test_the_api_function_raises_the_sentence_as_a_gradio_error(tmp_path, tiny_m
         app.predict_api(str(_write_waveform(tmp_path / "quiet.wav", np.zeros(SAMPLING_RATE))), tiny_model_dir)
 
 
-def test_models_load_once_and_stay_cached_across_threads(monkeypatch, tiny_model_dir):
-    loads = []
-
-    def counting_load(name):
-        loads.append(name)
-        return load_model(name)
-
-    monkeypatch.setattr(app, "_models", {})
-    monkeypatch.setattr(app, "load_model", counting_load)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(app.get_model(tiny_model_dir))) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert loads == [tiny_model_dir]
-    assert all(model is results[0] for model in results)
+def test_a_typed_name_of_a_bundled_folder_is_not_read_from_the_servers_disk(tmp_path, tiny_model_dir, monkeypatch):
+    """`models/ravdess-cnn` is a folder of the server (relative to where it runs) and a well-formed
+    Hub id: typed on the page it is looked up on the Hub only (offline and uncached here)."""
+    monkeypatch.chdir(Path(app.__file__).resolve().parent)  # where `python app.py` runs
+    assert Path("models/ravdess-cnn/config.json").is_file()
+    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id="models/ravdess-cnn")
+    assert_refused(outputs, "'models/ravdess-cnn' is not (completely) in the Hugging Face cache")
+    assert "models/ravdess-cnn" not in app.models.loaded
 
 
-def test_a_failed_load_is_retried_on_the_next_request(monkeypatch):
-    attempts = []
+def visitor(token: str):
+    """What Gradio passes as gr.Request, as far as the handlers look at it: the visitor cookie."""
+    return SimpleNamespace(cookies={SECURE_COOKIE: token}, session_hash=token)
 
-    def offline_load(name):
-        attempts.append(name)
-        raise app.HubError("offline")
 
-    monkeypatch.setattr(app, "load_model", offline_load)
-    for _ in range(2):
-        with pytest.raises(app.HubError):
-            app.get_model("user/model")
-    assert attempts == ["user/model", "user/model"]
+@pytest.fixture
+def uploads(tmp_path, monkeypatch) -> VisitorFiles:
+    """The app's record of visitors' files, over a cache folder of this test's own."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    monkeypatch.setattr(app, "uploads", VisitorFiles())
+    return app.uploads
+
+
+def uploaded(uploads: VisitorFiles, path: Path, token: str) -> str:
+    """`path` stored as Gradio stores an upload by the visitor `token`."""
+    stored = uploads.folder / "0f1e2d3c" / path.name
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(path.read_bytes())
+    uploads.record_uploads([str(stored)], token)
+    return str(stored)
+
+
+def test_a_recording_is_removed_once_analysed_and_a_second_analysis_says_so(tmp_path, tiny_model_dir, uploads):
+    clip = write_clip(tmp_path / "speech.wav")
+    stored = uploaded(uploads, clip, "alice")
+    first = app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice"))
+    assert_shows_library_result(first, clip, tiny_model_dir)
+    assert not Path(stored).exists()
+    assert_refused(app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice")), GONE)
+
+
+def test_a_model_that_cannot_be_loaded_leaves_the_recording_for_another_try(tmp_path, tiny_model_dir, uploads):
+    clip = write_clip(tmp_path / "speech.wav")
+    stored = uploaded(uploads, clip, "alice")
+    outputs = app.predict_handler(stored, tiny_model_dir, "nobody/no-such-model", request=visitor("alice"))
+    assert_refused(outputs, "nobody/no-such-model")
+    assert Path(stored).is_file()
+    assert_shows_library_result(app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice")), clip, tiny_model_dir)
+    assert not Path(stored).exists()
+
+
+def test_another_visitors_recording_is_refused_and_kept_for_them(tmp_path, tiny_model_dir, uploads):
+    stored = uploaded(uploads, write_clip(tmp_path / "speech.wav"), "alice")
+    assert_refused(app.predict_handler(stored, tiny_model_dir, "", request=visitor("bob")), GONE)
+    with pytest.raises(gr.Error, match=GONE):
+        app.predict_api(stored, tiny_model_dir, request=visitor("bob"))
+    assert Path(stored).is_file()
+
+
+def test_a_calibration_recording_is_removed_once_read(tmp_path, calibratable_cnn, uploads, monkeypatch):
+    monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, str(calibratable_cnn))))
+    passage = tmp_path / "passage.wav"
+    soundfile.write(passage, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), SAMPLING_RATE)
+    stored = uploaded(uploads, passage, "alice")
+    state, status = app.calibrate_handler(stored, str(calibratable_cnn), "", {}, request=visitor("alice"))
+    assert "Calibration is **on**" in status and list(state) == [str(calibratable_cnn)]
+    assert not Path(stored).exists()
 
 
 def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
@@ -277,24 +314,31 @@ def session(name: str):
     return SimpleNamespace(session_hash=name)
 
 
-def microphone_chunks(waveform: np.ndarray, rate: int = 48_000, chunk_s: float = 0.5):
-    """`waveform` (16 kHz) as a browser's streaming microphone sends it: int16 chunks at `rate`."""
+def microphone_chunks(waveform: np.ndarray, folder: Path, rate: int = 48_000, chunk_s: float = 0.5) -> list[str]:
+    """`waveform` (16 kHz) as a browser's streaming microphone sends it: a 16-bit WAV file of
+    `chunk_s` at `rate` per chunk."""
     pcm = (resample(waveform, SAMPLING_RATE, rate) * 32767).astype(np.int16)
     size = round(chunk_s * rate)
-    return [(rate, pcm[start : start + size]) for start in range(0, len(pcm), size)]
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for number, start in enumerate(range(0, len(pcm), size)):
+        paths.append(str(folder / f"chunk-{number:04d}.wav"))
+        soundfile.write(paths[-1], pcm[start : start + size], rate, subtype="PCM_16")
+    return paths
 
 
-def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, tiny_model_dir):
+def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, tiny_model_dir, tmp_path):
     from speech import silence, spoken
 
-    monkeypatch.setattr(app, "live_sessions", app.LiveSessions())
+    monkeypatch.setattr(app, "live_sessions", LiveSessions())
     talk = np.concatenate([silence(0.5), spoken("Kids are talking by the door."), silence(1.0)])
     quiet = silence(len(talk) / SAMPLING_RATE) + np.float32(1e-4)
     for name in ("talker", "quiet one"):
         assert app.live_start(tiny_model_dir, "", None, session(name)).now.startswith("## 👂")
     assert len(app.live_sessions) == 2
     shown = {"talker": [], "quiet one": []}
-    for talk_chunk, quiet_chunk in zip(microphone_chunks(talk), microphone_chunks(quiet)):
+    talk_chunks, quiet_chunks = microphone_chunks(talk, tmp_path / "talk"), microphone_chunks(quiet, tmp_path / "quiet")
+    for talk_chunk, quiet_chunk in zip(talk_chunks, quiet_chunks):
         for name, chunk in (("talker", talk_chunk), ("quiet one", quiet_chunk)):
             outputs = app.live_step(chunk, session(name))
             if outputs:
@@ -304,25 +348,40 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
 
     # The library's own stream, fed the same chunks, said what the page showed.
     stream = LiveStream(library_model(tiny_model_dir))
-    expected = [app.live_now_markdown(a) for rate, pcm in microphone_chunks(talk) for a in stream.feed(pcm, rate)[-1:]]
+    expected = [app.live_now_markdown(a) for rate, pcm in map(read_chunk, talk_chunks) for a in stream.feed(pcm, rate)[-1:]]
     assert shown["talker"] == expected
 
     stopped = app.live_stop(session("talker"))
     assert stopped.summary.startswith("### Summary:") and "%" in stopped.summary
     assert app.live_stop(session("quiet one")).summary.startswith("### Summary: no speech heard")
     assert len(app.live_sessions) == 0
-    assert app.live_step(microphone_chunks(talk)[0], session("talker")) == {}  # a late chunk after stop
+    assert app.live_step(talk_chunks[0], session("talker")) == {}  # a late chunk after stop
 
     app.live_start(tiny_model_dir, "", None, session("closer"))
     app.live_close(session("closer"))  # the page went away
     assert len(app.live_sessions) == 0
 
 
-def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir):
-    monkeypatch.setattr(app, "live_sessions", app.LiveSessions())
+def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir, tmp_path):
+    monkeypatch.setattr(app, "live_sessions", LiveSessions())
     assert app.live_start("", "nobody/no-such-model", None, session("a")).now.startswith("⚠️ ")
     assert len(app.live_sessions) == 0
     app.live_start(tiny_model_dir, "", None, session("a"))
-    outputs = app.live_step((48_000, np.full(24_000, np.nan, dtype=np.float32)), session("a"))
+    invalid = tmp_path / "nan.wav"
+    soundfile.write(invalid, np.full(24_000, np.nan, dtype=np.float32), 48_000, subtype="FLOAT")
+    outputs = app.live_step(str(invalid), session("a"))
     assert outputs.now == "⚠️ The microphone sent invalid samples (NaN or infinity)."
     assert len(app.live_sessions) == 0
+
+
+def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_path, uploads):
+    from speech import spoken
+
+    monkeypatch.setattr(app, "live_sessions", LiveSessions())
+    app.live_start(tiny_model_dir, "", None, visitor("alice"))
+    talk = spoken("Dogs are sitting by the door.")
+    chunks = [uploaded(uploads, Path(chunk), "alice") for chunk in microphone_chunks(talk, tmp_path / "talk")]
+    for chunk in chunks:
+        app.live_step(chunk, visitor("alice"))
+        assert not Path(chunk).exists()
+    assert app.live_stop(visitor("alice")).summary.startswith("### Summary")

@@ -14,13 +14,14 @@ from app_support import ANGRY, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.serving import ModelRegistry
 
 NEUTRAL, CALM = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
 
 
 @pytest.fixture(autouse=True)
 def offer_calibratable_model(monkeypatch, calibratable_cnn, precalibration_cnn):
-    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, str(calibratable_cnn), str(precalibration_cnn)))
+    monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, str(calibratable_cnn), str(precalibration_cnn))))
 
 
 @pytest.fixture(scope="module")

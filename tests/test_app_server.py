@@ -1,11 +1,17 @@
-"""The real server (`python app.py` on a free localhost port), called through gradio_client.
+"""The real server (`python app.py` on a free localhost port), called through gradio_client and
+plain HTTP.
 
 The "predict" endpoint must return what the library (ser_train.inference) returns for the same
-file and model, and refuse bad input with the library's sentence.
+file and model, and refuse bad input with the library's sentence. Nothing a visitor sends stays
+on the server's disk once answered, and no other client can fetch it, before or after.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -19,9 +25,12 @@ from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.timeline import average_probabilities, timeline
+from ser_train.uploads import GONE
 
 MAX_DURATION_S = 30  # the server's SER_MAX_DURATION_S
 MAX_UPLOAD_MB = 1  # the server's SER_MAX_UPLOAD_MB
+UNUSED_UPLOAD_MAX_AGE_S = 12  # the server's SER_UNUSED_UPLOAD_MAX_AGE_S: short, to see the sweep
+SWEEP_WAIT_S = 3 * UNUSED_UPLOAD_MAX_AGE_S  # the age, a sweep interval and a loaded machine's delays
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +39,20 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_model_dir, calibratable_cnn) -> Client:
-    settings = {"SER_MODELS": f"{tiny_model_dir},{calibratable_cnn}", "SER_MAX_DURATION_S": str(MAX_DURATION_S), "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)}
+def server(tmp_path_factory, tiny_model_dir, calibratable_cnn) -> AppServer:
+    settings = {
+        "SER_MODELS": f"{tiny_model_dir},{calibratable_cnn}",
+        "SER_MAX_DURATION_S": str(MAX_DURATION_S),
+        "SER_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+        "SER_UNUSED_UPLOAD_MAX_AGE_S": str(UNUSED_UPLOAD_MAX_AGE_S),
+    }
     with AppServer.running(settings, tmp_path_factory.mktemp("server")) as server:
-        yield Client(server.url, verbose=False)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url, verbose=False)
 
 
 def predict(client: Client, path: Path, model: str) -> dict:
@@ -97,6 +116,13 @@ def test_an_unknown_model_is_refused_with_one_sentence(client, tmp_path):
         predict(client, write_clip(tmp_path / "speech.wav"), "nobody/no-such-model")
 
 
+def test_a_server_folder_named_as_a_model_id_is_not_read_from_its_disk(client, tmp_path):
+    """models/ravdess-cnn is a folder where the server runs, and a well-formed Hub id: sent to
+    /predict it is looked up on the Hub only (offline and uncached in the tests)."""
+    with pytest.raises(AppError, match=r"'models/ravdess-cnn' is not \(completely\) in the Hugging Face cache"):
+        predict(client, write_clip(tmp_path / "speech.wav"), "models/ravdess-cnn")
+
+
 def test_the_duration_limit_comes_from_the_environment(client, tiny_model_dir, tmp_path):
     path = write_clip(tmp_path / "too-long.wav", sampling_rate=SAMPLING_RATE, duration_s=MAX_DURATION_S + 2)
     with pytest.raises(AppError, match=f"the limit is {MAX_DURATION_S / 60:g} minutes"):
@@ -115,3 +141,77 @@ def test_uploads_over_the_size_cap_are_refused(client, tiny_model_dir, tmp_path)
     for path, status in [(big, 413), (small, 200)]:
         with path.open("rb") as file:
             assert httpx.post(upload_url, files={"files": (path.name, file, "audio/wav")}).status_code == status
+
+
+# --- Nothing of a visitor kept ------------------------------------------------------------------
+
+
+
+def test_predict_leaves_no_file_of_the_visitor_on_disk(server, tiny_model_dir, tmp_path):
+    """Also when callers send the same bytes at once: Gradio stores those at one path."""
+    clips = [write_clip(tmp_path / f"speech.{extension}") for extension in ("wav", "mp3", "webm")]
+    expected = {clip: load_model(tiny_model_dir).predict_file(clip) for clip in clips}
+    callers = [Client(server.url, verbose=False) for _ in range(2)]
+    requests = [(caller, clip) for clip in clips for caller in callers for _ in range(2)]
+    before = set(server.stored_files())  # earlier tests' uploads that were never used, until swept
+
+    def send(caller_and_clip):
+        caller, clip = caller_and_clip
+        return caller.predict(handle_file(str(clip)), tiny_model_dir, api_name="/predict")
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, requests))
+    for (_, clip), answer in zip(requests, answers):
+        assert answer == pytest.approx(expected[clip], abs=1e-6)
+    assert set(server.stored_files()) - before == set()
+
+
+def test_an_upload_is_fetched_back_by_its_visitor_only_and_gone_once_answered(server, tiny_model_dir, tmp_path):
+    clip = write_clip(tmp_path / "private.wav", emotion=6)  # bytes no other test uploads
+    alice, bob = server.new_visitor(), server.new_visitor()
+    assert alice and bob and alice != bob
+    uploaded = server.upload(clip, alice)
+
+    assert server.fetch(uploaded, alice).content == clip.read_bytes()  # the visitor's own player
+    for stranger in (bob, {}):
+        assert server.fetch(uploaded, stranger).status_code == 404
+        assert httpx.head(server.url + "gradio_api/file=" + uploaded, cookies=stranger).status_code == 404
+    # Knowing the path does not let another visitor analyse the file (or remove it) either.
+    assert server.call_predict(uploaded, bob, tiny_model_dir) == ("error", GONE)
+    assert Path(uploaded).is_file()
+
+    event, [probabilities] = server.call_predict(uploaded, alice, tiny_model_dir)
+    assert event == "complete"
+    assert probabilities == pytest.approx(load_model(tiny_model_dir).predict_file(clip), abs=1e-6)
+    assert not Path(uploaded).exists() and not Path(uploaded).parent.exists()
+    for anyone in (alice, bob, {}):
+        assert server.fetch(uploaded, anyone).status_code == 404
+    assert server.call_predict(uploaded, alice, tiny_model_dir) == ("error", GONE)  # once: it is gone
+
+
+def test_uploads_never_used_and_uploads_broken_off_are_swept(server, tmp_path):
+    before = set(server.stored_files())
+    abandoned = server.upload(write_clip(tmp_path / "abandoned.wav", emotion=2), server.new_visitor())
+    break_off_an_upload(server)
+    partial = [path for path in set(server.stored_files()) - before if path.parent == server.uploads]
+    assert Path(abandoned).is_file() and len(partial) == 1  # Gradio writes an arriving upload there
+    deadline = time.monotonic() + SWEEP_WAIT_S
+    while server.stored_files() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert server.stored_files() == [] and not Path(abandoned).exists()
+
+
+def break_off_an_upload(server: AppServer) -> None:
+    """Send the first 100 kB of a 300 kB upload, then hang up, as a closed tab does."""
+    boundary = "recording-boundary"
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="half.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + b"RIFF" + os.urandom(100_000)
+    head = (
+        f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {300_000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as connection:
+        connection.sendall(head + part)
+        time.sleep(1)  # the server has written what arrived

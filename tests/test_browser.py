@@ -2,7 +2,8 @@
 
 Chromium's fake media stream plays a WAV file as the microphone. The browser records it as
 WebM/Opus and uploads a 16 kHz WAV, so the page's answer is checked against the library's answer
-for exactly what the server received. That recording is also checked against the source: its
+for exactly what the server received (fetched back as the page's own player fetches it, the one
+client allowed to; once analysed it is gone from the server, while the player still plays it). That recording is also checked against the source: its
 loudness contour and level match only when the page's raw-capture script has switched off the
 browser's call filters (automatic gain control alone lifts the level by several dB).
 Screenshots go to test-artifacts/browser/.
@@ -11,9 +12,9 @@ Screenshots go to test-artifacts/browser/.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -117,13 +118,37 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def wait_until_uploaded(page) -> None:
-    """Wait until the server holds the audio: the player links to the uploaded file.
+def wait_until_uploaded(page, elem_id: str = "speech") -> str:
+    """Wait until the server holds the audio: the player links to the uploaded file; its URL.
 
     The Play button appears earlier, while a recording is still being uploaded; pressing
     Analyse then sends no audio at all.
     """
-    page.locator('#speech [href*="/gradio_api/file="], #speech [src*="/gradio_api/file="]').first.wait_for(state="attached")
+    link = page.locator(f'#{elem_id} [href*="/gradio_api/file="], #{elem_id} [src*="/gradio_api/file="]').first
+    link.wait_for(state="attached")
+    return urljoin(page.url, link.get_attribute("href") or link.get_attribute("src"))
+
+
+def fetch_received(page, url: str, destination: Path) -> Path:
+    """What the server received at `url`, fetched with this page's cookies (as its player does)."""
+    response = page.request.get(url)
+    assert response.ok, response.status
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(response.body())
+    return destination
+
+
+
+def playing_from_memory(page, elem_id: str = "speech") -> bool:
+    """Press Play: whether the player's audio plays from the browser's own copy (a blob: URL)."""
+    page.locator(f'#{elem_id} button[aria-label="Play"]').first.click()
+    page.wait_for_timeout(1000)
+    return page.evaluate(
+        """(id) => [...document.querySelectorAll(`#${id} *`)].flatMap((element) =>
+            element.shadowRoot ? [...element.shadowRoot.querySelectorAll("audio")] : element.tagName === "AUDIO" ? [element] : []
+        ).some((audio) => audio.src.startsWith("blob:") && audio.currentTime > 0 && !audio.error)""",
+        elem_id,
+    )
 
 
 def analyse_and_read_result(page) -> tuple[str, str]:
@@ -155,6 +180,28 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     assert sum(re.fullmatch(r"\d+%", line) is not None for line in shown_lines) == 8  # all eight emotions listed
 
 
+def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
+    page, browser, server, model_name, speech_wav
+):
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    page.locator("#speech input[type=file]").set_input_files(speech_wav)
+    url = wait_until_uploaded(page)
+    assert page.request.get(url).body() == speech_wav.read_bytes()
+    stranger = browser.new_context()  # another visitor: a browser profile of their own
+    try:
+        assert stranger.request.get(url).status == 404
+        assert analyse_and_read_result(page) == library_verdict(model_name, speech_wav)
+        assert server.stored_files() == []
+        assert stranger.request.get(url).status == 404 and page.request.get(url).status == 404
+    finally:
+        stranger.close()
+    assert playing_from_memory(page)  # the page's player still has it
+    page.locator("#analyse").click()
+    page.get_by_text("That recording is no longer on the server").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert "Traceback" not in page.content()
+    assert "Recordings and uploads are not stored" in page.locator("#privacy").inner_text()
+
+
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
     webm = write_clip(tmp_path / "speech.webm", duration_s=SYNTHETIC_CLIP_S)
     page.locator('#speech button[aria-label="Upload file"]').click()
@@ -183,18 +230,16 @@ def test_bad_input_shows_a_sentence_not_a_traceback(page, tmp_path):
 
 
 def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server, model_name, speech_wav):
-    before = set(server.uploads.rglob("*.wav"))
     page.locator("#speech button.record-button").click()
     stop = page.locator("#speech button.stop-button")
     stop.wait_for(state="visible")
     time.sleep(soundfile.info(speech_wav).duration + 1.0)  # the fake microphone plays it once, then silence
     stop.click()
-    wait_until_uploaded(page)
+    # Kept in test-artifacts, to listen to when this fails.
+    received = fetch_received(page, wait_until_uploaded(page), SCREENSHOTS / "microphone-received.wav")
     shown = analyse_and_read_result(page)
     screenshot(page, "microphone-result")
 
-    [received] = set(server.uploads.rglob("*.wav")) - before
-    shutil.copy(received, SCREENSHOTS / "microphone-received.wav")  # to listen to when this fails
     assert shown == library_verdict(model_name, received)
     assert soundfile.info(received).samplerate == SAMPLING_RATE  # the browser resampled as asked
     correlation, gain_db = envelope_match(load_audio(received), load_audio(speech_wav))

@@ -1,6 +1,7 @@
 """Calibrate to my voice in headless Chromium: a calibration recording through the fake microphone,
 then a second recording, and the page's answer is the library's calibrated answer for exactly the
-audio the server received. See test_browser.py for the fake microphone and what arrives."""
+audio the server received; neither recording stays on the server. See test_browser.py for the
+fake microphone and what arrives."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from app_support import ANGRY, AppServer, utterances
 from ser_train.audio import load_audio
 from ser_train.data import EMOTIONS
 from synthetic import synth_clip
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, screenshot
+from test_browser import (
+    CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, fetch_received, screenshot,
+    wait_until_uploaded,
+)  # fmt: skip
 
 pytestmark = pytest.mark.browser
 
@@ -57,33 +61,32 @@ def page(server, calibratable_cnn, microphone_wav):
         browser.close()
 
 
-def record(page, elem_id: str, seconds: float) -> None:
+def record(page, elem_id: str, seconds: float) -> str:
+    """Record `seconds` into the audio component `elem_id`; the URL of what the server received."""
     page.locator(f"#{elem_id} button.record-button").click()
     stop = page.locator(f"#{elem_id} button.stop-button")
     stop.wait_for(state="visible")
     time.sleep(seconds)
     stop.click()
-    page.locator(f'#{elem_id} [href*="/gradio_api/file="], #{elem_id} [src*="/gradio_api/file="]').first.wait_for(state="attached")
+    return wait_until_uploaded(page, elem_id)
 
 
-def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_cnn):
+def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_cnn, tmp_path):
     from ser_train.inference import load_model
 
     page.get_by_text("Calibrate to my voice").click()
     page.get_by_text("When the sunlight strikes raindrops").wait_for()
     assert "Calibration is off" in page.locator("#calibration-status").inner_text()
 
-    before = set(server.uploads.rglob("*.wav"))
-    record(page, "calibration-speech", CALIBRATION_RECORDING_S)
+    calibration_wav = fetch_received(page, record(page, "calibration-speech", CALIBRATION_RECORDING_S), tmp_path / "calm.wav")
     page.locator("#calibrate").click()
     page.get_by_text("Calibration is on").wait_for(timeout=60_000)
-    [calibration_wav] = set(server.uploads.rglob("*.wav")) - before
+    assert server.stored_files() == []  # only its statistics stay, in this tab's session
 
-    before = set(server.uploads.rglob("*.wav"))
-    record(page, "speech", SECOND_RECORDING_S)
+    clip_wav = fetch_received(page, record(page, "speech", SECOND_RECORDING_S), tmp_path / "speech.wav")
     shown = analyse_and_read_result(page)
     screenshot(page, "calibrated-result")
-    [clip_wav] = set(server.uploads.rglob("*.wav")) - before
+    assert server.stored_files() == []
 
     model = load_model(str(calibratable_cnn))
     calibration = model.calibrate_recording(load_audio(calibration_wav), source="neutral")

@@ -20,6 +20,7 @@ import app
 from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE
 from ser_train.inference import DEFAULT_MODEL
+from ser_train.serving import ModelRegistry
 
 SIMULTANEOUS_REQUESTS = 16
 SAME_ANSWER_TOLERANCE = 1e-6
@@ -42,13 +43,13 @@ def test_simultaneous_requests_across_two_models_match_sequential_ones(clips, tm
     if not Path(DEFAULT_MODEL).is_dir():
         pytest.skip(f"the bundled model ({DEFAULT_MODEL}) is not there yet")
     tiny = str(make_tiny_wav2vec2(tmp_path / "tiny-wav2vec2"))
-    monkeypatch.setattr(app, "OFFERED_MODELS", (DEFAULT_MODEL, tiny))
-    models = ["", tiny]  # "" is the bundled CNN
+    monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, tiny)))
+    models = ["", tiny]  # "" is the bundled default
     # Each clip to both models in turn: requests 2k and 2k+1 are the same clip.
     requests = [(str(clips[number // 2 % len(clips)]), models[number % 2]) for number in range(SIMULTANEOUS_REQUESTS)]
     sequential = [app.predict_api(audio, model) for audio, model in requests]
 
-    monkeypatch.setattr(app, "_models", {})  # an empty cache: the first requests race to load
+    monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, tiny)))  # none loaded: the first requests race to load
     start_together = threading.Barrier(SIMULTANEOUS_REQUESTS)
 
     def request(audio_and_model: tuple[str, str]) -> dict[str, float]:
@@ -58,7 +59,7 @@ def test_simultaneous_requests_across_two_models_match_sequential_ones(clips, tm
     with ThreadPoolExecutor(SIMULTANEOUS_REQUESTS) as pool:
         simultaneous = list(pool.map(request, requests))
 
-    assert len(app._models) == len(models)  # each model loaded once
+    assert len(app.models.loaded) == len(models)  # each model loaded once
     for (audio, model), got, expected in zip(requests, simultaneous, sequential):
         assert list(got) == list(expected)
         np.testing.assert_allclose(list(got.values()), list(expected.values()), atol=SAME_ANSWER_TOLERANCE, err_msg=f"{audio} {model}")

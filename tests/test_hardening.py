@@ -93,6 +93,7 @@ def test_the_cli_reports_each_bad_file_and_still_answers_the_good_ones(default_m
     )  # fmt: skip
 
     assert finished.returncode == cli.EXIT_USER_ERROR and "Traceback" not in finished.stderr
+    assert "Loading weights" not in finished.stderr  # a local folder's weights load without a progress bar
     entries = {entry["file"]: entry for entry in json.loads(finished.stdout)}
     for path, pattern in refused.values():
         assert "probabilities" not in entries[str(path)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
 from ser_train.errors import HubError, ModelError
-from ser_train.inference import EmotionModel, emotion_labels, load_model
+from ser_train.inference import DEFAULT_MODEL, EmotionModel, emotion_labels, load_model
 
 MAIN_COMMIT = "a" * 40
 V1_COMMIT = "b" * 40
@@ -83,6 +84,24 @@ def test_a_pinned_revision_loads_that_revision(wav2vec2_dir, wav2vec2_v1_dir, hu
     assert not np.allclose(pinned, load_model("someone/ser-wav2vec2").predict_batch(clips), atol=1e-4)
     by_commit = load_model(f"someone/ser-wav2vec2@{V1_COMMIT}").predict_batch(clips)
     np.testing.assert_allclose(by_commit, pinned, atol=1e-6)
+
+
+def test_hub_only_never_reads_a_folder_of_the_same_name(wav2vec2_dir, wav2vec2_v1_dir, hub_cache, clips, tmp_path, monkeypatch):
+    """`someone/ser-wav2vec2` names both a folder in the working directory and a cached Hub repo
+    with other weights: hub_only loads the repo, and with nothing cached refuses; never the folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(wav2vec2_v1_dir, tmp_path / "someone" / "ser-wav2vec2")
+    folder_answer = load_model("someone/ser-wav2vec2").predict_batch(clips)
+    np.testing.assert_allclose(folder_answer, load_model(str(wav2vec2_v1_dir)).predict_batch(clips), atol=1e-6)
+
+    with pytest.raises(HubError, match=r"^'someone/ser-wav2vec2' is not \(completely\) in the Hugging Face cache"):
+        load_model("someone/ser-wav2vec2", hub_only=True)
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
+    hub_answer = load_model("someone/ser-wav2vec2", hub_only=True).predict_batch(clips)
+    np.testing.assert_allclose(hub_answer, load_model(str(wav2vec2_dir)).predict_batch(clips), atol=1e-6)
+    assert not np.allclose(hub_answer, folder_answer, atol=1e-4)
+    with pytest.raises(HubError, match="'../models' is not a Hub model id"):
+        load_model("../models", hub_only=True)
 
 
 def test_predict_takes_any_rate_and_channels(wav2vec2_dir, clips):
@@ -199,6 +218,13 @@ def test_predict_command_json_keeps_going_past_a_bad_file(wav2vec2_dir, tmp_path
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert result["top"] == max(result["probabilities"], key=result["probabilities"].get)
         assert result["probabilities"] == pytest.approx(model.predict_file(result["file"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("command", ["predict", "live"])
+def test_the_commands_help_names_the_default_model(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert f"models/{Path(DEFAULT_MODEL).name}" in "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens
 
 
 def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):

@@ -4,7 +4,7 @@ The app runs in this process (its live sessions can be inspected), Chromium's fa
 plays spoken sentences with pauses, and the page must show successive emotions while it speaks,
 "no speech" in the pause, and a summary once recording stops. Two browsers streaming at once,
 one speech and one silence, must not hear each other, and closing their pages frees their
-streams. Screenshots go to test-artifacts/browser/.
+streams. No chunk of the microphone's stays on the server's disk. Screenshots go to test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -66,10 +66,7 @@ def quiet_wav(tmp_path_factory, talk_wav) -> Path:
 @pytest.fixture(scope="module")
 def server_url():
     port = free_port()
-    app.preload_default_model()
-    app.demo.queue().launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, head=app.RAW_MICROPHONE_SCRIPT, quiet=True
-    )
+    app.serve(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.demo.close()
 
@@ -129,6 +126,7 @@ def is_emotion(text: str) -> bool:
 def test_live_mode_follows_the_speaker_and_sums_up(playwright, server_url, talk_wav):
     path, spans = talk_wav
     browser = launch(playwright, path)
+    files_before = visitor_files()
     try:
         page = open_page(browser, server_url)
         start_live(page)
@@ -156,6 +154,12 @@ def test_live_mode_follows_the_speaker_and_sums_up(playwright, server_url, talk_
         (s["echoCancellation"], s["noiseSuppression"], s["autoGainControl"]) == (False, False, False) for s in settings
     )
     assert len(app.live_sessions) == 0  # stopping let the stream go
+    assert visitor_files() - files_before == set()  # every chunk the microphone sent was removed once heard
+
+
+def visitor_files() -> set[Path]:
+    """The files in the app's upload folder (each live chunk arrives there as a WAV file)."""
+    return {path for path in app.uploads.folder.rglob("*") if path.is_file()}
 
 
 def test_two_live_sessions_do_not_hear_each_other_and_closing_frees_them(playwright, server_url, talk_wav, quiet_wav):

@@ -1,0 +1,137 @@
+"""What a server of the models needs besides its page: the shared models, one live stream per
+visitor, and how many analyses run at once on the cores it has. The app (app.py), its tests and
+the benchmarks use this module; what the server keeps of visitors' files is `ser_train.uploads`.
+
+    configure_torch()                               # once, before the first model is loaded
+    models = ModelRegistry(offered_models(["user/other"]))
+    name = models.resolve(picked_or_typed)          # "" is the default; a typed id is a Hub id
+    model = models.get(name)                        # loaded once, warmed up, shared by every request
+
+Cores and threads: a forward pass of the Whisper default spread over 2 torch threads takes 0.6
+of the time it takes on 1 on an idle machine, but the two threads wait for each other, so the
+cores do more work per clip, and on a busy machine (a shared Space, or callers on the same
+cores) a pass on 2 threads was up to 11 times slower than on 1 (RESULTS.md). A server therefore
+runs each pass on TORCH_THREADS_PER_PASS threads and as many passes side by side as that leaves
+cores for (ANALYSES_AT_ONCE); `EmotionModel` admits that many passes at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+import joblib
+import numpy as np
+import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from ser_train.audio import SAMPLING_RATE
+from ser_train.errors import HubError
+from ser_train.hub import split_revision
+from ser_train.inference import DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model
+from ser_train.live import WINDOW_S, LiveStream
+
+# The cores this process may use: joblib (loky) reads the container's CPU quota and affinity,
+# where os.cpu_count() reports every core of the host (a Space's 2 vCPUs run on a larger host).
+SERVING_CORES = joblib.cpu_count()
+TORCH_THREADS_PER_PASS = int(os.environ.get("SER_TORCH_THREADS", 1))
+ANALYSES_AT_ONCE = max(1, SERVING_CORES // TORCH_THREADS_PER_PASS)
+WARM_UP_NOISE_RMS = 0.01  # faint noise: a pass on it sets up torch's kernels, whatever it answers
+
+
+def configure_torch() -> None:
+    """Run every later forward pass of this process on TORCH_THREADS_PER_PASS threads.
+
+    Call it before the first pass: request threads take torch's thread count when they first
+    compute, and each model sizes its admission of parallel passes when it is loaded.
+    """
+    torch.set_num_threads(TORCH_THREADS_PER_PASS)
+
+
+def offered_models(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The models a server offers: the default, the other bundled models (the best measured
+    first), then `extra` (an operator's folders or Hub ids), each once."""
+    return tuple(dict.fromkeys((DEFAULT_MODEL, *bundled_models_by_ua(), *extra)))
+
+
+class ModelRegistry:
+    """The models a server answers with, each loaded once, warmed up and shared by every request.
+
+    Offered models load as they are named (a folder of the server or a Hub id); any other name is
+    what a visitor typed and is looked up on the Hub (or its cache) only, so no visitor can make
+    the server read a folder of its own disk.
+    """
+
+    def __init__(self, offered: Iterable[str]):
+        self.offered = tuple(offered)
+        self._models: dict[str, EmotionModel] = {}
+        self._loading = threading.Lock()
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def resolve(self, name: str | None) -> str:
+        """The model to use for what a visitor picked or typed: empty means the first offered
+        (the default), and besides the offered models only Hub ids (user/name[@revision]) are
+        accepted."""
+        name = (name or "").strip()
+        if not name:
+            return self.offered[0]
+        if name in self.offered:
+            return name
+        try:
+            validate_repo_id(split_revision(name)[0])
+        except HFValidationError:
+            raise HubError(f"'{name}' is not a Hub model id; type it as user/name or user/name@revision.") from None
+        return name
+
+    def get(self, name: str) -> EmotionModel:
+        """The model called `name`, loaded on first use; a SERError if it cannot be loaded (the
+        next request tries again)."""
+        model = self._models.get(name)
+        if model is None:
+            with self._loading:  # one load at a time, so two first requests for a model load it once
+                model = self._models.get(name)
+                if model is None:
+                    model = self._models[name] = warmed_up(load_model(name, hub_only=name not in self.offered))
+        return model
+
+
+def warmed_up(model: EmotionModel) -> EmotionModel:
+    """`model` after one forward pass on a live window of faint noise: the first pass sets up
+    torch's kernels (seconds on this CPU), which would otherwise delay a visitor's first answer,
+    long enough for a live microphone to drop its first chunks."""
+    noise = np.random.default_rng(0).normal(0, WARM_UP_NOISE_RMS, round(WINDOW_S * SAMPLING_RATE))
+    model.predict_batch([noise.astype(np.float32)])
+    return model
+
+
+class LiveSessions:
+    """Each browser session's live stream, keyed by Gradio's session hash.
+
+    A stream belongs to the session that opened it and is dropped when its recording stops or
+    its page closes (the page's unload event), so nothing of a visitor outlives their visit;
+    each stream's own memory is bounded (ser_train.live).
+    """
+
+    def __init__(self):
+        self._streams: dict[str, LiveStream] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def start(self, session: str, model: EmotionModel) -> LiveStream:
+        with self._lock:
+            stream = self._streams[session] = LiveStream(model)
+        return stream
+
+    def get(self, session: str) -> LiveStream | None:
+        return self._streams.get(session)
+
+    def close(self, session: str) -> LiveStream | None:
+        with self._lock:
+            return self._streams.pop(session, None)
