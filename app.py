@@ -32,11 +32,13 @@ from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio, read_chunk
+from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, measured_ua
 from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
+from ser_train.model_card import training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
@@ -85,11 +87,18 @@ ANALYSIS = "analysis"  # the concurrency group of every event that runs a model 
 
 
 def display_name(name: str) -> str:
-    """How the page names a model: a bundled one with its cross-validated UA."""
+    """How the page names a model: a bundled one with the UA it measured on voices it never heard."""
     if name in BUNDLED_MODELS:
         ua = measured_ua(name)
-        return f"{Path(name).name} (bundled" + (f", UA {ua:.0%} on unseen actors)" if ua is not None else ")")
+        where = "on corpora it never heard" if "leave_one_corpus_out" in eval_results_of(name) else "on unseen actors"
+        return f"{Path(name).name} (bundled" + (f", UA {ua:.0%} {where})" if ua is not None else ")")
     return Path(name).name if Path(name).is_absolute() else name
+
+
+def eval_results_of(model_dir: str) -> dict:
+    """A local model folder's eval_results.json, or {} without one."""
+    path = Path(model_dir) / EVAL_RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -97,22 +106,28 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
-    """How well the bundled model did on actors it never heard, from its eval_results.json."""
-    path = Path(model_dir) / EVAL_RESULTS_FILE
-    if not path.is_file():
+    """How well the default model did on voices it never heard, from its eval_results.json: on
+    whole corpora left out of its training (the better guess for a visitor's voice) and on new
+    actors of its own corpora."""
+    results = eval_results_of(model_dir)
+    notes = []
+    if "leave_one_corpus_out" in results:
+        mean = results["leave_one_corpus_out"]["mean"]
+        notes.append(
+            f"on a corpus it never trained on (other speakers, rooms and languages; each of "
+            f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
+            f"{mean['balanced_accuracy']:.0%}"
+        )
+    if "test" in results:
+        how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
+        notes.append(f"on actors of its own corpora it never heard, {results['test']['balanced_accuracy']:.0%} ({how})")
+    if not notes:
         return ""
-    results = json.loads(path.read_text())
-    test = results["test"]
-    how = (
-        f"{len(results['folds'])}-fold cross-validation"
-        if results.get("protocol") == "cross_validation"
-        else "a held-out test set"
-    )
-    return (
-        f" The default model ({Path(model_dir).name}) named the right emotion for "
-        f"{test['accuracy']:.0%} of the clips of actors it never heard ({how}; balanced accuracy "
-        f"{test['balanced_accuracy']:.0%}; chance is {1 / len(EMOTIONS):.1%})."
-    )
+    return f" The default model ({Path(model_dir).name}): " + "; ".join(notes) + f". Chance is {1 / len(EMOTIONS):.1%}."
+
+
+def held_out_titles(corpora: list[str]) -> list[str]:
+    return [info.title if (info := corpus_info(corpus)) else corpus for corpus in corpora]
 
 
 def predict_api(
@@ -290,10 +305,9 @@ def page_outputs(
     """What the page shows for `analysis` by model `name` (and the comparison, when there is one);
     the figures read the recording, so this runs while it is still on disk."""
     segments = analysis.segments
-    compared_probabilities = {compare_name: comparison.probabilities} if comparison else {}
     return PageOutputs(
         status=status,
-        summary=summary_markdown({name: analysis.probabilities, **compared_probabilities}, analysis.duration_s),
+        summary=summary_markdown({name: analysis, **({compare_name: comparison} if comparison else {})}, analysis.duration_s),
         probabilities=gr.update(value=analysis.probabilities, label=display_name(name)),
         comparison=gr.update(
             value=comparison.probabilities if comparison else None,
@@ -328,17 +342,36 @@ def failure(message: str) -> PageOutputs:
     )
 
 
-def summary_markdown(results: dict[str, dict[str, float]], duration_s: float) -> str:
-    """'## 😠 angry · 82%' for the first (main) model, then a line for the compared one."""
-    (name, probabilities), *compared = results.items()
-    lines = [f"## {verdict(probabilities)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
-    lines += [f"**Compared with {display_name(other)}:** {verdict(scores)}" for other, scores in compared]
+def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -> str:
+    """'## 😠 angry · 82%' for the first (main) model, or what it hesitates between when the
+    answer is unsure, then a line for the compared one."""
+    (name, analysis), *compared = results.items()
+    lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
+    if analysis.unsure:
+        measured = models.get(name).unsure_rule.measured
+        lines.append(f"<small>{UNSURE_NOTE if measured else UNSURE_NOTE_UNMEASURED}</small>")
+    lines += [f"**Compared with {display_name(other)}:** {verdict(other_analysis.probabilities, other_analysis.unsure)}" for other, other_analysis in compared]
     return "\n\n".join(lines)
 
 
-def verdict(probabilities: dict[str, float]) -> str:
-    top = max(probabilities, key=probabilities.get)
-    return f"{EMOJI.get(top, '')} {top} · {probabilities[top]:.0%}"
+# Said under an unsure answer. A bundled model's thresholds come from measured accuracy on corpora
+# it never trained on (ser_train.confidence); a model without them gets default thresholds.
+UNSURE_NOTE = (
+    "Unsure: the top emotion is weak or another is close behind. Answers like this were right less "
+    "than half the time on voices the model never heard, so read the probabilities, not a label."
+)
+UNSURE_NOTE_UNMEASURED = (
+    "Unsure: the top emotion is weak or another is close behind. How often such answers are right was "
+    "never measured for this model, so read the probabilities, not a label."
+)
+
+
+def verdict(probabilities: dict[str, float], unsure: bool = False) -> str:
+    """'😠 angry · 82%', or '🤔 unsure: angry 38% or sad 31%' for an unsure answer."""
+    first, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+    if unsure:
+        return f"🤔 unsure: {first} {probabilities[first]:.0%} or {second} {probabilities[second]:.0%}"
+    return f"{EMOJI.get(first, '')} {first} · {probabilities[first]:.0%}"
 
 
 def timeline_rows(segments: list[Segment]) -> list[list[str]]:
@@ -397,7 +430,7 @@ def live_stop(request: gr.Request) -> LiveOutputs | dict:
     stream = live_sessions.close(request.session_hash)
     if stream is None:
         return {}
-    return LiveOutputs("", live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), live_summary_markdown(stream.summary()))
+    return LiveOutputs("", live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), live_summary_markdown(stream.summary(), stream.model))
 
 
 def live_close(request: gr.Request) -> None:
@@ -408,25 +441,36 @@ def live_close(request: gr.Request) -> None:
 def live_now_markdown(answer: LiveAnswer) -> str:
     if not answer.speech:
         return f"## 🤫 no speech\n\n<small>at {answer.time_s:.1f} s</small>"
-    return f"## {verdict(answer.probabilities)}\n\n<small>at {answer.time_s:.1f} s, the last {answer.time_s - answer.start_s:.1f} s</small>"
+    if not answer.judged:
+        return f"## 👂 listening…\n\n<small>at {answer.time_s:.1f} s: speech, too little yet to judge</small>"
+    return f"## {verdict(answer.probabilities, answer.unsure)}\n\n<small>at {answer.time_s:.1f} s, the last {answer.time_s - answer.start_s:.1f} s</small>"
 
 
-def live_summary_markdown(summary: LiveSummary) -> str:
+def live_summary_markdown(summary: LiveSummary, model: EmotionModel) -> str:
     heard = f"{summary.speech_s:.1f} s of speech in {summary.duration_s:.1f} s"
     if summary.probabilities is None:
-        return f"### Summary: no speech heard\n\n<small>{summary.duration_s:.1f} s listened to</small>"
-    return f"### Summary: {verdict(summary.probabilities)}\n\n<small>{heard}, averaged over the live answers</small>"
+        return f"### Summary: no speech judged\n\n<small>{heard} listened to</small>"
+    shown = verdict(summary.probabilities, model.is_unsure(summary.probabilities))
+    return f"### Summary: {shown}\n\n<small>{heard}, averaged over the live answers</small>"
 
 
 # --- Page ---------------------------------------------------------------------------------------
 
 
-def description() -> str:
+def description(model_dir: str = DEFAULT_MODEL) -> str:
+    """What the page says the default model learned from (its training corpora and their
+    languages), how well it did on voices it never heard, and what to expect elsewhere."""
+    corpora = training_corpora(eval_results_of(model_dir).get("dataset", "")) if eval_results_of(model_dir) else []
+    languages = sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
+    learned = "; ".join(f"{corpus['title']}, {corpus['description']}" for corpus in corpora)
     return (
-        f"Recognises eight emotions ({', '.join(EMOTIONS)}) in English speech. The models learned "
-        "from RAVDESS: two sentences acted by 24 North American actors in a studio, so expect less "
-        f"on spontaneous speech, other languages or noisy rooms.{accuracy_note()}"
+        f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech. The default model learned from acted "
+        f"{' and '.join(languages) or 'English'} speech ({learned}), so expect less on spontaneous speech, "
+        f"other languages or noisy rooms.{accuracy_note(model_dir)}"
     )
+
+
+LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora ser_train.corpora knows
 
 
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:

@@ -157,7 +157,7 @@ def analyse_and_read_result(page) -> tuple[str, str]:
     heading, status = page.locator("#summary h2"), page.locator("#status p")
     heading.or_(status).first.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert not status.is_visible(), status.inner_text()
-    match = re.search(r"(\w+) · (\d+%)", heading.inner_text())
+    match = re.search(r"(?:unsure: )?(\w+)(?: ·)? (\d+%)", heading.inner_text())  # sure, or unsure between two
     assert match, heading.inner_text()
     return match.group(1), match.group(2)
 

@@ -120,7 +120,7 @@ def follow(pages: list, seconds: float) -> list[list[tuple[float, str]]]:
 
 
 def is_emotion(text: str) -> bool:
-    return "·" in text and "%" in text
+    return ("·" in text or "unsure:" in text) and "%" in text  # a sure answer, or one unsure between two
 
 
 def test_live_mode_follows_the_speaker_and_sums_up(playwright, server_url, talk_wav):
