@@ -7,7 +7,6 @@ model, so the page shows exactly the library's answer.
 from __future__ import annotations
 
 import json
-
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
