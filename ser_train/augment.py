@@ -33,6 +33,16 @@ class AugmentConfig:
     max_feature_mask_dims: int = 8  # ... each up to this many dimensions
 
 
+def random_crop(waveform: np.ndarray, rng: np.random.Generator, min_s: float, max_s: float) -> np.ndarray:
+    """A stretch of random length between `min_s` and `max_s` seconds (at most the clip) at a
+    random place in the clip: what a model meets when it hears the start of an utterance."""
+    longest = min(len(waveform), round(max_s * SAMPLING_RATE))
+    shortest = min(longest, round(min_s * SAMPLING_RATE))
+    length = int(rng.integers(shortest, longest + 1))
+    start = int(rng.integers(0, len(waveform) - length + 1))
+    return waveform[start : start + length]
+
+
 def augment_waveform(waveform: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     """One randomly perturbed copy of a 16 kHz mono waveform."""
     waveform = _change_speed(waveform, rng.uniform(*config.speed_range))

@@ -4,7 +4,8 @@ Silero VAD (MIT) ships its ONNX model inside the silero-vad wheel and runs on on
 nothing is downloaded at run time. It was chosen by measurement over an energy rule and WebRTC's
 VAD on speech mixed with noise and music (benchmarks/live.py). Live mode asks it, step by step,
 whether the newest audio holds speech (`VoiceActivity`); evaluation asks where a clip's speech
-begins (`speech_onset`, `first_speech`), to judge models on the first second or two of speech.
+begins (`speech_onset`, `first_speech`), to judge models on the first second or two of speech;
+the Whisper family hears a clip's speech only (`trim_silence`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ser_train.audio import SAMPLING_RATE
 from ser_train.errors import ModelError
 
 SPEECH_THRESHOLD = 0.5  # a voice-activity frame is speech above this probability (Silero's default)
+TRIM_MARGIN_S = 0.1  # seconds kept either side of a clip's speech when its silence is trimmed
 # Silero VAD v5/v6 at 16 kHz: 512-sample frames (32 ms), each seen with the 64 samples before it,
 # and a recurrent state of 2 x 128 numbers carried from frame to frame.
 VAD_FRAME = 512
@@ -113,3 +115,13 @@ def first_speech(waveform16k: np.ndarray, seconds: float) -> np.ndarray:
     """The first `seconds` of a clip from where its speech begins (shorter if the clip ends first)."""
     start = speech_onset(waveform16k)
     return waveform16k[start : start + round(seconds * SAMPLING_RATE)]
+
+
+def trim_silence(waveform16k: np.ndarray, margin_s: float = TRIM_MARGIN_S) -> np.ndarray:
+    """The clip from its first to its last speech frame, with `margin_s` either side (the whole
+    clip when Silero hears no speech in it)."""
+    speech = np.flatnonzero(frame_speech_probabilities(waveform16k) > SPEECH_THRESHOLD)
+    if not len(speech):
+        return waveform16k
+    margin = round(margin_s * SAMPLING_RATE)
+    return waveform16k[max(0, int(speech[0]) * VAD_FRAME - margin) : (int(speech[-1]) + 1) * VAD_FRAME + margin]
