@@ -40,6 +40,7 @@ from ser_train.hub import split_revision
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model, measured_ua
 from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveStream, LiveSummary
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
+from ser_train.precision import DEFAULT_PRECISION
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 
 # --- Configuration ----------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def get_model(name: str) -> EmotionModel:
         with _loading:  # one load at a time, so two first requests for a model load it once
             model = _models.get(name)
             if model is None:
-                model = _models[name] = warmed_up(load_model(name))
+                model = _models[name] = warmed_up(load_model(name, precision=DEFAULT_PRECISION))
     return model
 
 

@@ -12,6 +12,9 @@
     calibration = model.calibrate([c1, c2, c3], source="neutral")  # one speaker's speech
     model.predict_batch([w4], calibration=calibration)             # that speaker's later clips
 
+Precision: `load_model(name, precision="int8")` runs a Whisper model's encoder in int8 (see
+`ser_train.precision`); the default, "fp32", is the exact path.
+
 Families:
     cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
     whisper   config.json has "model_type": "whisper-emotion"
@@ -38,6 +41,7 @@ from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
+from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-whisper-base")
@@ -79,7 +83,8 @@ class EmotionModel:
     """An emotion classifier of either family behind one interface; safe to share across threads.
 
     `calibratable` is the family's calibration support (see `ser_train.calibration`), or None
-    for a family or model folder without it.
+    for a family or model folder without it. `precision` is what the model runs at (see
+    `ser_train.precision`): "int8" only for a Whisper model loaded so.
     """
 
     def __init__(
@@ -89,10 +94,12 @@ class EmotionModel:
         labels: Sequence[str],
         forward: Forward,
         calibratable: Calibratable | None = None,
+        precision: str = FP32,
     ):
         self.name = name
         self.family = family  # "cnn", "whisper" or "wav2vec2"
         self.labels = tuple(labels)
+        self.precision = precision
         self._forward = forward
         self._calibratable = calibratable
         self.calibration: Calibration | None = None  # set only on copies made by with_calibration
@@ -102,7 +109,7 @@ class EmotionModel:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
+        return f"EmotionModel({self.name!r}, family={self.family!r}, precision={self.precision!r}, labels={self.labels})"
 
     def predict_batch(self, waveforms16k: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
         """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1.
@@ -192,8 +199,13 @@ class EmotionModel:
         return {label: float(p) for label, p in zip(self.labels, row)}
 
 
-def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
-    """Load a model folder or Hub repo (`user/name[@revision]`) of either family."""
+def load_model(name: str = DEFAULT_MODEL, precision: str = FP32) -> EmotionModel:
+    """Load a model folder or Hub repo (`user/name[@revision]`) of either family.
+
+    `precision` "int8" quantises a Whisper model's encoder (faster, answers within quantisation
+    error; `ser_train.precision`); the other families have no int8 form and load at fp32.
+    """
+    checked_precision(precision)
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
     config = read_config(fetch_model_files(name, [CONFIG_FILE]), name)
@@ -206,8 +218,8 @@ def load_model(name: str = DEFAULT_MODEL) -> EmotionModel:
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.
         return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None)
     if family == "whisper":
-        classifier = _load_whisper(folder, name)
-        return EmotionModel(name, family, labels, classifier.predict_proba, classifier)
+        classifier = _load_whisper(folder, name, precision)
+        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision)
     return EmotionModel(name, family, labels, _load_transformers(folder, name))
 
 
@@ -287,11 +299,11 @@ def _require_feature_extractor(folder: Path, name: str) -> None:
         raise ModelError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
 
 
-def _load_whisper(folder: Path, name: str):
+def _load_whisper(folder: Path, name: str, precision: str):
     from ser_train.models.whisper import EmotionWhisper
 
     _require_feature_extractor(folder, name)
-    return EmotionWhisper.from_pretrained(folder)
+    return EmotionWhisper.from_pretrained(folder, precision)
 
 
 def _load_transformers(folder: Path, name: str) -> Forward:

@@ -22,6 +22,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import LiveStream
+from ser_train.precision import DEFAULT_PRECISION
 from ser_train.timeline import average_probabilities, timeline
 from synthetic import synth_clip
 
@@ -52,8 +53,8 @@ def offer_tiny_models(monkeypatch, tiny_model_dir, second_tiny_model_dir):
 
 @cache
 def library_model(name: str):
-    """The model as the library loads it, independently of the app's own cache."""
-    return load_model(name)
+    """The model as the library loads it at the app's precision, independently of the app's own cache."""
+    return load_model(name, precision=DEFAULT_PRECISION)
 
 
 def analyse(path, model_name, typed_id="", compare="", compare_typed_id="") -> app.PageOutputs:
@@ -228,9 +229,9 @@ def test_the_api_function_raises_the_sentence_as_a_gradio_error(tmp_path, tiny_m
 def test_models_load_once_and_stay_cached_across_threads(monkeypatch, tiny_model_dir):
     loads = []
 
-    def counting_load(name):
+    def counting_load(name, precision):
         loads.append(name)
-        return load_model(name)
+        return load_model(name, precision=precision)
 
     monkeypatch.setattr(app, "_models", {})
     monkeypatch.setattr(app, "load_model", counting_load)
@@ -247,7 +248,7 @@ def test_models_load_once_and_stay_cached_across_threads(monkeypatch, tiny_model
 def test_a_failed_load_is_retried_on_the_next_request(monkeypatch):
     attempts = []
 
-    def offline_load(name):
+    def offline_load(name, precision):
         attempts.append(name)
         raise app.HubError("offline")
 
