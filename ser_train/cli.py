@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="15-30 s of the same speaker's calm speech (e.g. a read passage): calibrate the model to that voice first",
     )
-    add_precision_argument(predict, DEFAULT_PRECISION, "default %(default)s, as the app; fp32 is the exact path")
+    add_precision_argument(predict, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
     predict.set_defaults(run=run_predict)
 
     live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision] (default: the bundled CNN)")
     live.add_argument("--json", action="store_true", help="print one JSON object: the answers with their time stamps, and the summary")
     live.add_argument("--realtime", action="store_true", help="feed the file at the speed it plays (default: as fast as it is answered)")
-    add_precision_argument(live, DEFAULT_PRECISION, "default %(default)s, as the app; fp32 is the exact path")
+    add_precision_argument(live, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
     live.set_defaults(run=run_live)
 
     push = commands.add_parser("push", help="publish a trained model folder to the Hugging Face Hub in one commit")
@@ -186,7 +186,8 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str, defaul
         "--precision",
         choices=PRECISIONS,
         default=default,
-        help=f"int8 runs a Whisper model's encoder quantised (faster; other families run at fp32 either way); {default_help}",
+        help=f"int8 runs a Whisper model's encoder quantised: about 3x faster, but 1.5 points of UA lower and "
+        f"another top emotion on 9%% of clips (other families run at fp32 either way); {default_help}",
     )
 
 

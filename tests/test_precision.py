@@ -31,11 +31,11 @@ from test_whisper import tiny_base, tiny_family  # noqa: F401 (tiny_base is a fi
 # put an extreme value one whole step from its level, hence one step, not half, per element.
 ACTIVATION_LEVELS = 2**7 - 1
 FP32_EPSILON = float(np.finfo(np.float32).eps)
-# Over all 1440 RAVDESS clips, int8 moved no class probability of the bundled recipe's fold
-# models by more than about 0.2 (benchmarks/int8_check.py); the rounding is the same on every
-# x86 CPU (only float summation order differs), so a top emotion leading the runner-up by
-# twice that cannot change.
-DECISIVE_LEAD = 0.4
+# Over all 1440 RAVDESS clips, each judged by a fold model that never heard its speaker, int8
+# overturned answers whose fp32 top emotion led the runner-up by up to 0.73 in probability
+# (benchmarks/int8_check.py, "largest_fp32_lead_changed"), none leading by more. Rounding is the
+# same on every x86 CPU (only float summation order differs), so a lead of 0.9 must survive.
+DECISIVE_LEAD = 0.9
 
 
 def clips(count: int = 6) -> list[np.ndarray]:
@@ -84,7 +84,8 @@ def test_every_int8_linear_layer_stays_within_the_error_its_rounding_allows(whis
 
 
 def test_int8_keeps_every_decisive_answer_and_stays_a_distribution(whisper_pair):
-    waveforms = clips() + [np.tile(clips(1)[0], 2)]  # a clip longer than the window, cut at its end
+    waveforms = [synth_clip(emotion, actor, 16_000, seed=emotion + 10 * actor, duration_s=3.5) for emotion in range(8) for actor in (2, 5)]
+    waveforms.append(np.tile(waveforms[0], 2))  # a clip longer than the window, cut at its end
     fp32, int8 = (whisper_pair[precision].predict_proba(waveforms) for precision in (FP32, INT8))
 
     ranked = np.sort(fp32, axis=1)
@@ -137,14 +138,14 @@ def test_the_cli_passes_its_precision_to_load_model(arguments, expected, monkeyp
     assert "stopped after loading" in capsys.readouterr().err
 
 
-def test_ser_precision_sets_the_default_and_int8_is_the_default_otherwise():
+def test_ser_precision_sets_the_default_and_fp32_is_the_default_otherwise():
     def default_with(environment: dict) -> str:
         code = "from ser_train.precision import DEFAULT_PRECISION; print(DEFAULT_PRECISION)"
         env = {key: value for key, value in os.environ.items() if key != PRECISION_ENV}
         return subprocess.run([sys.executable, "-c", code], env={**env, **environment}, capture_output=True, text=True, check=True).stdout.strip()
 
-    assert default_with({}) == INT8
-    assert default_with({PRECISION_ENV: FP32}) == FP32
+    assert default_with({}) == FP32  # issue #19's rule does not hold for int8 (README, Benchmarks)
+    assert default_with({PRECISION_ENV: INT8}) == INT8
 
 
 def test_calibration_works_at_int8_and_a_calibration_carries_across_precisions():
