@@ -7,7 +7,7 @@
 
 Sections (in this order):
     latency     CPU latency per 4 s clip: bundled CNN (features, model, both), bundled Whisper
-                (its window and Whisper's 30 s one), wav2vec2-base
+                (fp32 and int8; its window, one fitted to the clip, Whisper's 30 s one), wav2vec2-base
     features    feature-extraction throughput over the corpus vs the librosa baseline
     long_audio  1/5/10-minute recordings through the app: wall time, peak memory
     training    one CNN epoch on a real fold; a wav2vec2-base training step on the CPU

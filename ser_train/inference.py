@@ -12,6 +12,9 @@
     calibration = model.calibrate([c1, c2, c3], source="neutral")  # one speaker's speech
     model.predict_batch([w4], calibration=calibration)             # that speaker's later clips
 
+Precision: `load_model(name, precision="int8")` runs a Whisper model's encoder in int8 (see
+`ser_train.precision`); the default, "fp32", is the exact path.
+
 Families:
     cnn       config.json has "model_type": "ser-cnn" (ser_train.models.cnn.EmotionCNN)
     whisper   config.json has "model_type": "whisper-emotion"
@@ -40,6 +43,7 @@ from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
+from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-whisper-base")
@@ -95,7 +99,8 @@ class EmotionModel:
     `calibratable` is the family's calibration support (see `ser_train.calibration`), or None
     for a family or model folder without it. Every probability it gives is the family's,
     softened by `temperature` (`ser_train.confidence`; 1 leaves them as they are), and
-    `unsure_rule` says when an answer should be shown as unsure.
+    `unsure_rule` says when an answer should be shown as unsure. `precision` is what the model runs at
+    (see `ser_train.precision`): "int8" only for a Whisper model loaded so.
     """
 
     def __init__(
@@ -107,10 +112,12 @@ class EmotionModel:
         calibratable: Calibratable | None = None,
         temperature: float = 1.0,
         unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE,
+        precision: str = FP32,
     ):
         self.name = name
         self.family = family  # "cnn", "whisper" or "wav2vec2"
         self.labels = tuple(labels)
+        self.precision = precision
         self._forward = forward
         self._calibratable = calibratable
         self.temperature = temperature
@@ -123,7 +130,7 @@ class EmotionModel:
         self._passes = threading.BoundedSemaphore(passes_at_once())
 
     def __repr__(self) -> str:
-        return f"EmotionModel({self.name!r}, family={self.family!r}, labels={self.labels})"
+        return f"EmotionModel({self.name!r}, family={self.family!r}, precision={self.precision!r}, labels={self.labels})"
 
     def predict_batch(self, waveforms16k: list[np.ndarray], calibration: Calibration | None = None) -> np.ndarray:
         """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1.
@@ -241,9 +248,14 @@ def hide_weight_loading_bar() -> None:
     logging.set_tqdm_hook(hook)
 
 
-def load_model(name: str = DEFAULT_MODEL, hub_only: bool = False) -> EmotionModel:
+def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool = False) -> EmotionModel:
     """Load a model folder or Hub repo (`user/name[@revision]`) of either family; with
-    `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here."""
+    `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here.
+
+    `precision` "int8" quantises a Whisper model's encoder (faster, answers within quantisation
+    error; `ser_train.precision`); the other families have no int8 form and load at fp32.
+    """
+    checked_precision(precision)
     hide_weight_loading_bar()
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
@@ -261,8 +273,8 @@ def load_model(name: str = DEFAULT_MODEL, hub_only: bool = False) -> EmotionMode
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.
         return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, **confidence)
     if family == "whisper":
-        classifier = _load_whisper(folder, name)
-        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, **confidence)
+        classifier = _load_whisper(folder, name, precision)
+        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision=precision, **confidence)
     return EmotionModel(name, family, labels, _load_transformers(folder, name), **confidence)
 
 
@@ -342,11 +354,11 @@ def _require_feature_extractor(folder: Path, name: str) -> None:
         raise ModelError(f"{name} has no feature-extractor settings ({PREPROCESSOR_FILE}).")
 
 
-def _load_whisper(folder: Path, name: str):
+def _load_whisper(folder: Path, name: str, precision: str):
     from ser_train.models.whisper import EmotionWhisper
 
     _require_feature_extractor(folder, name)
-    return EmotionWhisper.from_pretrained(folder)
+    return EmotionWhisper.from_pretrained(folder, precision)
 
 
 def _load_transformers(folder: Path, name: str) -> Forward:

@@ -31,6 +31,7 @@ from ser_train.audio import SAMPLING_RATE
 from ser_train.errors import HubError
 from ser_train.hub import split_revision
 from ser_train.inference import DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model
+from ser_train.precision import DEFAULT_PRECISION
 from ser_train.live import WINDOW_S, LiveStream
 
 # The cores this process may use: joblib (loky) reads the container's CPU quota and affinity,
@@ -96,7 +97,7 @@ class ModelRegistry:
             with self._loading:  # one load at a time, so two first requests for a model load it once
                 model = self._models.get(name)
                 if model is None:
-                    model = self._models[name] = warmed_up(load_model(name, hub_only=name not in self.offered))
+                    model = self._models[name] = warmed_up(load_model(name, precision=DEFAULT_PRECISION, hub_only=name not in self.offered))
         return model
 
 

@@ -22,6 +22,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import LiveStream
+from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
 from ser_train.timeline import average_probabilities, timeline
 from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
@@ -54,8 +55,8 @@ def offer_tiny_models(monkeypatch, tiny_model_dir, second_tiny_model_dir):
 
 @cache
 def library_model(name: str):
-    """The model as the library loads it, independently of the app's own cache."""
-    return load_model(name)
+    """The model as the library loads it at the app's precision, independently of the app's own cache."""
+    return load_model(name, precision=DEFAULT_PRECISION)
 
 
 def analyse(path, model_name, typed_id="", compare="", compare_typed_id="") -> app.PageOutputs:

@@ -24,6 +24,7 @@ from app_support import ANGRY, AppServer, make_tiny_wav2vec2, utterances, write_
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.precision import DEFAULT_PRECISION
 from ser_train.timeline import average_probabilities, timeline
 from ser_train.uploads import GONE
 
@@ -93,7 +94,7 @@ def test_an_empty_model_means_the_bundled_model(client, tmp_path):
     if not Path(DEFAULT_MODEL).is_dir():
         pytest.skip(f"the bundled model ({DEFAULT_MODEL}) is not there yet")
     path = write_clip(tmp_path / "speech.flac")
-    assert predict(client, path, "") == pytest.approx(load_model(DEFAULT_MODEL).predict_file(path), abs=1e-6)
+    assert predict(client, path, "") == pytest.approx(load_model(DEFAULT_MODEL, precision=DEFAULT_PRECISION).predict_file(path), abs=1e-6)
 
 
 def test_long_recordings_return_the_timelines_average(client, tiny_model_dir, tmp_path):

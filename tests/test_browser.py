@@ -25,6 +25,7 @@ from app_support import ANGRY, PROJECT_ROOT, AppServer, make_tiny_wav2vec2, writ
 from conftest import REAL_RAVDESS
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.precision import DEFAULT_PRECISION
 
 pytestmark = pytest.mark.browser
 
@@ -67,7 +68,7 @@ def speech_wav(tmp_path_factory, model_name) -> Path:
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     if not plays_real_speech(model_name):
         return write_clip(path, duration_s=SYNTHETIC_CLIP_S, emotion=ANGRY)
-    model = load_model(model_name)
+    model = load_model(model_name, precision=DEFAULT_PRECISION)
     candidates = sorted(REAL_RAVDESS.glob("Actor_0[12]/03-01-*-02-01-01-*.*"))  # strong intensity
     clearest = max(candidates, key=lambda clip: max(model.predict_file(clip).values()))
     soundfile.write(path, load_audio(clearest, sampling_rate=FAKE_MICROPHONE_RATE), FAKE_MICROPHONE_RATE)
@@ -163,7 +164,7 @@ def analyse_and_read_result(page) -> tuple[str, str]:
 
 
 def library_verdict(model_name: str, path: Path) -> tuple[str, str]:
-    probabilities = load_model(model_name).predict_file(path)
+    probabilities = load_model(model_name, precision=DEFAULT_PRECISION).predict_file(path)
     top = max(probabilities, key=probabilities.get)
     return top, f"{probabilities[top]:.0%}"
 
@@ -247,7 +248,7 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     # A confident verdict on real speech must survive the Opus round trip. The synthetic stand-in
     # (used when the corpus is absent) is outside what the models learned, so a confident answer
     # on it means nothing and may flip; only the page-equals-library check above applies to it.
-    source = load_model(model_name).predict_file(speech_wav)
+    source = load_model(model_name, precision=DEFAULT_PRECISION).predict_file(speech_wav)
     if plays_real_speech(model_name) and max(source.values()) >= CLEAR_CUT_PROBABILITY:
         assert shown[0] == max(source, key=source.get)
 

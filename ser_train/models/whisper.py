@@ -51,6 +51,7 @@ from ser_train.models.whisper_conversion import (  # the converted base's layout
     SAFETENSORS_METADATA,
     write_index,
 )
+from ser_train.precision import FP32, INT8, checked_precision
 
 MODEL_TYPE = "whisper"  # what a base encoder's config.json says
 EMOTION_MODEL_TYPE = "whisper-emotion"  # what a trained classifier's config.json says
@@ -141,6 +142,20 @@ AutoConfig.register(EMOTION_MODEL_TYPE, WhisperEmotionConfig)
 AutoModelForAudioClassification.register(WhisperEmotionConfig, WhisperForEmotionRecognition)
 
 
+def quantize_encoder(model: WhisperForEmotionRecognition) -> None:
+    """Give the encoder's linear layers int8 weights, in place (torch's dynamic quantisation).
+
+    Each weight matrix is rounded to 255 levels of one scale, and each call rounds the layer's
+    input to int8 on the fly (7 bits on x86, where fbgemm keeps its sums from overflowing that
+    way). The linear layers (attention projections and feed-forward) do 88 % of the encoder's
+    multiply-adds; the convolutions, layer norms, attention itself and the classifier stay fp32.
+    The quantisation takes about a second, so nothing is stored: every Whisper folder has an
+    int8 form. `torch.ao.quantization` is deprecated in favour of torchao, whose int8 linear
+    layers measured slower here (README, Benchmarks); the API is kept while torch is pinned.
+    """
+    torch.ao.quantization.quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 class EmotionWhisper:
     """A trained classifier with its feature extractor: predictions and speaker calibration
     (`ser_train.calibration.Calibratable`) from 16 kHz waveforms."""
@@ -150,10 +165,14 @@ class EmotionWhisper:
         self.feature_extractor = feature_extractor
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> EmotionWhisper:
+    def from_pretrained(cls, folder: str | Path, precision: str = FP32) -> EmotionWhisper:
+        """The classifier saved in `folder`, its encoder quantised to int8 if asked (see
+        `ser_train.precision`); the weights are read from safetensors either way."""
         from transformers import WhisperFeatureExtractor
 
         model = WhisperForEmotionRecognition.from_pretrained(folder, use_safetensors=True)
+        if checked_precision(precision) == INT8:
+            quantize_encoder(model)
         return cls(model, WhisperFeatureExtractor.from_pretrained(folder))
 
     def statistics(self, waveforms: list[np.ndarray]) -> np.ndarray:
