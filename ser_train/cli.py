@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "costs one more encoder pass over the corpus); only training clips' copies are used (default 2)",
     )
     whisper.add_argument(
+        "--cropped-views",
+        type=int,
+        metavar="N",
+        help="random stretches of 0.5 s to the window of every clip's speech to encode (each costs one more "
+        "encoder pass over the corpus); only training clips' stretches are used (default 2)",
+    )
+    whisper.add_argument(
         "--calibrated-views",
         type=int,
         metavar="N",

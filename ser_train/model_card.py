@@ -96,6 +96,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         feature_config=json.dumps(config["feature_config"], indent=2) if config.get("feature_config") else None,
         is_transformers=is_transformers,
         family=results["family"],
+        trims_silence=bool(config.get("trim_silence")),
         # A fit without epochs (best_epoch None) has no use for validation actors: they train.
         validation_trains=all("best_epoch" in fold and fold["best_epoch"] is None for fold in results["folds"]),
         calibration=_calibration_section(results),

@@ -34,7 +34,8 @@ class NearestCentroidFamily:
         self.fit_calls.append((train.num_rows, validation is not None, max_epochs))
         features = np.stack([spectral_statistics(w) for w in audio_arrays(train)])
         labels = np.array(train["emotion"])
-        centroids = np.stack([features[labels == k].mean(axis=0) for k in range(8)])
+        # An emotion the training corpora lack gets no centroid: it is infinitely far from every clip.
+        centroids = np.stack([features[labels == k].mean(axis=0) if (labels == k).any() else np.full(features.shape[1], np.inf) for k in range(8)])
         output_dir.mkdir(parents=True, exist_ok=True)
         np.save(output_dir / "centroids.npy", centroids)
         return runner.FitResult(model=centroids, best_epoch=3 if validation is not None else max_epochs)

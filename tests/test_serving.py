@@ -15,6 +15,7 @@ from app_support import make_tiny_wav2vec2
 from ser_train import serving
 from ser_train.errors import HubError
 from ser_train.inference import DEFAULT_MODEL, EmotionModel, load_model, passes_at_once
+from ser_train.precision import FP32
 from ser_train.serving import ModelRegistry
 
 
@@ -28,9 +29,9 @@ def counted_loads(monkeypatch) -> list[tuple[str, bool]]:
     """(name, hub_only) of every load the registry asks for; the loads themselves are real."""
     loads = []
 
-    def counting_load(name, hub_only=False):
+    def counting_load(name, precision=FP32, hub_only=False):
         loads.append((name, hub_only))
-        return load_model(name, hub_only=hub_only)
+        return load_model(name, precision=precision, hub_only=hub_only)
 
     monkeypatch.setattr(serving, "load_model", counting_load)
     return loads

@@ -312,6 +312,21 @@ def class_weights(targets: torch.Tensor, num_labels: int) -> torch.Tensor:
     return len(targets) / (num_labels * counts)
 
 
+def balanced_row_weights(targets: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """A weight per row so that every group (corpus) weighs the same and, within a group, every
+    class it holds the same; the weights average 1."""
+    targets, groups = np.asarray(targets), np.asarray(groups)
+    weights = np.zeros(len(targets))
+    names = np.unique(groups)
+    for name in names:
+        member = groups == name
+        classes = np.unique(targets[member])
+        for label in classes:
+            cell = member & (targets == label)
+            weights[cell] = 1.0 / (len(names) * len(classes) * cell.sum())
+    return weights * len(targets) / weights.sum()
+
+
 def _balanced_accuracy(model: EmotionCNN, clip_features: list[np.ndarray], references: np.ndarray) -> float:
     predictions = model.predict_proba_of_features(clip_features).argmax(axis=1)
     return classification_metrics(references, predictions, model.labels)["balanced_accuracy"]

@@ -32,16 +32,18 @@ import datasets
 import numpy as np
 import torch
 
-from ser_train.augment import AugmentConfig, augment_waveform
+from ser_train.augment import AugmentConfig, augment_waveform, random_crop
 from ser_train.calibration import CalibratedTrainingViews, population_statistics, write_population
 from ser_train.data import audio_arrays
 from ser_train.errors import SERError
 from ser_train.models import whisper
 from ser_train.models.wav2vec2 import resolve_base
-from ser_train.training.cnn import class_weights
+from ser_train.training.cnn import balanced_row_weights, class_weights
 from ser_train.training.runner import FitResult
+from ser_train.vad import trim_silence
 
 STATISTICS_COLUMN = "whisper_statistics"  # [views, statistics_size]: view 0 is the clean clip
+MIN_CROP_S = 0.5  # the shortest stretch a cropped view holds: the shortest clip audio checks accept
 MIN_STD = 1e-6  # floor of the standardisation's spread
 
 
@@ -60,6 +62,15 @@ class WhisperHyperparameters:
     # Waveform-augmented copies (speed, gain, noise, cropping) of every clip, encoded once each:
     # about 4 minutes of encoder time per view over RAVDESS on 2 cores; 2 views lifted UA by 3 points.
     augmented_views: int = 2
+    # Random stretches of 0.5 s to the window of every clip's speech: a second of speech is a
+    # different input from a sentence, and live mode meets one at every onset.
+    cropped_views: int = 2
+    # Pool over each clip's speech only (see whisper.TRIM_SILENCE_KEY); views are made of the
+    # trimmed clip.
+    trim_silence: bool = True
+    # Weigh every training corpus the same (and every emotion the same within it), so a corpus
+    # of 2800 clips does not outvote one of 588.
+    balance_corpora: bool = True
     seed: int = 0
 
 
@@ -98,17 +109,24 @@ class WhisperFamily:
         )
 
     def _encode_batch(self, batch: dict, indices: list[int]) -> dict:
+        """Each clip's views: the clean clip (its speech, if trimmed), `augmented_views` perturbed
+        copies, `cropped_views` random stretches; every view's randomness keyed by (seed, clip, view)."""
         waveforms = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
+        if self.hp.trim_silence:
+            waveforms = [trim_silence(waveform) for waveform in waveforms]
         views = [waveforms]
-        for view in range(1, self.hp.augmented_views + 1):
-            views.append(
-                [
-                    augment_waveform(waveform, np.random.default_rng([self.hp.seed, index, view]), AugmentConfig())
-                    for waveform, index in zip(waveforms, indices)
-                ]
-            )
+        number = 0
+        for kind, count in (("augmented", self.hp.augmented_views), ("cropped", self.hp.cropped_views)):
+            for _ in range(count):
+                number += 1
+                views.append([self._view(kind, w, np.random.default_rng([self.hp.seed, i, number])) for w, i in zip(waveforms, indices)])
         encoder = self._frozen_encoder()
-        return {STATISTICS_COLUMN: np.stack([encoder.statistics(clips) for clips in views], axis=1)}
+        return {STATISTICS_COLUMN: np.stack([encoder.pooled_statistics(clips) for clips in views], axis=1)}
+
+    def _view(self, kind: str, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if kind == "augmented":
+            return augment_waveform(waveform, rng, AugmentConfig())
+        return random_crop(waveform, rng, MIN_CROP_S, self.hp.window_s)
 
     def _frozen_encoder(self) -> whisper.EmotionWhisper:
         if self._encoder is None:
@@ -121,13 +139,18 @@ class WhisperFamily:
         digest = hashlib.sha256(dataset._fingerprint.encode())
         for shard in (whisper.ENCODER_SHARD, whisper.HEAD_SHARD):
             digest.update((Path(self.base_folder) / shard).read_bytes())
-        digest.update(repr((self.hp.window_s, self.hp.augmented_views, self.hp.seed, AugmentConfig())).encode())
+        views = (self.hp.window_s, self.hp.augmented_views, self.hp.cropped_views, self.hp.trim_silence, self.hp.seed, AugmentConfig())
+        digest.update(repr(views).encode())
         for code in (
             whisper.WhisperForEmotionRecognition.encoder_statistics,
-            whisper.EmotionWhisper.statistics,
+            whisper.EmotionWhisper.pooled_statistics,
             whisper.new_classifier,
             whisper.window_feature_extractor,
+            WhisperFamily._encode_batch,
+            WhisperFamily._view,
             augment_waveform,
+            random_crop,
+            trim_silence,
         ):
             digest.update(inspect.getsource(code).encode())
         return digest.hexdigest()[:16]
@@ -159,19 +182,27 @@ class WhisperFamily:
         calibrated = CalibratedTrainingViews(whisper_classifier, whisper.REPRESENTATION, clean, speakers, emotions, share=1.0)
         inputs = [statistics[:, view] for view in range(statistics.shape[1])]
         inputs += [np.concatenate(calibrated.apply(clean, rng)) for _ in range(self.hp.calibrated_views)]
+        copies = len(inputs)
         inputs = torch.from_numpy(np.concatenate(inputs).astype(np.float32))
-        targets = torch.tensor(train["emotion"]).repeat(len(inputs) // train.num_rows)
-
+        targets = torch.tensor(train["emotion"]).repeat(copies)
         with torch.no_grad():
             model.input_mean.copy_(inputs.mean(dim=0))
             model.input_std.copy_(inputs.std(dim=0).clamp_min(MIN_STD))
-        iterations = self._fit_classifier(model, inputs, targets, class_weights(targets, len(labels)))
+        iterations = self._fit_classifier(model, inputs, targets, torch.from_numpy(np.tile(self._row_weights(train), copies)).float())
         print(f"classifier fitted on {len(inputs)} rows ({train.num_rows} clips) in {iterations} L-BFGS iterations")
         whisper.save_classifier(model, self.feature_extractor, output_dir, self.base_folder)
         return FitResult(whisper_classifier, best_epoch=None)  # one fit to convergence, no epochs
 
+    def _row_weights(self, train: datasets.Dataset) -> np.ndarray:
+        """Each clip's weight in the loss: every corpus and every emotion within it the same
+        (`balance_corpora`, several corpora), else every emotion the same."""
+        targets = np.asarray(train["emotion"])
+        if self.hp.balance_corpora and "corpus" in train.column_names:
+            return balanced_row_weights(targets, np.asarray(train["corpus"]))
+        return class_weights(torch.from_numpy(targets), len(train.features["emotion"].names)).numpy()[targets]
+
     def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> int:
-        """Minimise the class-weighted cross-entropy plus l2/2 |W|^2 with full-batch L-BFGS."""
+        """Minimise the row-weighted cross-entropy plus l2/2 |W|^2 with full-batch L-BFGS."""
         classifier = model.classifier
         torch.nn.init.zeros_(classifier.weight)  # the problem is convex: any start converges, zeros are reproducible
         torch.nn.init.zeros_(classifier.bias)
@@ -182,7 +213,8 @@ class WhisperFamily:
 
         def loss() -> torch.Tensor:
             optimizer.zero_grad()
-            value = torch.nn.functional.cross_entropy(classifier(standardised), targets, weight=weights)
+            losses = torch.nn.functional.cross_entropy(classifier(standardised), targets, reduction="none")
+            value = (losses * weights).sum() / weights.sum()
             value = value + 0.5 * self.hp.l2 * classifier.weight.pow(2).sum()
             value.backward()
             return value
@@ -203,7 +235,7 @@ class WhisperFamily:
 
     def _new_model(self, labels: list[str]) -> whisper.WhisperForEmotionRecognition:
         try:
-            return whisper.new_classifier(self.base_folder, labels, self.hp.window_s)
+            return whisper.new_classifier(self.base_folder, labels, self.hp.window_s, self.hp.trim_silence)
         except ValueError as error:
             raise SERError(f"{self.hp.base}: {error}") from None
 
@@ -216,5 +248,5 @@ def _statistics(dataset: datasets.Dataset) -> np.ndarray:
 
 def from_args(args: argparse.Namespace) -> WhisperFamily:
     """The family `python -m ser_train train whisper` asked for."""
-    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views") if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views", "cropped_views") if getattr(args, name, None) is not None}
     return WhisperFamily(WhisperHyperparameters(seed=args.seed, **overrides))
