@@ -63,24 +63,34 @@ Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probab
 WEIGHT_LOADING_BAR = "Loading weights"  # transformers' progress bar over a folder's tensors
 
 
-def measured_ua(model_dir: str | os.PathLike) -> float | None:
+HELD_OUT_CORPORA = "leave_one_corpus_out"  # eval_results.json's key: corpora left out of training
+HELD_OUT_ACTORS = "test"  # its key: actors (of its own corpora) left out of training
+
+
+def measured_ua(model_dir: str | os.PathLike, protocol: str | None = None) -> float | None:
     """The balanced accuracy (UA) a local model folder's eval_results.json reports on voices it
-    never heard, or None without one: the mean over corpora left out of its training where it
-    was measured so (a visitor's voice is such a corpus), else its test on actors it never
-    heard (the cross-validation mean, or the hold-out test)."""
+    never heard, or None without one: by default the mean over corpora left out of its training
+    where it was measured so (a visitor's voice is such a corpus), else its test on actors it
+    never heard (the cross-validation mean, or the hold-out test); `protocol` asks for one."""
     path = Path(model_dir) / EVAL_RESULTS_FILE
     if not path.is_file():
         return None
     results = json.loads(path.read_text())
-    if "leave_one_corpus_out" in results:
-        return float(results["leave_one_corpus_out"]["mean"]["balanced_accuracy"])
-    return float(results["test"]["balanced_accuracy"]) if "test" in results else None
+    for key in (protocol,) if protocol else (HELD_OUT_CORPORA, HELD_OUT_ACTORS):
+        if key in results:
+            entry = results[key]["mean"] if key == HELD_OUT_CORPORA else results[key]
+            return float(entry["balanced_accuracy"])
+    return None
 
 
 def bundled_models_by_ua() -> list[str]:
-    """The bundled model folders present, the best measured UA first."""
+    """The bundled model folders present, the best measured UA first, compared by a protocol
+    every one of them was measured by (held-out corpora are a harder test than held-out actors,
+    so one model's figure on them never meets another's on actors)."""
     present = [name for name in BUNDLED_MODELS if Path(name, CONFIG_FILE).is_file()]
-    return sorted(present, key=lambda name: -(measured_ua(name) or 0.0))
+    everyone_held_out_corpora = all(measured_ua(name, HELD_OUT_CORPORA) is not None for name in present)
+    protocol = HELD_OUT_CORPORA if everyone_held_out_corpora else HELD_OUT_ACTORS
+    return sorted(present, key=lambda name: -(measured_ua(name, protocol) or 0.0))
 
 
 # The default everywhere (the CLI, the app): the bundled model that measured best.
