@@ -204,6 +204,7 @@ class CachedModel:
 
     def __init__(self, model):
         self.model, self.labels, self.cache = model, model.labels, {}
+        self.is_unsure = model.is_unsure  # live answers say whether they are sure, as the model judges
 
     def predict_batch(self, waveforms):
         rows = []
