@@ -35,6 +35,9 @@ import numpy as np
 from benchmarks.report import Row
 from ser_train.audio import SAMPLING_RATE
 from ser_train.data import EMOTIONS
+from ser_train.inference import DEFAULT_MODEL
+
+DEFAULT_NAME = f"default model {Path(DEFAULT_MODEL).name}"  # what the page and these rows run
 
 SECTION = "live"
 PAUSE_S = 1.0  # between clips, on top of their own leading and trailing silence (about 1 s)
@@ -354,12 +357,12 @@ def sessions_rows(model, talks, seconds: float) -> list[Row]:
     waveform = talks[0][0]
     rows = []
     delays, cpu_s = run_sessions(model, waveform, 1, seconds)
-    rows.append(Row(SECTION, "CPU share of one live session (bundled CNN)", f"{cpu_s / seconds:.0%} of one core ({cpu_s / seconds / (os.cpu_count() or 1):.0%} of the machine)"))
+    rows.append(Row(SECTION, f"CPU share of one live session ({DEFAULT_NAME})", f"{cpu_s / seconds:.0%} of one core ({cpu_s / seconds / (os.cpu_count() or 1):.0%} of the machine)"))
     held = 0
     for count in SESSION_COUNTS:
         delays, _ = run_sessions(model, waveform, count, seconds)
         p95 = float(np.percentile(delays, 95))
-        rows.append(Row(SECTION, f"{count} simultaneous live sessions (bundled CNN)", f"answer delay median {np.median(delays) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"))
+        rows.append(Row(SECTION, f"{count} simultaneous live sessions ({DEFAULT_NAME})", f"answer delay median {np.median(delays) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"))
         if p95 >= ANSWER_TARGET_S:
             break
         held = count
@@ -452,14 +455,14 @@ def page_latency_rows(waveform: np.ndarray, spans, quick: bool) -> list[Row]:
     return [
         Row(
             SECTION,
-            f"end of a spoken stretch to its answer on the page, bundled CNN ({len(delays)} stretches, Chromium, local server)",
+            f"end of a spoken stretch to its answer on the page, {DEFAULT_NAME} ({len(delays)} stretches, Chromium, local server)",
             f"median {np.median(delays) * 1000:.0f} ms, p95 {np.percentile(delays, 95) * 1000:.0f} ms",
             f"< {ANSWER_TARGET_S:g} s median",
             bool(np.median(delays) < ANSWER_TARGET_S),
         ),
         Row(
             SECTION,
-            f"end of the audio an answer is about to the page showing it, bundled CNN ({len(pipeline)} answers)",
+            f"end of the audio an answer is about to the page showing it, {DEFAULT_NAME} ({len(pipeline)} answers)",
             f"median {np.median(pipeline) * 1000:.0f} ms, p95 {np.percentile(pipeline, 95) * 1000:.0f} ms",
         ),
     ]
@@ -475,7 +478,7 @@ def agreement_rows(model, talks) -> list[Row]:
     totals = [score(list(play(LiveStream(model), waveform)), spans, analyse_waveform(model, waveform)[1]) for waveform, spans in talks]
     weights = np.array([total["answers"] for total in totals], dtype=float)
     agreement = float(np.average([total["agreement"] for total in totals], weights=weights))
-    return [Row(SECTION, "live answers agreeing with the offline timeline of the same recording (bundled CNN)", f"{agreement:.1%} of {int(weights.sum())} speech answers")]
+    return [Row(SECTION, f"live answers agreeing with the offline timeline of the same recording ({DEFAULT_NAME})", f"{agreement:.1%} of {int(weights.sum())} speech answers")]
 
 
 # --- Section ----------------------------------------------------------------------------------
@@ -491,7 +494,7 @@ def wav2vec2_base_model():
 
 
 def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[Row], list[str]]:
-    from ser_train.inference import DEFAULT_MODEL, load_model
+    from ser_train.inference import load_model
 
     clips = 8 if quick else 20
     talks = conversations(corpus, clips)
@@ -500,12 +503,12 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
     rows, _ = detection_rows(talks)
     settings, _ = settings_rows(judge, talks)
     rows += settings
-    rows += latency_rows({"bundled CNN": bundled, "wav2vec2-base architecture (random init)": wav2vec2_base_model()}, talks)
+    rows += latency_rows({DEFAULT_NAME: bundled, "wav2vec2-base architecture (random init)": wav2vec2_base_model()}, talks)
     rows += page_latency_rows(*talks[0], quick)
     rows += sessions_rows(bundled, talks, seconds=10.0 if quick else 30.0)
     rows += agreement_rows(bundled, talks)
     minutes = sum(len(waveform) for waveform, _ in talks) / SAMPLING_RATE / 60
-    judged_by = f"{live_model} (trained without actors {TEST_ACTORS[0]}-{TEST_ACTORS[-1]})" if live_model else "the bundled CNN, which heard these actors in training: accuracy flatters it"
+    judged_by = f"{live_model} (trained without actors {TEST_ACTORS[0]}-{TEST_ACTORS[-1]})" if live_model else f"the {DEFAULT_NAME}, which heard these actors in training: accuracy flatters it"
     notes = [
         f"Live: conversations of actors {', '.join(map(str, TEST_ACTORS))}, {clips} random clips each with {PAUSE_S:g} s pauses "
         f"({minutes:.1f} min in all). Speech detection: ground truth from the clean clips (10 ms frames within "
