@@ -184,7 +184,6 @@ def test_two_streams_fed_in_turns_do_not_hear_each_other(tiny_model, talk):
         assert [a.probabilities for a in mixed] == [a.probabilities for a in single]
 
 
-@pytest.mark.slow
 def memory_held_by_the_library() -> int:
     """Bytes still allocated from ser_train's own lines: what other threads (torch, datasets)
     allocate meanwhile is not the stream's."""
@@ -193,6 +192,7 @@ def memory_held_by_the_library() -> int:
     return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
+@pytest.mark.slow
 def test_an_hour_long_stream_holds_what_a_minute_long_one_holds(tiny_model):
     # Ten minutes stand for the hour: past its first minute nothing of a stream may grow. The voice-activity model runs on every frame; the emotion model only on speech, so a quiet
     # stream (after a sentence) exercises every buffer cheaply.
