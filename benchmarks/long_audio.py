@@ -105,9 +105,11 @@ def run(corpus: Path, minutes: list[float]) -> tuple[list[Row], list[str]]:
                         spread < FLAT_TOLERANCE_MIB if last else None,
                     )
                 )
+    from ser_train.inference import DEFAULT_MODEL
+
     notes = [
         "Long audio: 16 kHz 16-bit mono WAV made of RAVDESS clips back to back, analysed with the "
-        "bundled CNN; each figure from a fresh process (imports, model load and a 20 s warm-up run "
+        f"default model ({Path(DEFAULT_MODEL).name}); each figure from a fresh process (imports, model load and a 20 s warm-up run "
         "first, then the peak-RSS mark VmHWM is reset). '+N MiB' is the peak minus the RSS just "
         "before the analysis. A 10-minute 16 kHz float32 waveform is 37 MiB. /predict and the page "
         "read the file in 30 s blocks and hold one batch of 4 segments; the growth they still show "
