@@ -16,7 +16,6 @@ visitor tries to fetch uploads of a first one (before and after their analysis) 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -60,11 +59,11 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
     clip = next(path for path in sorted(corpus.glob("Actor_*/*")) if path.is_file())
     requests = REQUESTS[quick]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ser-bench-app-") as folder, contextlib.ExitStack() as stack:
-        servers = {
-            name: stack.enter_context(AppServer.running(environment, Path(folder) / f"server-{number}"))
-            for number, (name, environment) in enumerate(configurations(SERVING_CORES).items())
-        }
+    compared = configurations(SERVING_CORES)
+    with tempfile.TemporaryDirectory(prefix="ser-bench-app-") as folder, AppServer.all_running(
+        [(environment, Path(folder) / f"server-{number}") for number, environment in enumerate(compared.values())]
+    ) as started:
+        servers = dict(zip(compared, started))
         expected = {name: first_answer(server.url, clip) for name, server in servers.items()}
         for callers in CONCURRENCY:
             for name, server in servers.items():

@@ -136,13 +136,13 @@ def model_window_s(model_dir: str) -> float:
 
 
 def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
-    cnn_rounds, w2v_rounds = (3, 1) if quick else (10, 3)
+    cnn_rounds, whisper_rounds, w2v_rounds = (3, 1, 1) if quick else (10, 6, 3)
     rows = cnn_rows(corpus, cnn_rounds, calls_per_turn=10)
-    rows += whisper_rows(corpus, w2v_rounds * 2, calls_per_turn=5)
+    rows += whisper_rows(corpus, whisper_rounds, calls_per_turn=5)
     rows += wav2vec2_rows(corpus, w2v_rounds, calls_per_turn=3)
     notes = [
         f"Latency: one {CLIP_S:g} s RAVDESS clip per call; median and 95th percentile over "
-        f"{cnn_rounds * 10} calls per CNN case, {w2v_rounds * 10} per Whisper case and {w2v_rounds * 3} per "
+        f"{cnn_rounds * 10} calls per CNN case, {whisper_rounds * 5} per Whisper case and {w2v_rounds * 3} per "
         "wav2vec2 case, the cases of a model taking turns "
         "(one untimed call after each change of thread count). The CNN's features trim leading and "
         "trailing silence, as in use.",

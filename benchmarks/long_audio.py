@@ -34,6 +34,7 @@ MODES = {
     "api": "/predict handler (predict_api)",
     "page": "page handler with plots (predict_handler)",
 }
+QUICK_MODES = ("api",)  # --quick: the /predict handler alone (each mode costs a fresh process per length)
 KIB_PER_MIB = 1024
 
 
@@ -83,12 +84,13 @@ def measure_in_child(mode: str, path: Path, warm_up_path: Path) -> dict:
     return json.loads(output.splitlines()[-1])
 
 
-def run(corpus: Path, minutes: list[float]) -> tuple[list[Row], list[str]]:
+def run(corpus: Path, minutes: list[float], modes=tuple(MODES)) -> tuple[list[Row], list[str]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-long-") as folder:
         warm_up = write_long_recording(corpus, WARM_UP_MINUTES, Path(folder) / "warm-up.wav")
         recordings = {length: write_long_recording(corpus, length, Path(folder) / f"{length:g}min.wav") for length in minutes}
-        for mode, description in MODES.items():
+        for mode in modes:
+            description = MODES[mode]
             results = {length: measure_in_child(mode, path, warm_up) for length, path in recordings.items()}
             growth = {length: result["peak_mib"] - result["before_mib"] for length, result in results.items()}
             spread = growth[max(minutes)] - growth[min(minutes)]

@@ -119,12 +119,22 @@ class AppServer:
     @contextlib.contextmanager
     def running(cls, env: dict[str, str], folder: Path) -> Iterator["AppServer"]:
         """A started server, ready to answer, stopped on leaving the block (also on errors)."""
-        server = cls(env, folder)
-        try:
-            server.wait_until_ready()
+        with cls.all_running([(env, folder)]) as (server,):
             yield server
-        finally:
-            server.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def all_running(cls, settings: list[tuple[dict[str, str], Path]]) -> Iterator[list["AppServer"]]:
+        """Servers of (environment, folder) pairs, started side by side so that their imports
+        overlap, each ready to answer; all stopped on leaving the block (also on errors)."""
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for env, folder in settings:
+                servers.append(cls(env, folder))
+                stack.callback(servers[-1].stop)
+            for server in servers:
+                server.wait_until_ready()
+            yield servers
 
     def new_visitor(self) -> dict[str, str]:
         """The cookies a new visitor gets with the page."""
