@@ -409,19 +409,20 @@ def live_start(
 
 def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict:
     """A chunk of microphone audio (a short file, removed once read): the newest answer and the
-    timeline."""
+    timeline, or gr.skip() (the page unchanged) when it brings none. Gradio 6 takes an empty dict
+    for one value and fails the event ("Error" on the page), so skip() it is."""
     try:
         with uploads.used(chunk_path, request) as chunk_path:
             stream = live_sessions.get(request.session_hash)
             if stream is None or chunk_path is None:  # stopped already (a late chunk) or not started
-                return {}
+                return gr.skip()
             sampling_rate, samples = read_chunk(chunk_path)
             answers = stream.feed(samples, sampling_rate)
     except SERError as error:
         live_sessions.close(request.session_hash)
         return LiveOutputs(f"⚠️ {error}", "", "")
     if not answers:
-        return {}
+        return gr.skip()
     return LiveOutputs(live_now_markdown(answers[-1]), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
 
 
@@ -429,7 +430,7 @@ def live_stop(request: gr.Request) -> LiveOutputs | dict:
     """The microphone stopped: the stream's summary; the stream itself is let go."""
     stream = live_sessions.close(request.session_hash)
     if stream is None:
-        return {}
+        return gr.skip()
     return LiveOutputs("", live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), live_summary_markdown(stream.summary(), stream.model))
 
 
