@@ -1,7 +1,7 @@
 """`python -m benchmarks`: measure speed, memory and load, print one table, write RESULTS.md.
 
-    python -m benchmarks                          # every section, full size (about 15 minutes on 2 cores)
-    python -m benchmarks --quick                  # every section, shortened (about 5 minutes): fewer clips
+    python -m benchmarks                          # every section, full size (about 18 minutes on 2 cores)
+    python -m benchmarks --quick                  # every section, shortened (4-5 minutes): fewer clips
                                                   # and calls, long audio through /predict's handler only, no
                                                   # wav2vec2 training step or live stand-in, live mode's own
                                                   # window and step only
@@ -43,9 +43,7 @@ LONG_AUDIO_MINUTES = {False: [1.0, 5.0, 10.0], True: [1.0, 3.0]}  # by --quick
 SECTIONS = {
     "latency": lambda args: latency.run(args.corpus, args.quick),
     "features": lambda args: features.run(args.corpus, args.quick, args.clips),
-    "long_audio": lambda args: long_audio.run(
-        args.corpus, args.minutes or LONG_AUDIO_MINUTES[args.quick], long_audio.QUICK_MODES if args.quick else tuple(long_audio.MODES)
-    ),
+    "long_audio": lambda args: long_audio.run(args.corpus, args.minutes or LONG_AUDIO_MINUTES[args.quick], args.quick),
     "training": lambda args: training.run(args.corpus, args.training_run, args.quick),
     "app_load": lambda args: app_load.run(args.corpus, args.quick),
     "app_start": lambda args: app_start.run(args.corpus, args.quick),

@@ -84,12 +84,14 @@ def measure_in_child(mode: str, path: Path, warm_up_path: Path) -> dict:
     return json.loads(output.splitlines()[-1])
 
 
-def run(corpus: Path, minutes: list[float], modes=tuple(MODES)) -> tuple[list[Row], list[str]]:
+def run(corpus: Path, minutes: list[float], quick: bool) -> tuple[list[Row], list[str]]:
+    from ser_train.inference import DEFAULT_MODEL
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-long-") as folder:
         warm_up = write_long_recording(corpus, WARM_UP_MINUTES, Path(folder) / "warm-up.wav")
         recordings = {length: write_long_recording(corpus, length, Path(folder) / f"{length:g}min.wav") for length in minutes}
-        for mode in modes:
+        for mode in QUICK_MODES if quick else MODES:
             description = MODES[mode]
             results = {length: measure_in_child(mode, path, warm_up) for length, path in recordings.items()}
             growth = {length: result["peak_mib"] - result["before_mib"] for length, result in results.items()}
@@ -107,8 +109,6 @@ def run(corpus: Path, minutes: list[float], modes=tuple(MODES)) -> tuple[list[Ro
                         spread < FLAT_TOLERANCE_MIB if last else None,
                     )
                 )
-    from ser_train.inference import DEFAULT_MODEL
-
     notes = [
         "Long audio: 16 kHz 16-bit mono WAV made of RAVDESS clips back to back, analysed with the "
         f"default model ({Path(DEFAULT_MODEL).name}); each figure from a fresh process (imports, model load and a 20 s warm-up run "
