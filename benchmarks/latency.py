@@ -88,10 +88,10 @@ def wav2vec2_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     ]
 
 
-def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
+def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int, own_window: bool = True) -> list[Row]:
     """The bundled Whisper classifier end to end at fp32 and int8, with its fixed window and with
-    a window fitted to the clip, beside the same encoder at Whisper's own 30 s window (the
-    weights do not change the cost; only the window and the precision do)."""
+    a window fitted to the clip, beside (if `own_window`) the same encoder at Whisper's own 30 s
+    window (the weights do not change the cost; only the window and the precision do)."""
     from benchmarks.int8_check import fitted_window_s, windowed_encoder
     from ser_train.inference import BUNDLED_WHISPER, load_model
     from ser_train.models.whisper import DEFAULT_BASE
@@ -106,13 +106,14 @@ def whisper_rows(corpus: Path, rounds: int, calls_per_turn: int) -> list[Row]:
     fitted_s = fitted_window_s(clip, window_s)
     labels = list(models[FP32].labels)
     fitted = {precision: windowed_encoder(bundled, labels, fitted_s, precision) for precision in PRECISIONS}
-    full_window = windowed_encoder(DEFAULT_BASE, labels, WHISPER_OWN_WINDOW_S, FP32)
     bundled_window = f"{window_s} s window (bundled)"
     runs = {}
     for precision in PRECISIONS:
         runs[(bundled_window, precision)] = lambda model=models[precision]: model.predict_batch([clip])
         runs[(f"{fitted_s} s window fitted to the clip", precision)] = lambda model=fitted[precision]: model.predict_proba([clip])
-    runs[(f"{WHISPER_OWN_WINDOW_S} s window", FP32)] = lambda: full_window.predict_proba([clip])
+    if own_window:
+        full_window = windowed_encoder(DEFAULT_BASE, labels, WHISPER_OWN_WINDOW_S, FP32)
+        runs[(f"{WHISPER_OWN_WINDOW_S} s window", FP32)] = lambda: full_window.predict_proba([clip])
     cases = {(*key, threads): Case(run, threads) for threads in (1, ALL_THREADS) for key, run in runs.items()}
     seconds = time_in_turns(cases, rounds, calls_per_turn)
     rows = []
@@ -138,8 +139,13 @@ def model_window_s(model_dir: str) -> float:
 def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
     cnn_rounds, whisper_rounds, w2v_rounds = (3, 1, 1) if quick else (10, 6, 3)
     rows = cnn_rows(corpus, cnn_rounds, calls_per_turn=10)
-    rows += whisper_rows(corpus, whisper_rounds, calls_per_turn=5)
-    rows += wav2vec2_rows(corpus, w2v_rounds, calls_per_turn=3)
+    # --quick leaves out the comparisons of architecture and window that no target rests on (a
+    # 30 s window and wav2vec2-base cost 0.4-0.8 s a call: a third of the section).
+    rows += whisper_rows(corpus, whisper_rounds, calls_per_turn=5, own_window=not quick)
+    if quick:
+        rows.append(Row(SECTION, "Whisper-base classifier, 30 s window; wav2vec2-base (random init)", "not measured: --quick"))
+    else:
+        rows += wav2vec2_rows(corpus, w2v_rounds, calls_per_turn=3)
     notes = [
         f"Latency: one {CLIP_S:g} s RAVDESS clip per call; median and 95th percentile over "
         f"{cnn_rounds * 10} calls per CNN case, {whisper_rounds * 5} per Whisper case and {w2v_rounds * 3} per "

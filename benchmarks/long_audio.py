@@ -97,7 +97,7 @@ def run(corpus: Path, minutes: list[float], quick: bool) -> tuple[list[Row], lis
             growth = {length: result["peak_mib"] - result["before_mib"] for length, result in results.items()}
             spread = growth[max(minutes)] - growth[min(minutes)]
             for length, result in results.items():
-                last = length == max(minutes)
+                last = length == max(minutes) and len(minutes) > 1  # flatness needs two lengths
                 rows.append(
                     Row(
                         SECTION,

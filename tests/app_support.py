@@ -124,14 +124,23 @@ class AppServer:
 
     @classmethod
     @contextlib.contextmanager
-    def all_running(cls, settings: list[tuple[dict[str, str], Path]]) -> Iterator[list["AppServer"]]:
-        """Servers of (environment, folder) pairs, started side by side so that their imports
-        overlap, each ready to answer; all stopped on leaving the block (also on errors)."""
+    def all_starting(cls, settings: list[tuple[dict[str, str], Path]]) -> Iterator[list["AppServer"]]:
+        """Servers of (environment, folder) pairs, started side by side and not yet waited for
+        (work that measures no time can overlap their imports: call `wait_until_ready` before
+        using one); all stopped on leaving the block (also on errors)."""
         with contextlib.ExitStack() as stack:
             servers = []
             for env, folder in settings:
                 servers.append(cls(env, folder))
                 stack.callback(servers[-1].stop)
+            yield servers
+
+    @classmethod
+    @contextlib.contextmanager
+    def all_running(cls, settings: list[tuple[dict[str, str], Path]]) -> Iterator[list["AppServer"]]:
+        """Servers of (environment, folder) pairs, started side by side so that their imports
+        overlap, each ready to answer; all stopped on leaving the block (also on errors)."""
+        with cls.all_starting(settings) as servers:
             for server in servers:
                 server.wait_until_ready()
             yield servers
