@@ -37,7 +37,7 @@ from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, measured_ua
-from ser_train.live import HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
+from ser_train.live import CHUNK_S, HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
@@ -595,7 +595,7 @@ def build_app() -> gr.Blocks:
         live_events = dict(outputs=live_outputs, show_progress="hidden", api_visibility="private")
         live_audio.start_recording(live_start, inputs=[model, custom_id, calibrations], **live_events)
         live_audio.stream(
-            live_step, inputs=live_audio, stream_every=STEP_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
+            live_step, inputs=live_audio, stream_every=CHUNK_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
         )
         live_audio.stop_recording(live_stop, **live_events)
         demo.unload(live_close)

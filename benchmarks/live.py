@@ -10,8 +10,8 @@ emotion. Five measurements:
     settings          window, step and smoothing: accuracy of the live answers (the emotion of the
                       clip being spoken when the answer comes), agreement with the offline
                       timeline, and how often the answer flips inside one clip
-    latency           from the end of a spoken stretch to its answer: the wait for the chunk that
-                      ends it (the page sends one every STEP_S) plus the answer's computation, per model
+    latency           from the end of a spoken stretch to its answer: the wait for the step that
+                      ends it (an answer every STEP_S) plus the answer's computation, per model
     sessions          CPU share of one live session, how many simultaneous sessions (threads fed in
                       real time, as the server runs them) keep each answer under 1 s, memory per session
     agreement         the chosen settings' live answers against the offline timeline of the same file
@@ -331,11 +331,12 @@ def latency_rows(models: dict[str, object], talks) -> list[Row]:
 
 
 def run_sessions(model, waveform: np.ndarray, count: int, seconds: float) -> tuple[np.ndarray, float]:
-    """`count` live sessions in threads, each fed a STEP_S chunk every STEP_S of wall time for
-    `seconds`: how late each answer was (from its chunk's arrival), and the CPU seconds used."""
-    from ser_train.live import STEP_S, LiveStream
+    """`count` live sessions in threads, each fed a CHUNK_S chunk every CHUNK_S of wall time for
+    `seconds`, as the page sends them: how late each answer was (from the arrival of the chunk
+    that brought it), and the CPU seconds used."""
+    from ser_train.live import CHUNK_S, LiveStream
 
-    step = round(STEP_S * SAMPLING_RATE)
+    chunk = round(CHUNK_S * SAMPLING_RATE)
     delays: list[float] = []
     lock = threading.Lock()
     began = time.monotonic()
@@ -343,13 +344,13 @@ def run_sessions(model, waveform: np.ndarray, count: int, seconds: float) -> tup
 
     def session(offset: int) -> None:
         stream = LiveStream(model)
-        for index in range(int(seconds / STEP_S)):
-            due = began + (index + 1) * STEP_S + offset * STEP_S / count  # sessions out of phase
+        for index in range(int(seconds / CHUNK_S)):
+            due = began + (index + 1) * CHUNK_S + offset * CHUNK_S / count  # sessions out of phase
             time.sleep(max(0.0, due - time.monotonic()))
-            start = (index * step + offset * 7 * step) % (len(waveform) - step)
-            stream.feed(waveform[start : start + step])
-            with lock:
-                delays.append(time.monotonic() - due)
+            start = (index * chunk + offset * 7 * chunk) % (len(waveform) - chunk)
+            if stream.feed(waveform[start : start + chunk]):
+                with lock:
+                    delays.append(time.monotonic() - due)
 
     threads = [threading.Thread(target=session, args=(offset,)) for offset in range(count)]
     for thread in threads:
@@ -500,6 +501,7 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
 
     from benchmarks.corpus import PROJECT_ROOT
     from ser_train.inference import load_model
+    from ser_train.live import CHUNK_S
 
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from app_support import AppServer
@@ -538,8 +540,9 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
         "end plus feeding it (voice activity, resampling, model), measured in this process. The browser's upload and "
         "Gradio's event round trip come on top; the 'on the page' row has them: the time from the microphone opening "
         "(the fake device starts its file then) to the page's first answer stamped at or after the stretch's end.",
-        "Live sessions: threads in one process, as the server runs stream events, each fed a 0.5 s chunk every 0.5 s "
-        "(phases spread), the model shared behind its lock; delay is from a chunk's arrival to its answer. Memory per "
+        f"Live sessions: threads in one process, as the server runs stream events, each fed a {CHUNK_S:g} s chunk every "
+        f"{CHUNK_S:g} s as the page sends them (phases spread), the model shared behind its lock; delay is from the arrival "
+        "of the chunk that completes an answer's step to the answer. Memory per "
         "session: Python/numpy allocations (tracemalloc) held by 8 streams after 20 s each.",
     ]
     return rows, notes

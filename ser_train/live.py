@@ -47,7 +47,13 @@ SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no sm
 MIN_JUDGED_SPEECH_S = 1.0
 HISTORY_S = 60.0  # answers kept for the page's rolling timeline
 MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its frames is
-CHUNK_S = 0.5  # `play` feeds recordings in chunks this long, as the page's microphone sends them
+# The page's microphone sends what it recorded every CHUNK_S, and `play` feeds recordings in chunks
+# this long. An answer reaches the page only with the chunk that holds its step's last sample, and
+# the browser holds back a chunk that is ready while the previous chunk's event is pending: chunks
+# of half a step cut the median wait from the end of a spoken stretch to its answer on the page
+# from 1.04-1.09 s to 0.78-0.79 s (benchmarks, live section), for twice the events, every other
+# one only buffering audio.
+CHUNK_S = STEP_S / 2
 
 # Resampling context on each side of a chunk, in input samples: more than the half-width of
 # torchaudio's sinc kernel (6 zero crossings) at any rate ratio a microphone uses.
