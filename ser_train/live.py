@@ -51,7 +51,7 @@ MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its f
 # this long. An answer reaches the page only with the chunk that holds its step's last sample, and
 # the browser holds back a chunk that is ready while the previous chunk's event is pending: chunks
 # of half a step cut the median wait from the end of a spoken stretch to its answer on the page
-# from 1.04-1.09 s to 0.78-0.79 s (benchmarks, live section), for twice the events, every other
+# from 1.04-1.09 s to 0.78-0.82 s (benchmarks, live section), for twice the events, every other
 # one only buffering audio.
 CHUNK_S = STEP_S / 2
 
