@@ -1,6 +1,6 @@
 """`python -m benchmarks`: measure speed, memory and load, print one table, write RESULTS.md.
 
-    python -m benchmarks                          # every section, full size (about 18 minutes on 2 cores)
+    python -m benchmarks                          # every section, full size (about 12 minutes on 2 cores)
     python -m benchmarks --quick                  # every section, shortened (under 2 minutes): fewer clips
                                                   # and calls, no comparison that no target rests on (Whisper's
                                                   # 30 s window, wav2vec2-base, gradio_client's TLS defaults),
