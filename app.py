@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-import numpy as np
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, load_audio, read_chunk
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, read_chunk
+from ser_train.calibration_prompts import CALIBRATION_PROMPTS, PASSAGE, CalibrationPrompt, calibration_prompt_named
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
@@ -131,21 +131,23 @@ def held_out_titles(corpora: list[str]) -> list[str]:
 
 
 def predict_api(
-    audio: str, model: str, calibration_audio: str | None = None, request: gr.Request = None
+    audio: str, model: str, calibration_audio: str | None = None, calibration_prompt: str = PASSAGE.name, request: gr.Request = None
 ) -> dict[str, float]:
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
     `model` is "" for the bundled model, a model the Space offers (SER_MODELS), or any Hub id
     (user/name or user/name@revision). Recordings longer than 6 s get the duration-weighted
-    average over their stretches of speech. `calibration_audio`, optional, is 15-30 s of the
-    same speaker's calm speech: the answer is then calibrated to that voice, for this request only.
-    Both files are removed from the server once answered.
+    average over their stretches of speech. `calibration_audio`, optional, is the same speaker
+    saying a calibration prompt: `calibration_prompt` "passage" (default: 15-30 s of calm reading)
+    or "moods" (one line said calm, happy, sad and angry); the answer is then calibrated to that
+    voice, for this request only. Both files are removed from the server once answered.
     """
     try:
         chosen = models.get(models.resolve(model))
         with uploads.used(audio, request) as audio, uploads.used(calibration_audio, request) as calibration_audio:
             if calibration_audio:
-                chosen = chosen.with_calibration(chosen.calibrate_recording(read_calibration(calibration_audio)))
+                prompt = calibration_prompt_named(calibration_prompt)
+                chosen = chosen.with_calibration(chosen.calibrate_recording(prompt.read(calibration_audio), source=prompt.source))
             return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
@@ -163,33 +165,14 @@ def required_audio(audio_path: str | None) -> str:
 
 # --- Calibration to a visitor's voice ---------------------------------------------------------
 #
-# A visitor reads a neutral passage; the model's statistics of that speech (never the audio) are
-# kept in the visitor's own gr.State, so they live in that browser session only and no other
-# visitor, request or the server's disk ever sees them. Calibration from neutral speech only
-# moves the visitor's neutral mean onto the training speakers' (see ser_train.calibration).
+# A visitor records one of the calibration prompts (ser_train.calibration_prompts); the model's
+# statistics of that speech (never the audio) are kept in the visitor's own gr.State, so they
+# live in that browser session only and no other visitor, request or the server's disk ever
+# sees them.
 
-CALIBRATION_PASSAGE = (
-    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
-    "The rainbow is a division of white light into many beautiful colours. These take the shape "
-    "of a long round arch, with its path high above, and its two ends apparently beyond the "
-    "horizon. There is, according to legend, a boiling pot of gold at one end. People look, but "
-    "no one ever finds it."
-)  # the opening of "The Rainbow Passage" (Fairbanks, 1960), read in about 20 seconds
-CALIBRATION_MIN_S = 10.0  # less calm speech says too little about a voice
-CALIBRATION_MAX_S = 60.0
-
-
-def read_calibration(audio_path: str | None) -> np.ndarray:
-    """The calibration recording as a checked 16 kHz waveform of 10-60 s, or AudioError."""
-    if not audio_path:
-        raise AudioError("No calibration recording yet: record or upload yourself reading the passage, then press Calibrate.")
-    waveform = load_audio(audio_path, max_duration_s=CALIBRATION_MAX_S)
-    if len(waveform) < CALIBRATION_MIN_S * SAMPLING_RATE:
-        raise AudioError(
-            f"The calibration recording is {len(waveform) / SAMPLING_RATE:.1f} s long; read the whole "
-            f"passage (15-30 s, at least {CALIBRATION_MIN_S:g} s)."
-        )
-    return waveform
+# The page's first choice: at the length each prompt takes, a calm passage (about 20 s) helped more
+# on corpora the bundled model never heard than the four mood lines (about 10 s); README, Speaker calibration.
+PAGE_CALIBRATION_PROMPT = PASSAGE
 
 
 def calibrate_handler(
@@ -197,19 +180,41 @@ def calibrate_handler(
     model_choice: str | None,
     custom_id: str | None,
     calibrations: dict | None,
+    prompt_label: str = PAGE_CALIBRATION_PROMPT.label,
     request: gr.Request = None,
 ) -> tuple[dict, str]:
-    """Calibrate the chosen model to this session's voice: (the session's new state, status).
-    The recording is removed from the server once read; only its statistics are kept."""
+    """Calibrate the chosen model to this session's voice from a recording of the prompt
+    labelled `prompt_label`: (the session's new state, status). The recording is removed from
+    the server once read; only its statistics are kept."""
     calibrations = dict(calibrations or {})  # a new dict: the session's old state is never changed in place
     try:
+        prompt = prompt_labelled(prompt_label)
         name = models.resolve(picked(model_choice, custom_id))
         model = models.get(name)
         with uploads.used(audio_path, request) as audio_path:
-            calibrations[name] = model.calibrate_recording(read_calibration(audio_path), source="neutral")
+            calibrations[name] = (prompt, model.calibrate_recording(prompt.read(audio_path), source=prompt.source))
     except SERError as error:
         return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
     return calibrations, calibration_status(calibrations)
+
+
+def prompt_labelled(label: str | None) -> CalibrationPrompt:
+    for prompt in CALIBRATION_PROMPTS.values():
+        if prompt.label == label:
+            return prompt
+    raise SERError("Choose what you recorded for calibration: " + " or ".join(p.label for p in CALIBRATION_PROMPTS.values()) + ".")
+
+
+def prompt_instructions(prompt_label: str) -> str:
+    return calibration_instructions(prompt_labelled(prompt_label))
+
+
+def calibration_instructions(prompt: CalibrationPrompt) -> str:
+    return (
+        f"{prompt.instructions}\n\nThen press Calibrate: the model compares your later recordings "
+        "with this sample of your voice instead of with the actors it learned from. Only statistics "
+        "of the recording are kept, in this browser tab, never on the server's disk."
+    )
 
 
 def reset_calibration() -> tuple[dict, str]:
@@ -220,31 +225,36 @@ def calibration_status(calibrations: dict) -> str:
     if not calibrations:
         return "Calibration is **off**: answers are the model's own."
     lines = [
-        f"✅ Calibration is **on** for {display_name(name)} ({calibration.describe()}).{measured_effect(name)}"
-        for name, calibration in calibrations.items()
+        f"✅ Calibration is **on** for {display_name(name)}: {prompt.label.lower()} "
+        f"({calibration.describe()}).{measured_effect(name, prompt)}"
+        for name, (prompt, calibration) in calibrations.items()
     ]
     return "\n\n".join(lines + ["It applies to your recordings in this browser tab only; Reset turns it off."])
 
 
-def measured_effect(model_dir: str) -> str:
-    """What neutral calibration did for this model on actors it never heard, from its eval_results.json."""
+MEASURED_AS = {"neutral": "their neutral and calm clips", "prompted_moods": "one clip each of calm, happy, sad and angry speech"}
+
+
+def measured_effect(model_dir: str, prompt: CalibrationPrompt) -> str:
+    """What calibration from this kind of sample did for this model on actors it never heard,
+    from its eval_results.json."""
     path = Path(model_dir) / EVAL_RESULTS_FILE
     if not path.is_file():
         return ""
-    neutral = json.loads(path.read_text()).get("calibration", {}).get("mean_over_folds", {}).get("neutral")
-    if not neutral:
+    row = json.loads(path.read_text()).get("calibration", {}).get("mean_over_folds", {}).get(prompt.protocol_row)
+    if not row:
         return ""
     return (
-        f" Measured on actors it never heard, calibrated from their neutral and calm clips: balanced "
-        f"accuracy {neutral['calibrated']:.1%}, against {neutral['uncalibrated_same_clips']:.1%} uncalibrated."
+        f" Measured on actors it never heard, calibrated from {MEASURED_AS[prompt.protocol_row]}: balanced "
+        f"accuracy {row['calibrated']:.1%}, against {row['uncalibrated_same_clips']:.1%} uncalibrated."
     )
 
 
 def session_model(name: str, calibrations: dict | None) -> EmotionModel:
     """The model `name`, calibrated when this session calibrated it."""
     model = models.get(name)
-    calibration = (calibrations or {}).get(name)
-    return model.with_calibration(calibration) if calibration else model
+    prompt_and_calibration = (calibrations or {}).get(name)
+    return model.with_calibration(prompt_and_calibration[1]) if prompt_and_calibration else model
 
 
 class PageOutputs(NamedTuple):
@@ -513,16 +523,18 @@ def build_app() -> gr.Blocks:
                 with gr.Accordion("Compare with a second model", open=False):
                     compare, compare_custom_id = model_picker("Second model", "compare-model", with_none=True)
                 with gr.Accordion("Calibrate to my voice", open=False, elem_id="calibration"):
-                    gr.Markdown(
-                        "Much of what a model hears is *who* is speaking and through which microphone. "
-                        "Read this passage aloud in your usual calm voice (15-30 s), then press "
-                        "Calibrate: the model compares your later recordings with your calm voice "
-                        "instead of with the actors it learned from. Only statistics of the "
-                        "recording are kept, in this browser tab, never on the server's disk.\n\n"
-                        f"> {CALIBRATION_PASSAGE}"
+                    gr.Markdown("Much of what a model hears is *who* is speaking and through which microphone.")
+                    calibration_prompt = gr.Radio(
+                        [prompt.label for prompt in CALIBRATION_PROMPTS.values()],
+                        value=PAGE_CALIBRATION_PROMPT.label,
+                        label="What you record",
+                        elem_id="calibration-prompt",
+                    )
+                    calibration_instructions_note = gr.Markdown(
+                        calibration_instructions(PAGE_CALIBRATION_PROMPT), elem_id="calibration-instructions"
                     )
                     calibration_audio = gr.Audio(
-                        sources=["microphone", "upload"], type="filepath", label="Calm speech", elem_id="calibration-speech"
+                        sources=["microphone", "upload"], type="filepath", label="Your voice", elem_id="calibration-speech"
                     )
                     with gr.Row():
                         calibrate_button = gr.Button("Calibrate", elem_id="calibrate")
@@ -551,17 +563,20 @@ def build_app() -> gr.Blocks:
                     elem_id="timeline-table",
                 )
 
-        calibrations = gr.State({})  # this session's {model name: Calibration}
+        calibrations = gr.State({})  # this session's {model name: (CalibrationPrompt, Calibration)}
         # Every event that runs a model on a recording shares ANALYSES_AT_ONCE slots (see ser_train.serving).
         analysis_slots = dict(concurrency_limit=ANALYSES_AT_ONCE, concurrency_id=ANALYSIS)
         calibrate_button.click(
             calibrate_handler,
-            inputs=[calibration_audio, model, custom_id, calibrations],
+            inputs=[calibration_audio, model, custom_id, calibrations, calibration_prompt],
             outputs=[calibrations, calibration_note],
             api_visibility="private",
             **analysis_slots,
         )
         reset_button.click(reset_calibration, outputs=[calibrations, calibration_note], api_visibility="private")
+        calibration_prompt.change(
+            prompt_instructions, inputs=calibration_prompt, outputs=calibration_instructions_note, api_visibility="private"
+        )
         analyse_button.click(
             predict_handler,
             inputs=[audio, model, custom_id, compare, compare_custom_id, calibrations],

@@ -18,6 +18,9 @@ one per named representation, `x -> x * scale + shift`, computed as follows:
   training speakers' *neutral* mean, and only the mean moves: a narrow sample estimates the
   spread badly.
 
+A visitor can give speech that spans their moods by saying one line in each of PROMPTED_MOODS;
+that sample counts as any speech.
+
 What a model needs at inference (`PopulationStatistics`) is computed from its training split
 (`population_statistics`) and stored in the model folder. `evaluate_calibration` is the honest
 protocol: calibration clips of a test speaker are drawn from that speaker and never scored.
@@ -37,6 +40,9 @@ from ser_train.errors import ModelError
 
 SOURCES = ("speech", "neutral")  # what the calibration sample is: any speech, or neutral speech
 NEUTRAL_EMOTIONS = ("neutral", "calm")  # the emotions a read neutral passage stands for
+# The moods a visitor is asked to say one line in each of (the page's mood prompt), as the
+# corpora's emotions that stand for each: a calm line is a neutral or a calm clip.
+PROMPTED_MOODS = (NEUTRAL_EMOTIONS, ("happy",), ("sad",), ("angry",))
 MIN_CLIPS_FOR_SPREAD = 3  # fewer clips (or a neutral sample) move the mean only
 SPREAD_PRIOR_CLIPS = 5.0  # the population spread counts as this many clips of the speaker
 MIN_VARIANCE = 1e-6  # floor for variances of features that hardly vary
@@ -202,6 +208,19 @@ def calibrate(
     return Calibration(statistics_fingerprint(statistics), source, len(representations), seconds, spread, scale, shift)
 
 
+def prompted_mood_clips(emotions: Sequence[str], rng: np.random.Generator) -> np.ndarray | None:
+    """Positions in one speaker's clips (with these emotion names) of one clip per prompted
+    mood, drawn at random: what the mood prompt would have given. None when a mood is missing."""
+    emotions = np.asarray(emotions)
+    picked = []
+    for mood in PROMPTED_MOODS:
+        candidates = np.flatnonzero(np.isin(emotions, mood))
+        if not len(candidates):
+            return None
+        picked.append(rng.choice(candidates))
+    return np.array(picked)
+
+
 # --- The honest protocol -----------------------------------------------------------------------
 
 
@@ -277,6 +296,9 @@ def evaluate_calibration(
     - neutral: the speaker's neutral and calm clips calibrate (as neutral speech, the realistic
       case of a visitor reading a passage); their other clips are scored, beside the
       uncalibrated model on exactly those clips.
+    - prompted moods: one clip of each of PROMPTED_MOODS, at random, calibrates as speech (a
+      visitor saying the mood prompt's lines); the speaker's other clips are scored;
+      PROTOCOL_REPEATS draws pooled. Speakers without one of the moods are left out.
     - self, one emotion: a recording in one mood calibrating on its own segments. Each clip is
       scored with a calibration from the speaker's other clips of the same emotion (as speech).
     Each entry holds the calibrated metrics and the uncalibrated ones on the same clips.
@@ -312,27 +334,29 @@ def evaluate_calibration(
             "(mean shift toward the training speakers' neutral mean); their other clips are scored, "
             "beside the uncalibrated model on the same clips. Self (one emotion): each clip is scored "
             "with a calibration from the speaker's other clips of its emotion, as a recording in one "
-            "mood calibrated on its own segments would be."
+            "mood calibrated on its own segments would be. Prompted moods: one random clip of each of "
+            f"{', '.join('/'.join(mood) for mood in PROMPTED_MOODS)} calibrates, as unlabelled speech; "
+            f"the speaker's other clips are scored ({PROTOCOL_REPEATS} draws pooled)."
         ),
         "uncalibrated": _headline(metrics(references, uncalibrated)),
         "random_clips": {},
     }
     by_speaker = [np.flatnonzero(speakers == speaker) for speaker in np.unique(speakers)]
 
-    def drawn_entry(draw: Callable[[np.ndarray], int], **extra) -> dict | None:
-        """PROTOCOL_REPEATS draws pooled; `draw(chosen)` is how many of a speaker's clips, in the
-        random order `chosen`, calibrate. Each draw's own UA is kept, to show how much the
-        choice of clips moves the result."""
+    def drawn_entry(draw: Callable[[np.ndarray], np.ndarray | None], **extra) -> dict | None:
+        """PROTOCOL_REPEATS draws pooled; `draw(own)` picks the calibration clips among a
+        speaker's clips `own` (None: the speaker sits this protocol out). Each draw's own UA is
+        kept, to show how much the choice of clips moves the result."""
         scored, predicted, per_draw = [], [], []
         for _ in range(PROTOCOL_REPEATS):
             draw_scored, draw_predicted = [], []
             for own in by_speaker:
-                chosen = rng.permutation(own)
-                count = draw(chosen)
-                if count >= len(own):
+                calibration_clips = draw(own)
+                if calibration_clips is None or len(calibration_clips) >= len(own):
                     continue  # nothing left to score
-                draw_scored.extend(chosen[count:])
-                draw_predicted.extend(calibrated_predictions(chosen[:count], chosen[count:], "speech"))
+                rest = np.setdiff1d(own, calibration_clips)
+                draw_scored.extend(rest)
+                draw_predicted.extend(calibrated_predictions(calibration_clips, rest, "speech"))
             if draw_scored:
                 per_draw.append(metrics(references[draw_scored], draw_predicted)["balanced_accuracy"])
             scored += draw_scored
@@ -341,8 +365,15 @@ def evaluate_calibration(
             return None
         return entry(scored, predicted, repeats=PROTOCOL_REPEATS, balanced_accuracy_per_draw=per_draw, **extra)
 
+    def first_of_random_order(count_of: Callable[[np.ndarray], int]) -> Callable[[np.ndarray], np.ndarray]:
+        """A draw: the speaker's clips in random order, the first `count_of(that order)` of them."""
+        def draw(own: np.ndarray) -> np.ndarray:
+            chosen = rng.permutation(own)
+            return chosen[: count_of(chosen)]
+        return draw
+
     for count in RANDOM_CLIP_COUNTS:
-        drawn = drawn_entry(lambda chosen, count=count: count, calibration_clips=count)
+        drawn = drawn_entry(first_of_random_order(lambda chosen, count=count: count), calibration_clips=count)
         if drawn:
             results["random_clips"][str(count)] = drawn
 
@@ -360,7 +391,7 @@ def evaluate_calibration(
     for duration in SPEECH_SECONDS:
         # The clips it takes to reach S seconds.
         drawn = drawn_entry(
-            lambda chosen, duration=duration: int(np.searchsorted(np.cumsum(seconds[chosen]), duration)) + 1,
+            first_of_random_order(lambda chosen, duration=duration: int(np.searchsorted(np.cumsum(seconds[chosen]), duration)) + 1),
             seconds=duration,
         )
         if drawn:
@@ -386,6 +417,14 @@ def evaluate_calibration(
             predicted.extend(calibrated_predictions(own[is_neutral], rest, "neutral"))
     if scored:
         results["neutral"] = entry(scored, predicted, calibration_emotions=list(NEUTRAL_EMOTIONS))
+
+    def prompted(own: np.ndarray) -> np.ndarray | None:
+        positions = prompted_mood_clips([labels[r] for r in references[own]], rng)
+        return None if positions is None else own[positions]
+
+    drawn = drawn_entry(prompted, calibration_moods=[list(mood) for mood in PROMPTED_MOODS])
+    if drawn:
+        results["prompted_moods"] = drawn
     return results
 
 
@@ -444,4 +483,9 @@ def summarise_folds(fold_results: list[dict]) -> dict:
     for protocol in ("neutral", "self_one_emotion"):
         if protocol in fold_results[0]:
             summary[protocol] = both(lambda fold, protocol=protocol: fold[protocol])
+    if "prompted_moods" in fold_results[0]:
+        def prompted_entry(fold: dict) -> dict:
+            return fold["prompted_moods"]
+
+        summary["prompted_moods"] = {**both(prompted_entry), **draw_spread(prompted_entry)}
     return summary

@@ -17,6 +17,8 @@ EXIT_USER_ERROR = 2
 # ser_train.inference.DEFAULT_MODEL, named without importing torch (tested equal), so that
 # --help stays instant.
 DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-whisper-base"
+# ser_train.calibration_prompts.CALIBRATION_PROMPTS' names, for the same reason (tested equal).
+CALIBRATION_PROMPT_NAMES = ("passage", "moods")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--calibration",
         metavar="FILE",
-        help="15-30 s of the same speaker's calm speech (e.g. a read passage): calibrate the model to that voice first",
+        help="the same speaker saying a calibration prompt (see --calibration-prompt): calibrate the model to that voice first",
+    )
+    predict.add_argument(
+        "--calibration-prompt",
+        choices=CALIBRATION_PROMPT_NAMES,
+        default="passage",
+        help="what --calibration holds: 'passage' (default), 15-30 s of calm reading; 'moods', one line said "
+        "calm, happy, sad and angry",
     )
     add_precision_argument(predict, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
     predict.set_defaults(run=run_predict)
@@ -395,9 +404,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model = load_model(args.model or DEFAULT_MODEL, precision=args.precision)  # once, for all files
     if args.calibration:
-        from ser_train.audio import load_audio
+        from ser_train.calibration_prompts import calibration_prompt_named
 
-        model = model.with_calibration(model.calibrate_recording(load_audio(args.calibration), source="neutral"))
+        prompt = calibration_prompt_named(args.calibration_prompt)
+        model = model.with_calibration(model.calibrate_recording(prompt.read(args.calibration), source=prompt.source))
     results = analyse_files(model, args.files)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -266,6 +266,8 @@ def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float |
         rows.append(row(f"{duration} s of random clips", values))
     if "neutral" in summary:
         rows.append(row("neutral + calm clips", summary["neutral"]))
+    if "prompted_moods" in summary:
+        rows.append(row("one clip per prompted mood", summary["prompted_moods"]))
     if "self_one_emotion" in summary:
         rows.append(row("self, one-emotion recording", summary["self_one_emotion"]))
     return rows

@@ -12,6 +12,9 @@ labels (`ser_train.evaluation.SharedScoring`):
 - the same with speaker calibration from each speaker's neutral (and calm) clips, which are
   then not scored; a speaker with under MIN_NEUTRAL_CALIBRATION_S of them is left out of that
   row and counted;
+- the same with speaker calibration from one clip of each prompted mood (what the page's mood
+  prompt asks a visitor for, `ser_train.calibration.PROMPTED_MOODS`), those clips not scored,
+  PROTOCOL_REPEATS random draws pooled;
 - the same on the first 1 s and 2 s of speech of every clip (SHORT_SPEECH_S), since a model that
   learned from whole sentences meets a second of speech at every onset in live mode.
 
@@ -27,7 +30,7 @@ import datasets
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.calibration import NEUTRAL_EMOTIONS
+from ser_train.calibration import NEUTRAL_EMOTIONS, PROMPTED_MOODS, PROTOCOL_REPEATS, PROTOCOL_SEED, prompted_mood_clips
 from ser_train.confidence import expected_calibration_error, with_temperature
 from ser_train.data import audio_arrays
 from ser_train.evaluation import SharedScoring
@@ -36,6 +39,7 @@ from ser_train.vad import first_speech
 SHORT_SPEECH_S = (1, 2)  # seconds of speech from each clip's onset
 MIN_NEUTRAL_CALIBRATION_S = 10.0  # less neutral speech says too little about a voice (the page asks for 10 s too)
 MEAN_KEY = "mean"
+CALIBRATION_ROWS = ("neutral_calibration", "mood_calibration")  # an entry's speaker-calibrated rows
 # What `leave_one_corpus_out_summary` says was tested.
 FITTED_WITHOUT_EACH = "for each corpus, a model trained like this one on the other corpora only"
 FINISHED_MODEL = "this model, which never trained on these corpora"
@@ -69,7 +73,9 @@ def held_out_corpus_entry(
         },
     }
     if model.can_calibrate:
-        entry["neutral_calibration"] = _neutral_calibration(model, test, waveforms, scoring, temperature)
+        calibration = SpeakerCalibrationRows(model, test, waveforms, scoring, temperature)
+        entry["neutral_calibration"] = calibration.neutral()
+        entry["mood_calibration"] = calibration.prompted_moods()
     return entry
 
 
@@ -84,34 +90,64 @@ def _scores(scoring: SharedScoring, references: np.ndarray, probabilities: np.nd
     }
 
 
-def _neutral_calibration(model, test: datasets.Dataset, waveforms: list[np.ndarray], scoring: SharedScoring, temperature: float) -> dict:
-    """Each speaker calibrated on their neutral and calm clips; their other scored clips judged,
-    beside the uncalibrated model on exactly those clips."""
-    names = test.features["emotion"].names
-    is_neutral = np.isin([names[e] for e in test["emotion"]], NEUTRAL_EMOTIONS)
-    speakers = np.asarray(test["actor"])
-    seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
-    position = {row: i for i, row in enumerate(scoring.kept)}  # test row -> index into scoring.references
-    representations = model.represent(waveforms)
-    calibrated, uncalibrated, scored, left_out = [], [], [], 0
-    for speaker in np.unique(speakers):
-        own = np.flatnonzero(speakers == speaker)
-        neutral = own[is_neutral[own]]
-        rest = [row for row in own[~is_neutral[own]] if row in position]
-        if seconds[neutral].sum() < MIN_NEUTRAL_CALIBRATION_S or not rest:
-            left_out += 1
-            continue
-        calibration = model.calibration_from([representations[i] for i in neutral], "neutral", float(seconds[neutral].sum()))
-        calibrated.append(model.predict_represented([representations[i] for i in rest], calibration))
-        uncalibrated.append(model.predict_represented([representations[i] for i in rest], None))
-        scored += rest
-    entry = {"speakers_calibrated": len(np.unique(speakers)) - left_out, "speakers_left_out": left_out, "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
-    if not scored:
-        return entry
-    references = scoring.references[[position[row] for row in scored]]
-    with_calibration = _scores(scoring, references, np.concatenate(calibrated), temperature)
-    without = scoring.probabilities(np.concatenate(uncalibrated)).argmax(axis=1)
-    return {**entry, **with_calibration, "uncalibrated_same_clips": scoring.metrics(references, without)}
+class SpeakerCalibrationRows:
+    """A held-out corpus judged with each speaker calibrated on some of their own clips, which
+    are then not scored; beside the uncalibrated model on exactly the clips scored."""
+
+    def __init__(self, model, test: datasets.Dataset, waveforms: list[np.ndarray], scoring: SharedScoring, temperature: float):
+        self.model, self.scoring, self.temperature = model, scoring, temperature
+        names = test.features["emotion"].names
+        self.emotions = np.array([names[e] for e in test["emotion"]])
+        self.speakers = np.asarray(test["actor"])
+        self.seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
+        self.position = {row: i for i, row in enumerate(scoring.kept)}  # test row -> index into scoring.references
+        self.representations = model.represent(waveforms)
+
+    def neutral(self) -> dict:
+        """Each speaker calibrated on their neutral and calm clips, as neutral speech; a speaker
+        with under MIN_NEUTRAL_CALIBRATION_S of them is left out and counted."""
+        def pick(own: np.ndarray) -> np.ndarray | None:
+            neutral = own[np.isin(self.emotions[own], NEUTRAL_EMOTIONS)]
+            return neutral if self.seconds[neutral].sum() >= MIN_NEUTRAL_CALIBRATION_S else None
+
+        return {**self._row(pick, "neutral", draws=1), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
+
+    def prompted_moods(self) -> dict:
+        """Each speaker calibrated on one random clip of each prompted mood, as speech;
+        PROTOCOL_REPEATS draws pooled; a speaker without one of the moods is left out."""
+        rng = np.random.default_rng(PROTOCOL_SEED)
+
+        def pick(own: np.ndarray) -> np.ndarray | None:
+            positions = prompted_mood_clips(self.emotions[own], rng)
+            return None if positions is None else own[positions]
+
+        row = self._row(pick, "speech", draws=PROTOCOL_REPEATS)
+        return {**row, "calibration_moods": [list(mood) for mood in PROMPTED_MOODS], "repeats": PROTOCOL_REPEATS}
+
+    def _row(self, pick, source: str, draws: int) -> dict:
+        """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""
+        calibrated, uncalibrated, scored, left_out = [], [], [], set()
+        for _ in range(draws):
+            for speaker in np.unique(self.speakers):
+                own = np.flatnonzero(self.speakers == speaker)
+                calibration_clips = pick(own)
+                rest = [] if calibration_clips is None else [row for row in np.setdiff1d(own, calibration_clips) if row in self.position]
+                if not rest:
+                    left_out.add(speaker)
+                    continue
+                calibration = self.model.calibration_from(
+                    [self.representations[i] for i in calibration_clips], source, float(self.seconds[calibration_clips].sum())
+                )
+                calibrated.append(self.model.predict_represented([self.representations[i] for i in rest], calibration))
+                uncalibrated.append(self.model.predict_represented([self.representations[i] for i in rest], None))
+                scored += rest
+        entry = {"speakers_calibrated": len(np.unique(self.speakers)) - len(left_out), "speakers_left_out": len(left_out)}
+        if not scored:
+            return entry
+        references = self.scoring.references[[self.position[row] for row in scored]]
+        with_calibration = _scores(self.scoring, references, np.concatenate(calibrated), self.temperature)
+        without = self.scoring.probabilities(np.concatenate(uncalibrated)).argmax(axis=1)
+        return {**entry, **with_calibration, "uncalibrated_same_clips": self.scoring.metrics(references, without)}
 
 
 # --- Summaries ---------------------------------------------------------------------------------
@@ -139,25 +175,30 @@ def leave_one_corpus_out_summary(entries: dict[str, dict], models: str) -> dict:
 
     summary = headline(lambda entry: entry)
     summary["short_speech"] = {str(s): headline(lambda entry, s=s: entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S}
-    if all("neutral_calibration" in entries[c] for c in corpora):
-        neutral = headline(lambda entry: entry["neutral_calibration"])
-        neutral["uncalibrated_same_clips"] = mean(
-            entries[c]["neutral_calibration"].get("uncalibrated_same_clips", {}).get("balanced_accuracy") for c in corpora
-        )
-        summary["neutral_calibration"] = neutral
+    for row in CALIBRATION_ROWS:
+        if all(row in entries[c] for c in corpora):
+            calibrated = headline(lambda entry, row=row: entry[row])
+            calibrated["uncalibrated_same_clips"] = mean(
+                entries[c][row].get("uncalibrated_same_clips", {}).get("balanced_accuracy") for c in corpora
+            )
+            summary[row] = calibrated
     summary["corpora"] = corpora
     summary["models"] = models
     return {**entries, MEAN_KEY: summary}
 
 
 def format_leave_one_corpus_out_table(loco: dict) -> list[str]:
-    """Per held-out corpus: UA, WA, the most-predicted emotion's share, ECE, with neutral
-    calibration, and on 1 s / 2 s of speech."""
+    """Per held-out corpus: UA, WA, the most-predicted emotion's share, ECE, UA with neutral
+    and with prompted-mood calibration, and on 1 s / 2 s of speech."""
     short = [str(s) for s in SHORT_SPEECH_S]
-    header = f"{'held-out corpus':<18}{'UA':>7}{'WA':>7}{'top':>14}{'ECE':>7}{'T':>6}{'neutral':>9}" + "".join(
+    header = f"{'held-out corpus':<18}{'UA':>7}{'WA':>7}{'top':>14}{'ECE':>7}{'T':>6}{'neutral':>9}{'moods':>7}" + "".join(
         f"{s + ' s UA/top/ECE':>22}" for s in short
     )
     lines = ["Leave one corpus out (each corpus tested by a model that never heard it):", header]
+
+    def calibrated_cells(balanced_accuracies: list) -> str:
+        neutral, moods = (f"{ua:.3f}" if ua is not None else "-" for ua in balanced_accuracies)
+        return f"{neutral:>9}{moods:>7}"
 
     def top(scores: dict) -> str:
         most = scores["metrics"]["most_predicted"]
@@ -166,21 +207,20 @@ def format_leave_one_corpus_out_table(loco: dict) -> list[str]:
     for corpus, entry in loco.items():
         if corpus == MEAN_KEY:
             continue
-        neutral = entry.get("neutral_calibration", {}).get("metrics", {}).get("balanced_accuracy")
+        calibrated = [entry.get(row, {}).get("metrics", {}).get("balanced_accuracy") for row in CALIBRATION_ROWS]
         row = (
             f"{corpus[:17]:<18}{entry['metrics']['balanced_accuracy']:>7.3f}{entry['metrics']['accuracy']:>7.3f}"
-            f"{top(entry):>14}{entry['ece']:>7.3f}{entry['temperature']:>6.2f}"
-            f"{(f'{neutral:.3f}' if neutral is not None else '-'):>9}"
+            f"{top(entry):>14}{entry['ece']:>7.3f}{entry['temperature']:>6.2f}{calibrated_cells(calibrated)}"
         )
         for s in short:
             scores = entry["short_speech"][s]
             row += f"{scores['metrics']['balanced_accuracy']:>8.3f} {top(scores):>7} {scores['ece']:.3f}".rjust(22)
         lines.append(row)
     mean = loco[MEAN_KEY]
-    neutral = mean.get("neutral_calibration", {}).get("balanced_accuracy")
+    calibrated = [mean.get(row, {}).get("balanced_accuracy") for row in CALIBRATION_ROWS]
     row = (
         f"{'mean':<18}{mean['balanced_accuracy']:>7.3f}{mean['accuracy']:>7.3f}{'max ' + format(mean['most_predicted_share_max'], '.0%'):>14}"
-        f"{mean['ece']:>7.3f}{'':>6}{(f'{neutral:.3f}' if neutral is not None else '-'):>9}"
+        f"{mean['ece']:>7.3f}{'':>6}{calibrated_cells(calibrated)}"
     )
     for s in short:
         scores = mean["short_speech"][s]

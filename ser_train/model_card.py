@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from ser_train.calibration import PROMPTED_MOODS, PROTOCOL_REPEATS
 from ser_train.corpora import corpus_info
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
@@ -184,6 +185,7 @@ def _held_out_section(results: dict) -> dict | None:
             continue
         info = corpus_info(corpus)
         neutral = entry.get("neutral_calibration", {})
+        moods = entry.get("mood_calibration", {})
         rows.append(
             {
                 "corpus": info.title if info else corpus,
@@ -194,10 +196,19 @@ def _held_out_section(results: dict) -> dict | None:
                 "neutral_without": neutral.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
                 "neutral_ece": neutral.get("ece"),
                 "neutral_left_out": neutral.get("speakers_left_out"),
+                "moods": moods.get("metrics", {}).get("balanced_accuracy"),
+                "moods_without": moods.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
                 "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
             }
         )
-    return {"rows": rows, "mean": loco[MEAN_KEY], "short_seconds": list(SHORT_SPEECH_S), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
+    return {
+        "rows": rows,
+        "mean": loco[MEAN_KEY],
+        "short_seconds": list(SHORT_SPEECH_S),
+        "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S,
+        "prompted_moods": ", ".join("/".join(mood) for mood in PROMPTED_MOODS),
+        "repeats": PROTOCOL_REPEATS,
+    }
 
 
 def _confidence_section(results: dict) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import gradio as gr
 import numpy as np
 import pytest
 import soundfile
@@ -12,11 +13,13 @@ import soundfile
 import app
 from app_support import ANGRY, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, PASSAGE
+from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.serving import ModelRegistry
 
-NEUTRAL, CALM = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
+NEUTRAL, CALM, HAPPY, SAD = (EMOTIONS.index(name) for name in ("neutral", "calm", "happy", "sad"))
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +32,14 @@ def passage(tmp_path_factory):
     """About 20 s of calm speech with pauses, as a visitor reading the passage gives."""
     path = tmp_path_factory.mktemp("calibration") / "passage.wav"
     soundfile.write(path, utterances([NEUTRAL, CALM] * 3, speech_s=2.5, pause_s=0.8), SAMPLING_RATE)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mood_lines(tmp_path_factory):
+    """One line said calm, happy, sad and angry with pauses (about 11 s), as the mood prompt asks."""
+    path = tmp_path_factory.mktemp("calibration") / "moods.wav"
+    soundfile.write(path, utterances([CALM, HAPPY, SAD, ANGRY], speech_s=2.0, pause_s=0.7), SAMPLING_RATE)
     return str(path)
 
 
@@ -46,8 +57,8 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     uncalibrated = list(model.predict_file(clip).values())
     assert not np.allclose(calibrated, uncalibrated, atol=1e-4)
 
-    session_a, status = app.calibrate_handler(passage, name, "", {})
-    assert "Calibration is **on**" in status and list(session_a) == [name]
+    session_a, status = app.calibrate_handler(passage, name, "", {}, PASSAGE.label)
+    assert "Calibration is **on**" in status and "a calm passage" in status and list(session_a) == [name]
     session_b: dict = {}  # another visitor, who never calibrated
 
     def page(session):
@@ -62,7 +73,7 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
         assert answer == pytest.approx(uncalibrated, abs=1e-6)
     assert session_b == {}
 
-    # /predict: the calibration recording counts for its own request only.
+    # /predict: the calibration recording counts for its own request only (a passage by default).
     assert list(app.predict_api(clip, name, passage).values()) == pytest.approx(calibrated, abs=1e-6)
     assert list(app.predict_api(clip, name).values()) == pytest.approx(uncalibrated, abs=1e-6)
 
@@ -71,15 +82,48 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     assert page(state) == pytest.approx(uncalibrated, abs=1e-6)
 
 
+def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_and_cli(calibratable_cnn, mood_lines, tmp_path, capsys):
+    import json
+
+    from ser_train.cli import main
+
+    name = str(calibratable_cnn)
+    clip = str(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))
+    model = load_model(name)
+    calibration = model.calibrate_recording(load_audio(mood_lines), source="speech")
+    assert calibration.clips == 4 and calibration.spread_estimated  # four lines: mean and spread move
+    expected = list(model.predict_file(clip, calibration=calibration).values())
+    as_passage = list(model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source="neutral")).values())
+    assert not np.allclose(expected, as_passage, atol=1e-4)  # the prompt decides how the recording is read
+
+    # The page offers it as the second choice; its instructions name the four moods.
+    assert app.PAGE_CALIBRATION_PROMPT is PASSAGE
+    assert all(mood in app.prompt_instructions(MOODS.label) for mood in ("calm", "happy", "sad", "angry"))
+    session, status = app.calibrate_handler(mood_lines, name, "", {}, MOODS.label)
+    assert "one line in four moods" in status and "mean and spread" in status
+    assert shown(app.predict_handler(clip, name, "", None, None, session)) == pytest.approx(expected, abs=1e-6)
+    assert list(app.predict_api(clip, name, mood_lines, "moods").values()) == pytest.approx(expected, abs=1e-6)
+    assert main(["predict", clip, "--model", name, "--calibration", mood_lines, "--calibration-prompt", "moods", "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
+    assert set(CALIBRATION_PROMPT_NAMES) == set(CALIBRATION_PROMPTS)  # the CLI's choices, named without torch
+
+
 def test_calibration_problems_are_explained_and_keep_the_session_state(calibratable_cnn, precalibration_cnn, passage, tmp_path):
     name = str(calibratable_cnn)
     short = str(write_clip(tmp_path / "short.wav", sampling_rate=16_000, duration_s=3.0))
-    state, status = app.calibrate_handler(short, name, "", {})
-    assert state == {} and "read the whole passage" in status
+    state, status = app.calibrate_handler(short, name, "", {}, PASSAGE.label)
+    assert state == {} and "reading the whole passage (at least 10 s)" in status
+    state, status = app.calibrate_handler(short, name, "", {}, MOODS.label)
+    assert state == {} and "saying the line in all four moods (at least 6 s)" in status
     state, status = app.calibrate_handler(None, name, "", {})
     assert "No calibration recording yet" in status
+    state, status = app.calibrate_handler(passage, name, "", {}, None)
+    assert state == {} and "Choose what you recorded" in status
+    with pytest.raises(gr.Error, match="Unknown calibration prompt 'shouting'"):
+        app.predict_api(short, name, passage, "shouting")
 
-    calibrated, _ = app.calibrate_handler(passage, name, "", {})
+    calibrated, _ = app.calibrate_handler(passage, name, "", {}, PASSAGE.label)
     state, status = app.calibrate_handler(passage, str(precalibration_cnn), "", calibrated)
     # A model that predates calibration: said so, and the session keeps its calibration.
     assert "cannot be calibrated" in status and "Calibration is **on**" in status
@@ -99,11 +143,18 @@ def test_cli_predict_with_a_calibration_recording_gives_the_librarys_answer(cali
     assert result["probabilities"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_the_status_reports_what_neutral_calibration_measured_for_the_model(tmp_path):
+def test_the_status_reports_what_calibration_from_that_prompt_measured_for_the_model(tmp_path):
     import json
 
     (tmp_path / "eval_results.json").write_text(
         json.dumps({"calibration": {"mean_over_folds": {"neutral": {"calibrated": 0.626, "uncalibrated_same_clips": 0.637}}}})
     )
-    assert "balanced accuracy 62.6%, against 63.7% uncalibrated" in app.measured_effect(str(tmp_path))
-    assert app.measured_effect(str(tmp_path / "no-such-model")) == ""
+    said = app.measured_effect(str(tmp_path), PASSAGE)
+    assert "neutral and calm clips: balanced accuracy 62.6%, against 63.7% uncalibrated" in said
+    assert app.measured_effect(str(tmp_path), MOODS) == ""  # not measured for this model: nothing claimed
+    (tmp_path / "eval_results.json").write_text(
+        json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": {"calibrated": 0.81, "uncalibrated_same_clips": 0.78}}}})
+    )
+    said = app.measured_effect(str(tmp_path), MOODS)
+    assert "calm, happy, sad and angry speech: balanced accuracy 81.0%, against 78.0% uncalibrated" in said
+    assert app.measured_effect(str(tmp_path / "no-such-model"), PASSAGE) == ""

@@ -14,6 +14,7 @@ import soundfile
 
 from app_support import ANGRY, AppServer, utterances
 from ser_train.audio import load_audio
+from ser_train.calibration_prompts import MOOD_LINE, MOODS, PASSAGE
 from ser_train.data import EMOTIONS
 from synthetic import synth_clip
 from test_browser import (
@@ -23,7 +24,7 @@ from test_browser import (
 
 pytestmark = pytest.mark.browser
 
-CALIBRATION_RECORDING_S = 21.0  # the page asks for 15-30 s and refuses under 10 s
+CALIBRATION_RECORDING_S = 21.0  # the passage: the page asks for 15-30 s and refuses under 10 s
 SECOND_RECORDING_S = 4.0
 
 
@@ -75,12 +76,18 @@ def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_
     from ser_train.inference import load_model
 
     page.get_by_text("Calibrate to my voice").click()
-    page.get_by_text("When the sunlight strikes raindrops").wait_for()
+    page.get_by_text("When the sunlight strikes raindrops").wait_for()  # the passage comes first
     assert "Calibration is off" in page.locator("#calibration-status").inner_text()
+    # The other prompt's instructions replace the passage's, and back.
+    page.locator("#calibration-prompt").get_by_text(MOODS.label).click()
+    page.get_by_text(MOOD_LINE).wait_for()
+    page.locator("#calibration-prompt").get_by_text(PASSAGE.label).click()
+    page.get_by_text("When the sunlight strikes raindrops").wait_for()
 
     calibration_wav = fetch_received(page, record(page, "calibration-speech", CALIBRATION_RECORDING_S), tmp_path / "calm.wav")
     page.locator("#calibrate").click()
     page.get_by_text("Calibration is on").wait_for(timeout=60_000)
+    assert PASSAGE.label.lower() in page.locator("#calibration-status").inner_text()
     assert server.stored_files() == []  # only its statistics stay, in this tab's session
 
     clip_wav = fetch_received(page, record(page, "speech", SECOND_RECORDING_S), tmp_path / "speech.wav")

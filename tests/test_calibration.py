@@ -7,11 +7,13 @@ import pytest
 
 from ser_train.calibration import (
     MIN_CLIPS_FOR_SPREAD,
+    PROMPTED_MOODS,
     PROTOCOL_REPEATS,
     Calibration,
     calibrate,
     evaluate_calibration,
     population_statistics,
+    prompted_mood_clips,
     speaker_affine,
     summarise_folds,
 )
@@ -93,6 +95,18 @@ def test_neutral_speech_moves_the_neutral_mean_to_the_training_speakers_neutral_
     assert np.abs(population.neutral_mean - population.mean).max() > 1
 
 
+def test_the_mood_prompt_draw_takes_one_clip_of_each_prompted_mood():
+    emotions = ["calm", "happy", "happy", "sad", "angry", "fearful", "angry", "neutral"]
+    rng = np.random.default_rng(0)
+    draws = [prompted_mood_clips(emotions, rng) for _ in range(50)]
+    for positions in draws:
+        assert [emotions[i] in mood for i, mood in zip(positions, PROMPTED_MOODS)] == [True] * len(PROMPTED_MOODS)
+    # At random among the candidates: both calm/neutral clips and both happy ones get drawn.
+    assert {emotions[positions[0]] for positions in draws} == {"calm", "neutral"}
+    assert {positions[1] for positions in draws} == {1, 2}
+    assert prompted_mood_clips(["neutral", "happy", "sad", "fearful"], rng) is None  # no angry clip
+
+
 class CentroidModel:
     """A real classifier over synthetic frames (nearest class centroid of clip means), calibratable."""
 
@@ -151,6 +165,14 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     assert results["speech_seconds"]["15"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 15)
     assert "30" not in results["speech_seconds"]
     assert results["self_one_emotion"]["calibrated"]["num_examples"] == len(test_clips)
+    # The mood prompt (the last protocol run): one clip per prompted mood calibrates, the other 12
+    # are scored. (No accuracy claim here: these synthetic emotions lie on one line, on which
+    # neutral, happy, sad and angry sit to one side of the speaker's centre.)
+    assert results["prompted_moods"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 4)
+    emotion_of = np.asarray(test_emotions)
+    for calibrated_on in model.calibration_calls[-PROTOCOL_REPEATS * 4:]:
+        assert [EMOTIONS[emotion_of[i]] in mood for i, mood in zip(calibrated_on, PROMPTED_MOODS)] == [True] * 4
+    assert len(summary["prompted_moods"]) == 3  # calibrated, uncalibrated on the same clips, spread over draws
     # Speakers here differ by large offsets: calibration must help, and never hurt on neutral.
     uncalibrated = results["uncalibrated"]["balanced_accuracy"]
     assert uncalibrated < 0.6

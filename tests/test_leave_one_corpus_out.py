@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from ser_train.calibration import PROTOCOL_REPEATS
 from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, fit_temperature, with_temperature
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
@@ -135,6 +136,18 @@ def test_held_out_entries_report_what_the_issue_asks(run, corpora):
     }
     # Neutral clips calibrate and are never scored: alpha scores its 6 x 3 x 2 other clips.
     assert loco["alpha"]["neutral_calibration"]["metrics"]["num_examples"] == 36
+    # The mood prompt: one clip of each of neutral, happy, sad, angry calibrates, the speaker's
+    # other 4 clips are scored, in each of PROTOCOL_REPEATS draws; gamma has no angry clips.
+    for corpus, speakers in (("alpha", 6), ("beta", 3)):
+        moods = loco[corpus]["mood_calibration"]
+        assert moods["speakers_calibrated"] == speakers
+        assert moods["metrics"]["num_examples"] == PROTOCOL_REPEATS * speakers * 4
+        assert moods["uncalibrated_same_clips"]["num_examples"] == moods["metrics"]["num_examples"]
+    gamma = loco["gamma"]["mood_calibration"]
+    assert (gamma["speakers_calibrated"], gamma["speakers_left_out"], "metrics" in gamma) == (0, 2, False)
+    assert loco["mean"]["mood_calibration"]["balanced_accuracy"] == pytest.approx(
+        np.mean([loco[c]["mood_calibration"]["metrics"]["balanced_accuracy"] for c in ("alpha", "beta")])
+    )
     mean = loco["mean"]
     expected = np.mean([loco[c]["metrics"]["balanced_accuracy"] for c in CORPORA])
     assert mean["balanced_accuracy"] == pytest.approx(expected)

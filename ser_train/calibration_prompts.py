@@ -1,0 +1,95 @@
+"""What a visitor records to calibrate a model to their voice, and how that recording is read.
+
+Two prompts, each with the calibration source it stands for (see `ser_train.calibration`):
+
+- "moods": one short line said four times, once in each of PROMPTED_MOODS (calm, happy, sad,
+  angry). Speech across a speaker's moods is what calibration needs: its mean is the speaker's
+  centre rather than one mood's, so it counts as any speech (mean and spread move). The same
+  line each time, as the acted corpora do, so that the words do not differ between moods.
+- "passage": a calm passage read aloud. One mood, so only the mean moves, toward the training
+  speakers' neutral mean.
+
+The page offers both, `/predict` and `python -m ser_train predict` take either by name, and the
+protocol rows that measured them are named here too (`eval_results.json`'s "calibration").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.calibration import PROMPTED_MOODS
+from ser_train.errors import AudioError, SERError
+
+MAX_CALIBRATION_S = 60.0  # a calibration recording longer than this is not what was asked for
+
+MOOD_LINE = "I'll see you tomorrow at the station."
+PROMPTED_MOOD_WORDS = ("calm", "happy", "sad", "angry")  # how PROMPTED_MOODS are put to a visitor
+assert len(PROMPTED_MOOD_WORDS) == len(PROMPTED_MOODS)
+
+RAINBOW_PASSAGE = (
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+    "The rainbow is a division of white light into many beautiful colours. These take the shape "
+    "of a long round arch, with its path high above, and its two ends apparently beyond the "
+    "horizon. There is, according to legend, a boiling pot of gold at one end. People look, but "
+    "no one ever finds it."
+)  # the opening of "The Rainbow Passage" (Fairbanks, 1960), read in about 20 seconds
+
+
+@dataclass(frozen=True)
+class CalibrationPrompt:
+    """What to record, and how the recording calibrates."""
+
+    name: str  # how /predict and the CLI ask for it
+    label: str  # the choice on the page
+    asks_for: str  # what to record, for messages: "record or upload <asks_for>"
+    instructions: str  # Markdown for the visitor
+    source: str  # ser_train.calibration source the recording stands for
+    min_s: float  # a shorter recording says too little about a voice
+    protocol_row: str  # the row of eval_results.json's "calibration" that measured this kind of sample
+
+    def read(self, path: str | None) -> np.ndarray:
+        """The recording as a checked 16 kHz waveform of min_s to MAX_CALIBRATION_S, or AudioError."""
+        if not path:
+            raise AudioError(f"No calibration recording yet: record or upload {self.asks_for}, then press Calibrate.")
+        waveform = load_audio(path, max_duration_s=MAX_CALIBRATION_S)
+        if len(waveform) < self.min_s * SAMPLING_RATE:
+            raise AudioError(
+                f"The calibration recording is {len(waveform) / SAMPLING_RATE:.1f} s long; record {self.asks_for} "
+                f"(at least {self.min_s:g} s)."
+            )
+        return waveform
+
+
+MOODS = CalibrationPrompt(
+    name="moods",
+    label="One line in four moods",
+    asks_for="yourself saying the line in all four moods",
+    instructions=(
+        f"Say this line four times, once in each mood, with a short pause in between: "
+        f"**{', '.join(PROMPTED_MOOD_WORDS)}** (10-20 s in all).\n\n> {MOOD_LINE}"
+    ),
+    source="speech",
+    min_s=6.0,  # four short lines with pauses
+    protocol_row="prompted_moods",
+)
+PASSAGE = CalibrationPrompt(
+    name="passage",
+    label="A calm passage",
+    asks_for="yourself reading the whole passage",
+    instructions=f"Read this passage aloud in your usual calm voice (15-30 s).\n\n> {RAINBOW_PASSAGE}",
+    source="neutral",
+    min_s=10.0,
+    protocol_row="neutral",
+)
+CALIBRATION_PROMPTS = {prompt.name: prompt for prompt in (PASSAGE, MOODS)}
+
+
+def calibration_prompt_named(name: str) -> CalibrationPrompt:
+    """The prompt called `name`, or AudioError naming the ones there are."""
+    try:
+        return CALIBRATION_PROMPTS[name]
+    except KeyError:
+        raise SERError(f"Unknown calibration prompt {name!r}: use one of {', '.join(CALIBRATION_PROMPTS)}.") from None
