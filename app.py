@@ -180,15 +180,15 @@ def calibrate_handler(
     model_choice: str | None,
     custom_id: str | None,
     calibrations: dict | None,
-    prompt_label: str = PAGE_CALIBRATION_PROMPT.label,
+    prompt_name: str | None = PAGE_CALIBRATION_PROMPT.name,
     request: gr.Request = None,
 ) -> tuple[dict, str]:
     """Calibrate the chosen model to this session's voice from a recording of the prompt
-    labelled `prompt_label`: (the session's new state, status). The recording is removed from
-    the server once read; only its statistics are kept."""
+    `prompt_name`: (the session's new state, status). The recording is removed from the server
+    once read; only its statistics are kept."""
     calibrations = dict(calibrations or {})  # a new dict: the session's old state is never changed in place
     try:
-        prompt = prompt_labelled(prompt_label)
+        prompt = chosen_prompt(prompt_name)
         name = models.resolve(picked(model_choice, custom_id))
         model = models.get(name)
         with uploads.used(audio_path, request) as audio_path:
@@ -198,15 +198,14 @@ def calibrate_handler(
     return calibrations, calibration_status(calibrations)
 
 
-def prompt_labelled(label: str | None) -> CalibrationPrompt:
-    for prompt in CALIBRATION_PROMPTS.values():
-        if prompt.label == label:
-            return prompt
-    raise SERError("Choose what you recorded for calibration: " + " or ".join(p.label for p in CALIBRATION_PROMPTS.values()) + ".")
+def chosen_prompt(prompt_name: str | None) -> CalibrationPrompt:
+    if not prompt_name:
+        raise SERError("Choose what you recorded for calibration: " + " or ".join(p.label for p in CALIBRATION_PROMPTS.values()) + ".")
+    return calibration_prompt_named(prompt_name)
 
 
-def prompt_instructions(prompt_label: str) -> str:
-    return calibration_instructions(prompt_labelled(prompt_label))
+def prompt_instructions(prompt_name: str) -> str:
+    return calibration_instructions(chosen_prompt(prompt_name))
 
 
 def calibration_instructions(prompt: CalibrationPrompt) -> str:
@@ -232,9 +231,6 @@ def calibration_status(calibrations: dict) -> str:
     return "\n\n".join(lines + ["It applies to your recordings in this browser tab only; Reset turns it off."])
 
 
-MEASURED_AS = {"neutral": "their neutral and calm clips", "prompted_moods": "one clip each of calm, happy, sad and angry speech"}
-
-
 def measured_effect(model_dir: str, prompt: CalibrationPrompt) -> str:
     """What calibration from this kind of sample did for this model on actors it never heard,
     from its eval_results.json."""
@@ -245,7 +241,7 @@ def measured_effect(model_dir: str, prompt: CalibrationPrompt) -> str:
     if not row:
         return ""
     return (
-        f" Measured on actors it never heard, calibrated from {MEASURED_AS[prompt.protocol_row]}: balanced "
+        f" Measured on actors it never heard, calibrated from {prompt.protocol_sample}: balanced "
         f"accuracy {row['calibrated']:.1%}, against {row['uncalibrated_same_clips']:.1%} uncalibrated."
     )
 
@@ -525,8 +521,8 @@ def build_app() -> gr.Blocks:
                 with gr.Accordion("Calibrate to my voice", open=False, elem_id="calibration"):
                     gr.Markdown("Much of what a model hears is *who* is speaking and through which microphone.")
                     calibration_prompt = gr.Radio(
-                        [prompt.label for prompt in CALIBRATION_PROMPTS.values()],
-                        value=PAGE_CALIBRATION_PROMPT.label,
+                        [(prompt.label, prompt.name) for prompt in CALIBRATION_PROMPTS.values()],
+                        value=PAGE_CALIBRATION_PROMPT.name,
                         label="What you record",
                         elem_id="calibration-prompt",
                     )

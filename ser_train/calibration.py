@@ -480,12 +480,10 @@ def summarise_folds(fold_results: list[dict]) -> dict:
                 return fold[protocol][size]
 
             summary[protocol][size] = {**both(entry), **draw_spread(entry)}
-    for protocol in ("neutral", "self_one_emotion"):
+    for protocol in ("neutral", "self_one_emotion", "prompted_moods"):
         if protocol in fold_results[0]:
-            summary[protocol] = both(lambda fold, protocol=protocol: fold[protocol])
-    if "prompted_moods" in fold_results[0]:
-        def prompted_entry(fold: dict) -> dict:
-            return fold["prompted_moods"]
+            def entry(fold: dict, protocol=protocol) -> dict:
+                return fold[protocol]
 
-        summary["prompted_moods"] = {**both(prompted_entry), **draw_spread(prompted_entry)}
+            summary[protocol] = {**both(entry), **draw_spread(entry)}  # draw_spread: {} for one fixed sample
     return summary

@@ -49,6 +49,7 @@ class CalibrationPrompt:
     source: str  # ser_train.calibration source the recording stands for
     min_s: float  # a shorter recording says too little about a voice
     protocol_row: str  # the row of eval_results.json's "calibration" that measured this kind of sample
+    protocol_sample: str  # that row's calibration sample, for a person
 
     def read(self, path: str | None) -> np.ndarray:
         """The recording as a checked 16 kHz waveform of min_s to MAX_CALIBRATION_S, or AudioError."""
@@ -74,6 +75,7 @@ MOODS = CalibrationPrompt(
     source="speech",
     min_s=6.0,  # four short lines with pauses
     protocol_row="prompted_moods",
+    protocol_sample="one clip each of calm, happy, sad and angry speech",
 )
 PASSAGE = CalibrationPrompt(
     name="passage",
@@ -83,12 +85,13 @@ PASSAGE = CalibrationPrompt(
     source="neutral",
     min_s=10.0,
     protocol_row="neutral",
+    protocol_sample="their neutral and calm clips",
 )
 CALIBRATION_PROMPTS = {prompt.name: prompt for prompt in (PASSAGE, MOODS)}
 
 
 def calibration_prompt_named(name: str) -> CalibrationPrompt:
-    """The prompt called `name`, or AudioError naming the ones there are."""
+    """The prompt called `name`, or SERError naming the ones there are."""
     try:
         return CALIBRATION_PROMPTS[name]
     except KeyError:

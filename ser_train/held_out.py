@@ -102,6 +102,8 @@ class SpeakerCalibrationRows:
         self.seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
         self.position = {row: i for i, row in enumerate(scoring.kept)}  # test row -> index into scoring.references
         self.representations = model.represent(waveforms)
+        # What the uncalibrated model answers for each clip, computed once for every row and draw.
+        self.uncalibrated = model.predict_represented(self.representations, None)
 
     def neutral(self) -> dict:
         """Each speaker calibrated on their neutral and calm clips, as neutral speech; a speaker
@@ -126,7 +128,7 @@ class SpeakerCalibrationRows:
 
     def _row(self, pick, source: str, draws: int) -> dict:
         """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""
-        calibrated, uncalibrated, scored, left_out = [], [], [], set()
+        calibrated, scored, left_out = [], [], set()
         for _ in range(draws):
             for speaker in np.unique(self.speakers):
                 own = np.flatnonzero(self.speakers == speaker)
@@ -139,14 +141,13 @@ class SpeakerCalibrationRows:
                     [self.representations[i] for i in calibration_clips], source, float(self.seconds[calibration_clips].sum())
                 )
                 calibrated.append(self.model.predict_represented([self.representations[i] for i in rest], calibration))
-                uncalibrated.append(self.model.predict_represented([self.representations[i] for i in rest], None))
                 scored += rest
         entry = {"speakers_calibrated": len(np.unique(self.speakers)) - len(left_out), "speakers_left_out": len(left_out)}
         if not scored:
             return entry
         references = self.scoring.references[[self.position[row] for row in scored]]
         with_calibration = _scores(self.scoring, references, np.concatenate(calibrated), self.temperature)
-        without = self.scoring.probabilities(np.concatenate(uncalibrated)).argmax(axis=1)
+        without = self.scoring.probabilities(self.uncalibrated[scored]).argmax(axis=1)
         return {**entry, **with_calibration, "uncalibrated_same_clips": self.scoring.metrics(references, without)}
 
 

@@ -57,7 +57,7 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     uncalibrated = list(model.predict_file(clip).values())
     assert not np.allclose(calibrated, uncalibrated, atol=1e-4)
 
-    session_a, status = app.calibrate_handler(passage, name, "", {}, PASSAGE.label)
+    session_a, status = app.calibrate_handler(passage, name, "", {}, PASSAGE.name)
     assert "Calibration is **on**" in status and "a calm passage" in status and list(session_a) == [name]
     session_b: dict = {}  # another visitor, who never calibrated
 
@@ -98,8 +98,8 @@ def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_a
 
     # The page offers it as the second choice; its instructions name the four moods.
     assert app.PAGE_CALIBRATION_PROMPT is PASSAGE
-    assert all(mood in app.prompt_instructions(MOODS.label) for mood in ("calm", "happy", "sad", "angry"))
-    session, status = app.calibrate_handler(mood_lines, name, "", {}, MOODS.label)
+    assert all(mood in app.prompt_instructions(MOODS.name) for mood in ("calm", "happy", "sad", "angry"))
+    session, status = app.calibrate_handler(mood_lines, name, "", {}, MOODS.name)
     assert "one line in four moods" in status and "mean and spread" in status
     assert shown(app.predict_handler(clip, name, "", None, None, session)) == pytest.approx(expected, abs=1e-6)
     assert list(app.predict_api(clip, name, mood_lines, "moods").values()) == pytest.approx(expected, abs=1e-6)
@@ -112,9 +112,9 @@ def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_a
 def test_calibration_problems_are_explained_and_keep_the_session_state(calibratable_cnn, precalibration_cnn, passage, tmp_path):
     name = str(calibratable_cnn)
     short = str(write_clip(tmp_path / "short.wav", sampling_rate=16_000, duration_s=3.0))
-    state, status = app.calibrate_handler(short, name, "", {}, PASSAGE.label)
+    state, status = app.calibrate_handler(short, name, "", {}, PASSAGE.name)
     assert state == {} and "reading the whole passage (at least 10 s)" in status
-    state, status = app.calibrate_handler(short, name, "", {}, MOODS.label)
+    state, status = app.calibrate_handler(short, name, "", {}, MOODS.name)
     assert state == {} and "saying the line in all four moods (at least 6 s)" in status
     state, status = app.calibrate_handler(None, name, "", {})
     assert "No calibration recording yet" in status
@@ -123,7 +123,7 @@ def test_calibration_problems_are_explained_and_keep_the_session_state(calibrata
     with pytest.raises(gr.Error, match="Unknown calibration prompt 'shouting'"):
         app.predict_api(short, name, passage, "shouting")
 
-    calibrated, _ = app.calibrate_handler(passage, name, "", {}, PASSAGE.label)
+    calibrated, _ = app.calibrate_handler(passage, name, "", {}, PASSAGE.name)
     state, status = app.calibrate_handler(passage, str(precalibration_cnn), "", calibrated)
     # A model that predates calibration: said so, and the session keeps its calibration.
     assert "cannot be calibrated" in status and "Calibration is **on**" in status
