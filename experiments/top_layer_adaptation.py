@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor
@@ -30,6 +31,7 @@ from transformers import WhisperFeatureExtractor
 from ser_train.audio import SAMPLING_RATE
 from ser_train.corpora import load_corpora
 from ser_train.data import audio_arrays
+from ser_train.evaluation import SharedScoring
 from ser_train.models.whisper import CLIPS_PER_FORWARD, DEFAULT_WINDOW_S, ENCODER_FRAMES_PER_S, WhisperForEmotionRecognition
 from ser_train.training.cnn import balanced_row_weights
 from ser_train.vad import trim_silence
@@ -157,17 +159,23 @@ def held_out(corpus: str, data: dict, frames: list[np.ndarray], base: WhisperFor
     optimizer.step(closure)
     rows = []
 
+    test_set = datasets.Dataset.from_dict({"emotion": data["emotion"][test]}, features=datasets.Features({"emotion": datasets.ClassLabel(names=labels)}))
+    scoring = SharedScoring.of(test_set, labels, trained_labels)  # as leave-one-corpus-out scores
+
     def score(epoch: int) -> None:
         with torch.inference_mode():
             probabilities = head((inputs(test) - mean) / std).softmax(-1).numpy()
-        references = data["emotion"][test]
-        scored = [labels.index(name) for name in labels if name in trained_labels and name in {labels[e] for e in references}]
-        kept = np.isin(references, scored)
-        answers = np.array(scored)[probabilities[kept][:, scored].argmax(1)]
-        truth = references[kept]
-        recalls = [float((answers[truth == e] == e).mean()) for e in scored]
-        top_share = max(float((answers == e).mean()) for e in scored)
-        rows.append({"corpus": corpus, "layer_lr": layer_lr, "epoch": epoch, "ua": float(np.mean(recalls)), "wa": float((answers == truth).mean()), "top_share": top_share})
+        metrics = scoring.metrics(scoring.references, scoring.predict_ids(probabilities[scoring.kept]))
+        rows.append(
+            {
+                "corpus": corpus,
+                "layer_lr": layer_lr,
+                "epoch": epoch,
+                "ua": metrics["balanced_accuracy"],
+                "wa": metrics["accuracy"],
+                "most_predicted": metrics["most_predicted"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     score(0)
@@ -175,6 +183,7 @@ def held_out(corpus: str, data: dict, frames: list[np.ndarray], base: WhisperFor
         [{"params": top.parameters(), "lr": layer_lr}, {"params": head.parameters(), "lr": HEAD_LR, "weight_decay": 0.0}]
     )
     generator = np.random.default_rng(SEED)
+    position = {r: i for i, r in enumerate(train.tolist())}  # a clip's row in targets and weights
     for epoch in range(1, EPOCHS + 1):
         order = generator.permutation(train)
         # batches of similar lengths, in random order
@@ -186,7 +195,6 @@ def held_out(corpus: str, data: dict, frames: list[np.ndarray], base: WhisperFor
         generator.shuffle(batches)
         started = time.time()
         top.train()
-        position = {r: i for i, r in enumerate(train.tolist())}
         for rows_in_batch in batches:
             stats = torch.cat([low[rows_in_batch], top(*batch_of(frames, rows_in_batch))], dim=-1)
             index = torch.tensor([position[r] for r in rows_in_batch.tolist()])
