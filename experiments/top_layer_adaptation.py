@@ -32,7 +32,14 @@ from ser_train.audio import SAMPLING_RATE
 from ser_train.corpora import load_corpora
 from ser_train.data import audio_arrays
 from ser_train.evaluation import SharedScoring
-from ser_train.models.whisper import CLIPS_PER_FORWARD, DEFAULT_WINDOW_S, ENCODER_FRAMES_PER_S, WhisperForEmotionRecognition
+from ser_train.models.whisper import (
+    CLIPS_PER_FORWARD,
+    DEFAULT_WINDOW_S,
+    ENCODER_FRAMES_PER_S,
+    WhisperForEmotionRecognition,
+    encoder_frame_counts,
+    frame_statistics,
+)
 from ser_train.training.cnn import balanced_row_weights
 from ser_train.vad import trim_silence
 
@@ -51,16 +58,6 @@ SEED = 0
 torch.set_num_threads(1)  # one process per held-out corpus, one per core
 
 
-def statistics(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """[clips, 2 * dim]: mean and spread over each clip's first `lengths` frames."""
-    frames = hidden.shape[1]
-    mask = (torch.arange(frames)[None] < lengths[:, None]).to(hidden.dtype)[..., None]
-    count = lengths.to(hidden.dtype)[:, None]
-    mean = (hidden * mask).sum(1) / count
-    variance = ((hidden - mean[:, None]) ** 2 * mask).sum(1) / count
-    return torch.cat([mean, variance.clamp_min(1e-12).sqrt()], dim=-1)
-
-
 def cache() -> None:
     dataset = load_corpora(CORPORA)
     model = WhisperForEmotionRecognition.from_pretrained(MODEL, use_safetensors=True).eval()
@@ -72,9 +69,8 @@ def cache() -> None:
         for start in range(0, len(waveforms), CLIPS_PER_FORWARD):
             inputs = extractor(waveforms[start : start + CLIPS_PER_FORWARD], sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt")
             hidden = model.encoder(inputs.input_features, output_hidden_states=True).hidden_states
-            window = inputs.attention_mask.shape[-1]
-            n = ((inputs.attention_mask.long().sum(-1) * WINDOW_FRAMES + window - 1) // window).clamp(1, WINDOW_FRAMES)
-            low.append(torch.cat([statistics(h, n) for h in hidden[: ADAPTED + 1]], dim=-1).numpy())
+            n = encoder_frame_counts(inputs.attention_mask, WINDOW_FRAMES)
+            low.append(torch.cat([frame_statistics(h, n) for h in hidden[: ADAPTED + 1]], dim=-1).numpy())
             for clip, length in enumerate(n.tolist()):
                 frames.append(hidden[ADAPTED][clip, :length].half().numpy())
                 lengths.append(length)
@@ -106,7 +102,7 @@ class TopLayer(torch.nn.Module):
         mask = torch.zeros(len(frames), 1, frames_n, frames_n).masked_fill(padded[:, None, None, :], float("-inf"))
         out = self.layer(frames, mask)
         out = out[0] if isinstance(out, tuple) else out
-        return statistics(self.norm(out), lengths)
+        return frame_statistics(self.norm(out), lengths)
 
 
 def batch_of(frames: list[np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "encoder pass over the corpus); only training clips' stretches are used (default 2)",
     )
     whisper.add_argument(
+        "--channel-views",
+        type=int,
+        metavar="N",
+        help="copies of every clip's speech as if recorded in another room, microphone band and codec to "
+        "encode (each costs one more encoder pass over the corpus); only training clips' copies are used (default 0)",
+    )
+    whisper.add_argument(
         "--calibrated-views",
         type=int,
         metavar="N",

@@ -189,6 +189,17 @@ def test_statistics_pool_the_clips_own_frames_not_the_windows_padding(tiny_base,
     assert np.abs(padded - expected).max() > 100 * 1e-4 * scale  # pooling the padding would show
 
 
+def test_channel_views_are_encoded_after_the_views_before_them_which_stay_as_they_were(tiny_base, synthetic_ravdess):
+    dataset = load_ravdess(str(synthetic_ravdess)).select(range(8))
+    before = np.asarray(tiny_family(tiny_base).prepare(dataset).with_format("numpy")[STATISTICS_COLUMN])
+    with_channel = np.asarray(tiny_family(tiny_base, channel_views=1).prepare(dataset).with_format("numpy")[STATISTICS_COLUMN])
+
+    assert with_channel.shape[1] == before.shape[1] + 1
+    # The same clips through the same encoder in the same batches: the same floats.
+    np.testing.assert_array_equal(with_channel[:, : before.shape[1]], before)
+    assert not np.allclose(with_channel[:, -1], with_channel[:, 0], rtol=1e-3)  # another room, band or codec
+
+
 def test_population_statistics_of_the_training_speakers_are_stored_and_calibration_is_per_speaker(holdout_run, synthetic_ravdess):
     from ser_train.calibration import population_statistics
 

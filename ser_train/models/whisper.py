@@ -62,6 +62,7 @@ DEFAULT_BASE_HUB_ID = "openai/whisper-base"  # where DEFAULT_BASE's weights come
 DEFAULT_WINDOW_S = 5
 ENCODER_FRAMES_PER_S = 50  # 100 mel frames per second, halved by the encoder's second convolution
 HEAD_SHARD = POSITIONS_SHARD  # a classifier's second shard: the cut positional table and the head
+MIN_VARIANCE = 1e-12  # floor of a frame variance, far under any real one (float32 hidden states)
 CLIPS_PER_FORWARD = 8  # bounds memory: 8 clips x 7 layers x 250 frames x 512 floats
 REPRESENTATION = "encoder_statistics"  # the name calibrations give the pooled statistics
 # config.json: the model pools over each clip's speech only. The share of silence around a clip
@@ -113,17 +114,8 @@ class WhisperForEmotionRecognition(WhisperPreTrainedModel):
         if attention_mask is None:
             lengths = torch.full((clips,), frames, device=hidden.device)
         else:
-            # The extractor's mask has one value per mel frame when asked for explicitly, one per
-            # sample when its settings ask (as in a pipeline): either way the clip's share of the
-            # window, rounded up to whole encoder frames.
-            window = attention_mask.shape[-1]
-            lengths = ((attention_mask.long().sum(dim=-1) * frames + window - 1) // window).clamp(1, frames)
-        mask = (torch.arange(frames, device=hidden.device) < lengths[:, None]).to(hidden.dtype)
-        mask = mask[:, None, :, None]
-        count = lengths.to(hidden.dtype)[:, None, None]
-        mean = (hidden * mask).sum(dim=2) / count
-        variance = ((hidden - mean[:, :, None]) ** 2 * mask).sum(dim=2) / count
-        return torch.cat([mean, variance.sqrt()], dim=-1).flatten(1)
+            lengths = encoder_frame_counts(attention_mask, frames)
+        return frame_statistics(hidden, lengths).flatten(1)
 
     def classify(self, statistics: torch.Tensor) -> torch.Tensor:
         """The untempered logits of pooled statistics."""
@@ -131,6 +123,31 @@ class WhisperForEmotionRecognition(WhisperPreTrainedModel):
 
     def population(self) -> dict[str, calibration_lib.PopulationStatistics]:
         return {REPRESENTATION: calibration_lib.read_population(self)}
+
+
+def encoder_frame_counts(attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """[clips]: how many of the window's `frames` encoder frames are each clip's own.
+
+    The extractor's mask has one value per mel frame when asked for explicitly, one per sample
+    when its settings ask (as in a pipeline): either way the clip's share of the window, rounded
+    up to whole encoder frames."""
+    window = attention_mask.shape[-1]
+    return ((attention_mask.long().sum(dim=-1) * frames + window - 1) // window).clamp(1, frames)
+
+
+def frame_statistics(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation over each clip's first `lengths` frames, concatenated.
+
+    `hidden` is [clips, ..., frames, dim] (frames second to last, e.g. [clips, layers, frames,
+    dim]); the result is [clips, ..., 2 * dim]. The variance is floored before its square root so
+    that the spread has a finite gradient where anything trains through it."""
+    frames = hidden.shape[-2]
+    mask = (torch.arange(frames, device=hidden.device) < lengths[:, None]).to(hidden.dtype)
+    mask = mask.view(mask.shape[0], *[1] * (hidden.dim() - 3), frames, 1)
+    count = lengths.to(hidden.dtype).view(-1, *[1] * (hidden.dim() - 2))
+    mean = (hidden * mask).sum(dim=-2) / count
+    variance = ((hidden - mean.unsqueeze(-2)) ** 2 * mask).sum(dim=-2) / count
+    return torch.cat([mean, variance.clamp_min(MIN_VARIANCE).sqrt()], dim=-1)
 
 
 def statistics_size(config: WhisperConfig) -> int:

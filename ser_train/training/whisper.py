@@ -32,7 +32,7 @@ import datasets
 import numpy as np
 import torch
 
-from ser_train.augment import AugmentConfig, augment_waveform, random_crop
+from ser_train.augment import AugmentConfig, ChannelConfig, augment_waveform, channel_view, random_crop, room_impulse_responses
 from ser_train.calibration import CalibratedTrainingViews, population_statistics, write_population
 from ser_train.data import audio_arrays
 from ser_train.errors import SERError
@@ -65,6 +65,9 @@ class WhisperHyperparameters:
     # Random stretches of 0.5 s to the window of every clip's speech: a second of speech is a
     # different input from a sentence, and live mode meets one at every onset.
     cropped_views: int = 2
+    # Copies of every clip's speech in another simulated room, microphone band and codec
+    # (augment.channel_view): what differs between corpora besides the voices.
+    channel_views: int = 0
     # Pool over each clip's speech only (see whisper.TRIM_SILENCE_KEY); views are made of the
     # trimmed clip.
     trim_silence: bool = True
@@ -110,13 +113,15 @@ class WhisperFamily:
 
     def _encode_batch(self, batch: dict, indices: list[int]) -> dict:
         """Each clip's views: the clean clip (its speech, if trimmed), `augmented_views` perturbed
-        copies, `cropped_views` random stretches; every view's randomness keyed by (seed, clip, view)."""
+        copies, `cropped_views` random stretches, `channel_views` copies through another room,
+        band and codec; every view's randomness keyed by (seed, clip, view)."""
         waveforms = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
         if self.hp.trim_silence:
             waveforms = [trim_silence(waveform) for waveform in waveforms]
         views = [waveforms]
         number = 0
-        for kind, count in (("augmented", self.hp.augmented_views), ("cropped", self.hp.cropped_views)):
+        view_counts = (("augmented", self.hp.augmented_views), ("cropped", self.hp.cropped_views), ("channel", self.hp.channel_views))
+        for kind, count in view_counts:
             for _ in range(count):
                 number += 1
                 views.append([self._view(kind, w, np.random.default_rng([self.hp.seed, i, number])) for w, i in zip(waveforms, indices)])
@@ -126,6 +131,8 @@ class WhisperFamily:
     def _view(self, kind: str, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if kind == "augmented":
             return augment_waveform(waveform, rng, AugmentConfig())
+        if kind == "channel":
+            return channel_view(waveform, rng, ChannelConfig(), self.hp.seed)
         return random_crop(waveform, rng, MIN_CROP_S, self.hp.window_s)
 
     def _frozen_encoder(self) -> whisper.EmotionWhisper:
@@ -139,10 +146,13 @@ class WhisperFamily:
         digest = hashlib.sha256(dataset._fingerprint.encode())
         for shard in (whisper.ENCODER_SHARD, whisper.HEAD_SHARD):
             digest.update((Path(self.base_folder) / shard).read_bytes())
-        views = (self.hp.window_s, self.hp.augmented_views, self.hp.cropped_views, self.hp.trim_silence, self.hp.seed, AugmentConfig())
+        views = (self.hp.window_s, self.hp.augmented_views, self.hp.cropped_views, self.hp.channel_views, self.hp.trim_silence, self.hp.seed)
+        views += (AugmentConfig(), ChannelConfig())
         digest.update(repr(views).encode())
         for code in (
             whisper.WhisperForEmotionRecognition.encoder_statistics,
+            whisper.encoder_frame_counts,
+            whisper.frame_statistics,
             whisper.EmotionWhisper.pooled_statistics,
             whisper.new_classifier,
             whisper.window_feature_extractor,
@@ -150,6 +160,8 @@ class WhisperFamily:
             WhisperFamily._view,
             augment_waveform,
             random_crop,
+            channel_view,
+            room_impulse_responses,
             trim_silence,
         ):
             digest.update(inspect.getsource(code).encode())
@@ -248,5 +260,5 @@ def _statistics(dataset: datasets.Dataset) -> np.ndarray:
 
 def from_args(args: argparse.Namespace) -> WhisperFamily:
     """The family `python -m ser_train train whisper` asked for."""
-    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views", "cropped_views") if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views", "cropped_views", "channel_views") if getattr(args, name, None) is not None}
     return WhisperFamily(WhisperHyperparameters(seed=args.seed, **overrides))
