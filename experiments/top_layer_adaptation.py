@@ -88,6 +88,13 @@ def cache() -> None:
     print(f"cached {len(waveforms)} clips in {time.time() - started:.0f} s")
 
 
+def load_cache() -> tuple[dict, list[np.ndarray]]:
+    """The cached arrays, and each clip's layer-5 input frames."""
+    data = dict(np.load(CACHE))
+    offsets = np.concatenate([[0], np.cumsum(data["lengths"])])
+    return data, [data["frames"][offsets[i] : offsets[i + 1]] for i in range(len(data["lengths"]))]
+
+
 class TopLayer(torch.nn.Module):
     """The adapted layer and final norm over a padded batch of cached frames -> their statistics."""
 
@@ -124,6 +131,27 @@ def top_statistics(top: TopLayer, frames: list[np.ndarray], rows: np.ndarray) ->
     return torch.stack([out[r] for r in rows.tolist()])
 
 
+def fit_head(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, classes: int) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    """The linear head `train whisper` fits (standardised inputs, row-weighted cross-entropy plus
+    L2, full-batch L-BFGS from zeros), and the standardisation's mean and spread."""
+    mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
+    head = torch.nn.Linear(inputs.shape[1], classes)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+    standardised = (inputs - mean) / std
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (torch.nn.functional.cross_entropy(head(standardised), targets, reduction="none") * weights).sum() / weights.sum()
+        loss = loss + 0.5 * L2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head, mean, std
+
+
 def held_out(corpus: str, data: dict, frames: list[np.ndarray], base: WhisperForEmotionRecognition, layer_lr: float) -> list[dict]:
     labels = data["labels"].tolist()
     train = np.flatnonzero(data["corpus"] != corpus)
@@ -137,22 +165,7 @@ def held_out(corpus: str, data: dict, frames: list[np.ndarray], base: WhisperFor
     def inputs(rows: np.ndarray) -> torch.Tensor:
         return torch.cat([low[rows], top_statistics(top, frames, rows)], dim=-1)
 
-    first = inputs(train)
-    mean, std = first.mean(0), first.std(0).clamp_min(1e-6)
-    head = torch.nn.Linear(first.shape[1], len(labels))
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-6)
-    standardised = (first - mean) / std
-
-    def closure():
-        optimizer.zero_grad()
-        loss = (torch.nn.functional.cross_entropy(head(standardised), targets, reduction="none") * weights).sum() / weights.sum()
-        loss = loss + 0.5 * L2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    head, mean, std = fit_head(inputs(train), targets, weights, len(labels))
     rows = []
 
     test_set = datasets.Dataset.from_dict({"emotion": data["emotion"][test]}, features=datasets.Features({"emotion": datasets.ClassLabel(names=labels)}))
@@ -213,9 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.step == "cache":
         return cache()
-    data = dict(np.load(CACHE))
-    offsets = np.concatenate([[0], np.cumsum(data["lengths"])])
-    frames = [data["frames"][offsets[i] : offsets[i + 1]] for i in range(len(data["lengths"]))]
+    data, frames = load_cache()
     base = WhisperForEmotionRecognition.from_pretrained(MODEL, use_safetensors=True).eval()
     results = []
     for corpus in args.corpora or sorted(set(data["corpus"].tolist())):
