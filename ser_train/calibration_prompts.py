@@ -87,7 +87,7 @@ PASSAGE = CalibrationPrompt(
     protocol_row="neutral",
     protocol_sample="their neutral and calm clips",
 )
-CALIBRATION_PROMPTS = {prompt.name: prompt for prompt in (PASSAGE, MOODS)}
+CALIBRATION_PROMPTS = {prompt.name: prompt for prompt in (MOODS, PASSAGE)}  # the page's first choice first
 
 
 def calibration_prompt_named(name: str) -> CalibrationPrompt:

@@ -16,9 +16,9 @@ from ser_train.precision import DEFAULT_PRECISION, FP32, PRECISIONS
 EXIT_USER_ERROR = 2
 # ser_train.inference.DEFAULT_MODEL, named without importing torch (tested equal), so that
 # --help stays instant.
-DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-whisper-base"
+DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-tess-emovo-whisper-base"
 # ser_train.calibration_prompts.CALIBRATION_PROMPTS' names, for the same reason (tested equal).
-CALIBRATION_PROMPT_NAMES = ("passage", "moods")
+CALIBRATION_PROMPT_NAMES = ("moods", "passage")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="copies of every clip's speech as if recorded in another room, microphone band and codec to "
-        "encode (each costs one more encoder pass over the corpus); only training clips' copies are used (default 0)",
+        "encode (each costs one more encoder pass over the corpus); only training clips' copies are used (default 2)",
     )
     whisper.add_argument(
         "--calibrated-views",
@@ -162,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--calibration-prompt",
         choices=CALIBRATION_PROMPT_NAMES,
-        default="passage",
-        help="what --calibration holds: 'passage' (default), 15-30 s of calm reading; 'moods', one line said "
-        "calm, happy, sad and angry",
+        default="moods",
+        help="what --calibration holds: 'moods' (default), one line said calm, happy, sad and angry; "
+        "'passage', 15-30 s of calm reading",
     )
     add_precision_argument(predict, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
     predict.set_defaults(run=run_predict)

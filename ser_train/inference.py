@@ -46,7 +46,7 @@ from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
 from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-whisper-base")
+BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-tess-emovo-whisper-base")
 BUNDLED_CNN = str(MODELS_DIR / "ravdess-cnn")
 BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 

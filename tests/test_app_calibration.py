@@ -73,8 +73,8 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
         assert answer == pytest.approx(uncalibrated, abs=1e-6)
     assert session_b == {}
 
-    # /predict: the calibration recording counts for its own request only (a passage by default).
-    assert list(app.predict_api(clip, name, passage).values()) == pytest.approx(calibrated, abs=1e-6)
+    # /predict: the calibration recording counts for its own request only.
+    assert list(app.predict_api(clip, name, passage, PASSAGE.name).values()) == pytest.approx(calibrated, abs=1e-6)
     assert list(app.predict_api(clip, name).values()) == pytest.approx(uncalibrated, abs=1e-6)
 
     state, status = app.reset_calibration()
@@ -96,8 +96,10 @@ def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_a
     as_passage = list(model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source="neutral")).values())
     assert not np.allclose(expected, as_passage, atol=1e-4)  # the prompt decides how the recording is read
 
-    # The page offers it as the second choice; its instructions name the four moods.
-    assert app.PAGE_CALIBRATION_PROMPT is PASSAGE
+    # The page offers it as the first choice (and /predict reads a recording so by default); its
+    # instructions name the four moods.
+    assert app.PAGE_CALIBRATION_PROMPT is MOODS and next(iter(CALIBRATION_PROMPTS.values())) is MOODS
+    assert list(app.predict_api(clip, name, mood_lines).values()) == pytest.approx(expected, abs=1e-6)
     assert all(mood in app.prompt_instructions(MOODS.name) for mood in ("calm", "happy", "sad", "angry"))
     session, status = app.calibrate_handler(mood_lines, name, "", {}, MOODS.name)
     assert "one line in four moods" in status and "mean and spread" in status
@@ -138,7 +140,7 @@ def test_cli_predict_with_a_calibration_recording_gives_the_librarys_answer(cali
     clip = write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY)
     model = load_model(str(calibratable_cnn))
     expected = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(passage), source="neutral"))
-    assert main(["predict", str(clip), "--model", str(calibratable_cnn), "--calibration", passage, "--json"]) == 0
+    assert main(["predict", str(clip), "--model", str(calibratable_cnn), "--calibration", passage, "--calibration-prompt", "passage", "--json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
     assert result["probabilities"] == pytest.approx(expected, abs=1e-6)
 

@@ -117,7 +117,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def tiny_family(base: Path, **overrides) -> WhisperFamily:
-    settings = dict(base=str(base), window_s=WINDOW_S, augmented_views=1, calibrated_views=1)
+    settings = dict(base=str(base), window_s=WINDOW_S, augmented_views=1, channel_views=1, calibrated_views=1)
     return WhisperFamily(WhisperHyperparameters(**{**settings, **overrides}))
 
 
@@ -191,7 +191,7 @@ def test_statistics_pool_the_clips_own_frames_not_the_windows_padding(tiny_base,
 
 def test_channel_views_are_encoded_after_the_views_before_them_which_stay_as_they_were(tiny_base, synthetic_ravdess):
     dataset = load_ravdess(str(synthetic_ravdess)).select(range(8))
-    before = np.asarray(tiny_family(tiny_base).prepare(dataset).with_format("numpy")[STATISTICS_COLUMN])
+    before = np.asarray(tiny_family(tiny_base, channel_views=0).prepare(dataset).with_format("numpy")[STATISTICS_COLUMN])
     with_channel = np.asarray(tiny_family(tiny_base, channel_views=1).prepare(dataset).with_format("numpy")[STATISTICS_COLUMN])
 
     assert with_channel.shape[1] == before.shape[1] + 1

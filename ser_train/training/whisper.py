@@ -66,8 +66,10 @@ class WhisperHyperparameters:
     # different input from a sentence, and live mode meets one at every onset.
     cropped_views: int = 2
     # Copies of every clip's speech in another simulated room, microphone band and codec
-    # (augment.channel_view): what differs between corpora besides the voices.
-    channel_views: int = 0
+    # (augment.channel_view): what differs between corpora besides the voices. Measured leaving
+    # each of RAVDESS, TESS and EMOVO out, 2 views raised the mean held-out UA from 0.395 to 0.428
+    # (README, Generalisation).
+    channel_views: int = 2
     # Pool over each clip's speech only (see whisper.TRIM_SILENCE_KEY); views are made of the
     # trimmed clip.
     trim_silence: bool = True
