@@ -22,6 +22,7 @@ from gradio_client.exceptions import AppError
 
 from app_support import ANGRY, AppServer, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.calibration_prompts import MOODS
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
@@ -69,13 +70,14 @@ def test_predict_is_the_one_documented_endpoint(client):
 
 
 def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_only(client, calibratable_cnn, tmp_path):
-    passage = tmp_path / "passage.wav"
-    soundfile.write(passage, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), 16_000)
+    mood_lines = tmp_path / "moods.wav"
+    soundfile.write(mood_lines, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), 16_000)
     clip = write_clip(tmp_path / "speech.wav")
     model = load_model(str(calibratable_cnn))
-    calibrated = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(passage)))
+    # /predict reads a calibration recording as the page's first prompt, the mood lines.
+    calibrated = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source=MOODS.source))
     answer = client.predict(
-        audio=handle_file(str(clip)), model=str(calibratable_cnn), calibration_audio=handle_file(str(passage)), api_name="/predict"
+        audio=handle_file(str(clip)), model=str(calibratable_cnn), calibration_audio=handle_file(str(mood_lines)), api_name="/predict"
     )
     assert answer == pytest.approx(calibrated, abs=1e-5)
     assert predict(client, clip, str(calibratable_cnn)) == pytest.approx(model.predict_file(clip), abs=1e-5)

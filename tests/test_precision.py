@@ -18,6 +18,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from benchmarks import int8_check
 from ser_train import cli
+from ser_train.confidence import with_temperature
 from ser_train.errors import ModelError, SERError
 from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, load_model
 from ser_train.models.whisper import EmotionWhisper
@@ -100,7 +101,9 @@ def test_the_precision_reaches_the_model_through_load_model():
     waveforms = clips(3)
     int8 = load_model(BUNDLED_WHISPER, precision=INT8)
     assert int8.precision == INT8 and load_model(BUNDLED_WHISPER).precision == FP32
-    direct = EmotionWhisper.from_pretrained(BUNDLED_WHISPER, INT8).predict_proba(waveforms)
+    # load_model's answers are tempered by the model's measured temperature (config.json).
+    direct = with_temperature(EmotionWhisper.from_pretrained(BUNDLED_WHISPER, INT8).predict_proba(waveforms), int8.temperature)
+    assert int8.temperature != 1.0
     np.testing.assert_allclose(int8.predict_batch(waveforms), direct, rtol=0, atol=1e-6)
 
     # The CNN has no int8 form: asked for it, it runs and says fp32.
