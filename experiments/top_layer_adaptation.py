@@ -41,6 +41,7 @@ from ser_train.models.whisper import (
     frame_statistics,
 )
 from ser_train.training.cnn import balanced_row_weights
+from ser_train.training.whisper import fit_linear_head
 from ser_train.vad import trim_silence
 
 DATA = "../shared/data"
@@ -54,6 +55,7 @@ BATCH = 16
 LAYER_LR = 2e-5  # the default; --layer-lr tries others
 HEAD_LR = 1e-3
 L2 = 0.03  # the head's penalty, as train whisper
+MAX_ITERATIONS = 500  # L-BFGS iterations, as train whisper
 SEED = 0
 torch.set_num_threads(1)  # one process per held-out corpus, one per core
 
@@ -136,19 +138,7 @@ def fit_head(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     L2, full-batch L-BFGS from zeros), and the standardisation's mean and spread."""
     mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
     head = torch.nn.Linear(inputs.shape[1], classes)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-6)
-    standardised = (inputs - mean) / std
-
-    def closure():
-        optimizer.zero_grad()
-        loss = (torch.nn.functional.cross_entropy(head(standardised), targets, reduction="none") * weights).sum() / weights.sum()
-        loss = loss + 0.5 * L2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    fit_linear_head(head, (inputs - mean) / std, targets, weights, L2, MAX_ITERATIONS)
     return head, mean, std
 
 

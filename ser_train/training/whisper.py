@@ -216,25 +216,8 @@ class WhisperFamily:
         return class_weights(torch.from_numpy(targets), len(train.features["emotion"].names)).numpy()[targets]
 
     def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> int:
-        """Minimise the row-weighted cross-entropy plus l2/2 |W|^2 with full-batch L-BFGS."""
-        classifier = model.classifier
-        torch.nn.init.zeros_(classifier.weight)  # the problem is convex: any start converges, zeros are reproducible
-        torch.nn.init.zeros_(classifier.bias)
         standardised = (inputs - model.input_mean) / model.input_std
-        optimizer = torch.optim.LBFGS(
-            classifier.parameters(), max_iter=self.hp.max_iterations, line_search_fn="strong_wolfe", tolerance_grad=1e-6
-        )
-
-        def loss() -> torch.Tensor:
-            optimizer.zero_grad()
-            losses = torch.nn.functional.cross_entropy(classifier(standardised), targets, reduction="none")
-            value = (losses * weights).sum() / weights.sum()
-            value = value + 0.5 * self.hp.l2 * classifier.weight.pow(2).sum()
-            value.backward()
-            return value
-
-        optimizer.step(loss)
-        return optimizer.state[classifier.weight]["n_iter"]
+        return fit_linear_head(model.classifier, standardised, targets, weights, self.hp.l2, self.hp.max_iterations)
 
     def predict_proba(self, model: whisper.EmotionWhisper, dataset: datasets.Dataset) -> np.ndarray:
         """Class probabilities from the clips' cached clean statistics where present, else from
@@ -252,6 +235,27 @@ class WhisperFamily:
             return whisper.new_classifier(self.base_folder, labels, self.hp.window_s, self.hp.trim_silence)
         except ValueError as error:
             raise SERError(f"{self.hp.base}: {error}") from None
+
+
+def fit_linear_head(
+    classifier: torch.nn.Linear, standardised: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, l2: float, max_iterations: int
+) -> int:
+    """Minimise the row-weighted cross-entropy plus l2/2 |W|^2 with full-batch L-BFGS, in place;
+    the iterations it took."""
+    torch.nn.init.zeros_(classifier.weight)  # the problem is convex: any start converges, zeros are reproducible
+    torch.nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=max_iterations, line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        losses = torch.nn.functional.cross_entropy(classifier(standardised), targets, reduction="none")
+        value = (losses * weights).sum() / weights.sum()
+        value = value + 0.5 * l2 * classifier.weight.pow(2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return optimizer.state[classifier.weight]["n_iter"]
 
 
 def _statistics(dataset: datasets.Dataset) -> np.ndarray:
