@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of training clips seen through a speaker calibration from random other clips of "
         "their speaker, so one model serves calibrated and uncalibrated use (default 0: off)",
     )
+    add_channel_views_argument(cnn, "clip", "extract features of (each costs one more feature pass over the corpus)", default=0)
     cnn.set_defaults(run=run_train, family="cnn")
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)
@@ -108,13 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="random stretches of 0.5 s to the window of every clip's speech to encode (each costs one more "
         "encoder pass over the corpus); only training clips' stretches are used (default 2)",
     )
-    whisper.add_argument(
-        "--channel-views",
-        type=int,
-        metavar="N",
-        help="copies of every clip's speech as if recorded in another room, microphone band and codec to "
-        "encode (each costs one more encoder pass over the corpus); only training clips' copies are used (default 2)",
-    )
+    add_channel_views_argument(whisper, "clip's speech", "encode (each costs one more encoder pass over the corpus)", default=2)
     whisper.add_argument(
         "--calibrated-views",
         type=int,
@@ -190,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     card.set_defaults(run=run_card)
 
     return parser
+
+
+def add_channel_views_argument(parser: argparse.ArgumentParser, what: str, cost: str, default: int) -> None:
+    parser.add_argument(
+        "--channel-views",
+        type=int,
+        metavar="N",
+        help=f"copies of every {what} as if recorded in another room, microphone band and codec to {cost}; "
+        f"only training clips' copies are used (default {default})",
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -127,6 +127,22 @@ def test_features_are_extracted_once_and_then_read_from_the_cache(splits, tmp_pa
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
+def test_channel_views_come_after_the_augmented_views_which_stay_as_they_were(splits, feature_cache):
+    clips = splits["test"].select(range(4))
+    before = CNNFamily(CNNHyperparameters(**SMALL), cache_dir=feature_cache)._training_views(clips)
+    family = CNNFamily(CNNHyperparameters(**{**SMALL, "channel_views": 2}), cache_dir=feature_cache)
+    with_channel = family._training_views(clips)
+
+    assert len(with_channel) == len(before) + 2
+    for view_before, view_after in zip(before, with_channel):
+        assert all(np.array_equal(a, b) for a, b in zip(view_before, view_after))
+    clean, first_channel, second_channel = with_channel[0], with_channel[-2], with_channel[-1]
+    for clean_clip, channel_clip, other_channel_clip in zip(clean, first_channel, second_channel):
+        assert channel_clip.shape == clean_clip.shape  # a channel view keeps the clip's length
+        assert not np.allclose(channel_clip, clean_clip, rtol=1e-3)  # another room, band or codec
+        assert not np.allclose(channel_clip, other_channel_clip, rtol=1e-3)  # each view draws its own
+
+
 def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, tmp_path, capsys):
     model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
     dataset = ["--dataset", str(synthetic_ravdess), "--test-actors", "5,6"]

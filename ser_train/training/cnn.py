@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ser_train import augment, features
-from ser_train.augment import AugmentConfig, augment_waveform, mask_features
+from ser_train.augment import AugmentConfig, ChannelConfig, augment_waveform, channel_view, mask_features
 from ser_train.calibration import CalibratedTrainingViews, population_statistics
 from ser_train.data import audio_arrays
 from ser_train.evaluation import classification_metrics
@@ -52,6 +52,9 @@ class CNNHyperparameters:
     patience: int = 15  # epochs without a better validation UA before stopping
     label_smoothing: float = 0.05
     augmented_views: int = 2  # waveform-augmented copies of each training clip, beside the clean one
+    # Copies of each training clip as if recorded in another room, microphone band and codec
+    # (augment.channel_view), beside the augmented ones.
+    channel_views: int = 0
     # Share of training clips seen, each epoch, through a calibration from a random sample of
     # their speaker's clips (any K, or their neutral and calm clips), so that one model learns
     # both calibrated and uncalibrated inputs. 0 trains on uncalibrated features only.
@@ -63,6 +66,7 @@ class CNNHyperparameters:
     threads: int = min(2, os.cpu_count() or 1)  # torch threads; the target machine has 2 cores
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
 
 
 @dataclass
@@ -177,16 +181,23 @@ class CNNFamily:
         return self._cached(audio_arrays(dataset), "clean", perturb=None)
 
     def _training_views(self, dataset: datasets.Dataset) -> list[list[np.ndarray]]:
-        """Features of the clean clips, then of each augmented view."""
+        """Features of the clean clips, then of each augmented view, then of each channel view.
+
+        Views are numbered 1, 2, ... across both kinds, and a clip's randomness in a view is keyed
+        by (seed, view number, clip), so adding channel views leaves the augmented ones as they were."""
         waveforms = audio_arrays(dataset)
         views = [self._cached(waveforms, "clean", perturb=None)]
-        for view in range(1, self.hp.augmented_views + 1):
+        perturbations = [
+            ("augmented", self.hp.augment, lambda waveform, rng: augment_waveform(waveform, rng, self.hp.augment))
+        ] * self.hp.augmented_views + [
+            ("channel", self.hp.channel, lambda waveform, rng: channel_view(waveform, rng, self.hp.channel, self.hp.seed))
+        ] * self.hp.channel_views
+        for view, (kind, settings, perturbation) in enumerate(perturbations, start=1):
 
-            def perturb(waveform: np.ndarray, clip_key: str, view: int = view) -> np.ndarray:
-                rng = np.random.default_rng([self.hp.seed, view, int(clip_key[:15], 16)])
-                return augment_waveform(waveform, rng, self.hp.augment)
+            def perturb(waveform: np.ndarray, clip_key: str, view: int = view, perturbation=perturbation) -> np.ndarray:
+                return perturbation(waveform, np.random.default_rng([self.hp.seed, view, int(clip_key[:15], 16)]))
 
-            name = f"augmented-{_fingerprint(self.hp.augment, augment)}-seed{self.hp.seed}-view{view}"
+            name = f"{kind}-{_fingerprint(settings, augment)}-seed{self.hp.seed}-view{view}"
             views.append(self._cached(waveforms, name, perturb))
         return views
 
@@ -277,7 +288,7 @@ class CNNFamily:
 
 
 def from_args(args: argparse.Namespace) -> CNNFamily:
-    """The family with the CLI's overrides (`train cnn --epochs/--batch-size/--learning-rate/--seed/--calibrated-share`)."""
+    """The family with the CLI's overrides (`train cnn --epochs/--batch-size/--learning-rate/--seed/--calibrated-share/--channel-views`)."""
     overrides = {
         name: getattr(args, argument)
         for name, argument in (
@@ -285,6 +296,7 @@ def from_args(args: argparse.Namespace) -> CNNFamily:
             ("batch_size", "batch_size"),
             ("learning_rate", "learning_rate"),
             ("calibrated_share", "calibrated_share"),
+            ("channel_views", "channel_views"),
         )
         if getattr(args, argument, None) is not None
     }
