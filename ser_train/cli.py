@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of training clips seen through a speaker calibration from random other clips of "
         "their speaker, so one model serves calibrated and uncalibrated use (default 0: off)",
     )
-    add_channel_views_argument(cnn, "clip", "extract features of (each costs one more feature pass over the corpus)", default=0)
+    add_channel_views_argument(cnn, "clip", "extract features of (each costs one more feature pass over the corpus)", default=2)
     cnn.set_defaults(run=run_train, family="cnn")
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)

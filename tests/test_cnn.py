@@ -19,7 +19,7 @@ from ser_train.training.cnn import CHECKPOINT_DIR, CNNFamily, CNNHyperparameters
 
 TEST_ACTORS = [5, 6]
 VALIDATION_ACTORS = [4]
-SMALL = dict(channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1)
+SMALL = dict(channels=24, blocks=1, batch_size=8, augmented_views=1, channel_views=0, threads=1)
 
 
 @pytest.fixture(scope="module")

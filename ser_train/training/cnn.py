@@ -53,8 +53,9 @@ class CNNHyperparameters:
     label_smoothing: float = 0.05
     augmented_views: int = 2  # waveform-augmented copies of each training clip, beside the clean one
     # Copies of each training clip as if recorded in another room, microphone band and codec
-    # (augment.channel_view), beside the augmented ones.
-    channel_views: int = 0
+    # (augment.channel_view), beside the augmented ones. Measured leaving each of RAVDESS, TESS
+    # and EMOVO out, 2 views raised the mean held-out UA from 0.293 to 0.365 (README, Generalisation).
+    channel_views: int = 2
     # Share of training clips seen, each epoch, through a calibration from a random sample of
     # their speaker's clips (any K, or their neutral and calm clips), so that one model learns
     # both calibrated and uncalibrated inputs. 0 trains on uncalibrated features only.
