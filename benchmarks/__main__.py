@@ -39,7 +39,7 @@ from benchmarks.corpus import DEFAULT_CORPUS, PROJECT_ROOT
 from benchmarks.report import Row, text_table, write_markdown
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
-DEFAULT_TRAINING_RUN = PROJECT_ROOT / "runs" / "ravdess-cnn"  # where the bundled model was trained
+DEFAULT_TRAINING_RUN = PROJECT_ROOT / "runs" / "cnn-3corpora-channel"  # where the bundled model was trained
 LONG_AUDIO_MINUTES = {False: [1.0, 5.0, 10.0], True: [3.0]}  # by --quick (one length: no flatness check)
 
 SECTIONS = {

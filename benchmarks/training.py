@@ -1,7 +1,7 @@
 """Training cost: the default CNN's full run and one epoch, and a wav2vec2-base step on the CPU.
 
-The full run's wall time is read from a finished run folder (by default runs/ravdess-cnn, where
-the bundled model was trained): the runner writes training_args.json as it starts and
+The full run's wall time is read from a finished run folder (by default runs/cnn-3corpora-channel,
+where the bundled model was trained): the runner writes training_args.json as it starts and
 eval_results.json as it ends. The epochs each fold trained come from its last checkpoint.
 
 One CNN epoch is measured here, with the bundled model's own hyperparameters (from its
@@ -29,7 +29,7 @@ W2V_SIZES = dict(batch_size=1, clip_s=4.0, steps=2, warmup_steps=1)  # one 4 s c
 
 def bundled_hyperparameters():
     """The CNN hyperparameters the bundled model was trained with."""
-    from ser_train.augment import AugmentConfig
+    from ser_train.augment import AugmentConfig, ChannelConfig
     from ser_train.features import FeatureConfig
     from ser_train.inference import BUNDLED_CNN
     from ser_train.training.cnn import CNNHyperparameters
@@ -37,9 +37,15 @@ def bundled_hyperparameters():
     recorded = json.loads((Path(BUNDLED_CNN) / "training_args.json").read_text())["hyperparameters"]
     nested = {
         "feature_config": FeatureConfig.from_dict(recorded.pop("feature_config")),
-        "augment": AugmentConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.pop("augment").items()}),
+        "augment": _settings(AugmentConfig, recorded.pop("augment")),
+        "channel": _settings(ChannelConfig, recorded.pop("channel", {})),  # models before channel views: the defaults, unused
     }
     return CNNHyperparameters(**recorded, **nested)
+
+
+def _settings(kind: type, recorded: dict):
+    """A frozen settings dataclass from its JSON form (JSON has lists where it had tuples)."""
+    return kind(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
 
 
 def cnn_epoch_rows(corpus: Path, shards: int = 1) -> list[Row]:

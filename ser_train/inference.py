@@ -4,7 +4,7 @@
 `user/name@revision`), reads its config.json to tell the family apart, fetches the weights
 (safetensors only) and returns an `EmotionModel`:
 
-    model = load_model("models/ravdess-cnn")
+    model = load_model("models/ravdess-tess-emovo-cnn")
     model.predict_file("speech.wav")          # {"neutral": 0.01, ..., "surprised": 0.02}
     model.predict(waveform, sampling_rate)    # any rate, any channel count
     model.predict_batch([w1, w2])             # 16 kHz mono waveforms -> [N, n_labels]
@@ -47,7 +47,7 @@ from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-tess-emovo-whisper-base")
-BUNDLED_CNN = str(MODELS_DIR / "ravdess-cnn")
+BUNDLED_CNN = str(MODELS_DIR / "ravdess-tess-emovo-cnn")
 BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 
 CONFIG_FILE = "config.json"

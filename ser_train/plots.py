@@ -4,7 +4,7 @@ Long recordings are drawn at a fixed level of detail, so drawing them costs the 
 3 seconds or 10 minutes, and the recording is read through its SpeechMap block by block:
 
     audio_figure(speech)                       # waveform over mel spectrogram
-    timeline_figure(segments, duration_s, "ravdess-cnn (bundled)")
+    timeline_figure(segments, duration_s, "ravdess-tess-emovo-cnn (bundled)")
     live_timeline_html(answers, now_s, 60, 0.5) # live mode's rolling timeline
 """
 

@@ -236,13 +236,13 @@ def test_the_api_function_raises_the_sentence_as_a_gradio_error(tmp_path, tiny_m
 
 
 def test_a_typed_name_of_a_bundled_folder_is_not_read_from_the_servers_disk(tmp_path, tiny_model_dir, monkeypatch):
-    """`models/ravdess-cnn` is a folder of the server (relative to where it runs) and a well-formed
+    """`models/ravdess-tess-emovo-cnn` is a folder of the server (relative to where it runs) and a well-formed
     Hub id: typed on the page it is looked up on the Hub only (offline and uncached here)."""
     monkeypatch.chdir(Path(app.__file__).resolve().parent)  # where `python app.py` runs
-    assert Path("models/ravdess-cnn/config.json").is_file()
-    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id="models/ravdess-cnn")
-    assert_refused(outputs, "'models/ravdess-cnn' is not (completely) in the Hugging Face cache")
-    assert "models/ravdess-cnn" not in app.models.loaded
+    assert Path("models/ravdess-tess-emovo-cnn/config.json").is_file()
+    outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id="models/ravdess-tess-emovo-cnn")
+    assert_refused(outputs, "'models/ravdess-tess-emovo-cnn' is not (completely) in the Hugging Face cache")
+    assert "models/ravdess-tess-emovo-cnn" not in app.models.loaded
 
 
 def visitor(token: str):

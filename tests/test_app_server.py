@@ -120,10 +120,10 @@ def test_an_unknown_model_is_refused_with_one_sentence(client, tmp_path):
 
 
 def test_a_server_folder_named_as_a_model_id_is_not_read_from_its_disk(client, tmp_path):
-    """models/ravdess-cnn is a folder where the server runs, and a well-formed Hub id: sent to
+    """models/ravdess-tess-emovo-cnn is a folder where the server runs, and a well-formed Hub id: sent to
     /predict it is looked up on the Hub only (offline and uncached in the tests)."""
-    with pytest.raises(AppError, match=r"'models/ravdess-cnn' is not \(completely\) in the Hugging Face cache"):
-        predict(client, write_clip(tmp_path / "speech.wav"), "models/ravdess-cnn")
+    with pytest.raises(AppError, match=r"'models/ravdess-tess-emovo-cnn' is not \(completely\) in the Hugging Face cache"):
+        predict(client, write_clip(tmp_path / "speech.wav"), "models/ravdess-tess-emovo-cnn")
 
 
 def test_the_duration_limit_comes_from_the_environment(client, tiny_model_dir, tmp_path):
