@@ -53,8 +53,11 @@ def calibratable_cnn(synthetic_ravdess, tmp_path_factory) -> Path:
     from ser_train.training.cnn import CNNFamily, CNNHyperparameters
 
     splits = split_by_actor(load_ravdess(str(synthetic_ravdess)), [5, 6], [4])
+    # No channel views: four epochs drawing from five views per clip leave so small a model close to
+    # uniform answers (top 0.17-0.23), which calibration then barely moves; tests/test_cnn.py
+    # covers channel views.
     family = CNNFamily(
-        CNNHyperparameters(epochs=4, patience=4, channels=24, blocks=1, batch_size=8, augmented_views=1, threads=1),
+        CNNHyperparameters(epochs=4, patience=4, channels=24, blocks=1, batch_size=8, augmented_views=1, channel_views=0, threads=1),
         cache_dir=tmp_path_factory.mktemp("features"),
     )
     output_dir = tmp_path_factory.mktemp("models") / "calibratable-cnn"
