@@ -6,7 +6,7 @@ eval_results.json as it ends. The epochs each fold trained come from its last ch
 
 One CNN epoch is measured here, with the bundled model's own hyperparameters (from its
 training_args.json) on fold 1 of its 6-fold protocol and a fresh feature cache: a first `fit` of
-one epoch also extracts the features of the clean and augmented views; then, with the cache
+one epoch also extracts the features of the clean, augmented and channel views; then, with the cache
 warm, fits of one and of three epochs tell apart what each epoch costs (training pass,
 validation pass, checkpoint) and what a fit costs once before its first epoch.
 """
@@ -66,7 +66,7 @@ def cnn_epoch_rows(corpus: Path, shards: int = 1) -> list[Row]:
             family.fit(parts["train"], parts["validation"], Path(folder) / f"{attempt}-{epochs}", resume=False, max_epochs=epochs)
             seconds[attempt, epochs] = time.perf_counter() - start
     epoch_s = (seconds["warm", 1 + EXTRA_EPOCHS] - seconds["warm", 1]) / EXTRA_EPOCHS
-    views = 1 + hyperparameters.augmented_views
+    views = 1 + hyperparameters.augmented_views + hyperparameters.channel_views
     clips = parts["train"].num_rows
     where = f"fold {FOLD}: {clips} training clips, {parts['validation'].num_rows} validation"
     return [
@@ -82,25 +82,23 @@ def full_run_rows(run_dir: Path) -> list[Row]:
 
     from ser_train.evaluation import EVAL_RESULTS_FILE
     from ser_train.training.cnn import CHECKPOINT_DIR, CHECKPOINT_FILE
-    from ser_train.training.runner import TRAINING_ARGS_FILE
+    from ser_train.training.runner import CORPORA_DIR, TRAINING_ARGS_FILE
 
     started, finished = run_dir / TRAINING_ARGS_FILE, run_dir / EVAL_RESULTS_FILE
     if not finished.is_file():
         return [Row(SECTION, "default CNN, full training run", f"not available: no finished run in {run_dir}")]
     seconds = finished.stat().st_mtime - started.stat().st_mtime
-    results = json.loads(finished.read_text())
-    fold_epochs = [
-        torch.load(run_dir / "folds" / fold["name"] / CHECKPOINT_DIR / CHECKPOINT_FILE, weights_only=True)["progress"]["epoch"]
-        for fold in results["folds"]
-    ]
-    final_epochs = results.get("final_model", {}).get("epochs", 0)
-    epochs = sum(fold_epochs) + final_epochs
+    # Every model the run trained left its last checkpoint: the folds', the held-out corpora's
+    # (with their nested temperature fits) and the final model's.
+    checkpoints = sorted(run_dir.glob(f"**/{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"))
+    epochs = sum(torch.load(path, weights_only=True)["progress"]["epoch"] for path in checkpoints)
+    folds = len(json.loads(finished.read_text()).get("folds", []))
+    held_out = sum(CORPORA_DIR in path.relative_to(run_dir).parts for path in checkpoints)
     return [
         Row(
             SECTION,
-            f"default CNN, full run: {len(fold_epochs)} folds ({'+'.join(map(str, fold_epochs))} epochs) "
-            f"+ final model ({final_epochs} epochs)",
-            f"{seconds / 60:.1f} min = {seconds / epochs:.1f} s per epoch trained, features included",
+            f"default CNN, full run: {len(checkpoints)} fits ({folds} folds, {held_out} held-out corpus fits, final model), {epochs} epochs",
+            f"{seconds / 60:.1f} min = {seconds / epochs:.1f} s per epoch trained, features and evaluation included",
         )
     ]
 

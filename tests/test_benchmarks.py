@@ -6,6 +6,9 @@ check the parts that decide what a run reports.
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,7 @@ import torch
 from benchmarks.__main__ import SECTIONS, parse_args
 from benchmarks.report import Row, markdown_table, text_table, write_markdown
 from benchmarks.timing import Case, time_in_turns
+from benchmarks.training import full_run_rows
 
 
 def test_sections_are_chosen_by_name_and_unknown_ones_refused(capsys):
@@ -91,3 +95,27 @@ def test_live_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
     for kind in ("white noise", "music-like"):
         noise = mixed(waveform, truth, kind, 10.0, rng) - waveform
         assert 10 * np.log10(np.mean(speech**2) / np.mean(noise**2)) == pytest.approx(10.0, abs=0.01)
+
+
+def test_a_full_run_counts_every_fit_it_left_a_checkpoint_of(tmp_path):
+    """Folds, held-out corpora with their nested temperature fits, and the final model."""
+    fits = {
+        "folds/fold-1": 30,
+        "folds/fold-2": 40,
+        "corpora/a": 12,
+        "corpora/a/temperature/b": 5,
+        "corpora/b": 20,
+        ".": 35,  # the final model
+    }
+    for folder, epochs in fits.items():
+        checkpoint = tmp_path / folder / "checkpoints" / "last.pt"
+        checkpoint.parent.mkdir(parents=True)
+        torch.save({"progress": {"epoch": epochs}}, checkpoint)
+    (tmp_path / "training_args.json").write_text("{}")
+    (tmp_path / "eval_results.json").write_text(json.dumps({"folds": [{"name": "fold-1"}, {"name": "fold-2"}]}))
+    started = os.stat(tmp_path / "training_args.json").st_mtime
+    os.utime(tmp_path / "eval_results.json", (started + 1420, started + 1420))  # 23 min 40 s later
+
+    (row,) = full_run_rows(tmp_path)
+    assert row.measurement.endswith("6 fits (2 folds, 3 held-out corpus fits, final model), 142 epochs")
+    assert row.result.startswith("23.7 min = 10.0 s per epoch trained")
