@@ -2,10 +2,11 @@
 
 Two prompts, each with the calibration source it stands for (see `ser_train.calibration`):
 
-- "moods": one short line said four times, once in each of PROMPTED_MOODS (calm, happy, sad,
+- "moods": one short line said eight times, twice in each of PROMPTED_MOODS (calm, happy, sad,
   angry). Speech across a speaker's moods is what calibration needs: its mean is the speaker's
   centre rather than one mood's, so it counts as any speech (mean and spread move). The same
-  line each time, as the acted corpora do, so that the words do not differ between moods.
+  line each time, as the acted corpora do, so that the words do not differ between moods; twice
+  round because two clips of each mood measured 3 points better than one (CLIPS_PER_PROMPTED_MOOD).
 - "passage": a calm passage read aloud. One mood, so only the mean moves, toward the training
   speakers' neutral mean.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE, load_audio
-from ser_train.calibration import PROMPTED_MOODS
+from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROMPTED_MOODS, clips_per_mood
 from ser_train.errors import AudioError, SERError
 
 MAX_CALIBRATION_S = 60.0  # a calibration recording longer than this is not what was asked for
@@ -50,6 +51,11 @@ class CalibrationPrompt:
     min_s: float  # a shorter recording says too little about a voice
     protocol_row: str  # the row of eval_results.json's "calibration" that measured this kind of sample
     protocol_sample: str  # that row's calibration sample, for a person
+    protocol_clips_per_mood: int | None = None  # of a prompted-moods row (a row with another count measured another sample)
+
+    def measured_by(self, row: dict) -> bool:
+        """Whether a protocol_row record measured the sample this prompt asks for."""
+        return self.protocol_clips_per_mood is None or clips_per_mood(row) == self.protocol_clips_per_mood
 
     def read(self, path: str | None) -> np.ndarray:
         """The recording as a checked 16 kHz waveform of min_s to MAX_CALIBRATION_S, or AudioError."""
@@ -66,17 +72,19 @@ class CalibrationPrompt:
 
 MOODS = CalibrationPrompt(
     name="moods",
-    label="One line in four moods",
-    asks_for="yourself saying the line in all four moods",
+    label="One line in four moods, twice",
+    asks_for="yourself saying the line twice in each of the four moods",
     instructions=(
-        f"Say this line four times, once in each mood, with a short pause in between: "
-        f"**{', '.join(PROMPTED_MOOD_WORDS)}** (10-20 s in all).\n\n> {MOOD_LINE}"
+        f"Say this line once in each mood, with a short pause in between: "
+        f"**{', '.join(PROMPTED_MOOD_WORDS)}**; then all four again (eight times, 20-35 s in all).\n\n> {MOOD_LINE}"
     ),
     source="speech",
-    min_s=6.0,  # four short lines with pauses
+    min_s=12.0,  # eight short lines with pauses
     protocol_row="prompted_moods",
-    protocol_sample="one clip each of calm, happy, sad and angry speech",
+    protocol_sample="two clips each of calm, happy, sad and angry speech",
+    protocol_clips_per_mood=CLIPS_PER_PROMPTED_MOOD,
 )
+assert CLIPS_PER_PROMPTED_MOOD == 2  # the label, instructions and protocol_sample say "twice"
 PASSAGE = CalibrationPrompt(
     name="passage",
     label="A calm passage",

@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-prompt",
         choices=CALIBRATION_PROMPT_NAMES,
         default="moods",
-        help="what --calibration holds: 'moods' (default), one line said calm, happy, sad and angry; "
+        help="what --calibration holds: 'moods' (default), one line said calm, happy, sad and angry, twice round; "
         "'passage', 15-30 s of calm reading",
     )
     add_precision_argument(predict, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")

@@ -22,6 +22,8 @@ import evaluate
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from ser_train.calibration import clips_per_mood
+
 EVAL_RESULTS_FILE = "eval_results.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -267,7 +269,8 @@ def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float |
     if "neutral" in summary:
         rows.append(row("neutral + calm clips", summary["neutral"]))
     if "prompted_moods" in summary:
-        rows.append(row("one clip per prompted mood", summary["prompted_moods"]))
+        moods = summary["prompted_moods"]
+        rows.append(row(f"{clips_per_mood(moods)} clip(s) per prompted mood", moods))
     if "self_one_emotion" in summary:
         rows.append(row("self, one-emotion recording", summary["self_one_emotion"]))
     return rows

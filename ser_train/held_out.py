@@ -12,9 +12,9 @@ labels (`ser_train.evaluation.SharedScoring`):
 - the same with speaker calibration from each speaker's neutral (and calm) clips, which are
   then not scored; a speaker with under MIN_NEUTRAL_CALIBRATION_S of them is left out of that
   row and counted;
-- the same with speaker calibration from one clip of each prompted mood (what the page's mood
-  prompt asks a visitor for, `ser_train.calibration.PROMPTED_MOODS`), those clips not scored,
-  PROTOCOL_REPEATS random draws pooled;
+- the same with speaker calibration from CLIPS_PER_PROMPTED_MOOD clips of each prompted mood (what
+  the page's mood prompt asks a visitor for, `ser_train.calibration.PROMPTED_MOODS`), those clips
+  not scored, PROTOCOL_REPEATS random draws pooled;
 - the same on the first 1 s and 2 s of speech of every clip (SHORT_SPEECH_S), since a model that
   learned from whole sentences meets a second of speech at every onset in live mode.
 
@@ -30,7 +30,14 @@ import datasets
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.calibration import NEUTRAL_EMOTIONS, PROMPTED_MOODS, PROTOCOL_REPEATS, PROTOCOL_SEED, prompted_mood_clips
+from ser_train.calibration import (
+    CLIPS_PER_PROMPTED_MOOD,
+    NEUTRAL_EMOTIONS,
+    PROMPTED_MOODS,
+    PROTOCOL_REPEATS,
+    PROTOCOL_SEED,
+    prompted_mood_clips,
+)
 from ser_train.confidence import expected_calibration_error, with_temperature
 from ser_train.data import audio_arrays
 from ser_train.evaluation import SharedScoring
@@ -115,8 +122,8 @@ class SpeakerCalibrationRows:
         return {**self._row(pick, "neutral", draws=1), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
 
     def prompted_moods(self) -> dict:
-        """Each speaker calibrated on one random clip of each prompted mood, as speech;
-        PROTOCOL_REPEATS draws pooled; a speaker without one of the moods is left out."""
+        """Each speaker calibrated on CLIPS_PER_PROMPTED_MOOD random clips of each prompted mood, as
+        speech; PROTOCOL_REPEATS draws pooled; a speaker with too few clips of a mood is left out."""
         rng = np.random.default_rng(PROTOCOL_SEED)
 
         def pick(own: np.ndarray) -> np.ndarray | None:
@@ -124,7 +131,12 @@ class SpeakerCalibrationRows:
             return None if positions is None else own[positions]
 
         row = self._row(pick, "speech", draws=PROTOCOL_REPEATS)
-        return {**row, "calibration_moods": [list(mood) for mood in PROMPTED_MOODS], "repeats": PROTOCOL_REPEATS}
+        return {
+            **row,
+            "calibration_moods": [list(mood) for mood in PROMPTED_MOODS],
+            "clips_per_mood": CLIPS_PER_PROMPTED_MOOD,
+            "repeats": PROTOCOL_REPEATS,
+        }
 
     def _row(self, pick, source: str, draws: int) -> dict:
         """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""

@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ser_train.calibration import PROMPTED_MOODS, PROTOCOL_REPEATS
+from ser_train.calibration import PROMPTED_MOODS, PROTOCOL_REPEATS, clips_per_mood
 from ser_train.corpora import corpus_info
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
@@ -207,6 +207,10 @@ def _held_out_section(results: dict) -> dict | None:
         "short_seconds": list(SHORT_SPEECH_S),
         "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S,
         "prompted_moods": ", ".join("/".join(mood) for mood in PROMPTED_MOODS),
+        "clips_per_mood": next(
+            (clips_per_mood(entry["mood_calibration"]) for corpus, entry in loco.items() if corpus != MEAN_KEY and "mood_calibration" in entry),
+            None,
+        ),
         "repeats": PROTOCOL_REPEATS,
     }
 

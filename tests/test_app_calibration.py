@@ -37,9 +37,10 @@ def passage(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mood_lines(tmp_path_factory):
-    """One line said calm, happy, sad and angry with pauses (about 11 s), as the mood prompt asks."""
+    """One line said calm, happy, sad and angry, twice round, with pauses (about 22 s), as the
+    mood prompt asks."""
     path = tmp_path_factory.mktemp("calibration") / "moods.wav"
-    soundfile.write(path, utterances([CALM, HAPPY, SAD, ANGRY], speech_s=2.0, pause_s=0.7), SAMPLING_RATE)
+    soundfile.write(path, utterances([CALM, HAPPY, SAD, ANGRY] * 2, speech_s=2.0, pause_s=0.7), SAMPLING_RATE)
     return str(path)
 
 
@@ -91,7 +92,7 @@ def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_a
     clip = str(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))
     model = load_model(name)
     calibration = model.calibrate_recording(load_audio(mood_lines), source="speech")
-    assert calibration.clips == 4 and calibration.spread_estimated  # four lines: mean and spread move
+    assert calibration.clips == 8 and calibration.spread_estimated  # eight lines: mean and spread move
     expected = list(model.predict_file(clip, calibration=calibration).values())
     as_passage = list(model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source="neutral")).values())
     assert not np.allclose(expected, as_passage, atol=1e-4)  # the prompt decides how the recording is read
@@ -117,7 +118,7 @@ def test_calibration_problems_are_explained_and_keep_the_session_state(calibrata
     state, status = app.calibrate_handler(short, name, "", {}, PASSAGE.name)
     assert state == {} and "reading the whole passage (at least 10 s)" in status
     state, status = app.calibrate_handler(short, name, "", {}, MOODS.name)
-    assert state == {} and "saying the line in all four moods (at least 6 s)" in status
+    assert state == {} and "saying the line twice in each of the four moods (at least 12 s)" in status
     state, status = app.calibrate_handler(None, name, "", {})
     assert "No calibration recording yet" in status
     state, status = app.calibrate_handler(passage, name, "", {}, None)
@@ -154,9 +155,12 @@ def test_the_status_reports_what_calibration_from_that_prompt_measured_for_the_m
     said = app.measured_effect(str(tmp_path), PASSAGE)
     assert "neutral and calm clips: balanced accuracy 62.6%, against 63.7% uncalibrated" in said
     assert app.measured_effect(str(tmp_path), MOODS) == ""  # not measured for this model: nothing claimed
-    (tmp_path / "eval_results.json").write_text(
-        json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": {"calibrated": 0.81, "uncalibrated_same_clips": 0.78}}}})
-    )
+    # A record from before the prompt asked for each mood twice measured one clip per mood: another sample.
+    moods_row = {"calibrated": 0.81, "uncalibrated_same_clips": 0.78}
+    (tmp_path / "eval_results.json").write_text(json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": moods_row}}}))
+    assert app.measured_effect(str(tmp_path), MOODS) == ""
+    moods_row["clips_per_mood"] = 2
+    (tmp_path / "eval_results.json").write_text(json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": moods_row}}}))
     said = app.measured_effect(str(tmp_path), MOODS)
-    assert "calm, happy, sad and angry speech: balanced accuracy 81.0%, against 78.0% uncalibrated" in said
+    assert "two clips each of calm, happy, sad and angry speech: balanced accuracy 81.0%, against 78.0% uncalibrated" in said
     assert app.measured_effect(str(tmp_path / "no-such-model"), PASSAGE) == ""

@@ -19,7 +19,7 @@ from ser_train.calibration import (
 )
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import ModelError
-from ser_train.evaluation import classification_metrics
+from ser_train.evaluation import calibration_rows, classification_metrics
 from ser_train.inference import load_model
 
 DIM = 4
@@ -95,16 +95,20 @@ def test_neutral_speech_moves_the_neutral_mean_to_the_training_speakers_neutral_
     assert np.abs(population.neutral_mean - population.mean).max() > 1
 
 
-def test_the_mood_prompt_draw_takes_one_clip_of_each_prompted_mood():
-    emotions = ["calm", "happy", "happy", "sad", "angry", "fearful", "angry", "neutral"]
+def test_the_mood_prompt_draw_takes_two_clips_of_each_prompted_mood():
+    emotions = ["calm", "happy", "happy", "sad", "angry", "fearful", "angry", "neutral", "sad", "happy", "neutral"]
     rng = np.random.default_rng(0)
     draws = [prompted_mood_clips(emotions, rng) for _ in range(50)]
     for positions in draws:
-        assert [emotions[i] in mood for i, mood in zip(positions, PROMPTED_MOODS)] == [True] * len(PROMPTED_MOODS)
-    # At random among the candidates: both calm/neutral clips and both happy ones get drawn.
-    assert {emotions[positions[0]] for positions in draws} == {"calm", "neutral"}
-    assert {positions[1] for positions in draws} == {1, 2}
-    assert prompted_mood_clips(["neutral", "happy", "sad", "fearful"], rng) is None  # no angry clip
+        assert len(positions) == len(set(positions)) == 2 * len(PROMPTED_MOODS)  # no clip twice
+        pairs = positions.reshape(len(PROMPTED_MOODS), 2)  # mood by mood
+        assert all(emotions[i] in mood for pair, mood in zip(pairs, PROMPTED_MOODS) for i in pair)
+    # At random among the candidates: each of the three calm/neutral clips and the three happy
+    # ones gets drawn.
+    assert {i for positions in draws for i in positions[:2]} == {0, 7, 10}
+    assert {i for positions in draws for i in positions[2:4]} == {1, 2, 9}
+    assert prompted_mood_clips(["neutral", "calm", "happy", "happy", "sad", "sad", "angry"], rng) is None  # one angry clip
+    assert len(prompted_mood_clips(["neutral", "happy", "sad", "angry"], rng, per_mood=1)) == 4
 
 
 class CentroidModel:
@@ -165,14 +169,18 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     assert results["speech_seconds"]["15"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 15)
     assert "30" not in results["speech_seconds"]
     assert results["self_one_emotion"]["calibrated"]["num_examples"] == len(test_clips)
-    # The mood prompt (the last protocol run): one clip per prompted mood calibrates, the other 12
+    # The mood prompt (the last protocol run): two clips per prompted mood calibrate, the other 8
     # are scored. (No accuracy claim here: these synthetic emotions lie on one line, on which
     # neutral, happy, sad and angry sit to one side of the speaker's centre.)
-    assert results["prompted_moods"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 4)
+    assert results["prompted_moods"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 8)
     emotion_of = np.asarray(test_emotions)
     for calibrated_on in model.calibration_calls[-PROTOCOL_REPEATS * 4:]:
-        assert [EMOTIONS[emotion_of[i]] in mood for i, mood in zip(calibrated_on, PROMPTED_MOODS)] == [True] * 4
-    assert len(summary["prompted_moods"]) == 3  # calibrated, uncalibrated on the same clips, spread over draws
+        pairs = np.reshape(calibrated_on, (len(PROMPTED_MOODS), 2))
+        assert all(EMOTIONS[emotion_of[i]] in mood for pair, mood in zip(pairs, PROMPTED_MOODS) for i in pair)
+    # calibrated, uncalibrated on the same clips, spread over draws, and the clips per mood
+    assert set(summary["prompted_moods"]) == {"calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws", "clips_per_mood"}
+    assert summary["prompted_moods"]["clips_per_mood"] == 2
+    assert ("2 clip(s) per prompted mood", *[summary["prompted_moods"][k] for k in ("calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws")]) in calibration_rows({"mean_over_folds": summary})
     # Speakers here differ by large offsets: calibration must help, and never hurt on neutral.
     uncalibrated = results["uncalibrated"]["balanced_accuracy"]
     assert uncalibrated < 0.6

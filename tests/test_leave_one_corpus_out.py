@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from ser_train.calibration import PROTOCOL_REPEATS
+from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROTOCOL_REPEATS
 from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, fit_temperature, with_temperature
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
@@ -26,8 +26,10 @@ from synthetic import make_manifest_corpus
 pytestmark = pytest.mark.slow
 
 EMOTION = {name: EMOTIONS.index(name) for name in EMOTIONS}
-# Long neutral clips in corpus "alpha" (2 x 5.5 s per speaker: enough to calibrate on); "beta"
-# has 2 x 1.5 s, under MIN_NEUTRAL_CALIBRATION_S, so its speakers are left out of that row.
+# Three clips per emotion and speaker: the mood prompt's row calibrates on two of each mood and
+# scores the rest. Long neutral clips in corpus "alpha" (3 x 5.5 s per speaker: enough to
+# calibrate on); "beta" has 3 x 1.5 s, under MIN_NEUTRAL_CALIBRATION_S, so its speakers are left
+# out of that row.
 CORPORA = {
     "alpha": dict(labels={"neu": EMOTION["neutral"], "hap": EMOTION["happy"], "sad": EMOTION["sad"], "ang": EMOTION["angry"]},
                   speakers=("a1", "a2", "a3", "a4", "a5", "a6"), clip_duration_s=5.5),
@@ -64,7 +66,7 @@ class SpyCNNFamily(CNNFamily):
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpora")
-    return [str(make_manifest_corpus(root / name, clips_per_label=2, **settings)) for name, settings in CORPORA.items()]
+    return [str(make_manifest_corpus(root / name, clips_per_label=3, **settings)) for name, settings in CORPORA.items()]
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +136,13 @@ def test_held_out_entries_report_what_the_issue_asks(run, corpora):
     assert loco["beta"]["neutral_calibration"] == {
         "speakers_calibrated": 0, "speakers_left_out": 3, "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S
     }
-    # Neutral clips calibrate and are never scored: alpha scores its 6 x 3 x 2 other clips.
-    assert loco["alpha"]["neutral_calibration"]["metrics"]["num_examples"] == 36
-    # The mood prompt: one clip of each of neutral, happy, sad, angry calibrates, the speaker's
+    # Neutral clips calibrate and are never scored: alpha scores its 6 x 3 x 3 other clips.
+    assert loco["alpha"]["neutral_calibration"]["metrics"]["num_examples"] == 54
+    # The mood prompt: two clips of each of neutral, happy, sad, angry calibrate, the speaker's
     # other 4 clips are scored, in each of PROTOCOL_REPEATS draws; gamma has no angry clips.
     for corpus, speakers in (("alpha", 6), ("beta", 3)):
         moods = loco[corpus]["mood_calibration"]
-        assert moods["speakers_calibrated"] == speakers
+        assert moods["speakers_calibrated"] == speakers and moods["clips_per_mood"] == CLIPS_PER_PROMPTED_MOOD == 2
         assert moods["metrics"]["num_examples"] == PROTOCOL_REPEATS * speakers * 4
         assert moods["uncalibrated_same_clips"]["num_examples"] == moods["metrics"]["num_examples"]
     gamma = loco["gamma"]["mood_calibration"]
