@@ -2,7 +2,8 @@
 
 The full run's wall time is read from a finished run folder (by default runs/cnn-3corpora-channel,
 where the bundled model was trained): the runner writes training_args.json as it starts and
-eval_results.json as it ends. The epochs each fold trained come from its last checkpoint.
+eval_results.json as it ends. A run finished by `--resume` is not timed: its files span two
+processes and the time between them. The epochs each fold trained come from its last checkpoint.
 
 One CNN epoch is measured here, with the bundled model's own hyperparameters (from its
 training_args.json) on fold 1 of its 6-fold protocol and a fresh feature cache: a first `fit` of
@@ -14,6 +15,7 @@ validation pass, checkpoint) and what a fit costs once before its first epoch.
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -87,12 +89,16 @@ def full_run_rows(run_dir: Path) -> list[Row]:
     started, finished = run_dir / TRAINING_ARGS_FILE, run_dir / EVAL_RESULTS_FILE
     if not finished.is_file():
         return [Row(SECTION, "default CNN, full training run", f"not available: no finished run in {run_dir}")]
+    results = json.loads(finished.read_text())
+    if "--resume" in shlex.split(results.get("command", "")):
+        # A resumed run's files span both processes and the time between them.
+        return [Row(SECTION, "default CNN, full training run", f"not available: {run_dir} was finished by a resumed run")]
     seconds = finished.stat().st_mtime - started.stat().st_mtime
     # Every model the run trained left its last checkpoint: the folds', the held-out corpora's
     # (with their nested temperature fits) and the final model's.
     checkpoints = sorted(run_dir.glob(f"**/{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"))
     epochs = sum(torch.load(path, weights_only=True)["progress"]["epoch"] for path in checkpoints)
-    folds = len(json.loads(finished.read_text()).get("folds", []))
+    folds = len(results.get("folds", []))
     held_out = sum(CORPORA_DIR in path.relative_to(run_dir).parts for path in checkpoints)
     return [
         Row(

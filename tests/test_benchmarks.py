@@ -119,3 +119,11 @@ def test_a_full_run_counts_every_fit_it_left_a_checkpoint_of(tmp_path):
     (row,) = full_run_rows(tmp_path)
     assert row.measurement.endswith("6 fits (2 folds, 3 held-out corpus fits, final model), 142 epochs")
     assert row.result.startswith("23.7 min = 10.0 s per epoch trained")
+
+
+def test_a_resumed_run_is_not_timed_as_one_run(tmp_path):
+    """Its files span two processes and the time between them."""
+    (tmp_path / "training_args.json").write_text("{}")
+    (tmp_path / "eval_results.json").write_text(json.dumps({"command": "python -m ser_train train cnn --output-dir r --resume"}))
+    (row,) = full_run_rows(tmp_path)
+    assert row.result == f"not available: {tmp_path} was finished by a resumed run"
