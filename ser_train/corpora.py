@@ -35,7 +35,7 @@ import datasets
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.data import EMOTIONS, canonical_emotion, decode_index, load_ravdess
+from ser_train.data import EMOTIONS, canonical_emotion, decode_index, files_fingerprint, load_ravdess
 from ser_train.errors import DataError
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def load_manifest_corpus(folder: str | Path, name: str | None = None) -> dataset
     for manifest_file in (MANIFEST_FILE, LABEL_MAP_FILE):
         if (folder / manifest_file).is_file():
             stamp.update((folder / manifest_file).read_bytes())
-    stamp.update("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode())
+    stamp.update(files_fingerprint(paths).encode())
     stamp.update(name.encode())
     index._fingerprint = f"corpus-{stamp.hexdigest()[:24]}"
     return decode_index(index, SAMPLING_RATE, skip_unreadable=False)

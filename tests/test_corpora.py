@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,6 +40,19 @@ def test_manifest_corpus_loads_with_mapped_labels_and_namespaced_speakers(corpus
     assert sorted(set(dataset["speaker"])) == [f"labcorpus/spk{i}" for i in range(1, 5)]
     assert sorted(dataset.unique("actor")) == [1, 2, 3, 4]
     assert all(len(waveform) > 16_000 for waveform in audio_arrays(dataset))
+
+
+def test_a_corpus_provisioned_again_keeps_its_cache_and_a_changed_one_does_not(tmp_path, monkeypatch):
+    folder = make_manifest_corpus(tmp_path / "lab", CORPUS_LABELS, label_map=LABEL_MAP)
+    first = load_corpora(str(folder))
+    clip = next((folder / "wav").iterdir())
+    stat = clip.stat()
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the same contents, copied again
+    assert load_corpora(str(folder))._fingerprint == first._fingerprint
+
+    clip.write_bytes(clip.read_bytes() + b"\0")  # other contents, the same modification time
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert load_corpora(str(folder))._fingerprint != first._fingerprint
 
 
 def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):

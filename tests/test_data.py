@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -91,6 +92,19 @@ def test_second_load_reads_the_cache_instead_of_decoding(synthetic_ravdess, monk
     monkeypatch.setattr(ser_train.audio, "load_audio", refuse)
     second = load_ravdess(str(synthetic_ravdess))
     np.testing.assert_array_equal(second[5]["audio"]["array"], first[5]["audio"]["array"])
+
+
+def test_files_provisioned_again_keep_their_cache(synthetic_ravdess, monkeypatch):
+    # A corpus copied or provisioned again has new modification times and the same contents.
+    first = load_ravdess(str(synthetic_ravdess))
+    for path in synthetic_ravdess.rglob("*.wav"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("audio was decoded again")
+
+    monkeypatch.setattr(ser_train.audio, "load_audio", refuse)
+    assert load_ravdess(str(synthetic_ravdess))._fingerprint == first._fingerprint
 
 
 def test_changed_files_are_decoded_again(tmp_path):
