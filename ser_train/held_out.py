@@ -26,6 +26,8 @@ their `mean` over corpora.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import datasets
 import numpy as np
 
@@ -115,30 +117,37 @@ class SpeakerCalibrationRows:
     def neutral(self) -> dict:
         """Each speaker calibrated on their neutral and calm clips, as neutral speech; a speaker
         with under MIN_NEUTRAL_CALIBRATION_S of them is left out and counted."""
-        def pick(own: np.ndarray) -> np.ndarray | None:
-            neutral = own[np.isin(self.emotions[own], NEUTRAL_EMOTIONS)]
-            return neutral if self.seconds[neutral].sum() >= MIN_NEUTRAL_CALIBRATION_S else None
-
-        return {**self._row(pick, "neutral", draws=1), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
+        return {**self._row(self.neutral_answers()), "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S}
 
     def prompted_moods(self) -> dict:
         """Each speaker calibrated on CLIPS_PER_PROMPTED_MOOD random clips of each prompted mood, as
         speech; PROTOCOL_REPEATS draws pooled; a speaker with too few clips of a mood is left out."""
+        return {
+            **self._row(self.mood_answers()),
+            "calibration_moods": [list(mood) for mood in PROMPTED_MOODS],
+            "clips_per_mood": CLIPS_PER_PROMPTED_MOOD,
+            "repeats": PROTOCOL_REPEATS,
+        }
+
+    def neutral_answers(self) -> CalibratedAnswers:
+        """The model's answers for the neutral row's scored clips (see `neutral`)."""
+        def pick(own: np.ndarray) -> np.ndarray | None:
+            neutral = own[np.isin(self.emotions[own], NEUTRAL_EMOTIONS)]
+            return neutral if self.seconds[neutral].sum() >= MIN_NEUTRAL_CALIBRATION_S else None
+
+        return self._answers(pick, "neutral", draws=1)
+
+    def mood_answers(self) -> CalibratedAnswers:
+        """The model's answers for the mood row's scored clips (see `prompted_moods`)."""
         rng = np.random.default_rng(PROTOCOL_SEED)
 
         def pick(own: np.ndarray) -> np.ndarray | None:
             positions = prompted_mood_clips(self.emotions[own], rng)
             return None if positions is None else own[positions]
 
-        row = self._row(pick, "speech", draws=PROTOCOL_REPEATS)
-        return {
-            **row,
-            "calibration_moods": [list(mood) for mood in PROMPTED_MOODS],
-            "clips_per_mood": CLIPS_PER_PROMPTED_MOOD,
-            "repeats": PROTOCOL_REPEATS,
-        }
+        return self._answers(pick, "speech", draws=PROTOCOL_REPEATS)
 
-    def _row(self, pick, source: str, draws: int) -> dict:
+    def _answers(self, pick, source: str, draws: int) -> CalibratedAnswers:
         """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""
         calibrated, scored, left_out = [], [], set()
         for _ in range(draws):
@@ -154,13 +163,31 @@ class SpeakerCalibrationRows:
                 )
                 calibrated.append(self.model.predict_represented([self.representations[i] for i in rest], calibration))
                 scored += rest
-        entry = {"speakers_calibrated": len(np.unique(self.speakers)) - len(left_out), "speakers_left_out": len(left_out)}
-        if not scored:
+        probabilities = np.concatenate(calibrated) if calibrated else np.zeros((0, len(self.model.labels)), np.float32)
+        return CalibratedAnswers(
+            probabilities, self.scoring.references[[self.position[row] for row in scored]], np.array(scored, dtype=int),
+            len(np.unique(self.speakers)) - len(left_out), len(left_out),
+        )
+
+    def _row(self, answers: CalibratedAnswers) -> dict:
+        entry = {"speakers_calibrated": answers.speakers_calibrated, "speakers_left_out": answers.speakers_left_out}
+        if not len(answers.scored):
             return entry
-        references = self.scoring.references[[self.position[row] for row in scored]]
-        with_calibration = _scores(self.scoring, references, np.concatenate(calibrated), self.temperature)
-        without = self.scoring.probabilities(self.uncalibrated[scored]).argmax(axis=1)
-        return {**entry, **with_calibration, "uncalibrated_same_clips": self.scoring.metrics(references, without)}
+        with_calibration = _scores(self.scoring, answers.references, answers.probabilities, self.temperature)
+        without = self.scoring.probabilities(self.uncalibrated[answers.scored]).argmax(axis=1)
+        return {**entry, **with_calibration, "uncalibrated_same_clips": self.scoring.metrics(answers.references, without)}
+
+
+@dataclass(frozen=True)
+class CalibratedAnswers:
+    """A calibration row's answers: each scored clip's probabilities over the model's labels
+    (with the model's own temperature), its reference among the shared emotions, its test row."""
+
+    probabilities: np.ndarray
+    references: np.ndarray
+    scored: np.ndarray
+    speakers_calibrated: int
+    speakers_left_out: int
 
 
 # --- Summaries ---------------------------------------------------------------------------------
