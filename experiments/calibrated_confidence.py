@@ -17,7 +17,9 @@ scored corpus never tunes anything), and their ECE compared:
   log-likelihood.
 
 Also the temperature that would have minimised each row's ECE (chosen on the scored answers: a
-bound, not a method). Every clip is represented once (representations do not depend on the head);
+bound, not a method), and a per-class bias beside the temperature (vector scaling's bias,
+L2 0 / 0.01 / 0.1), fitted on the nested fits' uncalibrated answers: it moves answers, so UA and
+the most-predicted share are reported for it too. Every clip is represented once (representations do not depend on the head);
 each fit then answers from them. A probe behind a README figure (Generalisation), not part of the
 package; it writes runs/confidence/<run>.json.
 """
@@ -33,7 +35,7 @@ from scipy.optimize import minimize
 
 from ser_train.confidence import PROBABILITY_FLOOR, expected_calibration_error, fit_temperature, with_temperature
 from ser_train.corpora import load_corpora
-from ser_train.data import audio_arrays
+from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.evaluation import SharedScoring
 from ser_train.held_out import SpeakerCalibrationRows
 from ser_train.inference import load_model
@@ -95,6 +97,49 @@ def ece_bound(probabilities: np.ndarray, references: np.ndarray) -> tuple[float,
     return float(grid[int(np.argmin(eces))]), float(min(eces))
 
 
+BIAS_L2 = (0.0, 0.01, 0.1)
+
+
+def shared_log_probabilities(fit_dir: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A fit's saved answers for its held-out corpus: log probabilities over every label, the
+    references among the shared emotions, and those emotions' label ids."""
+    saved = np.load(fit_dir / HELD_OUT_FILE)
+    labels = list(EMOTIONS)
+    known = [labels.index(name) for name in saved["trained_labels"].tolist()]
+    shared = [e for e in sorted(set(saved["emotions"].tolist())) if e in known]
+    kept = np.isin(saved["emotions"], shared)
+    references = np.array([shared.index(e) for e in saved["emotions"][kept]])
+    return np.log(np.maximum(saved["probabilities"][kept], PROBABILITY_FLOOR)), references, shared
+
+
+def biased(log_probabilities: np.ndarray, shared: list[int], parameters: np.ndarray) -> np.ndarray:
+    """softmax(log p / T + bias) over the shared emotions; parameters = (log T, bias per label)."""
+    logits = (log_probabilities / np.exp(parameters[0]) + parameters[1:])[:, shared]
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def bias_entry(run: Path, corpus: str, l2: float) -> dict:
+    """Temperature and per-class bias fitted on the nested fits' answers, applied to the held-out fit's."""
+    nested = [shared_log_probabilities(run / CORPORA_DIR / corpus / TEMPERATURE_DIR / other) for other in CORPORA if other != corpus]
+
+    def loss(parameters):
+        likelihood = [-np.log(np.maximum(biased(lp, sh, parameters)[np.arange(len(r)), r], PROBABILITY_FLOOR)).mean() for lp, r, sh in nested]
+        return np.mean(likelihood) + l2 * np.sum(parameters[1:] ** 2)
+
+    parameters = minimize(loss, np.zeros(1 + len(EMOTIONS)), method="L-BFGS-B").x
+    log_probabilities, references, shared = shared_log_probabilities(run / CORPORA_DIR / corpus)
+    probabilities = biased(log_probabilities, shared, parameters)
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "ua": float(np.mean([(predicted[references == k] == k).mean() for k in np.unique(references)])),
+        "top_share": float(np.bincount(predicted).max() / len(predicted)),
+        "ece": expected_calibration_error(probabilities, references),
+        "temperature": float(np.exp(parameters[0])),
+    }
+
+
 def held_out_entry(run: Path, corpus: str, dataset, representations) -> dict:
     held = fit_answers(run / CORPORA_DIR / corpus, corpus, dataset, representations)
     nested = {
@@ -126,6 +171,7 @@ def held_out_entry(run: Path, corpus: str, dataset, representations) -> dict:
             "a": float(a), "b": float(b), "median_temperature": float(np.median(temperatures)),
             "ece": expected_calibration_error(with_temperatures(probabilities, temperatures), references),
         }
+    entry["bias"] = {str(l2): bias_entry(run, corpus, l2) for l2 in BIAS_L2}
     return entry
 
 
@@ -146,6 +192,10 @@ def main(run: Path) -> None:
                   f"| {r['ece_per_row']:.3f} ({r['temperature_per_row']:.2f}) | {r['ece_bound']:.3f} ({r['temperature_bound']:.2f}) |")
         if "distance_temperature" in entry:
             print(f"| {corpus} | distance T | | | | {entry['distance_temperature']['ece']:.3f} | |")
+    print("\n| held-out corpus | bias L2 | UA | top share | ECE |")
+    for corpus, entry in results.items():
+        for l2, got in entry["bias"].items():
+            print(f"| {corpus} | {l2} | {got['ua']:.3f} | {got['top_share']:.2f} | {got['ece']:.3f} |")
 
 
 if __name__ == "__main__":
