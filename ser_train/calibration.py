@@ -18,8 +18,12 @@ one per named representation, `x -> x * scale + shift`, computed as follows:
   training speakers' *neutral* mean, and only the mean moves: a narrow sample estimates the
   spread badly.
 
-A visitor can give speech that spans their moods by saying one line in each of PROMPTED_MOODS,
-twice round (CLIPS_PER_PROMPTED_MOOD); that sample counts as any speech.
+- **the prompted moods** (what a visitor gives by saying one line in each of PROMPTED_MOODS,
+  twice round, CLIPS_PER_PROMPTED_MOOD): as any speech, except that the sample is compared with
+  the training speakers' statistics *over those moods*, each mood weighing the same (their mean
+  and spread over all of their speech include fear, disgust and surprise, which the prompt does
+  not ask for; on corpora held out of the bundled Whisper recipe this raised the mood prompt's
+  mean UA from 0.586 to 0.596 and cut the most-predicted emotion's share from 37 % to 28 %).
 
 What a model needs at inference (`PopulationStatistics`) is computed from its training split
 (`population_statistics`) and stored in the model folder. `evaluate_calibration` is the honest
@@ -38,7 +42,8 @@ import numpy as np
 from ser_train.audio import SAMPLING_RATE
 from ser_train.errors import ModelError
 
-SOURCES = ("speech", "neutral")  # what the calibration sample is: any speech, or neutral speech
+# What the calibration sample is: any speech, neutral speech, or the prompted moods.
+SOURCES = ("speech", "neutral", "moods")
 NEUTRAL_EMOTIONS = ("neutral", "calm")  # the emotions a read neutral passage stands for
 # The moods a visitor is asked to say one line in each of (the page's mood prompt), as the
 # corpora's emotions that stand for each: a calm line is a neutral or a calm clip.
@@ -66,9 +71,11 @@ class PopulationStatistics:
     std: np.ndarray  # root mean over training speakers of each speaker's frame variance
     neutral_mean: np.ndarray  # the same mean over the speakers' neutral and calm clips only
     prior_clips: np.ndarray  # how many clips of a speaker weigh as much as the population prior
+    mood_mean: np.ndarray  # mean over speakers of the mean of each prompted mood's frame mean
+    mood_std: np.ndarray  # root mean over speakers of the variance of their prompted moods' frames
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "std": self.std, "neutral_mean": self.neutral_mean, "prior_clips": self.prior_clips}
+        return {name: getattr(self, name) for name in POPULATION_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class Calibration:
     """
 
     model_id: str
-    source: str  # "speech" or "neutral"
+    source: str  # one of SOURCES
     clips: int  # clips (or segments of one recording) it was computed from
     seconds: float  # their total duration
     spread_estimated: bool  # False: a mean shift only
@@ -97,12 +104,12 @@ class Calibration:
 
     def describe(self) -> str:
         """A few words for a person: what the calibration was made from and what it does."""
-        kind = "neutral speech" if self.source == "neutral" else "speech"
+        kind = {"neutral": "neutral speech", "moods": "speech in the prompted moods"}.get(self.source, "speech")
         effect = "mean and spread" if self.spread_estimated else "mean shift only"
         return f"{self.clips} clip(s), {self.seconds:.1f} s of {kind}; {effect}"
 
 
-POPULATION_FIELDS = ("mean", "std", "neutral_mean", "prior_clips")  # PopulationStatistics fields
+POPULATION_FIELDS = ("mean", "std", "neutral_mean", "prior_clips", "mood_mean", "mood_std")  # PopulationStatistics fields
 
 
 def register_population(module, size: int) -> None:
@@ -119,6 +126,24 @@ def write_population(module, population: PopulationStatistics) -> None:
 
     for name, values in population.as_arrays().items():
         getattr(module, f"population_{name}").copy_(torch.as_tensor(values, dtype=torch.float32))
+
+
+# Buffers that model files saved before 2026-12-06 lack (the prompted moods' statistics).
+LATER_POPULATION_KEYS = frozenset({"population_mood_mean", "population_mood_std"})
+
+
+def fill_earlier_population(module, missing_keys) -> None:
+    """After loading a model file: if it was saved before the prompted moods had statistics of
+    their own (`missing_keys` holds exactly LATER_POPULATION_KEYS), the prompted moods are
+    compared with all of the training speakers' speech, as they were then. Any other missing
+    population buffer is a broken file."""
+    missing = {key for key in missing_keys if key.startswith("population_")}
+    if not missing:
+        return
+    if missing != LATER_POPULATION_KEYS:
+        raise ModelError(f"The model file lacks {', '.join(sorted(missing))}; it cannot calibrate.")
+    module.population_mood_mean.copy_(module.population_mean)
+    module.population_mood_std.copy_(module.population_std)
 
 
 def read_population(module) -> PopulationStatistics:
@@ -148,7 +173,7 @@ def population_statistics(
     """
     speakers, emotions = np.asarray(speakers), np.asarray(emotions)
     neutral = np.isin(emotions, NEUTRAL_EMOTIONS)
-    means, variances, neutral_means, clip_mean_variances = [], [], [], []
+    means, variances, neutral_means, clip_mean_variances, mood_means, mood_variances = [], [], [], [], [], []
     for speaker in np.unique(speakers):
         own = np.flatnonzero(speakers == speaker)
         frames = np.concatenate([clip_frames[i] for i in own]).astype(np.float64)
@@ -160,16 +185,24 @@ def population_statistics(
         own_neutral = [clip_frames[i] for i in own if neutral[i]]
         if own_neutral:
             neutral_means.append(np.concatenate(own_neutral).mean(axis=0))
+        per_mood = [[clip_frames[i] for i in own if emotions[i] in mood] for mood in PROMPTED_MOODS]
+        if all(per_mood):  # a speaker with clips of every prompted mood
+            mood_means.append(np.mean([np.concatenate(clips).mean(axis=0) for clips in per_mood], axis=0))
+            mood_variances.append(np.concatenate([frames for clips in per_mood for frames in clips]).astype(np.float64).var(axis=0))
     means = np.stack(means)
     within = np.mean(clip_mean_variances, axis=0) if clip_mean_variances else np.ones(means.shape[1])
     between = means.var(axis=0) if len(means) > 1 else np.full(means.shape[1], MIN_VARIANCE)
     mean = means.mean(axis=0)
+    std = np.sqrt(np.mean(variances, axis=0) + MIN_VARIANCE)
     return PopulationStatistics(
         mean=mean.astype(np.float32),
-        std=np.sqrt(np.mean(variances, axis=0) + MIN_VARIANCE).astype(np.float32),
+        std=std.astype(np.float32),
         # Without neutral clips in training, neutral calibration falls back to the overall mean.
         neutral_mean=(np.mean(neutral_means, axis=0) if neutral_means else mean).astype(np.float32),
         prior_clips=(within / np.maximum(between, MIN_VARIANCE)).astype(np.float32),
+        # Without a speaker of every prompted mood, the prompted moods count as any speech.
+        mood_mean=(np.mean(mood_means, axis=0) if mood_means else mean).astype(np.float32),
+        mood_std=(np.sqrt(np.mean(mood_variances, axis=0) + MIN_VARIANCE) if mood_variances else std).astype(np.float32),
     )
 
 
@@ -181,14 +214,19 @@ def speaker_affine(
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     clips = len(clip_frames)
     frames = np.concatenate(clip_frames).astype(np.float64)
-    # Neutral speech is compared with the training speakers' neutral mean, any speech with their
-    # overall mean: that is both the prior of the speaker's mean and where it is moved to.
-    target_mean = population.neutral_mean if source == "neutral" else population.mean
+    # A sample is compared with the training speakers' statistics over the same kind of speech
+    # (neutral, the prompted moods, or all of it): that is both the prior of the speaker's mean
+    # and where it is moved to.
+    target_mean, target_std = {
+        "neutral": (population.neutral_mean, population.std),
+        "moods": (population.mood_mean, population.mood_std),
+        "speech": (population.mean, population.std),
+    }[source]
     weight = clips / (clips + population.prior_clips.astype(np.float64))
     speaker_mean = weight * frames.mean(axis=0) + (1 - weight) * target_mean
-    spread_estimated = source == "speech" and clips >= MIN_CLIPS_FOR_SPREAD
+    spread_estimated = source != "neutral" and clips >= MIN_CLIPS_FOR_SPREAD
     if spread_estimated:
-        population_variance = population.std.astype(np.float64) ** 2
+        population_variance = target_std.astype(np.float64) ** 2
         variance = (clips * frames.var(axis=0) + SPREAD_PRIOR_CLIPS * population_variance) / (clips + SPREAD_PRIOR_CLIPS)
         scale = np.sqrt(population_variance / np.maximum(variance, MIN_VARIANCE))
     else:
@@ -304,7 +342,7 @@ def evaluate_calibration(
       case of a visitor reading a passage); their other clips are scored, beside the
       uncalibrated model on exactly those clips.
     - prompted moods: CLIPS_PER_PROMPTED_MOOD clips of each of PROMPTED_MOODS, at random,
-      calibrate as speech (a visitor saying the mood prompt's lines); the speaker's other clips
+      calibrate as the prompted moods (a visitor saying the mood prompt's lines); the speaker's other clips
       are scored; PROTOCOL_REPEATS draws pooled. Speakers with too few clips of a mood are left out.
     - self, one emotion: a recording in one mood calibrating on its own segments. Each clip is
       scored with a calibration from the speaker's other clips of the same emotion (as speech).
@@ -343,15 +381,15 @@ def evaluate_calibration(
             "with a calibration from the speaker's other clips of its emotion, as a recording in one "
             "mood calibrated on its own segments would be. Prompted moods: "
             f"{CLIPS_PER_PROMPTED_MOOD} random clip(s) of each of "
-            f"{', '.join('/'.join(mood) for mood in PROMPTED_MOODS)} calibrate, as unlabelled speech; "
-            f"the speaker's other clips are scored ({PROTOCOL_REPEATS} draws pooled)."
+            f"{', '.join('/'.join(mood) for mood in PROMPTED_MOODS)} calibrate, compared with the training "
+            f"speakers' statistics over those moods; the speaker's other clips are scored ({PROTOCOL_REPEATS} draws pooled)."
         ),
         "uncalibrated": _headline(metrics(references, uncalibrated)),
         "random_clips": {},
     }
     by_speaker = [np.flatnonzero(speakers == speaker) for speaker in np.unique(speakers)]
 
-    def drawn_entry(draw: Callable[[np.ndarray], np.ndarray | None], **extra) -> dict | None:
+    def drawn_entry(draw: Callable[[np.ndarray], np.ndarray | None], source: str = "speech", **extra) -> dict | None:
         """PROTOCOL_REPEATS draws pooled; `draw(own)` picks the calibration clips among a
         speaker's clips `own` (None: the speaker sits this protocol out). Each draw's own UA is
         kept, to show how much the choice of clips moves the result."""
@@ -364,7 +402,7 @@ def evaluate_calibration(
                     continue  # nothing left to score
                 rest = np.setdiff1d(own, calibration_clips)
                 draw_scored.extend(rest)
-                draw_predicted.extend(calibrated_predictions(calibration_clips, rest, "speech"))
+                draw_predicted.extend(calibrated_predictions(calibration_clips, rest, source))
             if draw_scored:
                 per_draw.append(metrics(references[draw_scored], draw_predicted)["balanced_accuracy"])
             scored += draw_scored
@@ -431,7 +469,8 @@ def evaluate_calibration(
         return None if positions is None else own[positions]
 
     drawn = drawn_entry(
-        prompted, calibration_moods=[list(mood) for mood in PROMPTED_MOODS], clips_per_mood=CLIPS_PER_PROMPTED_MOOD
+        prompted, "moods", calibration_moods=[list(mood) for mood in PROMPTED_MOODS], clips_per_mood=CLIPS_PER_PROMPTED_MOOD,
+        calibrated_as="moods",
     )
     if drawn:
         results["prompted_moods"] = drawn
@@ -497,8 +536,22 @@ def summarise_folds(fold_results: list[dict]) -> dict:
 
             summary[protocol] = {**both(entry), **draw_spread(entry)}  # draw_spread: {} for one fixed sample
     if "prompted_moods" in summary:
-        summary["prompted_moods"]["clips_per_mood"] = clips_per_mood(fold_results[0]["prompted_moods"])
+        first = fold_results[0]["prompted_moods"]
+        summary["prompted_moods"].update(clips_per_mood=clips_per_mood(first), calibrated_as=calibrated_as(first))
     return summary
+
+
+# What a prompted-moods record's sample was compared with, by its `calibrated_as`, for a person.
+MOODS_COMPARED_WITH = {
+    "moods": "the training speakers' speech in those moods",
+    "speech": "all of the training speakers' speech",
+}
+
+
+def calibrated_as(prompted_moods_entry: dict) -> str:
+    """The source a "prompted_moods" record calibrated as (records written before the prompted
+    moods had statistics of their own calibrated as any speech)."""
+    return prompted_moods_entry.get("calibrated_as", "speech")
 
 
 def clips_per_mood(prompted_moods_entry: dict) -> int:

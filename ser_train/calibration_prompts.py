@@ -4,7 +4,8 @@ Two prompts, each with the calibration source it stands for (see `ser_train.cali
 
 - "moods": one short line said eight times, twice in each of PROMPTED_MOODS (calm, happy, sad,
   angry). Speech across a speaker's moods is what calibration needs: its mean is the speaker's
-  centre rather than one mood's, so it counts as any speech (mean and spread move). The same
+  centre rather than one mood's, so mean and spread move, compared with the training speakers'
+  statistics over the same moods (the calibration source "moods"). The same
   line each time, as the acted corpora do, so that the words do not differ between moods; twice
   round because two clips of each mood measured 3 points better than one (CLIPS_PER_PROMPTED_MOOD).
 - "passage": a calm passage read aloud. One mood, so only the mean moves, toward the training
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE, load_audio
-from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROMPTED_MOODS, clips_per_mood
+from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROMPTED_MOODS, calibrated_as, clips_per_mood
 from ser_train.errors import AudioError, SERError
 
 MAX_CALIBRATION_S = 60.0  # a calibration recording longer than this is not what was asked for
@@ -54,8 +55,10 @@ class CalibrationPrompt:
     protocol_clips_per_mood: int | None = None  # of a prompted-moods row (a row with another count measured another sample)
 
     def measured_by(self, row: dict) -> bool:
-        """Whether a protocol_row record measured the sample this prompt asks for."""
-        return self.protocol_clips_per_mood is None or clips_per_mood(row) == self.protocol_clips_per_mood
+        """Whether a protocol_row record measured the sample this prompt asks for, read as it reads it."""
+        if self.protocol_clips_per_mood is None:
+            return True
+        return clips_per_mood(row) == self.protocol_clips_per_mood and calibrated_as(row) == self.source
 
     def read(self, path: str | None) -> np.ndarray:
         """The recording as a checked 16 kHz waveform of min_s to MAX_CALIBRATION_S, or AudioError."""
@@ -78,7 +81,7 @@ MOODS = CalibrationPrompt(
         f"Say this line once in each mood, with a short pause in between: "
         f"**{', '.join(PROMPTED_MOOD_WORDS)}**; then all four again (eight times, 20-35 s in all).\n\n> {MOOD_LINE}"
     ),
-    source="speech",
+    source="moods",
     min_s=12.0,  # eight short lines with pauses
     protocol_row="prompted_moods",
     protocol_sample="two clips each of calm, happy, sad and angry speech",

@@ -121,11 +121,13 @@ class SpeakerCalibrationRows:
 
     def prompted_moods(self) -> dict:
         """Each speaker calibrated on CLIPS_PER_PROMPTED_MOOD random clips of each prompted mood, as
-        speech; PROTOCOL_REPEATS draws pooled; a speaker with too few clips of a mood is left out."""
+        the prompted moods; PROTOCOL_REPEATS draws pooled; a speaker with too few clips of a mood is
+        left out."""
         return {
             **self._row(self.mood_answers()),
             "calibration_moods": [list(mood) for mood in PROMPTED_MOODS],
             "clips_per_mood": CLIPS_PER_PROMPTED_MOOD,
+            "calibrated_as": "moods",
             "repeats": PROTOCOL_REPEATS,
         }
 
@@ -145,7 +147,7 @@ class SpeakerCalibrationRows:
             positions = prompted_mood_clips(self.emotions[own], rng)
             return None if positions is None else own[positions]
 
-        return self._answers(pick, "speech", draws=PROTOCOL_REPEATS)
+        return self._answers(pick, "moods", draws=PROTOCOL_REPEATS)
 
     def _answers(self, pick, source: str, draws: int) -> CalibratedAnswers:
         """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""

@@ -173,9 +173,10 @@ class EmotionModel:
     def calibrate(self, waveforms16k: list[np.ndarray], source: str = "speech") -> Calibration:
         """A calibration from one speaker's 16 kHz clips (or the segments of one recording).
 
-        `source` is "speech" (any speech, ideally spanning the speaker's moods) or "neutral"
+        `source` is "speech" (any speech, ideally spanning the speaker's moods), "moods" (the mood
+        prompt's lines: compared with the training speakers' speech in those moods) or "neutral"
         (neutral speech, e.g. a read passage: only the mean moves, toward the training speakers'
-        neutral mean). Holds statistics only, never audio.
+        neutral mean); see `ser_train.calibration`. Holds statistics only, never audio.
         """
         if not waveforms16k:
             raise ModelError("Calibration needs at least one clip of speech.")

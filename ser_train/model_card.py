@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ser_train.calibration import PROMPTED_MOODS, PROTOCOL_REPEATS, clips_per_mood
+from ser_train.calibration import MOODS_COMPARED_WITH, PROMPTED_MOODS, PROTOCOL_REPEATS, calibrated_as, clips_per_mood
 from ser_train.corpora import corpus_info
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
@@ -201,16 +201,15 @@ def _held_out_section(results: dict) -> dict | None:
                 "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
             }
         )
+    mood_rows = [entry["mood_calibration"] for corpus, entry in loco.items() if corpus != MEAN_KEY and "mood_calibration" in entry]
     return {
         "rows": rows,
         "mean": loco[MEAN_KEY],
         "short_seconds": list(SHORT_SPEECH_S),
         "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S,
         "prompted_moods": ", ".join("/".join(mood) for mood in PROMPTED_MOODS),
-        "clips_per_mood": next(
-            (clips_per_mood(entry["mood_calibration"]) for corpus, entry in loco.items() if corpus != MEAN_KEY and "mood_calibration" in entry),
-            None,
-        ),
+        "clips_per_mood": clips_per_mood(mood_rows[0]) if mood_rows else None,
+        "moods_compared_with": MOODS_COMPARED_WITH[calibrated_as(mood_rows[0])] if mood_rows else None,
         "repeats": PROTOCOL_REPEATS,
     }
 

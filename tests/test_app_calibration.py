@@ -83,7 +83,7 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     assert page(state) == pytest.approx(uncalibrated, abs=1e-6)
 
 
-def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_and_cli(calibratable_cnn, mood_lines, tmp_path, capsys):
+def test_the_mood_prompt_calibrates_as_the_prompted_moods_on_the_page_predict_and_cli(calibratable_cnn, mood_lines, tmp_path, capsys):
     import json
 
     from ser_train.cli import main
@@ -91,11 +91,14 @@ def test_the_mood_prompt_calibrates_as_speech_across_moods_on_the_page_predict_a
     name = str(calibratable_cnn)
     clip = str(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))
     model = load_model(name)
-    calibration = model.calibrate_recording(load_audio(mood_lines), source="speech")
+    calibration = model.calibrate_recording(load_audio(mood_lines), source="moods")
     assert calibration.clips == 8 and calibration.spread_estimated  # eight lines: mean and spread move
     expected = list(model.predict_file(clip, calibration=calibration).values())
-    as_passage = list(model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source="neutral")).values())
-    assert not np.allclose(expected, as_passage, atol=1e-4)  # the prompt decides how the recording is read
+    # The prompt decides how the recording is read: not as a passage, nor as any speech (compared
+    # with all of the training speakers' speech instead of their speech in those moods).
+    for other in ("neutral", "speech"):
+        read_otherwise = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source=other))
+        assert not np.allclose(expected, list(read_otherwise.values()), atol=1e-4)
 
     # The page offers it as the first choice (and /predict reads a recording so by default); its
     # instructions name the four moods.
@@ -159,8 +162,11 @@ def test_the_status_reports_what_calibration_from_that_prompt_measured_for_the_m
     moods_row = {"calibrated": 0.81, "uncalibrated_same_clips": 0.78}
     (tmp_path / "eval_results.json").write_text(json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": moods_row}}}))
     assert app.measured_effect(str(tmp_path), MOODS) == ""
-    moods_row["clips_per_mood"] = 2
-    (tmp_path / "eval_results.json").write_text(json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": moods_row}}}))
+    # Nor is one that read them as any speech (before they were compared with the training
+    # speakers' speech in those moods).
+    for moods_row["clips_per_mood"], moods_row["calibrated_as"], claimed in ((2, "speech", False), (2, "moods", True)):
+        (tmp_path / "eval_results.json").write_text(json.dumps({"calibration": {"mean_over_folds": {"prompted_moods": moods_row}}}))
+        assert bool(app.measured_effect(str(tmp_path), MOODS)) is claimed
     said = app.measured_effect(str(tmp_path), MOODS)
     assert "two clips each of calm, happy, sad and angry speech: balanced accuracy 81.0%, against 78.0% uncalibrated" in said
     assert app.measured_effect(str(tmp_path / "no-such-model"), PASSAGE) == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -12,13 +14,17 @@ from ser_train.calibration import (
     Calibration,
     calibrate,
     evaluate_calibration,
+    fill_earlier_population,
     population_statistics,
     prompted_mood_clips,
+    read_population,
+    register_population,
     speaker_affine,
     summarise_folds,
+    write_population,
 )
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
-from ser_train.errors import ModelError
+from ser_train.errors import ModelError, SERError
 from ser_train.evaluation import calibration_rows, classification_metrics
 from ser_train.inference import load_model
 
@@ -93,6 +99,40 @@ def test_neutral_speech_moves_the_neutral_mean_to_the_training_speakers_neutral_
     # The neutral mean is not the overall mean: comparing neutral speech with the overall mean
     # would move the speaker by the neutral emotion's own pattern.
     assert np.abs(population.neutral_mean - population.mean).max() > 1
+
+
+def test_the_prompted_moods_are_compared_with_the_training_speakers_speech_in_those_moods(population):
+    clips, emotions = synthetic_speaker(np.random.default_rng(5), np.full(DIM, 7.0), clips_per_emotion=2)
+    names = [EMOTIONS[e] for e in emotions]
+    sample = [clip for clip, name in zip(clips, names) if any(name in mood for mood in PROMPTED_MOODS)]
+    # The population's prompted-mood mean: each mood's mean weighing the same (calm and neutral
+    # are one mood), over speakers; here the patterns are known, so it is their mood mean.
+    patterns = np.linspace(-3, 3, len(EMOTIONS))[:, None] * np.array([1.0, -0.5, 0.8, 0.3])
+    by_mood = [np.mean([patterns[EMOTIONS.index(name)] for name in mood], axis=0) for mood in PROMPTED_MOODS]
+    offsets = population.mean - patterns.mean(axis=0)  # the speakers' mean offset
+    np.testing.assert_allclose(population.mood_mean, offsets + np.mean(by_mood, axis=0), atol=0.1)
+    scale, shift, spread = speaker_affine(sample, population, "moods")
+    assert spread
+    moved = np.concatenate(sample) * scale + shift
+    np.testing.assert_allclose(moved.mean(axis=0), population.mood_mean, atol=0.3 * population.mood_std.max())
+    # As any speech, the same sample lands on the overall mean, one mood pattern away.
+    scale, shift, _ = speaker_affine(sample, population, "speech")
+    np.testing.assert_allclose((np.concatenate(sample) * scale + shift).mean(axis=0), population.mean, atol=0.3 * population.std.max())
+    assert np.abs(population.mood_mean - population.mean).max() > 0.5
+
+
+def test_a_model_file_saved_before_the_mood_statistics_compares_the_moods_with_all_speech(population):
+    import torch
+
+    module = torch.nn.Module()
+    register_population(module, DIM)
+    write_population(module, population)
+    fill_earlier_population(module, ["population_mood_mean", "population_mood_std"])  # what loading an older file misses
+    earlier = read_population(module)
+    np.testing.assert_array_equal(earlier.mood_mean, population.mean)
+    np.testing.assert_array_equal(earlier.mood_std, population.std)
+    with pytest.raises(ModelError, match="population_std"):
+        fill_earlier_population(module, ["population_std"])
 
 
 def test_the_mood_prompt_draw_takes_two_clips_of_each_prompted_mood():
@@ -170,17 +210,21 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     assert "30" not in results["speech_seconds"]
     assert results["self_one_emotion"]["calibrated"]["num_examples"] == len(test_clips)
     # The mood prompt (the last protocol run): two clips per prompted mood calibrate, the other 8
-    # are scored. (No accuracy claim here: these synthetic emotions lie on one line, on which
-    # neutral, happy, sad and angry sit to one side of the speaker's centre.)
+    # are scored. These synthetic emotions lie on one line, on which neutral, happy, sad and angry
+    # sit to one side of the speaker's centre: compared with the training speakers' speech in the
+    # same moods, calibration from them still lifts accuracy.
     assert results["prompted_moods"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 8)
+    # (Compared with all of their speech, as before 2026-12-06, it fell from 0.40 to 0.27.)
+    moods = results["prompted_moods"]
+    assert moods["calibrated"]["balanced_accuracy"] > moods["uncalibrated_same_clips"]["balanced_accuracy"] + 0.3
     emotion_of = np.asarray(test_emotions)
     for calibrated_on in model.calibration_calls[-PROTOCOL_REPEATS * 4:]:
         pairs = np.reshape(calibrated_on, (len(PROMPTED_MOODS), 2))
         assert all(EMOTIONS[emotion_of[i]] in mood for pair, mood in zip(pairs, PROMPTED_MOODS) for i in pair)
     # calibrated, uncalibrated on the same clips, spread over draws, and the clips per mood
-    assert set(summary["prompted_moods"]) == {"calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws", "clips_per_mood"}
-    assert summary["prompted_moods"]["clips_per_mood"] == 2
-    assert ("2 clip(s) per prompted mood", *[summary["prompted_moods"][k] for k in ("calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws")]) in calibration_rows({"mean_over_folds": summary})
+    assert set(summary["prompted_moods"]) == {"calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws", "clips_per_mood", "calibrated_as"}
+    assert summary["prompted_moods"]["clips_per_mood"] == 2 and summary["prompted_moods"]["calibrated_as"] == "moods"
+    assert ("2 clip(s) per prompted mood, against the training speakers' speech in those moods", *[summary["prompted_moods"][k] for k in ("calibrated", "uncalibrated_same_clips", "calibrated_std_over_draws")]) in calibration_rows({"mean_over_folds": summary})
     # Speakers here differ by large offsets: calibration must help, and never hurt on neutral.
     uncalibrated = results["uncalibrated"]["balanced_accuracy"]
     assert uncalibrated < 0.6
@@ -215,6 +259,22 @@ def test_cnn_calibration_is_the_affine_map_of_its_features(cnn_dir):
     calibrated = model.predict_batch(waveforms[4:], calibration=calibration)
     np.testing.assert_allclose(calibrated, by_hand, atol=1e-6)
     assert not np.allclose(calibrated, model.predict_batch(waveforms[4:]), atol=1e-4)
+
+
+def test_a_cnn_saved_before_the_mood_statistics_loads_and_a_file_missing_more_is_refused(cnn_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = cnn_dir
+    weights = load_file(folder / "model.safetensors")
+    for name, left_out in (("earlier", "population_mood"), ("broken", "feature_mean")):
+        shutil.copytree(folder, tmp_path / name)
+        save_file({k: v for k, v in weights.items() if left_out not in k}, tmp_path / name / "model.safetensors")
+    population = load_model(str(tmp_path / "earlier"))._calibration_support().population()
+    for statistics in population.values():
+        np.testing.assert_array_equal(statistics.mood_mean, statistics.mean)
+        np.testing.assert_array_equal(statistics.mood_std, statistics.std)
+    with pytest.raises(SERError, match="feature_mean"):
+        load_model(str(tmp_path / "broken"))
 
 
 def test_a_calibration_changes_nothing_for_another_speaker_or_model(cnn_dir, precalibration_cnn):

@@ -142,7 +142,7 @@ def test_held_out_entries_report_what_the_issue_asks(run, corpora):
     # other 4 clips are scored, in each of PROTOCOL_REPEATS draws; gamma has no angry clips.
     for corpus, speakers in (("alpha", 6), ("beta", 3)):
         moods = loco[corpus]["mood_calibration"]
-        assert moods["speakers_calibrated"] == speakers and moods["clips_per_mood"] == CLIPS_PER_PROMPTED_MOOD == 2
+        assert moods["speakers_calibrated"] == speakers and moods["clips_per_mood"] == CLIPS_PER_PROMPTED_MOOD == 2 and moods["calibrated_as"] == "moods"
         assert moods["metrics"]["num_examples"] == PROTOCOL_REPEATS * speakers * 4
         assert moods["uncalibrated_same_clips"]["num_examples"] == moods["metrics"]["num_examples"]
     gamma = loco["gamma"]["mood_calibration"]

@@ -4,6 +4,7 @@ converter on a tiny random encoder, and the Whisper family trained for real on t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,25 @@ def test_population_statistics_of_the_training_speakers_are_stored_and_calibrati
     calibrated = model.predict_batch(waveforms[4:], calibration=calibration)
     assert not np.allclose(calibrated, model.predict_batch(waveforms[4:]), atol=1e-3)
     np.testing.assert_allclose(calibrated.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_folder_saved_before_the_mood_statistics_loads_and_compares_the_moods_with_all_speech(holdout_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, output_dir, _ = holdout_run
+    earlier = tmp_path / "earlier"
+    shutil.copytree(output_dir, earlier)
+    head = load_file(earlier / whisper.HEAD_SHARD)
+    save_file({k: v for k, v in head.items() if "population_mood" not in k}, earlier / whisper.HEAD_SHARD)
+    index = json.loads((earlier / whisper_conversion.INDEX_FILE).read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if "population_mood" not in k}
+    (earlier / whisper_conversion.INDEX_FILE).write_text(json.dumps(index))
+
+    population = whisper.EmotionWhisper.from_pretrained(earlier).model.population()[whisper.REPRESENTATION]
+    np.testing.assert_array_equal(population.mood_mean, population.mean)
+    np.testing.assert_array_equal(population.mood_std, population.std)
+    saved = whisper.EmotionWhisper.from_pretrained(output_dir).model.population()[whisper.REPRESENTATION]
+    assert not np.array_equal(saved.mood_mean, saved.mean)  # a folder of today keeps its own
 
 
 def test_fitting_again_gives_the_same_weights_so_a_rerun_fold_reproduces_its_model(tiny_base, synthetic_ravdess, tmp_path):

@@ -97,6 +97,17 @@ class EmotionCNN(
         with contextlib.redirect_stdout(sys.stderr):
             return super()._from_pretrained(strict=strict, **kwargs)
 
+    @classmethod
+    def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
+        import safetensors.torch
+
+        missing, unexpected = safetensors.torch.load_model(model, model_file, strict=False, device=map_location)
+        earlier = set(missing) & calibration_lib.LATER_POPULATION_KEYS
+        if strict and (set(missing) - earlier or unexpected):
+            raise ModelError(f"{model_file} does not hold this CNN's weights (missing {sorted(set(missing) - earlier)}, unexpected {sorted(unexpected)}).")
+        calibration_lib.fill_earlier_population(model, earlier)
+        return model
+
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Store the training split's per-dimension feature statistics in the model."""
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))

@@ -29,6 +29,7 @@ affine map of a speaker's clips. The model stores the training speakers' statist
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from ser_train.confidence import TEMPERATURE_KEY
 from ser_train.vad import trim_silence
 from ser_train.models.whisper_conversion import (  # the converted base's layout, which classifiers share
     ENCODER_SHARD,
+    INDEX_FILE,
     POSITIONS_KEY,
     POSITIONS_SHARD,
     SAFETENSORS_METADATA,
@@ -80,6 +82,8 @@ class WhisperForEmotionRecognition(WhisperPreTrainedModel):
     """Whisper's encoder under a linear classifier of per-layer frame statistics."""
 
     config_class = WhisperEmotionConfig
+    # Files saved before the prompted moods had statistics lack them (see fill_earlier_population).
+    _keys_to_ignore_on_load_missing = [r"population_mood_(mean|std)"]
 
     def __init__(self, config: WhisperEmotionConfig):
         super().__init__(config)
@@ -188,6 +192,8 @@ class EmotionWhisper:
         from transformers import WhisperFeatureExtractor
 
         model = WhisperForEmotionRecognition.from_pretrained(folder, use_safetensors=True)
+        saved = json.loads((Path(folder) / INDEX_FILE).read_text())["weight_map"]
+        calibration_lib.fill_earlier_population(model, calibration_lib.LATER_POPULATION_KEYS - set(saved))
         if checked_precision(precision) == INT8:
             quantize_encoder(model)
         return cls(model, WhisperFeatureExtractor.from_pretrained(folder))
