@@ -128,7 +128,7 @@ def write_population(module, population: PopulationStatistics) -> None:
         getattr(module, f"population_{name}").copy_(torch.as_tensor(values, dtype=torch.float32))
 
 
-# Buffers that model files saved before 2026-12-06 lack (the prompted moods' statistics).
+# Buffers that model files saved before the prompted moods had statistics of their own lack.
 LATER_POPULATION_KEYS = frozenset({"population_mood_mean", "population_mood_std"})
 
 
