@@ -214,7 +214,7 @@ def test_protocol_calibrates_on_unscored_clips_and_calibration_lifts_accuracy():
     # sit to one side of the speaker's centre: compared with the training speakers' speech in the
     # same moods, calibration from them still lifts accuracy.
     assert results["prompted_moods"]["calibrated"]["num_examples"] == PROTOCOL_REPEATS * 4 * (16 - 8)
-    # (Compared with all of their speech, as before 2026-12-06, it fell from 0.40 to 0.27.)
+    # (Compared with all of the training speakers' speech, as before, it fell from 0.40 to 0.27.)
     moods = results["prompted_moods"]
     assert moods["calibrated"]["balanced_accuracy"] > moods["uncalibrated_same_clips"]["balanced_accuracy"] + 0.3
     emotion_of = np.asarray(test_emotions)
