@@ -77,6 +77,12 @@ class PopulationStatistics:
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in POPULATION_FIELDS}
 
+    @property
+    def has_mood_statistics(self) -> bool:
+        """False where the prompted moods fall back to all speech (a model saved before they had
+        statistics, or training speakers none of whom had every prompted mood)."""
+        return not np.array_equal(self.mood_std, self.std)
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -244,6 +250,8 @@ def calibrate(
     """A calibration from clips' representations ({name: [frames, dim]} per clip)."""
     if not representations:
         raise ModelError("Calibration needs at least one clip of speech.")
+    if source == "moods" and not all(population.has_mood_statistics for population in statistics.values()):
+        source = "speech"  # what it amounts to, so that the calibration and the records say so
     scale, shift, spread = {}, {}, False
     for name, population in statistics.items():
         scale[name], shift[name], spread = speaker_affine([clip[name] for clip in representations], population, source)
@@ -354,11 +362,13 @@ def evaluate_calibration(
     seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
     uncalibrated = predict_ids(model.predict_represented(representations, None))
     rng = np.random.default_rng(seed)
+    source_used = {}  # source asked for -> the source the model calibrated as (see `calibrate`)
 
     def calibrated_predictions(calibration_clips: np.ndarray, scored: np.ndarray, source: str) -> np.ndarray:
         calibration = model.calibration_from(
             [representations[i] for i in calibration_clips], source, float(seconds[calibration_clips].sum())
         )
+        source_used[source] = calibration.source
         return predict_ids(model.predict_represented([representations[i] for i in scored], calibration))
 
     def entry(scored: list[int], predicted: list[int], **extra) -> dict:
@@ -468,12 +478,9 @@ def evaluate_calibration(
         positions = prompted_mood_clips([labels[r] for r in references[own]], rng)
         return None if positions is None else own[positions]
 
-    drawn = drawn_entry(
-        prompted, "moods", calibration_moods=[list(mood) for mood in PROMPTED_MOODS], clips_per_mood=CLIPS_PER_PROMPTED_MOOD,
-        calibrated_as="moods",
-    )
+    drawn = drawn_entry(prompted, "moods", calibration_moods=[list(mood) for mood in PROMPTED_MOODS], clips_per_mood=CLIPS_PER_PROMPTED_MOOD)
     if drawn:
-        results["prompted_moods"] = drawn
+        results["prompted_moods"] = {**drawn, "calibrated_as": source_used["moods"]}
     return results
 
 

@@ -123,11 +123,12 @@ class SpeakerCalibrationRows:
         """Each speaker calibrated on CLIPS_PER_PROMPTED_MOOD random clips of each prompted mood, as
         the prompted moods; PROTOCOL_REPEATS draws pooled; a speaker with too few clips of a mood is
         left out."""
+        answers = self.mood_answers()
         return {
-            **self._row(self.mood_answers()),
+            **self._row(answers),
             "calibration_moods": [list(mood) for mood in PROMPTED_MOODS],
             "clips_per_mood": CLIPS_PER_PROMPTED_MOOD,
-            "calibrated_as": "moods",
+            "calibrated_as": answers.calibrated_as,
             "repeats": PROTOCOL_REPEATS,
         }
 
@@ -151,7 +152,7 @@ class SpeakerCalibrationRows:
 
     def _answers(self, pick, source: str, draws: int) -> CalibratedAnswers:
         """`pick(own)` chooses a speaker's calibration clips (None: the speaker is left out)."""
-        calibrated, scored, left_out = [], [], set()
+        calibrated, scored, left_out, calibrated_as = [], [], set(), None
         for _ in range(draws):
             for speaker in np.unique(self.speakers):
                 own = np.flatnonzero(self.speakers == speaker)
@@ -164,11 +165,12 @@ class SpeakerCalibrationRows:
                     [self.representations[i] for i in calibration_clips], source, float(self.seconds[calibration_clips].sum())
                 )
                 calibrated.append(self.model.predict_represented([self.representations[i] for i in rest], calibration))
+                calibrated_as = calibration.source
                 scored += rest
         probabilities = np.concatenate(calibrated) if calibrated else np.zeros((0, len(self.model.labels)), np.float32)
         return CalibratedAnswers(
             probabilities, self.scoring.references[[self.position[row] for row in scored]], np.array(scored, dtype=int),
-            len(np.unique(self.speakers)) - len(left_out), len(left_out),
+            len(np.unique(self.speakers)) - len(left_out), len(left_out), calibrated_as,
         )
 
     def _row(self, answers: CalibratedAnswers) -> dict:
@@ -190,6 +192,7 @@ class CalibratedAnswers:
     scored: np.ndarray
     speakers_calibrated: int
     speakers_left_out: int
+    calibrated_as: str | None  # the source the model calibrated as (see ser_train.calibration.calibrate)
 
 
 # --- Summaries ---------------------------------------------------------------------------------

@@ -131,6 +131,11 @@ def test_a_model_file_saved_before_the_mood_statistics_compares_the_moods_with_a
     earlier = read_population(module)
     np.testing.assert_array_equal(earlier.mood_mean, population.mean)
     np.testing.assert_array_equal(earlier.mood_std, population.std)
+    # Its mood lines calibrate as any speech, and say so (the records name what was measured).
+    assert population.has_mood_statistics and not earlier.has_mood_statistics
+    clips, _ = synthetic_speaker(np.random.default_rng(6), np.full(DIM, 3.0), clips_per_emotion=1)
+    assert calibrate([{"frames": clip} for clip in clips], {"frames": earlier}, "moods", 8.0).source == "speech"
+    assert calibrate([{"frames": clip} for clip in clips], {"frames": population}, "moods", 8.0).source == "moods"
     with pytest.raises(ModelError, match="population_std"):
         fill_earlier_population(module, ["population_std"])
 
