@@ -171,7 +171,8 @@ def required_audio(audio_path: str | None) -> str:
 # sees them.
 
 # The page's first choice: on corpora held out of the bundled model's training, calibration from
-# two clips of each prompted mood raised its mean UA from 0.428 to 0.586 (one clip: 0.556), from
+# two clips of each prompted mood, compared with the training speakers' speech in those moods,
+# raised its mean UA from 0.428 to 0.596 (one clip compared with all speech: 0.556), from
 # neutral speech only to 0.449 (README, Speaker calibration and Generalisation).
 PAGE_CALIBRATION_PROMPT = MOODS
 
