@@ -201,7 +201,9 @@ def _held_out_section(results: dict) -> dict | None:
                 "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
             }
         )
-    mood_rows = [entry["mood_calibration"] for corpus, entry in loco.items() if corpus != MEAN_KEY and "mood_calibration" in entry]
+    mood_rows = [  # the rows with a figure (a corpus whose speakers all lack a prompted mood has none)
+        entry["mood_calibration"] for corpus, entry in loco.items() if corpus != MEAN_KEY and "metrics" in entry.get("mood_calibration", {})
+    ]
     return {
         "rows": rows,
         "mean": loco[MEAN_KEY],

@@ -212,6 +212,7 @@ def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
     # Synthetic corpora are unknown to the card: their licences are their own, so "other".
     assert card.data.license == "other"
     assert "### Corpora held out of training" in card.text and "### Confidence" in card.text
+    assert "each of neutral/calm, happy, sad, angry\n(what the demo's mood prompt asks a visitor for) and compared with the training speakers' speech in those moods" in card.text
     for corpus in CORPORA:
         entry = loco[corpus]
         most = entry["metrics"]["most_predicted"]
