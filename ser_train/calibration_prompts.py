@@ -51,11 +51,13 @@ class CalibrationPrompt:
     source: str  # ser_train.calibration source the recording stands for
     min_s: float  # a shorter recording says too little about a voice
     protocol_row: str  # the row of eval_results.json's "calibration" that measured this kind of sample
-    protocol_sample: str  # that row's calibration sample, for a person
+    held_out_row: str  # the row of each "leave_one_corpus_out" entry that measured it on a corpus left out of training
+    protocol_sample: str  # those rows' calibration sample, for a person
     protocol_clips_per_mood: int | None = None  # of a prompted-moods row (a row with another count measured another sample)
 
     def measured_by(self, row: dict) -> bool:
-        """Whether a protocol_row record measured the sample this prompt asks for, read as it reads it."""
+        """Whether a protocol_row or held_out_row record measured the sample this prompt asks for,
+        read as it reads it."""
         if self.protocol_clips_per_mood is None:
             return True
         return clips_per_mood(row) == self.protocol_clips_per_mood and calibrated_as(row) == self.source
@@ -84,6 +86,7 @@ MOODS = CalibrationPrompt(
     source="moods",
     min_s=12.0,  # eight short lines with pauses
     protocol_row="prompted_moods",
+    held_out_row="mood_calibration",
     protocol_sample="two clips each of calm, happy, sad and angry speech",
     protocol_clips_per_mood=CLIPS_PER_PROMPTED_MOOD,
 )
@@ -96,6 +99,7 @@ PASSAGE = CalibrationPrompt(
     source="neutral",
     min_s=10.0,
     protocol_row="neutral",
+    held_out_row="neutral_calibration",
     protocol_sample="their neutral and calm clips",
 )
 CALIBRATION_PROMPTS = {prompt.name: prompt for prompt in (MOODS, PASSAGE)}  # the page's first choice first
