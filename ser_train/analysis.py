@@ -10,6 +10,7 @@ the models were trained on single utterances, and memory stays flat however long
     analysis.probabilities        # {"neutral": 0.02, ...}: the whole recording
     analysis.segments             # [Segment(start_s, end_s, probabilities), ...]; [] when short
     analysis.speech               # the SpeechMap: duration, speech bounds, blocks for the plots
+    analysis.speech_seconds()     # seconds of speech a voice-activity model hears; None when long
 
 A file is read in blocks (never whole when long), mapped once, and a second model can be run on
 the same map (`analyse_speech`), as the page does when comparing two models.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ser_train import vad
 from ser_train.audio import DEFAULT_MAX_DURATION_S, SAMPLING_RATE
 from ser_train.errors import SERError
 from ser_train.timeline import (
@@ -36,6 +38,7 @@ from ser_train.timeline import (
     timeline,
     timeline_file,
 )
+
 
 @dataclass(frozen=True)
 class RecordingAnalysis:
@@ -53,6 +56,12 @@ class RecordingAnalysis:
     @property
     def top_emotion(self) -> str:
         return max(self.probabilities, key=self.probabilities.get)
+
+    def speech_seconds(self) -> float | None:
+        """Seconds of speech Silero hears in a recording judged whole, None for a long one (judged
+        by its segments). The models learned from whole sentences and judge a second of speech far
+        worse; computed on demand (Silero over the recording again) for the page that says so."""
+        return vad.speech_seconds(self.speech.samples) if self.speech.duration_s <= MIN_TIMELINE_DURATION_S else None
 
 
 def analyse_recording(

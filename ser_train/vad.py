@@ -111,6 +111,11 @@ def speech_onset(waveform16k: np.ndarray) -> int:
     return int(speech[0]) * VAD_FRAME if len(speech) else 0
 
 
+def speech_seconds(waveform16k: np.ndarray) -> float:
+    """How much of a waveform Silero hears as speech, in seconds (whole 32 ms frames)."""
+    return float((frame_speech_probabilities(waveform16k) > SPEECH_THRESHOLD).sum()) * VAD_FRAME / SAMPLING_RATE
+
+
 def first_speech(waveform16k: np.ndarray, seconds: float) -> np.ndarray:
     """The first `seconds` of a clip from where its speech begins (shorter if the clip ends first)."""
     start = speech_onset(waveform16k)

@@ -27,6 +27,8 @@ from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
 from ser_train.timeline import average_probabilities, timeline
 from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
+from ser_train.vad import speech_seconds
+from speech import SENTENCES, spoken
 from synthetic import synth_clip
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,32 @@ def test_short_recordings_get_no_timeline(tmp_path, tiny_model_dir):
     outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir)
     assert outputs.timeline_section["visible"] is False
     assert outputs.timeline_plot is None and outputs.timeline_table is None
+
+
+def test_a_recording_with_little_speech_says_how_little_was_heard(tmp_path, tiny_model_dir):
+    path = tmp_path / "few-words.wav"
+    soundfile.write(path, spoken("Kids are talking."), SAMPLING_RATE)  # about 1.1 s of speech to Silero
+    heard = speech_seconds(load_audio(path))
+    assert 0 < heard < app.SHORT_SPEECH_S
+    assert f"Only {heard:.1f} s of speech heard, and the model learned from whole sentences." in analyse(path, tiny_model_dir).summary
+    # A sentence is enough to say nothing; harmonic tones are no speech to a voice-activity model.
+    soundfile.write(path, spoken(SENTENCES[0]), SAMPLING_RATE)
+    assert speech_seconds(load_audio(path)) >= app.SHORT_SPEECH_S
+    assert "of speech heard" not in analyse(path, tiny_model_dir).summary
+    assert "No speech heard" in analyse(write_clip(tmp_path / "tones.wav"), tiny_model_dir).summary
+
+
+def test_the_short_speech_note_quotes_the_models_figures_for_its_shortest_speech(tmp_path):
+    short_speech = {
+        seconds: {"balanced_accuracy": accuracy, "most_predicted_share_max": share}
+        for seconds, accuracy, share in (("1", 0.33, 0.81), ("2", 0.42, 0.73))
+    }
+    held_out = {"mean": {"balanced_accuracy": 0.428, "short_speech": short_speech}}
+    (tmp_path / "eval_results.json").write_text(json.dumps({"leave_one_corpus_out": held_out}))
+    said = app.short_speech_note(str(tmp_path), 1.2)
+    assert "on the first 1 s of speech of corpora it never trained on, its balanced accuracy was 33% (whole clips: 43%)" in said
+    assert "one emotion took up to 81% of a corpus's answers" in said
+    assert app.short_speech_note(str(tmp_path / "no-such-model"), 1.2) == "Only 1.2 s of speech heard, and the model learned from whole sentences."
 
 
 def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):

@@ -26,8 +26,8 @@ from ser_train.live import (
     StreamResampler,
     play,
 )
-from ser_train.vad import VoiceActivity
-from speech import silence, spoken, talk_with_pauses
+from ser_train.vad import VAD_FRAME, VoiceActivity, speech_seconds
+from speech import SENTENCES, silence, spoken, talk_with_pauses
 
 FLOAT32_TOLERANCE = 1e-5  # probabilities through the same float32 model, batch and shapes equal
 SENTENCE_FOR_MEMORY = "The stream keeps a window, not the recording."
@@ -270,3 +270,14 @@ def test_the_cli_refuses_a_bad_file_with_one_sentence(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ser_train", "live", str(path), "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert "notes.wav: could not be read as audio" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_speech_seconds_counts_what_silero_hears_as_speech_and_nothing_of_silence():
+    sentence = spoken(SENTENCES[0])
+    padded = np.concatenate([silence(1.0), sentence, silence(1.0)])
+    heard = speech_seconds(padded)
+    # Espeak's waveform has short silences of its own at each end and between words, so Silero
+    # hears less than its length, and pauses add nothing (a frame either side for its state).
+    assert 0.5 * len(sentence) / SAMPLING_RATE < heard <= len(sentence) / SAMPLING_RATE + 2 * VAD_FRAME / SAMPLING_RATE
+    assert speech_seconds(silence(3.0)) == 0.0
+
