@@ -366,7 +366,8 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure:
         measured = models.get(name).unsure_rule.measured
-        lines.append(f"<small>{UNSURE_NOTE if measured else UNSURE_NOTE_UNMEASURED}</small>")
+        note = UNSURE_NOTE_UNMEASURED if not measured else UNSURE_NOTE_CALIBRATED if analysis.calibrated else UNSURE_NOTE
+        lines.append(f"<small>{note}</small>")
     speech_s = analysis.speech_seconds()
     if speech_s is not None and speech_s < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, speech_s)}</small>")
@@ -379,6 +380,12 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
 UNSURE_NOTE = (
     "Unsure: the top emotion is weak or another is close behind. Answers like this were right less "
     "than half the time on voices the model never heard, so read the probabilities, not a label."
+)
+# The thresholds were chosen on uncalibrated answers; calibrated ones were not measured that way.
+UNSURE_NOTE_CALIBRATED = (
+    "Unsure: the top emotion is weak or another is close behind. Without calibration, answers like this "
+    "were right less than half the time on voices the model never heard (calibrated ones were not "
+    "measured this way), so read the probabilities, not a label."
 )
 UNSURE_NOTE_UNMEASURED = (
     "Unsure: the top emotion is weak or another is close behind. How often such answers are right was "

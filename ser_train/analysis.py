@@ -48,6 +48,7 @@ class RecordingAnalysis:
     segments: list[Segment]  # one per stretch of speech for long recordings, else empty
     speech: SpeechMap
     unsure: bool  # the model's unsure rule says this answer should not be read as a verdict
+    calibrated: bool = False  # answered through a speaker calibration (`EmotionModel.with_calibration`)
 
     @property
     def duration_s(self) -> float:
@@ -87,7 +88,7 @@ def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
     else:
         segments = timeline_file(model, speech)
         probabilities = average_probabilities(segments)
-    return RecordingAnalysis(probabilities, segments, speech, model.is_unsure(probabilities))
+    return RecordingAnalysis(probabilities, segments, speech, model.is_unsure(probabilities), model.calibration is not None)
 
 
 def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:

@@ -12,12 +12,14 @@ import soundfile
 
 import app
 from app_support import ANGRY, utterances, write_clip
+from ser_train.analysis import RecordingAnalysis, analyse_recording
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, PASSAGE
 from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.serving import ModelRegistry
+from ser_train.timeline import SpeechMap
 
 NEUTRAL, CALM, HAPPY, SAD = (EMOTIONS.index(name) for name in ("neutral", "calm", "happy", "sad"))
 
@@ -198,3 +200,19 @@ def test_the_status_reports_first_what_calibration_did_on_corpora_left_out_of_tr
     # Records that read the mood lines as any speech measured another sample: neither is claimed.
     (tmp_path / "eval_results.json").write_text(json.dumps(held_out_results("speech")))
     assert app.measured_effect(str(tmp_path), MOODS) == ""
+
+
+def test_an_unsure_calibrated_answer_does_not_claim_what_was_measured_without_calibration(calibratable_cnn, passage, tmp_path):
+    model = load_model(str(calibratable_cnn))
+    clip = write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY)
+    calibration = model.calibrate_recording(load_audio(passage), source="neutral")
+    assert analyse_recording(model.with_calibration(calibration), clip).calibrated
+    assert not analyse_recording(model, clip).calibrated
+    if not app.models.get(DEFAULT_MODEL).unsure_rule.measured:
+        pytest.skip(f"the bundled model ({DEFAULT_MODEL}) has no measured unsure rule")
+    long_recording = SpeechMap(tmp_path / "long.wav", num_samples=600 * SAMPLING_RATE, bounds=[], max_duration_s=600.0)
+    near_tie = {emotion: 0.02 for emotion in EMOTIONS} | {"angry": 0.44, "sad": 0.42}
+    for calibrated, note in ((False, app.UNSURE_NOTE), (True, app.UNSURE_NOTE_CALIBRATED)):
+        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, [], long_recording, True, calibrated)}, 600.0)
+        assert note in said and "unsure: angry 44% or sad 42%" in said
+
