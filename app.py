@@ -365,9 +365,7 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     (name, analysis), *compared = results.items()
     lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure:
-        measured = models.get(name).unsure_rule.measured
-        note = UNSURE_NOTE_UNMEASURED if not measured else UNSURE_NOTE_CALIBRATED if analysis.calibrated else UNSURE_NOTE
-        lines.append(f"<small>{note}</small>")
+        lines.append(f"<small>{unsure_note(models.get(name).unsure_rule.measured, analysis.calibrated)}</small>")
     speech_s = analysis.speech_seconds()
     if speech_s is not None and speech_s < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, speech_s)}</small>")
@@ -391,6 +389,13 @@ UNSURE_NOTE_UNMEASURED = (
     "Unsure: the top emotion is weak or another is close behind. How often such answers are right was "
     "never measured for this model, so read the probabilities, not a label."
 )
+
+
+def unsure_note(measured: bool, calibrated: bool) -> str:
+    """What is known of how often unsure answers like this one are right."""
+    if not measured:
+        return UNSURE_NOTE_UNMEASURED
+    return UNSURE_NOTE_CALIBRATED if calibrated else UNSURE_NOTE
 
 
 # Under this much speech the page says how little it heard. The corpora's clips hold about 2 s of
