@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, read_chunk
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, CalibrationPrompt, calibration_prompt_named
+from ser_train.confidence import UnsureRule
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
@@ -365,7 +366,7 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     (name, analysis), *compared = results.items()
     lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure:
-        lines.append(f"<small>{unsure_note(models.get(name).unsure_rule.measured, analysis.calibrated)}</small>")
+        lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated)}</small>")
     speech_s = analysis.speech_seconds()
     if speech_s is not None and speech_s < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, speech_s)}</small>")
@@ -374,12 +375,14 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
 
 
 # Said under an unsure answer. A bundled model's thresholds come from measured accuracy on corpora
-# it never trained on (ser_train.confidence); a model without them gets default thresholds.
+# it never trained on (ser_train.confidence), for uncalibrated answers and for answers calibrated
+# from each source of the page's prompts; a model without them gets default thresholds.
 UNSURE_NOTE = (
     "Unsure: the top emotion is weak or another is close behind. Answers like this were right less "
     "than half the time on voices the model never heard, so read the probabilities, not a label."
 )
-# The thresholds were chosen on uncalibrated answers; calibrated ones were not measured that way.
+# A calibrated answer judged by thresholds chosen on uncalibrated answers (a model measured before
+# calibrated answers were, or a calibration source it was not measured with).
 UNSURE_NOTE_CALIBRATED = (
     "Unsure: the top emotion is weak or another is close behind. Without calibration, answers like this "
     "were right less than half the time on voices the model never heard (calibrated ones were not "
@@ -391,11 +394,11 @@ UNSURE_NOTE_UNMEASURED = (
 )
 
 
-def unsure_note(measured: bool, calibrated: bool) -> str:
-    """What is known of how often unsure answers like this one are right."""
-    if not measured:
+def unsure_note(rule: UnsureRule, calibrated: bool) -> str:
+    """What is known of how often unsure answers like this one (calibrated or not) are right."""
+    if not rule.measured:
         return UNSURE_NOTE_UNMEASURED
-    return UNSURE_NOTE_CALIBRATED if calibrated else UNSURE_NOTE
+    return UNSURE_NOTE_CALIBRATED if calibrated and rule.calibrated_as is None else UNSURE_NOTE
 
 
 # Under this much speech the page says how little it heard. The corpora's clips hold about 2 s of

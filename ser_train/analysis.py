@@ -28,6 +28,7 @@ import numpy as np
 
 from ser_train import vad
 from ser_train.audio import DEFAULT_MAX_DURATION_S, SAMPLING_RATE
+from ser_train.confidence import DEFAULT_UNSURE_RULE, UnsureRule
 from ser_train.errors import SERError
 from ser_train.timeline import (
     MIN_TIMELINE_DURATION_S,
@@ -48,6 +49,7 @@ class RecordingAnalysis:
     segments: list[Segment]  # one per stretch of speech for long recordings, else empty
     speech: SpeechMap
     unsure: bool  # the model's unsure rule says this answer should not be read as a verdict
+    unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE  # the rule that said so
     calibrated: bool = False  # answered through a speaker calibration (`EmotionModel.with_calibration`)
 
     @property
@@ -88,7 +90,9 @@ def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
     else:
         segments = timeline_file(model, speech)
         probabilities = average_probabilities(segments)
-    return RecordingAnalysis(probabilities, segments, speech, model.is_unsure(probabilities), model.calibration is not None)
+    return RecordingAnalysis(
+        probabilities, segments, speech, model.is_unsure(probabilities), model.unsure_rule, model.calibration is not None
+    )
 
 
 def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:

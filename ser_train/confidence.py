@@ -14,6 +14,10 @@ on voices it never heard, where it is far more often wrong. Three tools here:
   page says the answer is unsure instead of showing a bold label. Both thresholds are chosen
   from measured accuracy on held-out corpora (`choose_unsure_rule`): an answer counts as sure
   where answers like it were right at least SURE_ACCURACY of the time.
+
+Speaker calibration changes how sure answers are and how often they are right, so answers
+calibrated from each source (a read passage, the mood prompt) get their own temperature and unsure
+rule (`Confidence`), fitted the same way on held-out answers calibrated the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 # model never trained on, and that loading reads (ser_train.inference.load_model).
 TEMPERATURE_KEY = "probability_temperature"
 UNSURE_RULE_KEY = "unsure_rule"
+CALIBRATED_CONFIDENCE_KEY = "calibrated_confidence"  # {calibration source: Confidence.as_dict()}
 ECE_BINS = 10
 TEMPERATURE_BOUNDS = (0.05, 50.0)  # a fitted temperature outside this range means something broke
 SURE_ACCURACY = 0.5  # an answer is "sure" where answers like it were right at least this often
@@ -87,6 +92,7 @@ class UnsureRule:
     min_confidence: float
     min_margin: float
     measured: bool = True  # False: the default for a model whose confidence was never measured
+    calibrated_as: str | None = None  # the calibration source of the answers it was measured on
 
     def is_unsure(self, probabilities: Sequence[float]) -> bool:
         ranked = np.sort(np.asarray(probabilities, dtype=np.float64))[::-1]
@@ -106,11 +112,37 @@ class UnsureRule:
 DEFAULT_UNSURE_RULE = UnsureRule(min_confidence=0.5, min_margin=0.15, measured=False)
 
 
-def choose_unsure_rule(probability_sets: Sequence[np.ndarray], reference_sets: Sequence[Sequence[int]]) -> UnsureRule:
+@dataclass(frozen=True)
+class Confidence:
+    """How a model's answers are made to mean what they say: softened by `temperature`, and shown
+    as unsure by `unsure_rule`."""
+
+    temperature: float = 1.0
+    unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "unsure_rule": self.unsure_rule.as_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Confidence:
+        return cls(float(values["temperature"]), UnsureRule.from_dict(values["unsure_rule"]))
+
+
+def confidence_by_source(config: dict) -> dict[str | None, Confidence]:
+    """A model config's confidence for uncalibrated answers (key None) and for answers calibrated
+    from each source it was measured for."""
+    uncalibrated = Confidence(float(config.get(TEMPERATURE_KEY, 1.0)), UnsureRule.from_dict(config.get(UNSURE_RULE_KEY)))
+    calibrated = {source: Confidence.from_dict(values) for source, values in config.get(CALIBRATED_CONFIDENCE_KEY, {}).items()}
+    return {None: uncalibrated, **calibrated}
+
+
+def choose_unsure_rule(
+    probability_sets: Sequence[np.ndarray], reference_sets: Sequence[Sequence[int]], calibrated_as: str | None = None
+) -> UnsureRule:
     """Thresholds from held-out answers (one set per held-out corpus, each weighted equally):
     accuracy as a function of the top probability is fitted monotonically (isotonic regression),
     and `min_confidence` is where it reaches SURE_ACCURACY; then, among the answers above it,
-    the same for the margin to the runner-up."""
+    the same for the margin to the runner-up. `calibrated_as`: the answers' calibration source."""
     # Sets may score different emotions (so have different widths): each gives its own answers.
     confidence, margin, correct, weights = [], [], [], []
     for probabilities, references in zip(probability_sets, reference_sets):
@@ -123,7 +155,7 @@ def choose_unsure_rule(probability_sets: Sequence[np.ndarray], reference_sets: S
     min_confidence = _where_accuracy_reaches(confidence, correct, weights)
     confident = confidence >= min_confidence
     min_margin = _where_accuracy_reaches(margin[confident], correct[confident], weights[confident])
-    return UnsureRule(round(min_confidence, 3), round(min_margin, 3))
+    return UnsureRule(round(min_confidence, 3), round(min_margin, 3), calibrated_as=calibrated_as)
 
 
 def _where_accuracy_reaches(score: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> float:

@@ -10,7 +10,8 @@ labels (`ser_train.evaluation.SharedScoring`):
 - the expected calibration error (ECE) of the probabilities after temperature scaling (the
   temperature was fitted without this corpus, see `ser_train.training.runner`), and before it;
 - the same with speaker calibration from each speaker's neutral (and calm) clips, which are
-  then not scored; a speaker with under MIN_NEUTRAL_CALIBRATION_S of them is left out of that
+  then not scored (its ECE after the temperature fitted, without this corpus, on answers
+  calibrated the same way); a speaker with under MIN_NEUTRAL_CALIBRATION_S of them is left out of that
   row and counted;
 - the same with speaker calibration from CLIPS_PER_PROMPTED_MOOD clips of each prompted mood (what
   the page's mood prompt asks a visitor for, `ser_train.calibration.PROMPTED_MOODS`), those clips
@@ -55,13 +56,20 @@ FINISHED_MODEL = "this model, which never trained on these corpora"
 
 
 def held_out_corpus_entry(
-    model, test: datasets.Dataset, probabilities: np.ndarray, temperature: float, known_labels=None
+    model,
+    test: datasets.Dataset,
+    probabilities: np.ndarray,
+    temperature: float,
+    known_labels=None,
+    calibrated_temperatures: dict[str, float] | None = None,
 ) -> dict:
     """The leave-one-corpus-out entry of one held-out corpus.
 
     `model` is an EmotionModel without a temperature of its own (its raw probabilities);
     `probabilities` are its answers for every clip of `test`, in order; `known_labels` are the
-    emotions it trained on (default: all of its labels).
+    emotions it trained on (default: all of its labels). `temperature` is judged on uncalibrated
+    answers, `calibrated_temperatures` (by calibration source) on calibrated ones; a source
+    without one gets `temperature`.
     """
     scoring = SharedScoring.of(test, model.labels, known_labels)
     waveforms = audio_arrays(test)
@@ -82,7 +90,7 @@ def held_out_corpus_entry(
         },
     }
     if model.can_calibrate:
-        calibration = SpeakerCalibrationRows(model, test, waveforms, scoring, temperature)
+        calibration = SpeakerCalibrationRows(model, test, waveforms, scoring, temperature, calibrated_temperatures)
         entry["neutral_calibration"] = calibration.neutral()
         entry["mood_calibration"] = calibration.prompted_moods()
     return entry
@@ -103,8 +111,17 @@ class SpeakerCalibrationRows:
     """A held-out corpus judged with each speaker calibrated on some of their own clips, which
     are then not scored; beside the uncalibrated model on exactly the clips scored."""
 
-    def __init__(self, model, test: datasets.Dataset, waveforms: list[np.ndarray], scoring: SharedScoring, temperature: float):
+    def __init__(
+        self,
+        model,
+        test: datasets.Dataset,
+        waveforms: list[np.ndarray],
+        scoring: SharedScoring,
+        temperature: float = 1.0,
+        calibrated_temperatures: dict[str, float] | None = None,
+    ):
         self.model, self.scoring, self.temperature = model, scoring, temperature
+        self.calibrated_temperatures = calibrated_temperatures or {}
         names = test.features["emotion"].names
         self.emotions = np.array([names[e] for e in test["emotion"]])
         self.speakers = np.asarray(test["actor"])
@@ -177,9 +194,15 @@ class SpeakerCalibrationRows:
         entry = {"speakers_calibrated": answers.speakers_calibrated, "speakers_left_out": answers.speakers_left_out}
         if not len(answers.scored):
             return entry
-        with_calibration = _scores(self.scoring, answers.references, answers.probabilities, self.temperature)
+        temperature = self.calibrated_temperatures.get(answers.calibrated_as, self.temperature)
+        with_calibration = _scores(self.scoring, answers.references, answers.probabilities, temperature)
         without = self.scoring.probabilities(self.uncalibrated[answers.scored]).argmax(axis=1)
-        return {**entry, **with_calibration, "uncalibrated_same_clips": self.scoring.metrics(answers.references, without)}
+        return {
+            **entry,
+            **with_calibration,
+            "temperature": temperature,
+            "uncalibrated_same_clips": self.scoring.metrics(answers.references, without),
+        }
 
 
 @dataclass(frozen=True)
@@ -193,6 +216,26 @@ class CalibratedAnswers:
     speakers_calibrated: int
     speakers_left_out: int
     calibrated_as: str | None  # the source the model calibrated as (see ser_train.calibration.calibrate)
+
+    def shared(self, scoring: SharedScoring) -> tuple[np.ndarray, np.ndarray]:
+        """The answers' probabilities over the shared emotions (renormalised), and their references."""
+        return scoring.probabilities(self.probabilities), self.references
+
+
+def calibrated_answers(model, test: datasets.Dataset, known_labels=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A model's answers for a held-out corpus with each calibration row's speaker calibration, by
+    the source it calibrated as: (probabilities over the shared emotions, references), the
+    answers a temperature and unsure rule for calibrated answers are fitted on. `model` as for
+    `held_out_corpus_entry`; {} for a model that cannot calibrate."""
+    if not model.can_calibrate:
+        return {}
+    scoring = SharedScoring.of(test, model.labels, known_labels)
+    rows = SpeakerCalibrationRows(model, test, audio_arrays(test), scoring)
+    found = {}
+    for answers in (rows.neutral_answers(), rows.mood_answers()):
+        if answers.calibrated_as and len(answers.scored):
+            found[answers.calibrated_as] = answers.shared(scoring)
+    return found
 
 
 # --- Summaries ---------------------------------------------------------------------------------
@@ -281,14 +324,15 @@ def evaluate_held_out_corpora(model, dataset: datasets.Dataset, single_name: str
     """Every corpus of `dataset` (or, for a source without a corpus column, all of it under
     `single_name`) as a corpus `model` never trained on: the entries and their mean.
 
-    The model's own temperature (from its config.json) is the one judged, so its untempered
-    probabilities are computed and the temperature applied in each entry.
+    The model's own temperatures (from its config.json) are the ones judged, so its untempered
+    probabilities are computed and the temperatures applied in each entry.
     """
-    untempered = model.with_temperature(1.0)
+    untempered = model.untempered()
+    calibrated_temperatures = {source: confidence.temperature for source, confidence in model.confidence.items() if source}
     corpora = sorted(set(dataset["corpus"])) if "corpus" in dataset.column_names else [single_name]
     entries = {}
     for corpus in corpora:
         test = dataset.filter(lambda name: name == corpus, input_columns="corpus") if len(corpora) > 1 else dataset
         probabilities = untempered.predict_batch(audio_arrays(test))
-        entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature)
+        entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature, None, calibrated_temperatures)
     return leave_one_corpus_out_summary(entries, FINISHED_MODEL)

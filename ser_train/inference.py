@@ -38,7 +38,7 @@ import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
-from ser_train.confidence import DEFAULT_UNSURE_RULE, TEMPERATURE_KEY, UNSURE_RULE_KEY, UnsureRule, with_temperature
+from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
 from ser_train.errors import ModelError
 from ser_train.evaluation import EVAL_RESULTS_FILE
@@ -108,9 +108,11 @@ class EmotionModel:
 
     `calibratable` is the family's calibration support (see `ser_train.calibration`), or None
     for a family or model folder without it. Every probability it gives is the family's,
-    softened by `temperature` (`ser_train.confidence`; 1 leaves them as they are), and
-    `unsure_rule` says when an answer should be shown as unsure. `precision` is what the model runs at
-    (see `ser_train.precision`): "int8" only for a Whisper model loaded so.
+    softened by a temperature (`ser_train.confidence`; 1 leaves them as they are), and an unsure
+    rule says when an answer should be shown as unsure: `confidence` holds them for uncalibrated
+    answers (key None) and for answers calibrated from each source they were measured for; answers
+    calibrated otherwise get the uncalibrated ones. `precision` is what the model runs at (see
+    `ser_train.precision`): "int8" only for a Whisper model loaded so.
     """
 
     def __init__(
@@ -120,8 +122,7 @@ class EmotionModel:
         labels: Sequence[str],
         forward: Forward,
         calibratable: Calibratable | None = None,
-        temperature: float = 1.0,
-        unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE,
+        confidence: dict[str | None, Confidence] | None = None,
         precision: str = FP32,
     ):
         self.name = name
@@ -130,8 +131,7 @@ class EmotionModel:
         self.precision = precision
         self._forward = forward
         self._calibratable = calibratable
-        self.temperature = temperature
-        self.unsure_rule = unsure_rule
+        self.confidence = {None: Confidence(), **(confidence or {})}
         self.calibration: Calibration | None = None  # set only on copies made by with_calibration
         # As many forward passes at once as torch's threads per pass leave cores for (the app
         # serves requests from several threads): by default torch spreads one pass over every
@@ -154,7 +154,7 @@ class EmotionModel:
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
         with self._passes, torch.inference_mode():
-            return self._tempered(self._forward(list(waveforms16k)))
+            return self._tempered(self._forward(list(waveforms16k)), None)
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
         """Probabilities per label for audio at any rate and channel count."""
@@ -212,22 +212,39 @@ class EmotionModel:
         self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
     ) -> np.ndarray:
         with self._passes, torch.inference_mode():
-            return self._tempered(self._calibration_support().predict_represented(representations, calibration))
+            return self._tempered(self._calibration_support().predict_represented(representations, calibration), calibration)
 
-    def with_temperature(self, temperature: float) -> EmotionModel:
-        """A copy giving probabilities at `temperature` (1.0: the family's own); shares the weights."""
-        tempered = copy.copy(self)
-        tempered.temperature = temperature
-        return tempered
+    def untempered(self) -> EmotionModel:
+        """A copy giving the family's own probabilities, calibrated or not (every temperature 1);
+        shares the weights."""
+        untempered = copy.copy(self)
+        untempered.confidence = {source: Confidence(1.0, confidence.unsure_rule) for source, confidence in self.confidence.items()}
+        return untempered
+
+    def confidence_for(self, calibration: Calibration | None) -> Confidence:
+        """The temperature and unsure rule of answers through `calibration` (None: uncalibrated)."""
+        source = None if calibration is None else calibration.source
+        return self.confidence.get(source, self.confidence[None])
+
+    @property
+    def temperature(self) -> float:
+        """The temperature of this model's answers (through its calibration, if it has one)."""
+        return self.confidence_for(self.calibration).temperature
+
+    @property
+    def unsure_rule(self) -> UnsureRule:
+        """The unsure rule of this model's answers (through its calibration, if it has one)."""
+        return self.confidence_for(self.calibration).unsure_rule
 
     def is_unsure(self, probabilities: dict[str, float] | Sequence[float]) -> bool:
         """Whether an answer of this model should be shown as unsure (see `unsure_rule`)."""
         values = list(probabilities.values()) if isinstance(probabilities, dict) else list(probabilities)
         return self.unsure_rule.is_unsure(values)
 
-    def _tempered(self, probabilities: np.ndarray) -> np.ndarray:
+    def _tempered(self, probabilities: np.ndarray, calibration: Calibration | None) -> np.ndarray:
         probabilities = np.asarray(probabilities, dtype=np.float32)
-        return probabilities if self.temperature == 1.0 else with_temperature(probabilities, self.temperature)
+        temperature = self.confidence_for(calibration).temperature
+        return probabilities if temperature == 1.0 else with_temperature(probabilities, temperature)
 
     def _calibration_support(self) -> Calibratable:
         if self._calibratable is None:
@@ -275,10 +292,7 @@ def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool 
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
     require_safetensors(folder, name)
-    confidence = {
-        "temperature": float(config.get(TEMPERATURE_KEY, 1.0)),
-        "unsure_rule": UnsureRule.from_dict(config.get(UNSURE_RULE_KEY)),
-    }
+    confidence = {"confidence": confidence_by_source(config)}
     if family == "cnn":
         cnn = _load_cnn(folder)
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.

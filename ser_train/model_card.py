@@ -226,11 +226,26 @@ def _confidence_section(results: dict) -> dict | None:
         info = corpus_info(corpus)
         return info.title if info else corpus
 
+    def titled(answers: dict) -> dict:
+        return {title(corpus): summary for corpus, summary in answers.items()}
+
     return {
         **calibration,
         "measured_on": [title(corpus) for corpus in calibration["measured_on"]],
-        "held_out_answers": {title(corpus): summary for corpus, summary in calibration["held_out_answers"].items()},
+        "held_out_answers": titled(calibration["held_out_answers"]),
+        "calibrated": [
+            {**found, "source": CALIBRATION_SOURCE_TITLES[source], "held_out_answers": titled(found["held_out_answers"])}
+            for source, found in calibration.get("calibrated", {}).items()
+        ],
     }
+
+
+# How the card names the speech a calibration came from (ser_train.calibration.SOURCES).
+CALIBRATION_SOURCE_TITLES = {
+    "neutral": "neutral speech (e.g. a read passage)",
+    "moods": "the mood prompt's moods",
+    "speech": "any speech",
+}
 
 
 def _split_name(results: dict) -> str:

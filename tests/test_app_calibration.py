@@ -3,6 +3,8 @@ calibration stays in its own session (never seen by another session or request).
 
 from __future__ import annotations
 
+import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
@@ -15,6 +17,15 @@ from app_support import ANGRY, utterances, write_clip
 from ser_train.analysis import RecordingAnalysis, analyse_recording
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, PASSAGE
+from ser_train.confidence import (
+    CALIBRATED_CONFIDENCE_KEY,
+    DEFAULT_UNSURE_RULE,
+    TEMPERATURE_KEY,
+    UNSURE_RULE_KEY,
+    Confidence,
+    UnsureRule,
+    with_temperature,
+)
 from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
@@ -202,17 +213,50 @@ def test_the_status_reports_first_what_calibration_did_on_corpora_left_out_of_tr
     assert app.measured_effect(str(tmp_path), MOODS) == ""
 
 
-def test_an_unsure_calibrated_answer_does_not_claim_what_was_measured_without_calibration(calibratable_cnn, passage, tmp_path):
+def test_an_unsure_calibrated_answer_says_how_its_rule_was_measured(calibratable_cnn, passage, tmp_path):
     model = load_model(str(calibratable_cnn))
     clip = write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY)
     calibration = model.calibrate_recording(load_audio(passage), source="neutral")
     assert analyse_recording(model.with_calibration(calibration), clip).calibrated
     assert not analyse_recording(model, clip).calibrated
-    if not app.models.get(DEFAULT_MODEL).unsure_rule.measured:
-        pytest.skip(f"the bundled model ({DEFAULT_MODEL}) has no measured unsure rule")
     long_recording = SpeechMap(tmp_path / "long.wav", num_samples=600 * SAMPLING_RATE, bounds=[], max_duration_s=600.0)
     near_tie = {emotion: 0.02 for emotion in EMOTIONS} | {"angry": 0.44, "sad": 0.42}
-    for calibrated, note in ((False, app.UNSURE_NOTE), (True, app.UNSURE_NOTE_CALIBRATED)):
-        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, [], long_recording, True, calibrated)}, 600.0)
+    uncalibrated_rule = UnsureRule(0.7, 0.6)
+    for rule, calibrated, note in (
+        (uncalibrated_rule, False, app.UNSURE_NOTE),
+        # A rule measured on uncalibrated answers does not vouch for a calibrated one...
+        (uncalibrated_rule, True, app.UNSURE_NOTE_CALIBRATED),
+        # ...a rule measured on answers calibrated the same way does.
+        (UnsureRule(0.6, 0.3, calibrated_as="neutral"), True, app.UNSURE_NOTE),
+        (DEFAULT_UNSURE_RULE, True, app.UNSURE_NOTE_UNMEASURED),
+    ):
+        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, [], long_recording, True, rule, calibrated)}, 600.0)
         assert note in said and "unsure: angry 44% or sad 42%" in said
 
+
+
+def test_calibrated_answers_get_the_temperature_and_unsure_rule_of_their_source(calibratable_cnn, passage, tmp_path):
+    folder = tmp_path / "cnn"
+    shutil.copytree(calibratable_cnn, folder)
+    config = json.loads((folder / "config.json").read_text())
+    neutral = Confidence(3.0, UnsureRule(0.6, 0.3, calibrated_as="neutral"))
+    config |= {TEMPERATURE_KEY: 2.0, UNSURE_RULE_KEY: UnsureRule(0.7, 0.6).as_dict(), CALIBRATED_CONFIDENCE_KEY: {"neutral": neutral.as_dict()}}
+    (folder / "config.json").write_text(json.dumps(config))
+    model, raw = load_model(str(folder)), load_model(str(calibratable_cnn))
+    clip = [load_audio(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))]
+    segments = [load_audio(passage)]
+    by_passage, by_speech = model.calibrate_recording(segments[0], "neutral"), model.calibrate(segments, "speech")
+    # float32 probabilities through log / T and a softmax: a few ulps of 1.
+    tolerance = 10 * np.finfo(np.float32).eps
+    np.testing.assert_allclose(model.predict_batch(clip), with_temperature(raw.predict_batch(clip), 2.0), atol=tolerance)
+    calibrated = model.with_calibration(by_passage)
+    assert calibrated.temperature == 3.0 and calibrated.unsure_rule == neutral.unsure_rule
+    expected = with_temperature(raw.predict_batch(clip, by_passage), 3.0)
+    np.testing.assert_allclose(calibrated.predict_batch(clip), expected, atol=tolerance)
+    np.testing.assert_allclose(model.predict_batch(clip, by_passage), expected, atol=tolerance)
+    assert analyse_recording(calibrated, tmp_path / "angry.wav").unsure_rule == neutral.unsure_rule
+    # A source measured for nothing gets the uncalibrated confidence; the original model is untouched.
+    assert model.with_calibration(by_speech).temperature == 2.0 and model.with_calibration(by_speech).unsure_rule.calibrated_as is None
+    assert model.temperature == 2.0 and model.unsure_rule == UnsureRule(0.7, 0.6)
+    untempered = model.untempered()
+    np.testing.assert_allclose(untempered.predict_batch(clip, by_passage), raw.predict_batch(clip, by_passage), atol=tolerance)

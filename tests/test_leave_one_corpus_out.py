@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROTOCOL_REPEATS
-from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, fit_temperature, with_temperature
+from ser_train.confidence import CALIBRATED_CONFIDENCE_KEY, TEMPERATURE_KEY, UNSURE_RULE_KEY, fit_temperature, with_temperature
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.evaluation import EVAL_RESULTS_FILE
@@ -119,6 +119,48 @@ def test_each_corpus_temperature_comes_from_fits_that_never_saw_it(run):
         assert entry["temperature"] == pytest.approx(expected, rel=1e-9)
 
 
+def held_out_record(fit_dir) -> runner.HeldOutFit:
+    return runner._read_held_out_fit(fit_dir / runner.HELD_OUT_FILE)
+
+
+def test_calibrated_answers_are_of_the_corpus_each_fit_never_saw(run):
+    """Each fit keeps its answers with speaker calibration for its own held-out corpus only: the
+    mood prompt's PROTOCOL_REPEATS draws of 4 scored clips per speaker, and neutral calibration
+    where the corpus has enough neutral speech (alpha only)."""
+    _, output_dir, _ = run
+    speakers = {"alpha": 6, "beta": 3}  # gamma has no angry clips, so no mood prompt
+    for corpus in CORPORA:
+        fit_dirs = {corpus: output_dir / runner.CORPORA_DIR / corpus}
+        fit_dirs |= {other: output_dir / runner.CORPORA_DIR / corpus / runner.TEMPERATURE_DIR / other for other in set(CORPORA) - {corpus}}
+        for tested, fit_dir in fit_dirs.items():
+            fit = held_out_record(fit_dir)
+            calibrated = dict(fit.calibrated)
+            # Scored: the emotions the corpus shares with the fit's training.
+            shared = {EMOTIONS[e] for e in CORPORA[tested]["labels"].values()} & set(fit.trained_labels)
+            if tested == "alpha":
+                assert len(calibrated.pop("neutral")[1]) == 6 * 3 * (len(shared) - 1)
+            # The mood prompt's answers (one clip of each shared emotion left per speaker and draw),
+            # keyed by what the fit calibrated them as: "speech" for a fit whose training lacked one
+            # of the moods (trained on gamma alone: no angry clips).
+            mood_prompt = [len(references) for _, references in calibrated.values()]
+            assert mood_prompt == ([PROTOCOL_REPEATS * speakers[tested] * len(shared)] if tested in speakers else [])
+            assert set(calibrated) <= {"moods", "speech"}
+
+
+def test_calibrated_rows_are_tempered_by_fits_that_never_saw_the_corpus(run):
+    _, output_dir, results = run
+    loco = results["leave_one_corpus_out"]
+    for corpus in CORPORA:
+        nested = [held_out_record(output_dir / runner.CORPORA_DIR / corpus / runner.TEMPERATURE_DIR / other) for other in set(CORPORA) - {corpus}]
+        for row, source in (("neutral_calibration", "neutral"), ("mood_calibration", "moods")):
+            if "metrics" not in loco[corpus][row]:
+                continue
+            answers = [fit.calibrated[source] for fit in nested if source in fit.calibrated]
+            # A source the nested fits never answered with falls back to the uncalibrated temperature.
+            expected = fit_temperature(*zip(*answers)) if answers else loco[corpus]["temperature"]
+            assert loco[corpus][row]["temperature"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_held_out_entries_report_what_the_issue_asks(run, corpora):
     _, _, results = run
     loco = results["leave_one_corpus_out"]
@@ -187,24 +229,53 @@ def test_the_published_model_carries_its_temperature_and_unsure_rule(run, corpor
     published = load_model(str(output_dir))
     assert published.temperature == calibration["temperature"] and published.unsure_rule.measured
     clips = audio_arrays(load_corpora(corpora[0]).select(range(4)))
-    raw = published.with_temperature(1.0).predict_batch(clips)
+    raw = published.untempered().predict_batch(clips)
     # float32 probabilities through float64 logs: agreement to float32 rounding.
     np.testing.assert_allclose(published.predict_batch(clips), with_temperature(raw, calibration["temperature"]), atol=1e-6)
     assert json.loads((output_dir / EVAL_RESULTS_FILE).read_text())["protocol"] == "leave_one_corpus_out"
 
 
+def test_the_published_model_carries_a_temperature_and_unsure_rule_per_calibration_source(run, corpora):
+    _, output_dir, results = run
+    config = json.loads((output_dir / "config.json").read_text())
+    calibrated = results["probability_calibration"]["calibrated"]
+    fits = [held_out_record(output_dir / runner.CORPORA_DIR / corpus) for corpus in CORPORA]
+    assert set(calibrated) == {"neutral", "moods"}
+    published = load_model(str(output_dir))
+    for source, found in calibrated.items():
+        answers = [fit.calibrated[source] for fit in fits if source in fit.calibrated]
+        assert found["temperature"] == pytest.approx(fit_temperature(*zip(*answers)), rel=1e-9)
+        assert found["unsure_rule"]["calibrated_as"] == source and found["unsure_rule"]["measured"]
+        assert config[CALIBRATED_CONFIDENCE_KEY][source] == {"temperature": found["temperature"], "unsure_rule": found["unsure_rule"]}
+        assert published.confidence[source].temperature == found["temperature"]
+    alpha = load_corpora(corpora[0])
+    speaker = alpha.filter(lambda name: name == alpha["speaker"][0], input_columns="speaker")
+    calibration = published.calibrate(audio_arrays(speaker), "neutral")
+    assert published.with_calibration(calibration).unsure_rule.calibrated_as == "neutral"
+
+
 def test_a_resumed_run_refits_nothing(run, corpora):
     family, output_dir, results = run
+    # A record from before calibrated answers were kept gets them from its saved model.
+    nested = output_dir / runner.CORPORA_DIR / "beta" / runner.TEMPERATURE_DIR / "alpha"
+    kept = held_out_record(nested)
+    with np.load(nested / runner.HELD_OUT_FILE) as saved:
+        np.savez(nested / runner.HELD_OUT_FILE, **{key: saved[key] for key in ("probabilities", "emotions", "trained_labels", "best_epoch")})
+    assert held_out_record(nested) is None
+    (output_dir / runner.CORPORA_DIR / "beta" / runner.HELD_OUT_RESULT_FILE).unlink()
     again = SpyCNNFamily(family.hp, cache_dir=family.cache_dir)
     resumed = runner.run(again, corpora, output_dir, leave_one_corpus_out=True, resume=True, command=["train"])
     assert [fit["dir"] for fit in again.fits] == [str(output_dir)]  # only the final model, which resumes from its checkpoint
     assert resumed["leave_one_corpus_out"] == results["leave_one_corpus_out"]
+    for source, (probabilities, references) in kept.calibrated.items():
+        np.testing.assert_array_equal(held_out_record(nested).calibrated[source][1], references)
+        np.testing.assert_allclose(held_out_record(nested).calibrated[source][0], probabilities, atol=1e-6)
 
 
 def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
     from huggingface_hub import ModelCard
 
-    from ser_train.model_card import write_model_card
+    from ser_train.model_card import CALIBRATION_SOURCE_TITLES, write_model_card
 
     _, output_dir, results = run
     card = ModelCard.load(write_model_card(output_dir))
@@ -224,5 +295,12 @@ def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
     assert f"| **mean** | {loco['mean']['accuracy']:.3f} | {loco['mean']['balanced_accuracy']:.3f} |" in card.text
     temperature = results["probability_calibration"]["temperature"]
     assert f"T = {temperature:.2f}" in card.text
+    for source, found in results["probability_calibration"]["calibrated"].items():
+        rule = found["unsure_rule"]
+        for corpus, summary in found["held_out_answers"].items():
+            assert (
+                f"| {CALIBRATION_SOURCE_TITLES[source]} | {found['temperature']:.2f} | {rule['min_confidence']:.3f} / {rule['min_margin']:.3f} "
+                f"| {corpus} | {100 * summary['unsure_share']:.0f}% |"
+            ) in card.text
     held_out = {entry.dataset_type: entry.metric_value for entry in card.data.eval_results if entry.metric_type == "balanced_accuracy"}
     assert held_out == {corpus: round(loco[corpus]["metrics"]["balanced_accuracy"], 4) for corpus in CORPORA}

@@ -17,27 +17,37 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import datasets
 import numpy as np
 
-from ser_train.calibration import calibration_summary, evaluate_calibration
-from ser_train.confidence import TEMPERATURE_KEY, UNSURE_RULE_KEY, choose_unsure_rule, fit_temperature, unsure_summary, with_temperature
+from ser_train.calibration import SOURCES, calibration_summary, evaluate_calibration
+from ser_train.confidence import (
+    CALIBRATED_CONFIDENCE_KEY,
+    TEMPERATURE_KEY,
+    UNSURE_RULE_KEY,
+    Confidence,
+    choose_unsure_rule,
+    fit_temperature,
+    unsure_summary,
+    with_temperature,
+)
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
-from ser_train.held_out import FITTED_WITHOUT_EACH, held_out_corpus_entry, leave_one_corpus_out_summary
+from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out_corpus_entry, leave_one_corpus_out_summary
 
 TRAINING_ARGS_FILE = "training_args.json"
 FOLD_RESULT_FILE = "fold_result.json"
 CONFIG_FILE = "config.json"
 CORPORA_DIR = "corpora"  # OUTPUT_DIR/corpora/<corpus>/: the model fitted without <corpus>
 TEMPERATURE_DIR = "temperature"  # <model dir>/temperature/<corpus>/: fits that set its temperature
-HELD_OUT_FILE = "held_out.npz"  # a fit's untempered answers for the corpus it never heard
+HELD_OUT_FILE = "held_out.npz"  # a fit's untempered answers for the corpus it never heard, calibrated or not
+CALIBRATED_SOURCES = "calibrated_sources"  # its key: the calibration sources it holds answers for
 HELD_OUT_RESULT_FILE = "held_out_result.json"  # that corpus's leave-one-corpus-out entry
 # Early stopping without the held-out corpus: this share of each other corpus's speakers
 # validates (RAVDESS 4 of 24, EMOVO 1 of 6, TESS's 2 none).
@@ -215,6 +225,9 @@ class HeldOutFit:
     emotions: np.ndarray  # the clips' emotion ids
     trained_labels: list[str]  # the emotions the model saw in training
     best_epoch: int | None
+    # Calibration source -> its answers with speaker calibration (ser_train.held_out.calibrated_answers):
+    # (probabilities over the shared emotions, references among them).
+    calibrated: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _held_out_fits(family: Family, dataset: datasets.Dataset, work_dir: Path, resume: bool) -> dict[str, HeldOutFit]:
@@ -228,9 +241,16 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
     # Inside a run's output folder a record is this run's own (a new run refuses a used folder),
     # so the final model's temperature reads the held-out corpora's fits instead of repeating them.
     if record.is_file():
+        fit = _read_held_out_fit(record)
+        if fit is not None:
+            return fit
+        # A record from before calibrated answers were kept: add them from the saved model.
         with np.load(record, allow_pickle=False) as saved:
             best = int(saved["best_epoch"])
-            return HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None)
+            fit = HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None)
+        fit = replace(fit, calibrated=_calibrated_answers(split_dir, corpus_split(dataset, corpus)["test"], fit.trained_labels))
+        _write_held_out_fit(record, fit)
+        return fit
     parts = corpus_split(dataset, corpus)
     print(
         f"without {corpus}: train {parts['train'].num_rows} clips, validation {parts['validation'].num_rows}, "
@@ -238,25 +258,62 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
     names = dataset.features["emotion"].names
-    trained = sorted(set(parts["train"]["emotion"]) | set(parts["validation"]["emotion"]))
+    trained = [names[e] for e in sorted(set(parts["train"]["emotion"]) | set(parts["validation"]["emotion"]))]
     fit = HeldOutFit(
         probabilities=np.asarray(family.predict_proba(fitted.model, parts["test"]), dtype=np.float32),
         emotions=np.asarray(parts["test"]["emotion"]),
-        trained_labels=[names[e] for e in trained],
+        trained_labels=trained,
         best_epoch=fitted.best_epoch,
+        calibrated=_calibrated_answers(split_dir, parts["test"], trained),
     )
-    if is_main_process():
-        split_dir.mkdir(parents=True, exist_ok=True)
-        partial = split_dir / f"partial-{HELD_OUT_FILE}"
-        np.savez(
-            partial,
-            probabilities=fit.probabilities,
-            emotions=fit.emotions,
-            trained_labels=np.array(fit.trained_labels),
-            best_epoch=np.array(fit.best_epoch or 0),
-        )
-        partial.replace(record)  # a killed run never leaves half a record
+    _write_held_out_fit(record, fit)
     return fit
+
+
+def _calibrated_answers(split_dir: Path, test: datasets.Dataset, trained_labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The saved fit's untempered answers for its held-out corpus with speaker calibration, by
+    source; {} where the fit cannot calibrate (or, like the tests' stand-in families, saves no
+    model folder)."""
+    from ser_train.inference import load_model
+
+    if not (split_dir / CONFIG_FILE).is_file():
+        return {}
+    print(f"{split_dir}: answers with speaker calibration")
+    return calibrated_answers(load_model(str(split_dir)).untempered(), test, trained_labels)
+
+
+def _read_held_out_fit(record: Path) -> HeldOutFit | None:
+    """A fit's record, or None for a record written before calibrated answers were kept."""
+    with np.load(record, allow_pickle=False) as saved:
+        if CALIBRATED_SOURCES not in saved:
+            return None
+        best = int(saved["best_epoch"])
+        calibrated = {
+            source: (saved[f"{source}_probabilities"], saved[f"{source}_references"]) for source in saved[CALIBRATED_SOURCES].tolist()
+        }
+        return HeldOutFit(
+            saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None, calibrated
+        )
+
+
+def _write_held_out_fit(record: Path, fit: HeldOutFit) -> None:
+    if not is_main_process():
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f"partial-{record.name}")
+    calibrated = {}
+    for source, (probabilities, references) in fit.calibrated.items():
+        calibrated[f"{source}_probabilities"], calibrated[f"{source}_references"] = probabilities, references
+    np.savez(
+        partial,
+        probabilities=fit.probabilities,
+        emotions=fit.emotions,
+        trained_labels=np.array(fit.trained_labels),
+        best_epoch=np.array(fit.best_epoch or 0),
+        **{CALIBRATED_SOURCES: np.array(list(fit.calibrated), dtype=str)},
+        **calibrated,
+    )
+    partial.replace(record)  # a killed run never leaves half a record
 
 
 def corpus_split(dataset: datasets.Dataset, corpus: str) -> datasets.DatasetDict:
@@ -277,6 +334,17 @@ def _temperature(fits: dict[str, HeldOutFit], labels: list[str]) -> float:
     if not scored:
         return 1.0
     return fit_temperature([probabilities for probabilities, _ in scored], [references for _, references in scored])
+
+
+def _calibrated_temperatures(fits: dict[str, HeldOutFit]) -> dict[str, float]:
+    """For each calibration source the fits answered with: the temperature that fits those
+    calibrated answers best, each corpus weighted equally."""
+    temperatures = {}
+    for source in SOURCES:
+        answers = [fit.calibrated[source] for fit in fits.values() if source in fit.calibrated]
+        if answers:
+            temperatures[source] = fit_temperature(*zip(*answers))
+    return temperatures
 
 
 def _scored(fit: HeldOutFit, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -306,10 +374,11 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
             continue
         others = dataset.filter(lambda name: name != corpus, input_columns="corpus")
         inner = _held_out_fits(family, others, split_dir / TEMPERATURE_DIR, resume) if len(corpus_names(others)) > 1 else {}
-        temperature = _temperature(inner, labels)
+        temperature, calibrated_temperatures = _temperature(inner, labels), _calibrated_temperatures(inner)
         test = dataset.filter(lambda name: name == corpus, input_columns="corpus")
-        print(f"Held-out corpus {corpus}: temperature {temperature:.2f}; short speech and neutral calibration")
-        entry = held_out_corpus_entry(load_model(str(split_dir)), test, fit.probabilities, temperature, fit.trained_labels)
+        print(f"Held-out corpus {corpus}: temperature {temperature:.2f}; short speech and speaker calibration")
+        model = load_model(str(split_dir)).untempered()
+        entry = held_out_corpus_entry(model, test, fit.probabilities, temperature, fit.trained_labels, calibrated_temperatures)
         entry["training_corpora"] = corpus_names(others)
         entry["temperature_from"] = list(inner) or "no other corpus to hold out: probabilities untempered"
         if is_main_process():
@@ -320,29 +389,40 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
 
 def _calibrate_probabilities(family: Family, training: datasets.Dataset, model_dir: Path, work_dir: Path, resume: bool) -> dict | None:
     """Fit the published model's temperature and unsure rule by the same rule as the held-out
-    corpora's (models fitted without one of its training corpora, answering for it) and write
-    them into its config.json; None with a single training corpus (nothing to hold out)."""
+    corpora's (models fitted without one of its training corpora, answering for it), and those of
+    answers with speaker calibration from each source on those answers calibrated the same way, and
+    write them into its config.json; None with a single training corpus (nothing to hold out)."""
     if len(corpus_names(training)) < 2 or not is_main_process():
         return None
     labels = training.features["emotion"].names
     fits = _held_out_fits(family, training, work_dir, resume)
-    temperature = _temperature(fits, labels)
-    scored = [_scored(fit, labels) for fit in fits.values()]
-    # Each corpus weighs the same in the rule, however many clips it has.
-    tempered = [with_temperature(probabilities, temperature) for probabilities, _ in scored]
-    references = [refs for _, refs in scored]
-    rule = choose_unsure_rule(tempered, references)
+    uncalibrated = {corpus: _scored(fit, labels) for corpus, fit in fits.items()}
+    results = _confidence_on(uncalibrated, _temperature(fits, labels), None)
+    calibrated = {}
+    for source, temperature in _calibrated_temperatures(fits).items():
+        answers = {corpus: fit.calibrated[source] for corpus, fit in fits.items() if source in fit.calibrated}
+        calibrated[source] = _confidence_on(answers, temperature, source)
     config_path = model_dir / CONFIG_FILE
     if config_path.is_file():  # every real family's folder has one; the tests' stand-in families do not
         config = json.loads(config_path.read_text())
-        config.update({TEMPERATURE_KEY: temperature, UNSURE_RULE_KEY: rule.as_dict()})
+        config.update({TEMPERATURE_KEY: results["temperature"], UNSURE_RULE_KEY: results["unsure_rule"]})
+        config[CALIBRATED_CONFIDENCE_KEY] = {source: Confidence.from_dict(found).as_dict() for source, found in calibrated.items()}
         config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return {**results, "measured_on": list(fits), "calibrated": calibrated}
+
+
+def _confidence_on(answers: dict[str, tuple[np.ndarray, np.ndarray]], temperature: float, source: str | None) -> dict:
+    """The unsure rule chosen on held-out answers (corpus -> (probabilities, references)) at
+    `temperature`, and how it splits each corpus's answers; `source`: their calibration source."""
+    # Each corpus weighs the same in the rule, however many clips it has.
+    tempered = {corpus: with_temperature(probabilities, temperature) for corpus, (probabilities, _) in answers.items()}
+    references = [refs for _, refs in answers.values()]
+    rule = choose_unsure_rule(list(tempered.values()), references, calibrated_as=source)
     return {
         "temperature": temperature,
         "unsure_rule": rule.as_dict(),
-        "measured_on": list(fits),
         "held_out_answers": {
-            corpus: unsure_summary(probabilities, refs, rule) for corpus, probabilities, refs in zip(fits, tempered, references)
+            corpus: unsure_summary(probabilities, refs, rule) for (corpus, probabilities), refs in zip(tempered.items(), references)
         },
     }
 
