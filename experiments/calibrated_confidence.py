@@ -8,10 +8,10 @@ held-out fits, corpora/<corpus>/, and their nested fits, corpora/<corpus>/temper
 the held-out answers are tempered three ways, each fitted on the nested fits' answers only (the
 scored corpus never tunes anything), and their ECE compared:
 
-- the shipped rule: one temperature fitted on the nested fits' uncalibrated answers, applied to
-  every row (uncalibrated, neutral calibration, the mood prompt);
+- "shipped": one temperature fitted on the nested fits' uncalibrated answers, applied to every
+  row (uncalibrated, neutral calibration, the mood prompt), the rule shipped until 2026-12-06;
 - a temperature per row: fitted on the nested fits' answers calibrated the same way (the
-  protocol's own draws, `SpeakerCalibrationRows`);
+  protocol's own draws, `SpeakerCalibrationRows`), the rule the runner has applied since;
 - for Whisper, a temperature that grows or shrinks with the clip's distance from the fit's
   training inputs: log T = a + b * log(mean squared standardised statistic), (a, b) by
   log-likelihood.
