@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from ser_train.confidence import (
+    CALIBRATED_CONFIDENCE_KEY,
     DEFAULT_UNSURE_RULE,
+    TEMPERATURE_KEY,
+    UNSURE_RULE_KEY,
+    Confidence,
     UnsureRule,
+    confidence_by_source,
     choose_unsure_rule,
     expected_calibration_error,
     fit_temperature,
@@ -102,3 +109,11 @@ def test_a_model_right_everywhere_is_never_unsure_and_one_never_right_always_is(
     assert (always_right.min_confidence, always_right.min_margin) == (0.0, 0.0)
     never_right = choose_unsure_rule([probabilities], [np.ones(3, dtype=int)])
     assert never_right.min_confidence == 1.0
+
+
+def test_a_config_gives_the_confidence_of_uncalibrated_answers_and_of_each_calibration_source():
+    # A folder measured before any of this: untempered, with the default (unmeasured) rule.
+    assert confidence_by_source({}) == {None: Confidence(1.0, DEFAULT_UNSURE_RULE)}
+    neutral = Confidence(2.5, UnsureRule(0.6, 0.2, calibrated_as="neutral"))
+    config = {TEMPERATURE_KEY: 3.0, UNSURE_RULE_KEY: {"min_confidence": 0.7, "min_margin": 0.6}, CALIBRATED_CONFIDENCE_KEY: {"neutral": neutral.as_dict()}}
+    assert confidence_by_source(json.loads(json.dumps(config))) == {None: Confidence(3.0, UnsureRule(0.7, 0.6)), "neutral": neutral}
