@@ -198,6 +198,7 @@ def _held_out_section(results: dict) -> dict | None:
                 "neutral_left_out": neutral.get("speakers_left_out"),
                 "moods": moods.get("metrics", {}).get("balanced_accuracy"),
                 "moods_without": moods.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
+                "moods_ece": moods.get("ece"),
                 "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
             }
         )

@@ -293,6 +293,8 @@ def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
         )
         assert row in card.text
     assert f"| **mean** | {loco['mean']['accuracy']:.3f} | {loco['mean']['balanced_accuracy']:.3f} |" in card.text
+    moods = loco["alpha"]["mood_calibration"]
+    assert f"| {moods['metrics']['balanced_accuracy']:.3f} ({moods['uncalibrated_same_clips']['balanced_accuracy']:.3f}), {moods['ece']:.3f} |" in card.text
     temperature = results["probability_calibration"]["temperature"]
     assert f"T = {temperature:.2f}" in card.text
     for source, found in results["probability_calibration"]["calibrated"].items():
