@@ -261,7 +261,7 @@ def test_a_resumed_run_refits_nothing(run, corpora):
     kept = held_out_record(nested)
     with np.load(nested / runner.HELD_OUT_FILE) as saved:
         np.savez(nested / runner.HELD_OUT_FILE, **{key: saved[key] for key in ("probabilities", "emotions", "trained_labels", "best_epoch")})
-    assert held_out_record(nested) is None
+    assert held_out_record(nested).calibrated is None
     (output_dir / runner.CORPORA_DIR / "beta" / runner.HELD_OUT_RESULT_FILE).unlink()
     again = SpyCNNFamily(family.hp, cache_dir=family.cache_dir)
     resumed = runner.run(again, corpora, output_dir, leave_one_corpus_out=True, resume=True, command=["train"])

@@ -226,8 +226,9 @@ class HeldOutFit:
     trained_labels: list[str]  # the emotions the model saw in training
     best_epoch: int | None
     # Calibration source -> its answers with speaker calibration (ser_train.held_out.calibrated_answers):
-    # (probabilities over the shared emotions, references among them).
-    calibrated: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # (probabilities over the shared emotions, references among them); None in a record written
+    # before they were kept.
+    calibrated: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _held_out_fits(family: Family, dataset: datasets.Dataset, work_dir: Path, resume: bool) -> dict[str, HeldOutFit]:
@@ -242,14 +243,9 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
     # so the final model's temperature reads the held-out corpora's fits instead of repeating them.
     if record.is_file():
         fit = _read_held_out_fit(record)
-        if fit is not None:
-            return fit
-        # A record from before calibrated answers were kept: add them from the saved model.
-        with np.load(record, allow_pickle=False) as saved:
-            best = int(saved["best_epoch"])
-            fit = HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None)
-        fit = replace(fit, calibrated=_calibrated_answers(split_dir, corpus_split(dataset, corpus)["test"], fit.trained_labels))
-        _write_held_out_fit(record, fit)
+        if fit.calibrated is None:  # a record from before calibrated answers were kept: add them
+            fit = replace(fit, calibrated=_calibrated_answers(split_dir, corpus_split(dataset, corpus)["test"], fit.trained_labels))
+            _write_held_out_fit(record, fit)
         return fit
     parts = corpus_split(dataset, corpus)
     print(
@@ -282,15 +278,14 @@ def _calibrated_answers(split_dir: Path, test: datasets.Dataset, trained_labels:
     return calibrated_answers(load_model(str(split_dir)).untempered(), test, trained_labels)
 
 
-def _read_held_out_fit(record: Path) -> HeldOutFit | None:
-    """A fit's record, or None for a record written before calibrated answers were kept."""
+def _read_held_out_fit(record: Path) -> HeldOutFit:
     with np.load(record, allow_pickle=False) as saved:
-        if CALIBRATED_SOURCES not in saved:
-            return None
         best = int(saved["best_epoch"])
-        calibrated = {
-            source: (saved[f"{source}_probabilities"], saved[f"{source}_references"]) for source in saved[CALIBRATED_SOURCES].tolist()
-        }
+        calibrated = None
+        if CALIBRATED_SOURCES in saved:
+            calibrated = {
+                source: (saved[f"{source}_probabilities"], saved[f"{source}_references"]) for source in saved[CALIBRATED_SOURCES].tolist()
+            }
         return HeldOutFit(
             saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), best if best > 0 else None, calibrated
         )
@@ -302,7 +297,7 @@ def _write_held_out_fit(record: Path, fit: HeldOutFit) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_name(f"partial-{record.name}")
     calibrated = {}
-    for source, (probabilities, references) in fit.calibrated.items():
+    for source, (probabilities, references) in (fit.calibrated or {}).items():
         calibrated[f"{source}_probabilities"], calibrated[f"{source}_references"] = probabilities, references
     np.savez(
         partial,
@@ -310,7 +305,7 @@ def _write_held_out_fit(record: Path, fit: HeldOutFit) -> None:
         emotions=fit.emotions,
         trained_labels=np.array(fit.trained_labels),
         best_epoch=np.array(fit.best_epoch or 0),
-        **{CALIBRATED_SOURCES: np.array(list(fit.calibrated), dtype=str)},
+        **{CALIBRATED_SOURCES: np.array(list(fit.calibrated or {}), dtype=str)},
         **calibrated,
     )
     partial.replace(record)  # a killed run never leaves half a record
