@@ -8,6 +8,7 @@ training, early stopping or the temperature that calibrates its probabilities.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from ser_train.confidence import CALIBRATED_CONFIDENCE_KEY, TEMPERATURE_KEY, UNS
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.evaluation import EVAL_RESULTS_FILE
-from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
+from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S, evaluate_held_out_corpora
 from ser_train.inference import load_model
 from ser_train.training import runner
 from ser_train.training.cnn import CNNFamily, CNNHyperparameters
@@ -306,3 +307,21 @@ def test_the_card_shows_every_held_out_corpus_and_the_confidence_rule(run):
             ) in card.text
     held_out = {entry.dataset_type: entry.metric_value for entry in card.data.eval_results if entry.metric_type == "balanced_accuracy"}
     assert held_out == {corpus: round(loco[corpus]["metrics"]["balanced_accuracy"], 4) for corpus in CORPORA}
+
+
+def test_a_finished_model_is_judged_with_its_own_temperature_per_calibration_source(calibratable_cnn, corpora, tmp_path):
+    """`evaluate --held-out-corpora`: each row of a corpus the model never trained on is tempered
+    by the model's own temperature for that row's answers."""
+    folder = tmp_path / "cnn"
+    shutil.copytree(calibratable_cnn, folder)
+    config = json.loads((folder / "config.json").read_text())
+    rule = {"min_confidence": 0.5, "min_margin": 0.1}
+    config |= {
+        TEMPERATURE_KEY: 2.0,
+        CALIBRATED_CONFIDENCE_KEY: {source: {"temperature": t, "unsure_rule": rule} for source, t in (("neutral", 3.0), ("moods", 1.5), ("speech", 1.25))},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    entry = evaluate_held_out_corpora(load_model(str(folder)), load_corpora(corpora[0]), "alpha")["alpha"]
+    assert entry["temperature"] == 2.0 and entry["neutral_calibration"]["temperature"] == 3.0
+    moods = entry["mood_calibration"]
+    assert moods["temperature"] == {"neutral": 3.0, "moods": 1.5, "speech": 1.25}[moods["calibrated_as"]]
