@@ -365,9 +365,9 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     answer is unsure, then a line for the compared one."""
     (name, analysis), *compared = results.items()
     lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
-    if analysis.unsure:
+    if analysis.unsure_by_rule:
         lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated)}</small>")
-    speech_s = analysis.speech_seconds()
+    speech_s = analysis.speech_seconds
     if speech_s is not None and speech_s < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, speech_s)}</small>")
     lines += [f"**Compared with {display_name(other)}:** {verdict(other_analysis.probabilities, other_analysis.unsure)}" for other, other_analysis in compared]
@@ -412,7 +412,10 @@ def short_speech_note(model_dir: str, speech_s: float) -> str:
     """Said under the answer for a recording with under SHORT_SPEECH_S of speech: what the model
     measured on its shortest speech of corpora it never trained on, where its eval_results.json says."""
     if speech_s <= 0:
-        return "No speech heard (a voice-activity model listened): this answer is about whatever sound there is."
+        return (
+            "No speech heard (a voice-activity model listened), so this is no verdict: the model answers with one "
+            "of its emotions for any sound."
+        )
     held_out = eval_results_of(model_dir).get("leave_one_corpus_out", {}).get("mean", {})
     note = f"Only {speech_s:.1f} s of speech heard, and the model learned from whole sentences"
     if short := held_out.get("short_speech"):

@@ -10,7 +10,8 @@ the models were trained on single utterances, and memory stays flat however long
     analysis.probabilities        # {"neutral": 0.02, ...}: the whole recording
     analysis.segments             # [Segment(start_s, end_s, probabilities), ...]; [] when short
     analysis.speech               # the SpeechMap: duration, speech bounds, blocks for the plots
-    analysis.speech_seconds()     # seconds of speech a voice-activity model hears; None when long
+    analysis.unsure               # not to be read as a verdict: the model's unsure rule, or no speech heard
+    analysis.speech_seconds       # seconds of speech a voice-activity model hears; None when long
 
 A file is read in blocks (never whole when long), mapped once, and a second model can be run on
 the same map (`analyse_speech`), as the page does when comparing two models.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -48,8 +50,8 @@ class RecordingAnalysis:
     probabilities: dict[str, float]  # the whole recording
     segments: list[Segment]  # one per stretch of speech for long recordings, else empty
     speech: SpeechMap
-    unsure: bool  # the model's unsure rule says this answer should not be read as a verdict
-    unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE  # the rule that said so
+    unsure_by_rule: bool  # the model's unsure rule says this answer should not be read as a verdict
+    unsure_rule: UnsureRule = DEFAULT_UNSURE_RULE  # the rule that judged it
     calibrated: bool = False  # answered through a speaker calibration (`EmotionModel.with_calibration`)
 
     @property
@@ -60,10 +62,19 @@ class RecordingAnalysis:
     def top_emotion(self) -> str:
         return max(self.probabilities, key=self.probabilities.get)
 
+    @property
+    def unsure(self) -> bool:
+        """Whether the answer should not be read as a verdict: the model's unsure rule says so, or
+        a recording judged whole holds no speech (a model answers with one of its emotions for any
+        sound, a tone or a door, and can be sure of it)."""
+        return self.unsure_by_rule or self.speech_seconds == 0.0
+
+    @cached_property
     def speech_seconds(self) -> float | None:
         """Seconds of speech Silero hears in a recording judged whole, None for a long one (judged
-        by its segments). The models learned from whole sentences and judge a second of speech far
-        worse; computed on demand (Silero over the recording again) for the page that says so."""
+        by its segments, which are speech). The models learned from whole sentences and judge a
+        second of speech far worse; computed on first use (Silero over the recording again), so an
+        answer that only needs the probabilities (`/predict`) does not pay for it."""
         return vad.speech_seconds(self.speech.samples) if self.speech.duration_s <= MIN_TIMELINE_DURATION_S else None
 
 
