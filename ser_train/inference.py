@@ -292,15 +292,15 @@ def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool 
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
     require_safetensors(folder, name)
-    confidence = {"confidence": confidence_by_source(config)}
+    confidence = confidence_by_source(config)
     if family == "cnn":
         cnn = _load_cnn(folder)
         # Older CNN folders lack the training speakers' statistics and cannot calibrate.
-        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, **confidence)
+        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, confidence=confidence)
     if family == "whisper":
         classifier = _load_whisper(folder, name, precision)
-        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision=precision, **confidence)
-    return EmotionModel(name, family, labels, _load_transformers(folder, name), **confidence)
+        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision=precision, confidence=confidence)
+    return EmotionModel(name, family, labels, _load_transformers(folder, name), confidence=confidence)
 
 
 def read_config(folder: Path, name: str) -> dict:
