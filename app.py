@@ -597,9 +597,11 @@ def build_app() -> gr.Blocks:
             with gr.Column(scale=6):
                 status = gr.Markdown(elem_id="status")
                 summary = gr.Markdown(elem_id="summary")
+                # No heading on the bars: the summary above says whether the answer is a verdict, and
+                # a Label's heading would print the top emotion large even for an unsure answer.
                 with gr.Row():
-                    probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="Emotions", elem_id="probabilities")
-                    comparison = gr.Label(num_top_classes=len(EMOTIONS), visible=False, elem_id="comparison")
+                    probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="Emotions", show_heading=False, elem_id="probabilities")
+                    comparison = gr.Label(num_top_classes=len(EMOTIONS), visible=False, show_heading=False, elem_id="comparison")
         with gr.Column(visible=False) as details_section:
             audio_plot = gr.Plot(show_label=False, elem_id="audio-plot")
             with gr.Column(visible=False) as timeline_section:

@@ -179,6 +179,8 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     assert shown == library_verdict(model_name, speech_wav)
     shown_lines = page.locator("#probabilities").inner_text().splitlines()
     assert sum(re.fullmatch(r"\d+%", line) is not None for line in shown_lines) == 8  # all eight emotions listed
+    # The bars carry no heading of their own: an unsure answer's top emotion is not printed large there.
+    assert shown_lines.count(shown[0]) == 1, shown_lines
 
 
 def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
