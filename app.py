@@ -37,7 +37,8 @@ from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
-from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, EmotionModel, measured_ua
+from ser_train.held_out import MEAN_KEY
+from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
 from ser_train.live import CHUNK_S, HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
@@ -91,7 +92,7 @@ def display_name(name: str) -> str:
     """How the page names a model: a bundled one with the UA it measured on voices it never heard."""
     if name in BUNDLED_MODELS:
         ua = measured_ua(name)
-        where = "on corpora it never heard" if "leave_one_corpus_out" in eval_results_of(name) else "on unseen actors"
+        where = "on corpora it never heard" if HELD_OUT_CORPORA in eval_results_of(name) else "on unseen actors"
         return f"{Path(name).name} (bundled" + (f", UA {ua:.0%} {where})" if ua is not None else ")")
     return Path(name).name if Path(name).is_absolute() else name
 
@@ -112,8 +113,8 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     actors of its own corpora."""
     results = eval_results_of(model_dir)
     notes = []
-    if "leave_one_corpus_out" in results:
-        mean = results["leave_one_corpus_out"]["mean"]
+    if HELD_OUT_CORPORA in results:
+        mean = results[HELD_OUT_CORPORA][MEAN_KEY]
         notes.append(
             f"on a corpus it never trained on (other speakers, rooms and languages; each of "
             f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
@@ -241,9 +242,9 @@ def measured_effect(model_dir: str, prompt: CalibrationPrompt) -> str:
     sample the prompt asks for, read as it reads it."""
     results = eval_results_of(model_dir)
     sentences = []
-    held_out = results.get("leave_one_corpus_out", {})
-    entries = [entry[prompt.held_out_row] for corpus, entry in held_out.items() if corpus != "mean" and prompt.held_out_row in entry]
-    mean = held_out.get("mean", {}).get(prompt.held_out_row)
+    held_out = results.get(HELD_OUT_CORPORA, {})
+    entries = [entry[prompt.held_out_row] for corpus, entry in held_out.items() if corpus != MEAN_KEY and prompt.held_out_row in entry]
+    mean = held_out.get(MEAN_KEY, {}).get(prompt.held_out_row)
     if mean and entries and all(prompt.measured_by(entry) for entry in entries):
         sentences.append(
             f" On corpora it never trained on, calibrated from {prompt.protocol_sample}: balanced accuracy "
@@ -416,7 +417,7 @@ def short_speech_note(model_dir: str, speech_s: float) -> str:
             "No speech heard (a voice-activity model listened), so this is no verdict: the model answers with one "
             "of its emotions for any sound."
         )
-    held_out = eval_results_of(model_dir).get("leave_one_corpus_out", {}).get("mean", {})
+    held_out = eval_results_of(model_dir).get(HELD_OUT_CORPORA, {}).get(MEAN_KEY, {})
     note = f"Only {speech_s:.1f} s of speech heard, and the model learned from whole sentences"
     if short := held_out.get("short_speech"):
         seconds = min(short, key=float)  # the shortest speech measured, 1 s

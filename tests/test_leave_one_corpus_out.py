@@ -113,9 +113,7 @@ def test_each_corpus_temperature_comes_from_fits_that_never_saw_it(run):
         assert sorted(entry["temperature_from"]) == sorted(set(CORPORA) - {corpus})
         scored = []
         for other in entry["temperature_from"]:
-            with np.load(inner_dir / other / runner.HELD_OUT_FILE) as saved:
-                fit = runner.HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), None)
-            scored.append(runner._scored(fit, labels))
+            scored.append(runner._scored(held_out_record(inner_dir / other), labels))
         expected = fit_temperature([p for p, _ in scored], [r for _, r in scored])
         assert entry["temperature"] == pytest.approx(expected, rel=1e-9)
 
@@ -223,8 +221,7 @@ def test_the_published_model_carries_its_temperature_and_unsure_rule(run, corpor
     labels = list(EMOTIONS)
     scored = []
     for corpus in CORPORA:
-        with np.load(output_dir / runner.CORPORA_DIR / corpus / runner.HELD_OUT_FILE) as saved:
-            scored.append(runner._scored(runner.HeldOutFit(saved["probabilities"], saved["emotions"], saved["trained_labels"].tolist(), None), labels))
+        scored.append(runner._scored(held_out_record(output_dir / runner.CORPORA_DIR / corpus), labels))
     assert calibration["temperature"] == pytest.approx(fit_temperature([p for p, _ in scored], [r for _, r in scored]), rel=1e-9)
 
     published = load_model(str(output_dir))
