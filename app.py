@@ -368,9 +368,8 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure_by_rule:
         lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated)}</small>")
-    speech_s = analysis.speech_seconds
-    if speech_s is not None and speech_s < SHORT_SPEECH_S:
-        lines.append(f"<small>{short_speech_note(name, speech_s)}</small>")
+    if analysis.speech_seconds < SHORT_SPEECH_S:
+        lines.append(f"<small>{short_speech_note(name, analysis.speech_seconds)}</small>")
     lines += [f"**Compared with {display_name(other)}:** {verdict(other_analysis.probabilities, other_analysis.unsure)}" for other, other_analysis in compared]
     return "\n\n".join(lines)
 

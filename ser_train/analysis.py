@@ -11,7 +11,7 @@ the models were trained on single utterances, and memory stays flat however long
     analysis.segments             # [Segment(start_s, end_s, probabilities), ...]; [] when short
     analysis.speech               # the SpeechMap: duration, speech bounds, blocks for the plots
     analysis.unsure               # not to be read as a verdict: the model's unsure rule, or no speech heard
-    analysis.speech_seconds       # seconds of speech a voice-activity model hears; None when long
+    analysis.speech_seconds       # seconds of speech a voice-activity model hears
 
 A file is read in blocks (never whole when long), mapped once, and a second model can be run on
 the same map (`analyse_speech`), as the page does when comparing two models.
@@ -65,17 +65,17 @@ class RecordingAnalysis:
     @property
     def unsure(self) -> bool:
         """Whether the answer should not be read as a verdict: the model's unsure rule says so, or
-        a recording judged whole holds no speech (a model answers with one of its emotions for any
-        sound, a tone or a door, and can be sure of it)."""
+        the recording holds no speech (a model answers with one of its emotions for any sound, a
+        tone or a door, and can be sure of it; a long one's segments are its loud stretches)."""
         return self.unsure_by_rule or self.speech_seconds == 0.0
 
     @cached_property
-    def speech_seconds(self) -> float | None:
-        """Seconds of speech Silero hears in a recording judged whole, None for a long one (judged
-        by its segments, which are speech). The models learned from whole sentences and judge a
-        second of speech far worse; computed on first use (Silero over the recording again), so an
-        answer that only needs the probabilities (`/predict`) does not pay for it."""
-        return vad.speech_seconds(self.speech.samples) if self.speech.duration_s <= MIN_TIMELINE_DURATION_S else None
+    def speech_seconds(self) -> float:
+        """Seconds of speech Silero hears in the recording. The models learned from whole sentences
+        and judge a second of speech far worse. Computed on first use (Silero over the recording
+        again, block by block when long), so an answer that only needs the probabilities
+        (`/predict`) does not pay for it."""
+        return sum(vad.speech_seconds(block) for block in self.speech.blocks())
 
 
 def analyse_recording(
@@ -117,7 +117,8 @@ def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], lis
 
 
 def analyse_files(model, paths: list[str | os.PathLike]) -> list[dict]:
-    """One result per file, in order: {"file", "top", "probabilities"} or {"file", "error"}.
+    """One result per file, in order: {"file", "top", "unsure", "speech_seconds", "probabilities"}
+    or {"file", "error"}.
 
     A file that cannot be used gets an error entry and the rest are still analysed.
     """
@@ -129,6 +130,12 @@ def analyse_files(model, paths: list[str | os.PathLike]) -> list[dict]:
             results.append({"file": str(path), "error": str(error)})
             continue
         results.append(
-            {"file": str(path), "top": analysis.top_emotion, "unsure": analysis.unsure, "probabilities": analysis.probabilities}
+            {
+                "file": str(path),
+                "top": analysis.top_emotion,
+                "unsure": analysis.unsure,
+                "speech_seconds": analysis.speech_seconds,
+                "probabilities": analysis.probabilities,
+            }
         )
     return results

@@ -434,7 +434,11 @@ def print_prediction(result: dict) -> None:
     if "error" in result:
         print(f"{result['file']}: error: {result['error']}")
         return
-    print(f"{result['file']}: {result['top']}" + (" (unsure: read the probabilities)" if result["unsure"] else ""))
+    if result["speech_seconds"] == 0.0:
+        said = " (unsure: no speech heard, so no verdict)"
+    else:
+        said = " (unsure: read the probabilities)" if result["unsure"] else ""
+    print(f"{result['file']}: {result['top']}{said}")
     for emotion, probability in result["probabilities"].items():
         print(f"  {emotion:<10} {probability:6.3f}")
 

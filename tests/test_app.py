@@ -20,15 +20,16 @@ import soundfile
 import app
 from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.analysis import analyse_files, analyse_recording
-from ser_train.audio import SAMPLING_RATE, load_audio, read_chunk, resample
+from ser_train import cli
+from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import LiveStream
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
-from ser_train.timeline import average_probabilities, timeline
+from ser_train.timeline import MIN_TIMELINE_DURATION_S, average_probabilities, timeline
 from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
-from ser_train.vad import speech_seconds
+from ser_train.vad import VAD_FRAME, speech_seconds
 from speech import SENTENCES, spoken
 from synthetic import synth_clip
 
@@ -150,6 +151,35 @@ def test_a_sound_without_speech_gets_no_verdict(tmp_path):
     # The unsure rule's note is for answers the rule judged unsure, not for a sound without speech.
     assert "the top emotion is weak or another is close behind" not in summary
     assert [result["unsure"] for result in analyse_files(model, [sentence, tones])] == [heard.unsure, True]
+
+
+def test_a_long_recording_without_speech_gets_no_verdict_though_its_loud_stretches_are_judged(tmp_path, tiny_model_dir, capsys):
+    """A long recording is judged by its loud stretches (segments found by energy, not speech):
+    tones get segments and an answer, shown unsure with the no-speech note, and the CLI says why."""
+    tones = write_clip(tmp_path / "long-tones.wav", duration_s=10.0)
+    analysis = analyse_recording(library_model(tiny_model_dir), tones)
+    assert analysis.duration_s > MIN_TIMELINE_DURATION_S and analysis.segments
+    assert analysis.speech_seconds == 0.0 and analysis.unsure
+    assert "No speech heard" in analyse(tones, tiny_model_dir).summary
+    assert cli.main(["predict", str(tones), "--model", tiny_model_dir]) == 0
+    assert f"{tones}: {analysis.top_emotion} (unsure: no speech heard, so no verdict)" in capsys.readouterr().out
+
+
+def test_speech_in_a_long_recording_is_counted_in_every_block_of_the_file(tmp_path, tiny_model_dir):
+    """A recording past one stream block (STREAM_BLOCK_S) is read block by block; a sentence in the
+    first block and the same sentence wholly in the second are both heard."""
+    sentence = spoken(SENTENCES[0])
+    heard_once = speech_seconds(sentence)
+    recording = np.zeros(round((STREAM_BLOCK_S + 10.0) * SAMPLING_RATE), np.float32)
+    second_start = round((STREAM_BLOCK_S + 2.0) * SAMPLING_RATE)
+    recording[: len(sentence)] = sentence
+    recording[second_start : second_start + len(sentence)] = sentence
+    path = tmp_path / "two-sentences.wav"
+    soundfile.write(path, recording, SAMPLING_RATE)
+    analysis = analyse_recording(library_model(tiny_model_dir), path)
+    # Silero's frames start where each block does, so the second sentence may fall a frame
+    # differently: each sentence is counted to within two 32 ms frames.
+    assert analysis.speech_seconds == pytest.approx(2 * heard_once, abs=4 * VAD_FRAME / SAMPLING_RATE)
 
 
 def test_the_short_speech_note_quotes_the_models_figures_for_its_shortest_speech(tmp_path):
