@@ -438,8 +438,12 @@ def verdict(probabilities: dict[str, float], unsure: bool = False) -> str:
 
 
 def timeline_rows(segments: list[Segment]) -> list[list[str]]:
+    """start, end, emotion and confidence of each segment; "no speech" for another sound, whose
+    answer is not counted in the recording's."""
     return [
         [f"{s.start_s:.1f}", f"{s.end_s:.1f}", f"{EMOJI.get(s.top_emotion, '')} {s.top_emotion}", f"{s.confidence:.0%}"]
+        if s.is_speech
+        else [f"{s.start_s:.1f}", f"{s.end_s:.1f}", "no speech", ""]
         for s in segments
     ]
 

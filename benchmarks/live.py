@@ -227,7 +227,8 @@ def clip_at(spans, time_s: float):
 
 
 def offline_emotion(segments, time_s: float) -> str | None:
-    return next((segment.top_emotion for segment in segments if segment.start_s <= time_s <= segment.end_s), None)
+    """The offline timeline's emotion at `time_s`, None where it heard no speech."""
+    return next((segment.top_emotion for segment in segments if segment.is_speech and segment.start_s <= time_s <= segment.end_s), None)
 
 
 def score(answers, spans, segments) -> dict[str, float]:

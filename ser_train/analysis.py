@@ -2,13 +2,13 @@
 `python -m ser_train predict` and live mode all call this module.
 
 A recording up to MIN_TIMELINE_DURATION_S is about one utterance and gets one answer for all of
-it. A longer one is split at its pauses (`ser_train.timeline`), each stretch of speech is judged
-on its own, and the whole recording's answer is the stretches' average weighted by duration:
-the models were trained on single utterances, and memory stays flat however long it is.
+it. A longer one is split at its pauses (`ser_train.timeline`), each stretch is judged on its
+own, and the whole recording's answer is the average of its stretches of speech weighted by
+duration: the models were trained on single utterances, and memory stays flat however long it is.
 
     analysis = analyse_recording(model, "talk.wav")
     analysis.probabilities        # {"neutral": 0.02, ...}: the whole recording
-    analysis.segments             # [Segment(start_s, end_s, probabilities), ...]; [] when short
+    analysis.segments             # [Segment(start_s, end_s, probabilities, speech_s), ...]; [] when short
     analysis.speech               # the SpeechMap: duration, speech bounds, blocks for the plots
     analysis.unsure               # not to be read as a verdict: the model's unsure rule, or no speech heard
     analysis.speech_seconds       # seconds of speech a voice-activity model hears
@@ -66,16 +66,18 @@ class RecordingAnalysis:
     def unsure(self) -> bool:
         """Whether the answer should not be read as a verdict: the model's unsure rule says so, or
         the recording holds no speech (a model answers with one of its emotions for any sound, a
-        tone or a door, and can be sure of it; a long one's segments are its loud stretches)."""
+        tone or a door, and can be sure of it)."""
         return self.unsure_by_rule or self.speech_seconds == 0.0
 
     @cached_property
     def speech_seconds(self) -> float:
-        """Seconds of speech Silero hears in the recording. The models learned from whole sentences
-        and judge a second of speech far worse. Computed on first use (Silero over the recording
-        again, block by block when long), so an answer that only needs the probabilities
-        (`/predict`) does not pay for it."""
-        return sum(vad.speech_seconds(block) for block in self.speech.blocks())
+        """Seconds of speech Silero hears in the recording: in its segments of speech when long (the
+        timeline asked already), else computed on first use, so an answer that only needs the
+        probabilities (`/predict`) does not pay for it. The models learned from whole sentences
+        and judge a second of speech far worse."""
+        if self.speech.duration_s > MIN_TIMELINE_DURATION_S:  # judged by its segments
+            return sum(segment.speech_s for segment in self.segments if segment.is_speech)
+        return vad.speech_seconds(self.speech.samples)
 
 
 def analyse_recording(

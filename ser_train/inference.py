@@ -186,9 +186,9 @@ class EmotionModel:
     def calibrate_recording(self, waveform16k: np.ndarray, source: str = "neutral") -> Calibration:
         """A calibration from one longer recording of one speaker (e.g. a read passage): its
         stretches of speech, split at pauses as the timeline splits them, are the clips."""
-        from ser_train.timeline import speech_segments
+        from ser_train.timeline import sound_segments
 
-        segments = [waveform16k[start:end] for start, end in speech_segments(waveform16k, SAMPLING_RATE)]
+        segments = [waveform16k[start:end] for start, end in sound_segments(waveform16k, SAMPLING_RATE)]
         return self.calibrate(segments, source)
 
     def with_calibration(self, calibration: Calibration | None) -> EmotionModel:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, resample, to_mono_float
 from ser_train.errors import AudioError
-from ser_train.vad import VoiceActivity
+from ser_train.vad import MIN_SPEECH_FRACTION, VoiceActivity
 
 # Measured on RAVDESS conversations with a model that never heard their actors (RESULTS.md):
 # 4 s windows lag into the next utterance, 2 s ties 3 s; a 1 s step was no surer and doubles the
@@ -46,7 +46,6 @@ SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no sm
 # this much speech the stream says it hears speech without naming an emotion.
 MIN_JUDGED_SPEECH_S = 1.0
 HISTORY_S = 60.0  # answers kept for the page's rolling timeline
-MIN_SPEECH_FRACTION = 0.25  # a step is speech when at least this share of its frames is
 # The page's microphone sends what it recorded every CHUNK_S, and `play` feeds recordings in chunks
 # this long. An answer reaches the page only with the chunk that holds its step's last sample, and
 # the browser holds back a chunk that is ready while the previous chunk's event is pending: chunks

@@ -28,6 +28,7 @@ EMOTION_COLORS = {
     "angry": "#e53935", "fearful": "#8e24aa", "disgust": "#7cb342", "surprised": "#fb8c00",
 }  # fmt: skip
 NO_SPEECH_COLOR = "#bdbdbd"
+NO_SPEECH_HEIGHT = 0.08  # bars of no speech (timeline and live) are low: there is no confidence to show
 
 WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
 SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
@@ -94,16 +95,18 @@ def mel_spectrogram(speech: SpeechMap, hop: int) -> np.ndarray:
 
 
 def timeline_figure(segments: list[Segment], duration_s: float, model_name: str) -> Figure:
-    """One bar per segment: its span in time, coloured by its top emotion, as tall as its confidence."""
+    """One bar per segment: its span in time, coloured by its top emotion, as tall as its
+    confidence; a segment without speech is a low grey bar (its answer is for a sound)."""
     figure = Figure(figsize=(10, 2.8), layout="constrained")
     axes = figure.subplots()
     for segment in segments:
-        axes.bar(
-            segment.start_s, segment.confidence, width=segment.duration_s, align="edge",
-            color=EMOTION_COLORS.get(segment.top_emotion, "#607d8b"), edgecolor="white", linewidth=0.5,
-        )  # fmt: skip
-    shown = sorted({segment.top_emotion for segment in segments}, key=EMOTIONS.index)
+        color = EMOTION_COLORS.get(segment.top_emotion, "#607d8b") if segment.is_speech else NO_SPEECH_COLOR
+        height = segment.confidence if segment.is_speech else NO_SPEECH_HEIGHT
+        axes.bar(segment.start_s, height, width=segment.duration_s, align="edge", color=color, edgecolor="white", linewidth=0.5)
+    shown = sorted({segment.top_emotion for segment in segments if segment.is_speech}, key=EMOTIONS.index)
     handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
+    if not all(segment.is_speech for segment in segments):
+        handles.append(axes.bar(0, 0, color=NO_SPEECH_COLOR, label="no speech"))
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
     return figure
@@ -123,7 +126,7 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
             continue
         emotion = answer.top_emotion
         color = EMOTION_COLORS.get(emotion, "#607d8b") if emotion else NO_SPEECH_COLOR
-        height = 100 * answer.confidence if emotion else 8
+        height = 100 * (answer.confidence if emotion else NO_SPEECH_HEIGHT)
         label = f"{emotion} {answer.confidence:.0%}" if emotion else ("speech, not yet judged" if answer.speech else "no speech")
         bars.append(
             f'<div class="live-bar" data-emotion="{emotion or "none"}" title="{answer.time_s:.1f} s: {label}" '

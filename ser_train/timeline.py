@@ -1,16 +1,19 @@
-"""Emotion over time: split a recording at its pauses and predict each stretch of speech.
+"""Emotion over time: split a recording at its pauses and predict each stretch of speech in it.
 
 A long recording holds many utterances, each with its own emotion; one prediction for all of it
 would average them away, and the models here were trained on single utterances of 3-4 s. So:
 
-1. frame energies locate speech: frames far below the loudest one are silence;
-2. speech separated by short gaps is one segment, very short segments are widened to the
+1. frame energies locate sound: frames far below the loudest one are silence;
+2. sound separated by short gaps is one segment, very short segments are widened to the
    minimum a model can judge, long ones are cut into windows of about an utterance's length;
 3. segments go to the model a batch at a time (a 10-minute recording is about 150 windows,
-   never one 10-minute input).
+   never one 10-minute input), and to a voice-activity model (Silero), which tells the
+   segments of speech from those of other sounds (a door, music, a fan in a long pause): a
+   model answers with one of its emotions for any sound, so only speech counts in the
+   recording's answer.
 
-    segments = timeline(model, waveform16k)   # [Segment(start_s, end_s, probabilities), ...]
-    overall = average_probabilities(segments)  # duration-weighted, for a whole-recording answer
+    segments = timeline(model, waveform16k)   # [Segment(start_s, end_s, probabilities, speech_s), ...]
+    overall = average_probabilities(segments)  # its speech, duration-weighted: a whole-recording answer
 
 A file need not be decoded whole: `timeline_file` reads it twice in blocks, first to find the
 speech (silence is judged against the loudest frame of the whole recording), then to cut out
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_train import vad
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, stream_audio
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
@@ -46,11 +50,17 @@ MIN_TIMELINE_DURATION_S = 6.0  # shorter recordings are about one utterance: one
 
 @dataclass(frozen=True)
 class Segment:
-    """One stretch of speech and the model's emotion probabilities for it."""
+    """One stretch of sound, the model's emotion probabilities for it, and how much of it is speech."""
 
     start_s: float
     end_s: float
     probabilities: dict[str, float]
+    speech_s: float  # seconds of it Silero hears as speech
+
+    @property
+    def is_speech(self) -> bool:
+        """Speech, as live mode judges a step; else another sound, whose answer is not counted."""
+        return self.speech_s >= vad.MIN_SPEECH_FRACTION * self.duration_s
 
     @property
     def duration_s(self) -> float:
@@ -66,13 +76,14 @@ class Segment:
 
 
 def timeline(model, waveform: np.ndarray) -> list[Segment]:
-    """Segments of speech in `waveform` (checked float32 mono at 16 kHz), one prediction each.
+    """Segments of sound in `waveform` (checked float32 mono at 16 kHz), one prediction each, and
+    the speech Silero hears in each.
 
     `model` is an `ser_train.inference.EmotionModel` (anything with `labels` and `predict_batch`).
     """
-    bounds = speech_segments(waveform, SAMPLING_RATE)
+    bounds = sound_segments(waveform, SAMPLING_RATE)
     probabilities = predict_in_batches(model, [waveform[start:end] for start, end in bounds])
-    return labelled_segments(model, bounds, probabilities)
+    return labelled_segments(model, bounds, probabilities, vad.speech_seconds_within(vad.frame_speech_probabilities(waveform), bounds))
 
 
 @dataclass(frozen=True)
@@ -123,40 +134,54 @@ def timeline_file(model, speech: SpeechMap) -> list[Segment]:
 
     Segments are cut from the stream as it passes and predicted BATCH_SIZE at a time in
     recording order, so memory holds a block and a batch, never the recording. The models here
-    answer for a clip independently of its batch-mates, so this equals `timeline` of the whole
-    waveform.
+    answer for a clip independently of its batch-mates, and Silero hears the stream as it passes
+    (its state carried from block to block), so this equals `timeline` of the whole waveform.
     """
-    pieces = cut_segments(speech.blocks(), speech.bounds)
+    voice = vad.VoiceActivity(keep_all=True)
+    pieces = cut_segments(heard(speech.blocks(), voice), speech.bounds)
     probabilities = np.zeros((len(speech.bounds), len(model.labels)), dtype=np.float32)
     for first in range(0, len(speech.bounds), BATCH_SIZE):
         batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
         probabilities[first : first + len(batch)] = model.predict_batch(batch)
-    return labelled_segments(model, speech.bounds, probabilities)
+    # Every segment has been cut, so Silero has heard the stream past the last one's end.
+    speech_s = vad.speech_seconds_within(np.array(voice.probabilities), speech.bounds)
+    return labelled_segments(model, speech.bounds, probabilities, speech_s)
 
 
-def labelled_segments(model, bounds: list[tuple[int, int]], probabilities: np.ndarray) -> list[Segment]:
+def heard(blocks: Iterable[np.ndarray], voice: vad.VoiceActivity) -> Iterator[np.ndarray]:
+    """The blocks, each given to `voice` on its way through."""
+    for block in blocks:
+        voice.push(block)
+        yield block
+
+
+def labelled_segments(model, bounds: list[tuple[int, int]], probabilities: np.ndarray, speech_s: list[float]) -> list[Segment]:
     return [
-        Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))))
-        for (start, end), row in zip(bounds, probabilities)
+        Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))), heard)
+        for (start, end), row, heard in zip(bounds, probabilities, speech_s, strict=True)
     ]
 
 
 def average_probabilities(segments: list[Segment]) -> dict[str, float]:
-    """The whole recording's probabilities: the segments' probabilities weighted by duration."""
+    """The whole recording's probabilities: its speech segments' probabilities weighted by
+    duration, or every segment's when none holds speech (then the answer is for sounds, and
+    `ser_train.analysis` shows it as no verdict)."""
+    segments = [segment for segment in segments if segment.is_speech] or segments
     weights = np.array([segment.duration_s for segment in segments])
     labels = list(segments[0].probabilities)
     rows = np.array([[segment.probabilities[label] for label in labels] for segment in segments])
     return dict(zip(labels, map(float, weights @ rows / weights.sum())))
 
 
-def speech_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:
-    """(start, end) sample indices of the stretches of speech, each MIN..MAX_SEGMENT_S long."""
+def sound_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:
+    """(start, end) sample indices of the stretches of sound, each MIN..MAX_SEGMENT_S long (speech
+    or not: `timeline` asks a voice-activity model)."""
     frame = round(FRAME_S * sampling_rate)
     return segments_from_energy(frame_energy_db(waveform, frame), frame, len(waveform), sampling_rate)
 
 
 def segments_from_energy(energy_db: np.ndarray, frame: int, num_samples: int, sampling_rate: int) -> list[tuple[int, int]]:
-    """`speech_segments` of a recording of `num_samples` given its frame energies (`frame_energy_db`)."""
+    """`sound_segments` of a recording of `num_samples` given its frame energies (`frame_energy_db`)."""
     voiced = energy_db > -SILENCE_BELOW_PEAK_DB
     runs = merge_close_runs(voiced_runs(voiced), max_gap=round(MIN_PAUSE_S / FRAME_S))
     segments = []
@@ -271,7 +296,7 @@ def predict_in_batches(model, segments: list[np.ndarray]) -> np.ndarray:
 def cut_segments(blocks: Iterable[np.ndarray], bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
     """The samples of each (start, end) of `bounds`, cut from a stream given in consecutive blocks.
 
-    Starts must not decrease (`speech_segments` gives recording order), so whatever lies before
+    Starts must not decrease (`sound_segments` gives recording order), so whatever lies before
     the current segment's start is never needed again and is let go: memory holds about a block
     and a segment, whatever the gaps between segments.
     """

@@ -5,7 +5,8 @@ nothing is downloaded at run time. It was chosen by measurement over an energy r
 VAD on speech mixed with noise and music (benchmarks/live.py). Live mode asks it, step by step,
 whether the newest audio holds speech (`VoiceActivity`); evaluation asks where a clip's speech
 begins (`speech_onset`, `first_speech`), to judge models on the first second or two of speech;
-the Whisper family hears a clip's speech only (`trim_silence`).
+the Whisper family hears a clip's speech only (`trim_silence`); the timeline of a long recording
+asks which of its segments are speech (`speech_seconds_within`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from ser_train.audio import SAMPLING_RATE
 from ser_train.errors import ModelError
 
 SPEECH_THRESHOLD = 0.5  # a voice-activity frame is speech above this probability (Silero's default)
+# A stretch of audio (a live step, a timeline segment) is speech when at least this share of its
+# frames is: Silero hears a stray frame of speech in a tone or a door now and then.
+MIN_SPEECH_FRACTION = 0.25
 TRIM_MARGIN_S = 0.1  # seconds kept either side of a clip's speech when its silence is trimmed
 # Silero VAD v5/v6 at 16 kHz: 512-sample frames (32 ms), each seen with the 64 samples before it,
 # and a recurrent state of 2 x 128 numbers carried from frame to frame.
@@ -29,21 +33,23 @@ VAD_CONTEXT = 64
 VAD_STATE_SHAPE = (2, 1, 128)
 VAD_PACKAGE = "silero_vad"
 VAD_MODEL_FILE = Path("data") / "silero_vad.onnx"
+PUSHED_SAMPLES = 64 * VAD_FRAME  # a long waveform goes to the stream 2 s at a time
 
 
 class VoiceActivity:
     """Silero VAD over a 16 kHz stream: a speech probability per 32 ms frame, state carried on.
 
-    Keeps the probabilities of the last KEPT_FRAMES frames, enough for any step.
+    Keeps the probabilities of the last KEPT_FRAMES frames, enough for any step, or of every frame
+    (`keep_all`: 4 bytes per 32 ms, 73 KiB for 10 minutes).
     """
 
     KEPT_FRAMES = 64  # 2 s of frames
 
-    def __init__(self):
+    def __init__(self, keep_all: bool = False):
         self.session = vad_session()
         self._state = np.zeros(VAD_STATE_SHAPE, dtype=np.float32)
         self._pending = np.zeros(VAD_CONTEXT, dtype=np.float32)  # context + samples not yet in a frame
-        self.probabilities: deque[float] = deque(maxlen=self.KEPT_FRAMES)
+        self.probabilities: deque[float] = deque(maxlen=None if keep_all else self.KEPT_FRAMES)
 
     def push(self, samples16k: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, samples16k])
@@ -77,9 +83,9 @@ class VoiceActivity:
 
 def frame_speech_probabilities(waveform16k: np.ndarray) -> np.ndarray:
     """Silero's speech probability for each whole 32 ms frame of a waveform, as a stream sees it."""
-    voice = VoiceActivity()
-    voice.probabilities = deque()  # keep them all
-    voice.push(waveform16k)
+    voice = VoiceActivity(keep_all=True)
+    for start in range(0, len(waveform16k), PUSHED_SAMPLES):  # a push copies what it is given
+        voice.push(waveform16k[start : start + PUSHED_SAMPLES])
     return np.array(voice.probabilities, dtype=np.float32)
 
 
@@ -113,7 +119,15 @@ def speech_onset(waveform16k: np.ndarray) -> int:
 
 def speech_seconds(waveform16k: np.ndarray) -> float:
     """How much of a waveform Silero hears as speech, in seconds (whole 32 ms frames)."""
-    return float((frame_speech_probabilities(waveform16k) > SPEECH_THRESHOLD).sum()) * VAD_FRAME / SAMPLING_RATE
+    return speech_seconds_within(frame_speech_probabilities(waveform16k), [(0, len(waveform16k))])[0]
+
+
+def speech_seconds_within(probabilities: np.ndarray, bounds: list[tuple[int, int]]) -> list[float]:
+    """Seconds heard as speech within each (start, end) sample span of a recording, given Silero's
+    frame probabilities over the recording (`frame_speech_probabilities`): every frame that
+    overlaps the span counts."""
+    speech = probabilities > SPEECH_THRESHOLD
+    return [float(speech[start // VAD_FRAME : -(-end // VAD_FRAME)].sum()) * VAD_FRAME / SAMPLING_RATE for start, end in bounds]
 
 
 def first_speech(waveform16k: np.ndarray, seconds: float) -> np.ndarray:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+from matplotlib.colors import to_hex
 import numpy as np
 import pytest
 import soundfile
@@ -25,6 +27,7 @@ from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chun
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import LiveStream
+from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, average_probabilities, timeline
@@ -165,6 +168,35 @@ def test_a_long_recording_without_speech_gets_no_verdict_though_its_loud_stretch
     assert f"{tones}: {analysis.top_emotion} (unsure: no speech heard, so no verdict)" in capsys.readouterr().out
 
 
+def test_a_long_recordings_answer_counts_its_speech_not_its_other_sounds(tmp_path, tiny_model_dir):
+    """Two sentences with tones between them: every stretch is judged and shown, the tones as no
+    speech, and the recording's answer is the sentences' alone."""
+    pause = np.zeros(round(1.5 * SAMPLING_RATE), np.float32)
+    tones = synth_clip(ANGRY, actor=1, sampling_rate=SAMPLING_RATE, seed=7, duration_s=3.0)
+    recording = np.concatenate([spoken(SENTENCES[0]), pause, tones, pause, spoken(SENTENCES[1])])
+    path = tmp_path / "sentences-and-tones.wav"
+    soundfile.write(path, recording, SAMPLING_RATE)
+    analysis = analyse_recording(library_model(tiny_model_dir), path)
+    spoken_segments = [segment for segment in analysis.segments if segment.is_speech]
+    assert len(spoken_segments) >= 2 and len(spoken_segments) < len(analysis.segments)
+    assert all(segment.start_s >= 3.0 and segment.end_s <= 7.0 for segment in analysis.segments if not segment.is_speech)
+    weights = np.array([segment.duration_s for segment in spoken_segments])
+    expected = weights @ np.array([list(segment.probabilities.values()) for segment in spoken_segments]) / weights.sum()
+    assert list(analysis.probabilities.values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert analysis.speech_seconds == sum(segment.speech_s for segment in spoken_segments) > 0
+    everything = average_probabilities([replace(segment, speech_s=segment.duration_s) for segment in analysis.segments])
+    assert list(everything.values()) != pytest.approx(expected.tolist(), abs=1e-6)  # the tones would have moved it
+    outputs = analyse(path, tiny_model_dir)
+    assert list(outputs.probabilities["value"].values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    rows = outputs.timeline_table
+    assert len(rows) == len(analysis.segments)
+    assert [row[2] == "no speech" for row in rows] == [not segment.is_speech for segment in analysis.segments]
+    axes = timeline_figure(analysis.segments, analysis.duration_s, "tiny").axes[0]
+    assert [text.get_text() for text in axes.get_legend().get_texts()][-1] == "no speech"
+    grey = [bar for bar in axes.patches if bar.get_height() > 0 and to_hex(bar.get_facecolor()) == NO_SPEECH_COLOR]
+    assert len(grey) == len(analysis.segments) - len(spoken_segments)
+
+
 def test_speech_in_a_long_recording_is_counted_in_every_block_of_the_file(tmp_path, tiny_model_dir):
     """A recording past one stream block (STREAM_BLOCK_S) is read block by block; a sentence in the
     first block and the same sentence wholly in the second are both heard."""
@@ -196,13 +228,14 @@ def test_the_short_speech_note_quotes_the_models_figures_for_its_shortest_speech
 
 
 def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
-    waveform = utterances([ANGRY, 2, 3, 0], speech_s=2.5, pause_s=1.0)  # 14 s
+    pause = np.zeros(SAMPLING_RATE, np.float32)
+    waveform = np.concatenate([part for number in range(4) for part in (pause, spoken(SENTENCES[number % 2]))])  # 12.5 s
     path = tmp_path / "long.flac"
     soundfile.write(path, waveform, SAMPLING_RATE)
     outputs = analyse(path, model_name)
 
     segments = timeline(library_model(model_name), load_audio(path))  # as decoded: FLAC rounds to 16 bits
-    assert len(segments) == 4
+    assert len(segments) == 4 and all(segment.is_speech for segment in segments)
     assert outputs.timeline_section["visible"] is True and outputs.timeline_plot is not None
     assert [row[0] for row in outputs.timeline_table] == [f"{segment.start_s:.1f}" for segment in segments]
     assert [row[2].split()[-1] for row in outputs.timeline_table] == [segment.top_emotion for segment in segments]

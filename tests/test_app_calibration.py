@@ -30,7 +30,7 @@ from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.serving import ModelRegistry
-from ser_train.timeline import SpeechMap
+from ser_train.timeline import Segment, SpeechMap
 
 NEUTRAL, CALM, HAPPY, SAD = (EMOTIONS.index(name) for name in ("neutral", "calm", "happy", "sad"))
 
@@ -230,7 +230,8 @@ def test_an_unsure_calibrated_answer_says_how_its_rule_was_measured(calibratable
         (UnsureRule(0.6, 0.3, calibrated_as="neutral"), True, app.UNSURE_NOTE),
         (DEFAULT_UNSURE_RULE, True, app.UNSURE_NOTE_UNMEASURED),
     ):
-        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, [], long_recording, True, rule, calibrated)}, 600.0)
+        segments = [Segment(0.0, 4.0, near_tie, speech_s=3.5)]
+        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, segments, long_recording, True, rule, calibrated)}, 600.0)
         assert note in said and "unsure: angry 44% or sad 42%" in said
 
 

@@ -70,17 +70,22 @@ def test_live_scores_answers_against_the_clip_being_spoken_and_the_offline_timel
     from ser_train.timeline import Segment
 
     spans = [(0.0, 3.0, "angry"), (4.0, 7.0, "sad")]
-    offline = [Segment(0.5, 3.0, {"angry": 0.9, "sad": 0.1}), Segment(4.2, 7.0, {"angry": 0.6, "sad": 0.4})]
+    offline = [
+        Segment(0.5, 3.0, {"angry": 0.9, "sad": 0.1}, speech_s=2.0),
+        Segment(4.2, 7.0, {"angry": 0.6, "sad": 0.4}, speech_s=2.5),
+        Segment(7.0, 9.0, {"angry": 0.9, "sad": 0.1}, speech_s=0.0),  # a sound, no speech: not compared
+    ]
 
     def answer(time_s, top):
         probabilities = None if top is None else {"angry": float(top == "angry"), "sad": float(top == "sad")}
         return LiveAnswer(time_s, max(0.0, time_s - 3), top is not None, probabilities)
 
-    answers = [answer(1.0, "angry"), answer(2.0, "sad"), answer(3.5, None), answer(5.0, "sad"), answer(6.0, "sad")]
+    answers = [answer(1.0, "angry"), answer(2.0, "sad"), answer(3.5, None), answer(5.0, "sad"), answer(6.0, "sad"), answer(8.0, "angry")]
     result = score(answers, spans, offline)
     assert result["answers"] == 4
     assert result["accuracy"] == 3 / 4  # 2.0 s said sad during the angry clip
-    assert result["agreement"] == 1 / 4  # offline says angry everywhere; the 1.0 s answer agrees
+    # offline says angry wherever it heard speech; the 1.0 s answer agrees (8.0 s: no speech offline)
+    assert result["agreement"] == 1 / 4
     assert result["flips"] == 1 / 2  # angry -> sad inside clip 1, sad -> sad inside clip 2
 
 

@@ -28,7 +28,7 @@ from ser_train.timeline import (
     cut_segments,
     frame_powers,
     map_speech,
-    speech_segments,
+    sound_segments,
     timeline,
     timeline_file,
 )
@@ -95,7 +95,7 @@ def test_frame_powers_run_on_across_block_edges(recording, block_size):
 
 @pytest.mark.parametrize("block_size", [1_000, 16_000, 100_000])
 def test_segments_cut_from_blocks_are_the_waveforms_slices(recording, block_size):
-    bounds = speech_segments(recording, SAMPLING_RATE)
+    bounds = sound_segments(recording, SAMPLING_RATE)
     pieces = list(cut_segments(blocks_of(recording, block_size), bounds))
     assert len(pieces) == len(bounds)
     for piece, (start, end) in zip(pieces, bounds):

@@ -17,7 +17,7 @@ from ser_train.timeline import (
     MIN_SEGMENT_S,
     Segment,
     average_probabilities,
-    speech_segments,
+    sound_segments,
     timeline,
 )
 
@@ -52,7 +52,7 @@ def seconds(bounds):
 
 def test_utterances_separated_by_pauses_become_one_segment_each():
     waveform = utterances([0, 3, 6], speech_s=1.5, pause_s=1.0)
-    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    found = seconds(sound_segments(waveform, SAMPLING_RATE))
     expected = [(1.0, 2.5), (3.5, 5.0), (6.0, 7.5)]
     assert len(found) == len(expected)
     for (start, end), (true_start, true_end) in zip(found, expected):
@@ -63,14 +63,14 @@ def test_utterances_separated_by_pauses_become_one_segment_each():
 @pytest.mark.parametrize("pause_s", [0.2, 0.5])
 def test_pauses_between_words_do_not_split_an_utterance(pause_s):
     waveform = utterances([2, 2], speech_s=1.0, pause_s=pause_s)
-    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    found = seconds(sound_segments(waveform, SAMPLING_RATE))
     assert len(found) == 1
     assert found[0][1] - found[0][0] == pytest.approx(2 + pause_s, abs=FRAME_TOLERANCE_S)
 
 
 def test_long_speech_is_cut_into_contiguous_windows_of_at_most_max_length():
     waveform = utterances([4], speech_s=10.0, pause_s=0.5)
-    found = seconds(speech_segments(waveform, SAMPLING_RATE))
+    found = seconds(sound_segments(waveform, SAMPLING_RATE))
     assert len(found) == 3  # 10 s in windows of at most 4 s
     assert all(MAX_SEGMENT_S / 2 <= end - start <= MAX_SEGMENT_S for start, end in found)
     assert all(previous[1] == following[0] for previous, following in zip(found, found[1:]))
@@ -88,7 +88,7 @@ def test_a_short_burst_is_widened_to_the_minimum_inside_the_recording(where):
     burst = synth_burst(0.2)
     offset = {"start": 0, "middle": SAMPLING_RATE, "end": len(total) - len(burst)}[where]
     total[offset : offset + len(burst)] = burst
-    [(start, end)] = speech_segments(total, SAMPLING_RATE)
+    [(start, end)] = sound_segments(total, SAMPLING_RATE)
     assert end - start == pytest.approx(MIN_SEGMENT_S * SAMPLING_RATE, abs=1)
     assert 0 <= start and end <= len(total)
     assert start <= offset and offset + len(burst) <= end
@@ -121,12 +121,21 @@ def test_segments_are_predicted_in_batches_of_similar_length():
 
 def test_overall_probabilities_weigh_segments_by_duration():
     segments = [
-        Segment(0.0, 3.0, {"happy": 0.9, "sad": 0.1}),
-        Segment(5.0, 6.0, {"happy": 0.1, "sad": 0.9}),
+        Segment(0.0, 3.0, {"happy": 0.9, "sad": 0.1}, speech_s=2.5),
+        Segment(5.0, 6.0, {"happy": 0.1, "sad": 0.9}, speech_s=0.8),
     ]
     overall = average_probabilities(segments)
     assert overall == pytest.approx({"happy": 0.7, "sad": 0.3})
     assert segments[0].top_emotion == "happy" and segments[0].confidence == 0.9
+
+
+def test_overall_probabilities_count_speech_only_unless_there_is_none():
+    """A model answers with an emotion for any sound; a door or a tone is not counted beside speech."""
+    speech = Segment(0.0, 3.0, {"happy": 0.9, "sad": 0.1}, speech_s=2.5)
+    door = Segment(5.0, 9.0, {"happy": 0.1, "sad": 0.9}, speech_s=0.0)
+    assert average_probabilities([speech, door]) == pytest.approx(speech.probabilities)
+    assert average_probabilities([door]) == pytest.approx(door.probabilities)  # sounds only: every segment
+    assert speech.is_speech and not door.is_speech
 
 
 def test_a_ten_minute_recording_is_segmented_without_copying_it():
@@ -171,7 +180,7 @@ def test_real_acted_sentences_become_one_segment_each(real_ravdess):
     for clip in clips:
         spans.append((start, start + len(clip)))
         start += len(clip)
-    found = speech_segments(np.concatenate(clips), SAMPLING_RATE)
+    found = sound_segments(np.concatenate(clips), SAMPLING_RATE)
     assert len(found) == len(clips)
     for (start, end), (clip_start, clip_end) in zip(found, spans):
         assert clip_start <= start < end <= clip_end
