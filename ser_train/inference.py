@@ -40,7 +40,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
-from ser_train.errors import ModelError
+from ser_train.errors import AudioError, ModelError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
 from ser_train.precision import FP32, checked_precision
@@ -185,10 +185,17 @@ class EmotionModel:
 
     def calibrate_recording(self, waveform16k: np.ndarray, source: str = "neutral") -> Calibration:
         """A calibration from one longer recording of one speaker (e.g. a read passage): its
-        stretches of speech, split at pauses as the timeline splits them, are the clips."""
-        from ser_train.timeline import sound_segments
+        stretches of speech, split at pauses as the timeline splits them, are the clips. Other
+        sounds in it are left out; an AudioError says when it holds no speech at all, since a
+        calibration to a tone, music or a room's noise would move every later answer."""
+        from ser_train.timeline import speech_bounds
 
-        segments = [waveform16k[start:end] for start, end in sound_segments(waveform16k, SAMPLING_RATE)]
+        segments = [waveform16k[start:end] for start, end in speech_bounds(waveform16k)]
+        if not segments:
+            raise AudioError(
+                "No speech heard in the calibration recording (a voice-activity model listened), so it "
+                "cannot calibrate to a voice: record yourself speaking."
+            )
         return self.calibrate(segments, source)
 
     def with_calibration(self, calibration: Calibration | None) -> EmotionModel:

@@ -60,7 +60,7 @@ class Segment:
     @property
     def is_speech(self) -> bool:
         """Speech, as live mode judges a step; else another sound, whose answer is not counted."""
-        return self.speech_s >= vad.MIN_SPEECH_FRACTION * self.duration_s
+        return is_speech(self.speech_s, self.duration_s)
 
     @property
     def duration_s(self) -> float:
@@ -171,6 +171,18 @@ def average_probabilities(segments: list[Segment]) -> dict[str, float]:
     labels = list(segments[0].probabilities)
     rows = np.array([[segment.probabilities[label] for label in labels] for segment in segments])
     return dict(zip(labels, map(float, weights @ rows / weights.sum())))
+
+
+def is_speech(speech_s: float, duration_s: float) -> bool:
+    """Whether a stretch of `duration_s` in which Silero hears `speech_s` of speech is speech."""
+    return speech_s >= vad.MIN_SPEECH_FRACTION * duration_s
+
+
+def speech_bounds(waveform: np.ndarray) -> list[tuple[int, int]]:
+    """The `sound_segments` of a 16 kHz waveform that are speech, as the timeline judges them."""
+    bounds = sound_segments(waveform, SAMPLING_RATE)
+    heard = vad.speech_seconds_within(vad.frame_speech_probabilities(waveform), bounds)
+    return [(start, end) for (start, end), speech_s in zip(bounds, heard) if is_speech(speech_s, (end - start) / SAMPLING_RATE)]
 
 
 def sound_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_train.audio import SAMPLING_RATE, load_audio
+from ser_train.audio import SAMPLING_RATE, load_audio, resample
 
 ESPEAK = "espeak-ng"
 SENTENCES = ("Kids are talking by the door.", "Dogs are sitting by the door.")
@@ -47,3 +47,10 @@ def talk_with_pauses(pause_s: float = 3.0) -> tuple[np.ndarray, list[tuple[float
         position += len(speech) / SAMPLING_RATE + pause_s
         parts += [speech, silence(pause_s)]
     return np.concatenate(parts), spans
+
+
+def sentences(count: int, pause_s: float, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """`count` sentences (SENTENCES in turn), each followed by a pause: what a speaker reading a
+    calibration prompt gives."""
+    parts = [part for number in range(count) for part in (spoken(SENTENCES[number % len(SENTENCES)]), silence(pause_s))]
+    return resample(np.concatenate(parts), SAMPLING_RATE, sampling_rate)

@@ -26,14 +26,14 @@ from ser_train.confidence import (
     UnsureRule,
     with_temperature,
 )
+from ser_train import cli
 from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
+from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.serving import ModelRegistry
 from ser_train.timeline import Segment, SpeechMap
-
-NEUTRAL, CALM, HAPPY, SAD = (EMOTIONS.index(name) for name in ("neutral", "calm", "happy", "sad"))
-
+from speech import sentences
 
 @pytest.fixture(autouse=True)
 def offer_calibratable_model(monkeypatch, calibratable_cnn, precalibration_cnn):
@@ -44,7 +44,7 @@ def offer_calibratable_model(monkeypatch, calibratable_cnn, precalibration_cnn):
 def passage(tmp_path_factory):
     """About 20 s of calm speech with pauses, as a visitor reading the passage gives."""
     path = tmp_path_factory.mktemp("calibration") / "passage.wav"
-    soundfile.write(path, utterances([NEUTRAL, CALM] * 3, speech_s=2.5, pause_s=0.8), SAMPLING_RATE)
+    soundfile.write(path, sentences(6, pause_s=0.8), SAMPLING_RATE)
     return str(path)
 
 
@@ -53,7 +53,7 @@ def mood_lines(tmp_path_factory):
     """One line said calm, happy, sad and angry, twice round, with pauses (about 22 s), as the
     mood prompt asks."""
     path = tmp_path_factory.mktemp("calibration") / "moods.wav"
-    soundfile.write(path, utterances([CALM, HAPPY, SAD, ANGRY] * 2, speech_s=2.0, pause_s=0.7), SAMPLING_RATE)
+    soundfile.write(path, sentences(8, pause_s=0.7), SAMPLING_RATE)
     return str(path)
 
 
@@ -66,7 +66,7 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     clip = str(write_clip(tmp_path / "angry.wav", sampling_rate=16_000, emotion=ANGRY))
     model = load_model(name)
     calibration = model.calibrate_recording(load_audio(passage), source="neutral")
-    assert calibration.clips == 6 and not calibration.spread_estimated  # six utterances, mean shift
+    assert calibration.clips == 6 and not calibration.spread_estimated  # six sentences, mean shift
     calibrated = list(model.predict_file(clip, calibration=calibration).values())
     uncalibrated = list(model.predict_file(clip).values())
     assert not np.allclose(calibrated, uncalibrated, atol=1e-4)
@@ -94,6 +94,38 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     state, status = app.reset_calibration()
     assert state == {} and "Calibration is **off**" in status
     assert page(state) == pytest.approx(uncalibrated, abs=1e-6)
+
+
+def test_a_calibration_recording_counts_its_speech_and_one_without_speech_is_refused(calibratable_cnn, tmp_path, capsys):
+    """Calibrating to a tone, music or a room's noise would move every later answer without a word:
+    other sounds in a calibration recording are left out, and one with no speech is refused, on the
+    page (the session keeps its calibration), by /predict and by the CLI."""
+    name = str(calibratable_cnn)
+    model = load_model(name)
+    tones = utterances([ANGRY, ANGRY], speech_s=2.5, pause_s=1.0)
+    with_tones = np.concatenate([load_audio(write_sentences(tmp_path / "six.wav", 6)), tones])
+    assert model.calibrate_recording(with_tones, "neutral").clips == 6  # the six sentences, not the tones
+
+    tones_wav = tmp_path / "tones.wav"
+    soundfile.write(tones_wav, np.concatenate([tones] * 4), SAMPLING_RATE)  # 16 s: long enough to be read
+    with pytest.raises(AudioError, match="No speech heard in the calibration recording"):
+        model.calibrate_recording(load_audio(tones_wav), "neutral")
+    session, status = app.calibrate_handler(str(tones_wav), name, "", {}, PASSAGE.name)
+    assert status.startswith("⚠️ No speech heard in the calibration recording") and session == {}
+    calibrated, _ = app.calibrate_handler(write_sentences(tmp_path / "passage.wav", 6), name, "", {}, PASSAGE.name)
+    again, status = app.calibrate_handler(str(tones_wav), name, "", calibrated, PASSAGE.name)
+    assert again == calibrated and "Calibration is **on**" in status  # the session's calibration stays
+    clip = str(write_clip(tmp_path / "clip.wav"))
+    with pytest.raises(gr.Error, match="No speech heard in the calibration recording"):
+        app.predict_api(clip, name, str(tones_wav), PASSAGE.name)
+    capsys.readouterr()
+    assert cli.main(["predict", clip, "--model", name, "--calibration", str(tones_wav), "--calibration-prompt", PASSAGE.name]) == cli.EXIT_USER_ERROR
+    assert "error: No speech heard in the calibration recording" in capsys.readouterr().err
+
+
+def write_sentences(path, count: int) -> str:
+    soundfile.write(path, sentences(count, pause_s=0.8), SAMPLING_RATE)
+    return str(path)
 
 
 def test_the_mood_prompt_calibrates_as_the_prompted_moods_on_the_page_predict_and_cli(calibratable_cnn, mood_lines, tmp_path, capsys):

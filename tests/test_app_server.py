@@ -28,6 +28,7 @@ from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.timeline import average_probabilities, timeline
 from ser_train.uploads import GONE
+from speech import sentences
 
 MAX_DURATION_S = 30  # the server's SER_MAX_DURATION_S
 MAX_UPLOAD_MB = 1  # the server's SER_MAX_UPLOAD_MB
@@ -71,7 +72,7 @@ def test_predict_is_the_one_documented_endpoint(client):
 
 def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_only(client, calibratable_cnn, tmp_path):
     mood_lines = tmp_path / "moods.wav"
-    soundfile.write(mood_lines, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), 16_000)
+    soundfile.write(mood_lines, sentences(8, pause_s=0.7), 16_000)
     clip = write_clip(tmp_path / "speech.wav")
     model = load_model(str(calibratable_cnn))
     # /predict reads a calibration recording as the page's first prompt, the mood lines.

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from app_support import ANGRY, AppServer, utterances
+from app_support import ANGRY, AppServer
 from ser_train.audio import load_audio
 from ser_train.calibration_prompts import MOOD_LINE, PASSAGE
-from ser_train.data import EMOTIONS
+from speech import sentences
 from synthetic import synth_clip
 from test_browser import (
     CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, fetch_received, screenshot,
@@ -30,11 +30,12 @@ SECOND_RECORDING_S = 4.0
 
 @pytest.fixture(scope="module")
 def microphone_wav(tmp_path_factory) -> Path:
-    """What the fake microphone plays, looping: calm utterances with pauses, then an angry one."""
-    calm = utterances([EMOTIONS.index("neutral"), EMOTIONS.index("calm")] * 3, speech_s=2.5, pause_s=0.8, sampling_rate=FAKE_MICROPHONE_RATE)
+    """What the fake microphone plays, looping: six sentences with pauses (the passage read), then
+    a synthetic angry clip."""
+    passage = sentences(6, pause_s=0.8, sampling_rate=FAKE_MICROPHONE_RATE)
     angry = synth_clip(ANGRY, actor=1, sampling_rate=FAKE_MICROPHONE_RATE, seed=99, duration_s=3.0)
     path = tmp_path_factory.mktemp("microphone") / "voice.wav"
-    soundfile.write(path, np.concatenate([calm, angry, np.zeros(FAKE_MICROPHONE_RATE // 2, np.float32)]), FAKE_MICROPHONE_RATE)
+    soundfile.write(path, np.concatenate([passage, angry, np.zeros(FAKE_MICROPHONE_RATE // 2, np.float32)]), FAKE_MICROPHONE_RATE)
     return path
 
 
