@@ -81,9 +81,9 @@ def timeline(model, waveform: np.ndarray) -> list[Segment]:
 
     `model` is an `ser_train.inference.EmotionModel` (anything with `labels` and `predict_batch`).
     """
-    bounds = sound_segments(waveform, SAMPLING_RATE)
+    bounds, speech_s = heard_segments(waveform)
     probabilities = predict_in_batches(model, [waveform[start:end] for start, end in bounds])
-    return labelled_segments(model, bounds, probabilities, vad.speech_seconds_within(vad.frame_speech_probabilities(waveform), bounds))
+    return labelled_segments(model, bounds, probabilities, speech_s)
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,15 @@ def is_speech(speech_s: float, duration_s: float) -> bool:
     return speech_s >= vad.MIN_SPEECH_FRACTION * duration_s
 
 
+def heard_segments(waveform: np.ndarray) -> tuple[list[tuple[int, int]], list[float]]:
+    """The `sound_segments` of a 16 kHz waveform, and the seconds of speech Silero hears in each."""
+    bounds = sound_segments(waveform, SAMPLING_RATE)
+    return bounds, vad.speech_seconds_within(vad.frame_speech_probabilities(waveform), bounds)
+
+
 def speech_bounds(waveform: np.ndarray) -> list[tuple[int, int]]:
     """The `sound_segments` of a 16 kHz waveform that are speech, as the timeline judges them."""
-    bounds = sound_segments(waveform, SAMPLING_RATE)
-    heard = vad.speech_seconds_within(vad.frame_speech_probabilities(waveform), bounds)
+    bounds, heard = heard_segments(waveform)
     return [(start, end) for (start, end), speech_s in zip(bounds, heard) if is_speech(speech_s, (end - start) / SAMPLING_RATE)]
 
 

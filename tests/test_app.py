@@ -33,7 +33,7 @@ from ser_train.serving import LiveSessions, ModelRegistry
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, average_probabilities, timeline
 from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
 from ser_train.vad import VAD_FRAME, speech_seconds
-from speech import SENTENCES, spoken
+from speech import SENTENCES, sentences, spoken
 from synthetic import synth_clip
 
 @pytest.fixture(scope="module")
@@ -228,8 +228,7 @@ def test_the_short_speech_note_quotes_the_models_figures_for_its_shortest_speech
 
 
 def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
-    pause = np.zeros(SAMPLING_RATE, np.float32)
-    waveform = np.concatenate([part for number in range(4) for part in (pause, spoken(SENTENCES[number % 2]))])  # 12.5 s
+    waveform = sentences(4, pause_s=1.0)  # 12.5 s
     path = tmp_path / "long.flac"
     soundfile.write(path, waveform, SAMPLING_RATE)
     outputs = analyse(path, model_name)
@@ -412,7 +411,7 @@ def test_another_visitors_recording_is_refused_and_kept_for_them(tmp_path, tiny_
 def test_a_calibration_recording_is_removed_once_read(tmp_path, calibratable_cnn, uploads, monkeypatch):
     monkeypatch.setattr(app, "models", ModelRegistry((DEFAULT_MODEL, str(calibratable_cnn))))
     passage = tmp_path / "passage.wav"
-    soundfile.write(passage, utterances([0, 1] * 3, speech_s=2.5, pause_s=0.8), SAMPLING_RATE)
+    soundfile.write(passage, sentences(6, pause_s=0.8), SAMPLING_RATE)
     stored = uploaded(uploads, passage, "alice")
     state, status = app.calibrate_handler(stored, str(calibratable_cnn), "", {}, request=visitor("alice"))
     assert "Calibration is **on**" in status and list(state) == [str(calibratable_cnn)]
