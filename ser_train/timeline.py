@@ -138,7 +138,7 @@ def timeline_file(model, speech: SpeechMap) -> list[Segment]:
     (its state carried from block to block), so this equals `timeline` of the whole waveform.
     """
     voice = vad.VoiceActivity(keep_all=True)
-    pieces = cut_segments(heard(speech.blocks(), voice), speech.bounds)
+    pieces = cut_segments(fed_to(voice, speech.blocks()), speech.bounds)
     probabilities = np.zeros((len(speech.bounds), len(model.labels)), dtype=np.float32)
     for first in range(0, len(speech.bounds), BATCH_SIZE):
         batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
@@ -148,8 +148,8 @@ def timeline_file(model, speech: SpeechMap) -> list[Segment]:
     return labelled_segments(model, speech.bounds, probabilities, speech_s)
 
 
-def heard(blocks: Iterable[np.ndarray], voice: vad.VoiceActivity) -> Iterator[np.ndarray]:
-    """The blocks, each given to `voice` on its way through."""
+def fed_to(voice: vad.VoiceActivity, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The blocks, each fed to `voice` on its way through."""
     for block in blocks:
         voice.push(block)
         yield block
@@ -157,8 +157,8 @@ def heard(blocks: Iterable[np.ndarray], voice: vad.VoiceActivity) -> Iterator[np
 
 def labelled_segments(model, bounds: list[tuple[int, int]], probabilities: np.ndarray, speech_s: list[float]) -> list[Segment]:
     return [
-        Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))), heard)
-        for (start, end), row, heard in zip(bounds, probabilities, speech_s, strict=True)
+        Segment(start / SAMPLING_RATE, end / SAMPLING_RATE, dict(zip(model.labels, map(float, row))), seconds)
+        for (start, end), row, seconds in zip(bounds, probabilities, speech_s, strict=True)
     ]
 
 
@@ -186,8 +186,8 @@ def heard_segments(waveform: np.ndarray) -> tuple[list[tuple[int, int]], list[fl
 
 def speech_bounds(waveform: np.ndarray) -> list[tuple[int, int]]:
     """The `sound_segments` of a 16 kHz waveform that are speech, as the timeline judges them."""
-    bounds, heard = heard_segments(waveform)
-    return [(start, end) for (start, end), speech_s in zip(bounds, heard) if is_speech(speech_s, (end - start) / SAMPLING_RATE)]
+    bounds, speech_s = heard_segments(waveform)
+    return [(start, end) for (start, end), seconds in zip(bounds, speech_s) if is_speech(seconds, (end - start) / SAMPLING_RATE)]
 
 
 def sound_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:

@@ -209,8 +209,8 @@ def test_speech_in_a_long_recording_is_counted_in_every_block_of_the_file(tmp_pa
     path = tmp_path / "two-sentences.wav"
     soundfile.write(path, recording, SAMPLING_RATE)
     analysis = analyse_recording(library_model(tiny_model_dir), path)
-    # Silero's frames start where each block does, so the second sentence may fall a frame
-    # differently: each sentence is counted to within two 32 ms frames.
+    # Each sentence is counted within its segment, by frames that overlap it, after what came
+    # before it: each to within two 32 ms frames of the sentence heard alone.
     assert analysis.speech_seconds == pytest.approx(2 * heard_once, abs=4 * VAD_FRAME / SAMPLING_RATE)
 
 
