@@ -331,15 +331,16 @@ def _temperature(fits: dict[str, HeldOutFit], labels: list[str]) -> float:
     return fit_temperature([probabilities for probabilities, _ in scored], [references for _, references in scored])
 
 
+def _calibrated_by_source(fits: dict[str, HeldOutFit]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """For each calibration source the fits answered with: corpus -> the fit's calibrated answers."""
+    by_source = {source: {corpus: fit.calibrated[source] for corpus, fit in fits.items() if source in fit.calibrated} for source in SOURCES}
+    return {source: answers for source, answers in by_source.items() if answers}
+
+
 def _calibrated_temperatures(fits: dict[str, HeldOutFit]) -> dict[str, float]:
     """For each calibration source the fits answered with: the temperature that fits those
     calibrated answers best, each corpus weighted equally."""
-    temperatures = {}
-    for source in SOURCES:
-        answers = [fit.calibrated[source] for fit in fits.values() if source in fit.calibrated]
-        if answers:
-            temperatures[source] = fit_temperature(*zip(*answers))
-    return temperatures
+    return {source: fit_temperature(*zip(*answers.values())) for source, answers in _calibrated_by_source(fits).items()}
 
 
 def _scored(fit: HeldOutFit, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -393,10 +394,8 @@ def _calibrate_probabilities(family: Family, training: datasets.Dataset, model_d
     fits = _held_out_fits(family, training, work_dir, resume)
     uncalibrated = {corpus: _scored(fit, labels) for corpus, fit in fits.items()}
     results = _confidence_on(uncalibrated, _temperature(fits, labels), None)
-    calibrated = {}
-    for source, temperature in _calibrated_temperatures(fits).items():
-        answers = {corpus: fit.calibrated[source] for corpus, fit in fits.items() if source in fit.calibrated}
-        calibrated[source] = _confidence_on(answers, temperature, source)
+    temperatures = _calibrated_temperatures(fits)
+    calibrated = {source: _confidence_on(answers, temperatures[source], source) for source, answers in _calibrated_by_source(fits).items()}
     config_path = model_dir / CONFIG_FILE
     if config_path.is_file():  # every real family's folder has one; the tests' stand-in families do not
         config = json.loads(config_path.read_text())
