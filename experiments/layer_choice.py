@@ -65,11 +65,17 @@ def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, tra
     head, mean, std = fit_head(inputs, torch.from_numpy(emotions[train]).long(), weights, len(labels))
     with torch.inference_mode():
         probabilities = head((torch.from_numpy(statistics[np.ix_(test, columns)]) - mean) / std).softmax(-1).numpy()
+    return scores_on(corpus, probabilities, data, training_corpora)
 
+
+def scores_on(corpus: str, probabilities: np.ndarray, data: dict, training_corpora: list[str]) -> dict:
+    """UA and most-predicted share of `probabilities` [the corpus's clips, emotions], scored on the
+    emotions `corpus` shares with `training_corpora`, as leave-one-corpus-out scores."""
+    labels, emotions = data["labels"].tolist(), data["emotion"]
     features = datasets.Features({"emotion": datasets.ClassLabel(names=labels)})
-    test_set = datasets.Dataset.from_dict({"emotion": emotions[test]}, features=features)
-    trained_labels = [labels[e] for e in sorted(set(emotions[train].tolist()))]
-    scoring = SharedScoring.of(test_set, labels, trained_labels)  # as leave-one-corpus-out scores
+    test_set = datasets.Dataset.from_dict({"emotion": emotions[data["corpus"] == corpus]}, features=features)
+    trained_labels = [labels[e] for e in sorted(set(emotions[np.isin(data["corpus"], training_corpora)].tolist()))]
+    scoring = SharedScoring.of(test_set, labels, trained_labels)
     metrics = scoring.metrics(scoring.references, scoring.predict_ids(probabilities[scoring.kept]))
     return {"ua": metrics["balanced_accuracy"], "most_predicted": metrics["most_predicted"]}
 

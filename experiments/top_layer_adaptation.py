@@ -60,24 +60,30 @@ SEED = 0
 torch.set_num_threads(1)  # one process per held-out corpus, one per core
 
 
-def cache() -> None:
-    dataset = load_corpora(CORPORA)
+def encoded(dataset: datasets.Dataset):
+    """Every clip's trimmed speech through the bundled model's window, CLIPS_PER_FORWARD at a time:
+    (the encoder's hidden states 0-6 [clips, window frames, 512], each clip's own frame count)."""
     model = WhisperForEmotionRecognition.from_pretrained(MODEL, use_safetensors=True).eval()
     extractor = WhisperFeatureExtractor.from_pretrained(MODEL)
     waveforms = [trim_silence(w) for w in audio_arrays(dataset)]
-    low, frames, lengths = [], [], []
     started = time.time()
     with torch.inference_mode():
         for start in range(0, len(waveforms), CLIPS_PER_FORWARD):
             inputs = extractor(waveforms[start : start + CLIPS_PER_FORWARD], sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt")
-            hidden = model.encoder(inputs.input_features, output_hidden_states=True).hidden_states
-            n = encoder_frame_counts(inputs.attention_mask, WINDOW_FRAMES)
-            low.append(torch.cat([frame_statistics(h, n) for h in hidden[: ADAPTED + 1]], dim=-1).numpy())
-            for clip, length in enumerate(n.tolist()):
-                frames.append(hidden[ADAPTED][clip, :length].half().numpy())
-                lengths.append(length)
+            yield model.encoder(inputs.input_features, output_hidden_states=True).hidden_states, encoder_frame_counts(inputs.attention_mask, WINDOW_FRAMES)
             if start % 400 == 0:
                 print(f"{start}/{len(waveforms)} clips, {time.time() - started:.0f} s", flush=True)
+
+
+def cache() -> None:
+    dataset = load_corpora(CORPORA)
+    low, frames, lengths = [], [], []
+    started = time.time()
+    for hidden, n in encoded(dataset):
+        low.append(torch.cat([frame_statistics(h, n) for h in hidden[: ADAPTED + 1]], dim=-1).numpy())
+        for clip, length in enumerate(n.tolist()):
+            frames.append(hidden[ADAPTED][clip, :length].half().numpy())
+            lengths.append(length)
     np.savez(
         CACHE,
         low=np.concatenate(low),
