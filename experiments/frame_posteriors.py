@@ -2,6 +2,7 @@
 carry to a corpus it never heard better than one head on the clip's pooled statistics?
 
     PYTHONPATH=. .venv/bin/python experiments/frame_posteriors.py   # after top_layer_adaptation.py cache
+    PYTHONPATH=. .venv/bin/python experiments/frame_posteriors.py --every-layer --stride 2
 
 A clip's mean and spread over its frames carry the clip as a whole: its speaker, room and length
 as well as its emotion. A head on single frames (each labelled with its clip's emotion) sees none
@@ -10,7 +11,9 @@ clip's trimmed speech through the bundled model's encoder once; hidden state 5, 
 input, kept frame by frame): the linear head `train whisper` fits (standardised inputs, L2 0.03,
 full-batch L-BFGS), on frames weighted so that every clip counts as one row weighted as
 `train whisper` weighs it; a clip's answer is the softmax of its frames' mean log-probabilities.
-Against the same head on the same hidden state's pooled statistics (mean and spread), leaving each
+`--every-layer` puts every hidden state's frames (0-6) side by side instead, from one more encoder
+pass cached in runs/probe/ (3.4 GB); `--stride n` keeps every n-th frame, to fit in memory.
+Against the same head on the same hidden states' pooled statistics (mean and spread), leaving each
 corpus out in turn. Settings fixed beforehand; the mean of the frames' probabilities is printed
 beside, not chosen between. A probe behind a README figure, not part of the package.
 """
