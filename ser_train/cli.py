@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="copies of the training clips with each speaker calibrated on a random sample of their "
         "own clips, so one model serves calibrated and uncalibrated use (default 4; 0: off)",
     )
+    whisper.add_argument(
+        "--speaker-directions",
+        type=int,
+        metavar="K",
+        help="remove from what the head sees the K directions in which the training speakers' voices "
+        "differ most (at most one less than the speakers; default 0: none)",
+    )
     whisper.set_defaults(run=run_train, family="whisper")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")

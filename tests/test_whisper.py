@@ -20,7 +20,7 @@ from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, HEL
 from ser_train.models import whisper, whisper_conversion
 from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, convert
 from ser_train.training import runner
-from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters
+from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters, speaker_directions
 from ser_train.vad import trim_silence
 from synthetic import synth_clip
 
@@ -251,6 +251,49 @@ def test_fitting_again_gives_the_same_weights_so_a_rerun_fold_reproduces_its_mod
     for name, weights in first.model.model.state_dict().items():
         torch.testing.assert_close(again.model.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
     assert (tmp_path / "first" / POSITIONS_SHARD).read_bytes() == (tmp_path / "again" / POSITIONS_SHARD).read_bytes()
+
+
+def test_speaker_directions_are_where_voices_differ_not_where_emotions_do():
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(6), 20)
+    emotions = np.tile(np.arange(4), 30)
+    groups = np.where(speakers < 3, "corpus-a", "corpus-b")
+    voice, emotion = np.eye(5)[1], np.eye(5)[3]
+    rows = (
+        rng.normal(0, 3, 6)[speakers, None] * voice  # each speaker's own offset
+        + (emotions[:, None] - 1.5) * 2 * emotion
+        + np.where(groups == "corpus-b", 5.0, 0.0)[:, None] * np.eye(5)[0]  # a corpus's offset
+        + rng.normal(0, 0.1, (len(speakers), 5))
+    ).astype(np.float32)
+
+    found = speaker_directions(rows, speakers, emotions, groups, 1)
+
+    assert found.shape == (1, 5)
+    assert abs(found[0] @ voice) > 0.99  # neither the emotions' axis nor the corpora's
+    many = speaker_directions(rows, speakers, emotions, groups, 10)
+    assert len(many) == 5  # six speakers' offsets span at most five directions
+    np.testing.assert_allclose(many @ many.T, np.eye(5), atol=1e-5)  # orthonormal, to float32 rounding
+    assert len(speaker_directions(rows, speakers, emotions, groups, 0)) == 0
+
+
+def test_with_speaker_directions_the_saved_head_ignores_them_and_loads_as_any_other(tiny_base, synthetic_ravdess, tmp_path):
+    family = tiny_family(tiny_base, speaker_directions=2)
+    train = family.prepare(load_ravdess(str(synthetic_ravdess)))
+    result = family.fit(train, None, tmp_path / "model", resume=False)
+    model = result.model.model
+    clean = np.asarray(train.with_format("numpy")[STATISTICS_COLUMN])[:, 0]
+    standardised = ((torch.from_numpy(clean) - model.input_mean) / model.input_std).numpy()
+    directions = speaker_directions(standardised, np.asarray(train["actor"]), np.asarray(train["emotion"]), np.zeros(train.num_rows), 2)
+
+    weight = model.classifier.weight.detach().numpy()
+    assert directions.shape == (2, weight.shape[1])
+    # Folded in, the projection leaves the weights no component along the directions: what is
+    # left is float32 rounding of sums over the statistics' dimensions, far under 1e-4 of |W|.
+    assert np.abs(weight @ directions.T).max() < 1e-4 * np.abs(weight).max()
+    assert np.abs(weight).max() > 0  # the head learnt something
+    loaded = load_model(str(tmp_path / "model"))
+    clips = audio_arrays(train.select(range(4)))
+    np.testing.assert_allclose(loaded.predict_batch(clips), result.model.predict_proba(clips), atol=1e-5)
 
 
 def test_a_base_that_is_not_whisper_is_refused_before_any_audio_is_read(tmp_path):

@@ -76,6 +76,9 @@ class WhisperHyperparameters:
     # Weigh every training corpus the same (and every emotion the same within it), so a corpus
     # of 2800 clips does not outvote one of 588.
     balance_corpora: bool = True
+    # Directions in which the training speakers' voices differ most (speaker_directions), removed
+    # from what the head sees, so that it cannot tell emotions apart by who is speaking. 0: none.
+    speaker_directions: int = 0
     seed: int = 0
 
 
@@ -202,7 +205,10 @@ class WhisperFamily:
         with torch.no_grad():
             model.input_mean.copy_(inputs.mean(dim=0))
             model.input_std.copy_(inputs.std(dim=0).clamp_min(MIN_STD))
-        iterations = self._fit_classifier(model, inputs, targets, torch.from_numpy(np.tile(self._row_weights(train), copies)).float())
+        groups = np.asarray(train["corpus"]) if "corpus" in train.column_names else np.zeros(train.num_rows)
+        standardised_clean = ((torch.from_numpy(statistics[:, 0]) - model.input_mean) / model.input_std).numpy()
+        directions = torch.from_numpy(speaker_directions(standardised_clean, speakers, np.asarray(train["emotion"]), groups, self.hp.speaker_directions))
+        iterations = self._fit_classifier(model, inputs, targets, torch.from_numpy(np.tile(self._row_weights(train), copies)).float(), directions)
         print(f"classifier fitted on {len(inputs)} rows ({train.num_rows} clips) in {iterations} L-BFGS iterations")
         whisper.save_classifier(model, self.feature_extractor, output_dir, self.base_folder)
         return FitResult(whisper_classifier, best_epoch=None)  # one fit to convergence, no epochs
@@ -215,9 +221,17 @@ class WhisperFamily:
             return balanced_row_weights(targets, np.asarray(train["corpus"]))
         return class_weights(torch.from_numpy(targets), len(train.features["emotion"].names)).numpy()[targets]
 
-    def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> int:
+    def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, directions: torch.Tensor) -> int:
+        """Fit the head on the standardised inputs with `directions` [k, size] projected out. The
+        projection is then folded into the head's weights, which it leaves unchanged on any input
+        it saw; so the saved model is a linear head like any other and calibrates as before."""
         standardised = (inputs - model.input_mean) / model.input_std
-        return fit_linear_head(model.classifier, standardised, targets, weights, self.hp.l2, self.hp.max_iterations)
+        if len(directions):
+            standardised -= (standardised @ directions.T) @ directions
+        iterations = fit_linear_head(model.classifier, standardised, targets, weights, self.hp.l2, self.hp.max_iterations)
+        with torch.no_grad():
+            model.classifier.weight -= (model.classifier.weight @ directions.T) @ directions
+        return iterations
 
     def predict_proba(self, model: whisper.EmotionWhisper, dataset: datasets.Dataset) -> np.ndarray:
         """Class probabilities from the clips' cached clean statistics where present, else from
@@ -235,6 +249,26 @@ class WhisperFamily:
             return whisper.new_classifier(self.base_folder, labels, self.hp.window_s, self.hp.trim_silence)
         except ValueError as error:
             raise SERError(f"{self.hp.base}: {error}") from None
+
+
+def speaker_directions(standardised: np.ndarray, speakers: np.ndarray, emotions: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
+    """[at most `count`, size]: orthonormal directions in which the speakers' voices differ most.
+
+    A speaker's offset is the mean over their clips of (clip - the mean of their group's (corpus's)
+    clips of that emotion), so it holds their voice and room rather than their mix of emotions;
+    the directions are the offsets' principal axes, every speaker weighted the same
+    (nuisance-attribute projection). There are at most as many as speakers less one.
+    """
+    if count == 0:
+        return np.zeros((0, standardised.shape[1]), dtype=np.float32)
+    residuals = np.empty_like(standardised)
+    for group in np.unique(groups):
+        for emotion in np.unique(emotions[groups == group]):
+            cell = (groups == group) & (emotions == emotion)
+            residuals[cell] = standardised[cell] - standardised[cell].mean(0)
+    offsets = np.stack([residuals[speakers == speaker].mean(0) for speaker in np.unique(speakers)])
+    axes = np.linalg.svd(offsets - offsets.mean(0), full_matrices=False)[2]
+    return axes[: min(count, len(offsets) - 1)].astype(np.float32)
 
 
 def fit_linear_head(
@@ -266,5 +300,5 @@ def _statistics(dataset: datasets.Dataset) -> np.ndarray:
 
 def from_args(args: argparse.Namespace) -> WhisperFamily:
     """The family `python -m ser_train train whisper` asked for."""
-    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views", "cropped_views", "channel_views") if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in ("base", "window_s", "l2", "calibrated_views", "augmented_views", "cropped_views", "channel_views", "speaker_directions") if getattr(args, name, None) is not None}
     return WhisperFamily(WhisperHyperparameters(seed=args.seed, **overrides))
