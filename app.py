@@ -145,8 +145,11 @@ def predict_api(
     voice, for this request only. Both files are removed from the server once answered.
     """
     try:
-        chosen = models.get(models.resolve(model))
+        # The uploads are taken first, so that they are removed whatever fails after: an API
+        # caller sends its files again with every request (the page keeps a recording for another
+        # try with another model; see predict_handler).
         with uploads.used(audio, request) as audio, uploads.used(calibration_audio, request) as calibration_audio:
+            chosen = models.get(models.resolve(model))
             if calibration_audio:
                 prompt = calibration_prompt_named(calibration_prompt)
                 chosen = chosen.with_calibration(chosen.calibrate_recording(prompt.read(calibration_audio), source=prompt.source))

@@ -400,6 +400,19 @@ def test_a_model_that_cannot_be_loaded_leaves_the_recording_for_another_try(tmp_
     assert not Path(stored).exists()
 
 
+def test_predict_api_removes_the_uploads_also_when_the_model_cannot_be_loaded(tmp_path, tiny_model_dir, uploads):
+    clip = write_clip(tmp_path / "speech.wav")
+    stored = uploaded(uploads, clip, "alice")
+    calibration = uploaded(uploads, write_clip(tmp_path / "moods.wav", emotion=3), "alice")
+    with pytest.raises(gr.Error, match="nobody/no-such-model"):
+        app.predict_api(stored, "nobody/no-such-model", calibration, request=visitor("alice"))
+    assert not Path(stored).exists() and not Path(calibration).exists()
+    # Sent again, as an API caller does, the same bytes are answered and removed too.
+    again = uploaded(uploads, clip, "alice")
+    assert app.predict_api(again, tiny_model_dir, request=visitor("alice")) == pytest.approx(load_model(tiny_model_dir).predict_file(clip), abs=1e-6)
+    assert not Path(again).exists()
+
+
 def test_another_visitors_recording_is_refused_and_kept_for_them(tmp_path, tiny_model_dir, uploads):
     stored = uploaded(uploads, write_clip(tmp_path / "speech.wav"), "alice")
     assert_refused(app.predict_handler(stored, tiny_model_dir, "", request=visitor("bob")), GONE)
