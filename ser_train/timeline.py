@@ -3,7 +3,7 @@
 A long recording holds many utterances, each with its own emotion; one prediction for all of it
 would average them away, and the models here were trained on single utterances of 3-4 s. So:
 
-1. frame energies locate sound: frames far below the loudest one are silence;
+1. frame energies locate sound: frames far below the recording's loudest second are silence;
 2. sound separated by short gaps is one segment, very short segments are widened to the
    minimum a model can judge, long ones are cut into windows of about an utterance's length;
 3. segments go to the model a batch at a time (a 10-minute recording is about 150 windows,
@@ -16,7 +16,7 @@ would average them away, and the models here were trained on single utterances o
     overall = average_probabilities(segments)  # its speech, duration-weighted: a whole-recording answer
 
 A file need not be decoded whole: `timeline_file` reads it twice in blocks, first to find the
-speech (silence is judged against the loudest frame of the whole recording), then to cut out
+speech (silence is judged against the loudness of the whole recording), then to cut out
 and predict the segments, so its memory does not grow with the recording's length:
 
     speech = map_speech("talk.wav")             # first pass: where the speech is, how long it is
@@ -37,7 +37,14 @@ from ser_train import vad
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, stream_audio
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
-SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the loudest frame are silence
+SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the reference level (reference_power) are silence
+# A knock on the microphone, a cough, a door's slam: louder than speech and shorter than
+# LOUD_EVENT_S. The reference level sets this much of the loudest frames aside and may be at most
+# LOUD_EVENT_MARGIN_DB above what remains, so that one such event does not turn the quieter speech
+# around it into silence, while a shouted sentence (its loudest half second a few dB above the
+# rest of it) still sets the level as its loudest frame does.
+LOUD_EVENT_S = 0.5
+LOUD_EVENT_MARGIN_DB = 10.0
 # Shorter gaps are pauses inside an utterance, not between utterances: acted RAVDESS sentences
 # hold pauses of up to about half a second between words, and splitting there leaves one-word
 # fragments that no model can judge.
@@ -124,7 +131,7 @@ def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURA
 
     frame = round(FRAME_S * SAMPLING_RATE)
     power, num_samples = frame_powers(decoded(), frame)
-    bounds = segments_from_energy(db_below_peak(power), frame, num_samples, SAMPLING_RATE)
+    bounds = segments_from_energy(db_below_reference(power, FRAME_S), frame, num_samples, SAMPLING_RATE)
     whole = first_block[0] if len(first_block[0]) == num_samples else None  # the file was one block
     return SpeechMap(Path(path), num_samples, bounds, max_duration_s, whole)
 
@@ -194,7 +201,7 @@ def sound_segments(waveform: np.ndarray, sampling_rate: int) -> list[tuple[int, 
     """(start, end) sample indices of the stretches of sound, each MIN..MAX_SEGMENT_S long (speech
     or not: `timeline` asks a voice-activity model)."""
     frame = round(FRAME_S * sampling_rate)
-    return segments_from_energy(frame_energy_db(waveform, frame), frame, len(waveform), sampling_rate)
+    return segments_from_energy(frame_energy_db(waveform, frame, sampling_rate), frame, len(waveform), sampling_rate)
 
 
 def segments_from_energy(energy_db: np.ndarray, frame: int, num_samples: int, sampling_rate: int) -> list[tuple[int, int]]:
@@ -208,12 +215,12 @@ def segments_from_energy(energy_db: np.ndarray, frame: int, num_samples: int, sa
     return segments
 
 
-def frame_energy_db(waveform: np.ndarray, frame: int) -> np.ndarray:
-    """Mean power of consecutive frames in dB relative to the loudest frame (0 dB at the peak).
+def frame_energy_db(waveform: np.ndarray, frame: int, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Mean power of consecutive frames in dB relative to the reference level (`db_below_reference`).
 
     A last partial frame is included, so trailing speech is not lost.
     """
-    return db_below_peak(frame_powers([waveform], frame)[0])
+    return db_below_reference(frame_powers([waveform], frame)[0], frame / sampling_rate)
 
 
 def frame_powers(blocks: Iterable[np.ndarray], frame: int) -> tuple[np.ndarray, int]:
@@ -257,10 +264,20 @@ def _mean_squares(frames: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", frames, frames) / frames.shape[1]
 
 
-def db_below_peak(power: np.ndarray) -> np.ndarray:
-    """Powers in dB relative to the largest (0 dB at the peak)."""
+def db_below_reference(power: np.ndarray, frame_s: float) -> np.ndarray:
+    """Powers of `frame_s`-second frames in dB relative to the reference level: the loudest frame,
+    or, when a short event (LOUD_EVENT_S) stands out, LOUD_EVENT_MARGIN_DB above the loudest frame
+    once that event is set aside. At most half of the frames within SILENCE_BELOW_PEAK_DB of the
+    loudest are set aside, so that when the only sound is one short word, the word sets the level.
+    """
     tiny = np.finfo(np.float32).tiny  # log of zero (digital silence) is -inf
-    return 10 * np.log10(np.maximum(power, tiny) / max(power.max(), tiny))
+    peak = power.max()
+    near_peak = int(np.count_nonzero(power >= peak * 10 ** (-SILENCE_BELOW_PEAK_DB / 10)))
+    event_frames = math.ceil(LOUD_EVENT_S / frame_s - 1e-9) + 1  # an event between frames spans one more
+    set_aside = min(event_frames, near_peak // 2)
+    rest = np.partition(power, len(power) - 1 - set_aside)[len(power) - 1 - set_aside]
+    reference = min(peak, rest * 10 ** (LOUD_EVENT_MARGIN_DB / 10))
+    return 10 * np.log10(np.maximum(power, tiny) / max(reference, tiny))
 
 
 def voiced_runs(voiced: np.ndarray) -> list[tuple[int, int]]:

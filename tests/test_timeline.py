@@ -60,6 +60,24 @@ def test_utterances_separated_by_pauses_become_one_segment_each():
         assert end == pytest.approx(true_end, abs=FRAME_TOLERANCE_S)
 
 
+@pytest.mark.parametrize("burst_s", [0.1, 0.3, 0.5])
+def test_a_short_loud_event_does_not_turn_the_quieter_speech_around_it_into_silence(burst_s):
+    """A knock on the microphone 30 dB above the speech (frame power): set aside, the speech's own level
+    decides what is silence, so every utterance is found as it is without the knock."""
+    speech = 0.2 * utterances([0, 3, 6], speech_s=1.5, pause_s=1.0)  # frames 34-47 dB under full scale
+    knock = np.random.default_rng(0).uniform(-1, 1, round(burst_s * SAMPLING_RATE)).astype(np.float32)
+    pause = np.zeros(SAMPLING_RATE, dtype=np.float32)
+    between_frames = np.zeros(160, dtype=np.float32)  # 10 ms: the knock straddles the energy frames
+    without = seconds(sound_segments(speech, SAMPLING_RATE))
+    with_knock = seconds(sound_segments(np.concatenate([speech, between_frames, knock, pause]), SAMPLING_RATE))
+
+    assert len(without) == 3
+    assert with_knock[:3] == without
+    knock_start = len(speech) / SAMPLING_RATE
+    assert len(with_knock) == 4  # the knock is a segment of its own (widened when short), for Silero to judge
+    assert with_knock[3][0] <= knock_start + FRAME_TOLERANCE_S and with_knock[3][1] >= knock_start + burst_s - FRAME_TOLERANCE_S
+
+
 @pytest.mark.parametrize("pause_s", [0.2, 0.5])
 def test_pauses_between_words_do_not_split_an_utterance(pause_s):
     waveform = utterances([2, 2], speech_s=1.0, pause_s=pause_s)
