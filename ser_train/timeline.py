@@ -3,7 +3,8 @@
 A long recording holds many utterances, each with its own emotion; one prediction for all of it
 would average them away, and the models here were trained on single utterances of 3-4 s. So:
 
-1. frame energies locate sound: frames far below the recording's loudest second are silence;
+1. frame energies locate sound: frames far below the recording's level are silence (a short
+   loud event, such as a knock on the microphone, does not set that level);
 2. sound separated by short gaps is one segment, very short segments are widened to the
    minimum a model can judge, long ones are cut into windows of about an utterance's length;
 3. segments go to the model a batch at a time (a 10-minute recording is about 150 windows,
