@@ -680,10 +680,11 @@ def build_app() -> gr.Blocks:
             api_audio = gr.Audio(type="filepath", label="audio")
             api_model = gr.Textbox("", label="model")
             api_calibration = gr.Audio(type="filepath", label="calibration_audio")
+            api_prompt = gr.Textbox(MOODS.name, label="calibration_prompt")
             api_result = gr.JSON(label="probabilities")
             api_button = gr.Button()
         api_button.click(
-            predict_api, inputs=[api_audio, api_model, api_calibration], outputs=api_result, api_name="predict", **analysis_slots
+            predict_api, inputs=[api_audio, api_model, api_calibration, api_prompt], outputs=api_result, api_name="predict", **analysis_slots
         )
     return demo
 

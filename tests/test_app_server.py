@@ -22,7 +22,7 @@ from gradio_client.exceptions import AppError
 
 from app_support import ANGRY, AppServer, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.audio import SAMPLING_RATE, load_audio
-from ser_train.calibration_prompts import MOODS
+from ser_train.calibration_prompts import MOODS, PASSAGE
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
@@ -66,8 +66,9 @@ def test_predict_is_the_one_documented_endpoint(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/predict"]
     parameters = {parameter["parameter_name"]: parameter for parameter in api["named_endpoints"]["/predict"]["parameters"]}
-    assert list(parameters) == ["audio", "model", "calibration_audio"]
+    assert list(parameters) == ["audio", "model", "calibration_audio", "calibration_prompt"]
     assert parameters["calibration_audio"]["parameter_has_default"]  # optional
+    assert parameters["calibration_prompt"]["parameter_default"] == MOODS.name
 
 
 def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_only(client, calibratable_cnn, tmp_path):
@@ -82,6 +83,15 @@ def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_onl
     )
     assert answer == pytest.approx(calibrated, abs=1e-5)
     assert predict(client, clip, str(calibratable_cnn)) == pytest.approx(model.predict_file(clip), abs=1e-5)
+    # The same recording read as the passage (neutral speech) calibrates as the library does then.
+    as_passage = model.predict_file(clip, calibration=model.calibrate_recording(load_audio(mood_lines), source=PASSAGE.source))
+    assert as_passage != pytest.approx(calibrated, abs=1e-3)
+    answer = client.predict(
+        handle_file(str(clip)), str(calibratable_cnn), handle_file(str(mood_lines)), PASSAGE.name, api_name="/predict"
+    )
+    assert answer == pytest.approx(as_passage, abs=1e-5)
+    with pytest.raises(AppError, match="Unknown calibration prompt 'shouting'"):
+        client.predict(handle_file(str(clip)), str(calibratable_cnn), handle_file(str(mood_lines)), "shouting", api_name="/predict")
 
 
 @pytest.mark.parametrize("extension", ["wav", "mp3", "webm"])
