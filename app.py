@@ -152,7 +152,7 @@ def predict_api(
             chosen = models.get(models.resolve(model))
             if calibration_audio:
                 prompt = calibration_prompt_named(calibration_prompt)
-                chosen = chosen.with_calibration(chosen.calibrate_recording(prompt.read(calibration_audio), source=prompt.source))
+                chosen = chosen.with_calibration(prompt.calibrate(chosen, calibration_audio))
             return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
         raise gr.Error(str(error)) from None
@@ -199,7 +199,7 @@ def calibrate_handler(
         name = models.resolve(picked(model_choice, custom_id))
         model = models.get(name)
         with uploads.used(audio_path, request) as audio_path:
-            calibrations[name] = (prompt, model.calibrate_recording(prompt.read(audio_path), source=prompt.source))
+            calibrations[name] = (prompt, prompt.calibrate(model, audio_path))
     except SERError as error:
         return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
     return calibrations, calibration_status(calibrations)

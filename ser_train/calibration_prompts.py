@@ -50,6 +50,7 @@ class CalibrationPrompt:
     instructions: str  # Markdown for the visitor
     source: str  # ser_train.calibration source the recording stands for
     min_s: float  # a shorter recording says too little about a voice
+    min_speech_s: float  # nor does one in which less speech is heard (the rest being pauses or other sounds)
     protocol_row: str  # the row of eval_results.json's "calibration" that measured this kind of sample
     held_out_row: str  # the row of each "leave_one_corpus_out" entry that measured it on a corpus left out of training
     protocol_sample: str  # those rows' calibration sample, for a person
@@ -74,6 +75,18 @@ class CalibrationPrompt:
             )
         return waveform
 
+    def calibrate(self, model, path: str | None):
+        """`model`'s calibration (an `ser_train.calibration.Calibration`) to the speaker recorded at
+        `path` saying this prompt, or an AudioError saying what is wrong with the recording: the
+        one call the page, /predict and the CLI make."""
+        calibration = model.calibrate_recording(self.read(path), source=self.source)
+        if calibration.seconds < self.min_speech_s:
+            raise AudioError(
+                f"Only {calibration.seconds:.1f} s of speech heard in the calibration recording; record "
+                f"{self.asks_for} (at least {self.min_speech_s:g} s of speech)."
+            )
+        return calibration
+
 
 MOODS = CalibrationPrompt(
     name="moods",
@@ -85,6 +98,7 @@ MOODS = CalibrationPrompt(
     ),
     source="moods",
     min_s=12.0,  # eight short lines with pauses
+    min_speech_s=6.0,  # eight lines of about 1.5 s: half of them at least
     protocol_row="prompted_moods",
     held_out_row="mood_calibration",
     protocol_sample="two clips each of calm, happy, sad and angry speech",
@@ -98,6 +112,7 @@ PASSAGE = CalibrationPrompt(
     instructions=f"Read this passage aloud in your usual calm voice (15-30 s).\n\n> {RAINBOW_PASSAGE}",
     source="neutral",
     min_s=10.0,
+    min_speech_s=5.0,  # half the shortest recording
     protocol_row="neutral",
     held_out_row="neutral_calibration",
     protocol_sample="their neutral and calm clips",

@@ -426,7 +426,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from ser_train.calibration_prompts import calibration_prompt_named
 
         prompt = calibration_prompt_named(args.calibration_prompt)
-        model = model.with_calibration(model.calibrate_recording(prompt.read(args.calibration), source=prompt.source))
+        model = model.with_calibration(prompt.calibrate(model, args.calibration))
     results = analyse_files(model, args.files)
     if args.json:
         print(json.dumps(results, indent=2))

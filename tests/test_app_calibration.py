@@ -123,6 +123,28 @@ def test_a_calibration_recording_counts_its_speech_and_one_without_speech_is_ref
     assert "error: No speech heard in the calibration recording" in capsys.readouterr().err
 
 
+def test_a_calibration_recording_with_too_little_speech_is_refused(calibratable_cnn, tmp_path, capsys):
+    """One short sentence in 15 s of a quiet room passes the length check but says little about a
+    voice: refused with how much speech was heard, on the page, by /predict and by the CLI."""
+    name = str(calibratable_cnn)
+    room = np.random.default_rng(0).normal(0, 1e-4, 7 * SAMPLING_RATE).astype(np.float32)
+    recording = tmp_path / "one-line.wav"
+    soundfile.write(recording, np.concatenate([room, sentences(1, pause_s=0.5), room]), SAMPLING_RATE)
+    heard = load_model(name).calibrate_recording(load_audio(recording), PASSAGE.source).seconds
+    assert 0.5 < heard < PASSAGE.min_speech_s < MOODS.min_speech_s
+
+    for prompt in (PASSAGE, MOODS):
+        session, status = app.calibrate_handler(str(recording), name, "", {}, prompt.name)
+        assert session == {} and status.startswith(f"⚠️ Only {heard:.1f} s of speech heard in the calibration recording")
+        assert f"(at least {prompt.min_speech_s:g} s of speech)" in status
+    clip = str(write_clip(tmp_path / "clip.wav"))
+    with pytest.raises(gr.Error, match="s of speech heard in the calibration recording"):
+        app.predict_api(clip, name, str(recording), PASSAGE.name)
+    capsys.readouterr()
+    assert cli.main(["predict", clip, "--model", name, "--calibration", str(recording)]) == cli.EXIT_USER_ERROR
+    assert "s of speech heard in the calibration recording" in capsys.readouterr().err
+
+
 def write_sentences(path, count: int) -> str:
     soundfile.write(path, sentences(count, pause_s=0.8), SAMPLING_RATE)
     return str(path)
