@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -76,13 +77,17 @@ class ModelRegistry:
 
     def resolve(self, name: str | None) -> str:
         """The model to use for what a visitor picked or typed: empty means the first offered
-        (the default), and besides the offered models only Hub ids (user/name[@revision]) are
-        accepted."""
+        (the default); an offered folder may be named by its folder's name, as the page shows it
+        (a caller of /predict does not know where the server keeps it); besides the offered
+        models only Hub ids (user/name[@revision]) are accepted."""
         name = (name or "").strip()
         if not name:
             return self.offered[0]
         if name in self.offered:
             return name
+        folders = {Path(offered).name: offered for offered in self.offered if Path(offered).is_dir()}
+        if name in folders:
+            return folders[name]
         try:
             validate_repo_id(split_revision(name)[0])
         except HFValidationError:

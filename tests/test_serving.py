@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -82,6 +83,9 @@ def test_empty_means_the_first_offered_model_and_offered_names_pass(tiny_model_d
     models = ModelRegistry((tiny_model_dir, DEFAULT_MODEL))
     assert models.resolve("  ") == tiny_model_dir and models.resolve(None) == tiny_model_dir
     assert models.resolve(DEFAULT_MODEL) == DEFAULT_MODEL
+    # A /predict caller names an offered folder as the page shows it, not by the server's path.
+    assert models.resolve(Path(DEFAULT_MODEL).name) == DEFAULT_MODEL
+    assert models.resolve(Path(tiny_model_dir).name) == tiny_model_dir
 
 
 def test_offered_models_put_the_default_first_and_name_each_once(tiny_model_dir):
