@@ -180,10 +180,14 @@ def to_mono_float(waveform: np.ndarray) -> np.ndarray:
     return waveform
 
 
+def check_sampling_rate(rate: int) -> None:
+    if rate <= 0:
+        raise AudioError(f"The sampling rate must be positive, got {rate} Hz.")
+
+
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc), a no-op at the target rate."""
-    if orig_rate <= 0:
-        raise AudioError(f"The sampling rate must be positive, got {orig_rate} Hz.")
+    check_sampling_rate(orig_rate)
     if orig_rate == target_rate:
         return waveform
     tensor = torch.from_numpy(np.ascontiguousarray(waveform))
@@ -197,8 +201,9 @@ def prepare_waveform(
     name: str = "The audio",
 ) -> np.ndarray:
     """Any in-memory audio (integer or float, any rate, any channel count) to checked 16 kHz mono."""
+    check_sampling_rate(sampling_rate)
     mono = to_mono_float(waveform)
-    if len(mono) / max(sampling_rate, 1) > max_duration_s:  # refuse before resampling it all
+    if len(mono) / sampling_rate > max_duration_s:  # refuse before resampling it all
         raise AudioError(_too_long(name, len(mono) / sampling_rate, max_duration_s))
     return check_waveform(
         resample(mono, sampling_rate), SAMPLING_RATE, name=name, max_duration_s=max_duration_s

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, resample, to_mono_float
+from ser_train.audio import MIN_DURATION_S, SAMPLING_RATE, check_sampling_rate, resample, to_mono_float
 from ser_train.errors import AudioError
 from ser_train.vad import MIN_SPEECH_FRACTION, VoiceActivity
 
@@ -243,8 +243,7 @@ class StreamResampler:
     """
 
     def __init__(self, orig_rate: int, target_rate: int = SAMPLING_RATE):
-        if orig_rate <= 0:
-            raise AudioError(f"The sampling rate must be positive, got {orig_rate} Hz.")
+        check_sampling_rate(orig_rate)
         self.orig_rate, self.target_rate = orig_rate, target_rate
         divisor = math.gcd(orig_rate, target_rate)
         self.in_period, self.out_period = orig_rate // divisor, target_rate // divisor

@@ -136,3 +136,10 @@ def test_probabilities_are_finite_and_sum_to_one_for_loud_clipped_audio(default_
     probabilities = default_model.predict(clipped, 16_000)
     assert all(np.isfinite(list(probabilities.values())))
     assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
+
+
+@pytest.mark.parametrize("rate", [0, -1])
+def test_a_rate_that_is_not_positive_is_refused_with_a_sentence(default_model, rate):
+    speech_length = np.ones(2 * SAMPLING_RATE, dtype=np.float32)  # longer than any limit at 1 Hz
+    with pytest.raises(AudioError, match=f"The sampling rate must be positive, got {rate} Hz"):
+        default_model.predict(speech_length, rate)
