@@ -85,6 +85,8 @@ def checked_file(path: str | os.PathLike) -> Path:
     """`path` as a Path, after refusing a missing, empty or oversized file without decoding it."""
     path = Path(path)
     name = path.name
+    if path.is_dir():
+        raise AudioError(f"{name}: is a folder, not an audio file.")
     if not path.is_file():
         raise AudioError(f"{name}: no such file.")
     size = path.stat().st_size
@@ -256,7 +258,9 @@ def _check_audible(peak: float, name: str) -> None:
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:
-    return (
-        f"{name}: is {duration_s / 60:.1f} minutes long; the limit is "
-        f"{max_duration_s / 60:g} minutes."
-    )
+    return f"{name}: is {_in_words(duration_s)} long; the limit is {_in_words(max_duration_s)}."
+
+
+def _in_words(seconds: float) -> str:
+    """A duration for a person: seconds under two minutes, minutes from there (3 digits)."""
+    return f"{seconds:.3g} s" if seconds < 120 else f"{seconds / 60:.3g} minutes"

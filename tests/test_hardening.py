@@ -143,3 +143,8 @@ def test_a_rate_that_is_not_positive_is_refused_with_a_sentence(default_model, r
     speech_length = np.ones(2 * SAMPLING_RATE, dtype=np.float32)  # longer than any limit at 1 Hz
     with pytest.raises(AudioError, match=f"The sampling rate must be positive, got {rate} Hz"):
         default_model.predict(speech_length, rate)
+
+
+def test_a_folder_is_refused_as_a_folder(default_model, tmp_path):
+    with pytest.raises(AudioError, match=f"^{tmp_path.name}: is a folder, not an audio file.$"):
+        default_model.predict_file(tmp_path)
