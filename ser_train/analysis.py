@@ -118,12 +118,15 @@ def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], lis
     return average_probabilities(segments), segments
 
 
-def analyse_files(model, paths: list[str | os.PathLike]) -> list[dict]:
-    """One result per file, in order: {"file", "top", "unsure", "speech_seconds", "probabilities"}
-    or {"file", "error"}.
+def analyse_files(model, paths: list[str | os.PathLike] | str | os.PathLike) -> list[dict]:
+    """One result per file (or for the one file `paths` names), in order: {"file", "top",
+    "unsure", "speech_seconds" (to 10 ms: Silero hears 32 ms frames), "probabilities"} or
+    {"file", "error"}.
 
     A file that cannot be used gets an error entry and the rest are still analysed.
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     results = []
     for path in paths:
         try:
@@ -136,7 +139,7 @@ def analyse_files(model, paths: list[str | os.PathLike]) -> list[dict]:
                 "file": str(path),
                 "top": analysis.top_emotion,
                 "unsure": analysis.unsure,
-                "speech_seconds": analysis.speech_seconds,
+                "speech_seconds": round(analysis.speech_seconds, 2),
                 "probabilities": analysis.probabilities,
             }
         )

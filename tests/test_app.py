@@ -154,6 +154,8 @@ def test_a_sound_without_speech_gets_no_verdict(tmp_path):
     # The unsure rule's note is for answers the rule judged unsure, not for a sound without speech.
     assert "the top emotion is weak or another is close behind" not in summary
     assert [result["unsure"] for result in analyse_files(model, [sentence, tones])] == [heard.unsure, True]
+    [alone] = analyse_files(model, str(sentence))  # one path, not a list of its characters
+    assert alone["speech_seconds"] == round(heard.speech_seconds, 2) > 0
 
 
 def test_a_long_recording_without_speech_gets_no_verdict_though_its_loud_stretches_are_judged(tmp_path, tiny_model_dir, capsys):
