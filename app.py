@@ -138,8 +138,8 @@ def predict_api(
     """Probabilities of the 8 emotions for an audio file (any common format, rate or channel count).
 
     `model` is "" for the bundled model, a model the Space offers (SER_MODELS; a folder by its
-    name, e.g. "ravdess-tess-emovo-cnn"), or any Hub id (user/name or user/name@revision). Recordings longer than 6 s get the duration-weighted
-    average over their stretches of speech. `calibration_audio`, optional, is the same speaker
+    name, e.g. "ravdess-tess-emovo-cnn"), or any Hub id (user/name or user/name@revision).
+    Recordings longer than 6 s get the duration-weighted average over their stretches of speech. `calibration_audio`, optional, is the same speaker
     saying a calibration prompt: `calibration_prompt` "moods" (default: one line said calm, happy,
     sad and angry) or "passage" (15-30 s of calm reading); the answer is then calibrated to that
     voice, for this request only. Both files are removed from the server once answered.

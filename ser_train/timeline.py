@@ -38,7 +38,7 @@ from ser_train import vad
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, stream_audio
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
-SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the reference level (reference_power) are silence
+SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the reference level (db_below_reference) are silence
 # A knock on the microphone, a cough, a door's slam: louder than speech and shorter than
 # LOUD_EVENT_S. The reference level sets this much of the loudest frames aside and may be at most
 # LOUD_EVENT_MARGIN_DB above what remains, so that one such event does not turn the quieter speech
