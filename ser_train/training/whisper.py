@@ -78,6 +78,7 @@ class WhisperHyperparameters:
     balance_corpora: bool = True
     # Directions in which the training speakers' voices differ most (speaker_directions), removed
     # from what the head sees, so that it cannot tell emotions apart by who is speaking. 0: none.
+    # 10 moved the mean held-out UA over RAVDESS, TESS and EMOVO from 0.428 to 0.425 (README).
     speaker_directions: int = 0
     seed: int = 0
 
