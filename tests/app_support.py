@@ -19,6 +19,7 @@ import torch
 from torchcodec.encoders import AudioEncoder
 
 from ser_train.audio import SAMPLING_RATE
+from ser_train.calibration_prompts import MOODS
 from ser_train.data import EMOTIONS
 from synthetic import synth_clip
 
@@ -164,7 +165,9 @@ class AppServer:
         """/predict through Gradio's plain HTTP API on a file already uploaded: ("complete",
         outputs) or ("error", the sentence)."""
         file = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
-        started = httpx.post(self.url + "gradio_api/call/predict", json={"data": [file, model, None]}, cookies=cookies)
+        # Every input in order, the optional ones too: the plain HTTP API fills in no defaults.
+        inputs = [file, model, None, MOODS.name]
+        started = httpx.post(self.url + "gradio_api/call/predict", json={"data": inputs}, cookies=cookies)
         started.raise_for_status()
         answer = httpx.get(
             self.url + f"gradio_api/call/predict/{started.json()['event_id']}", cookies=cookies, timeout=REQUEST_TIMEOUT_S
