@@ -75,7 +75,7 @@ class RecordingAnalysis:
         timeline asked already), else computed on first use, so an answer that only needs the
         probabilities (`/predict`) does not pay for it. The models learned from whole sentences
         and judge a second of speech far worse."""
-        if self.speech.duration_s > MIN_TIMELINE_DURATION_S:  # judged by its segments
+        if self.segments:  # a long recording, judged by its segments (a short one has none)
             return sum(segment.speech_s for segment in self.segments if segment.is_speech)
         return vad.speech_seconds(self.speech.samples)
 
