@@ -139,10 +139,11 @@ def predict_api(
 
     `model` is "" for the bundled model, a model the Space offers (SER_MODELS; a folder by its
     name, e.g. "ravdess-tess-emovo-cnn"), or any Hub id (user/name or user/name@revision).
-    Recordings longer than 6 s get the duration-weighted average over their stretches of speech. `calibration_audio`, optional, is the same speaker
-    saying a calibration prompt: `calibration_prompt` "moods" (default: one line said calm, happy,
-    sad and angry) or "passage" (15-30 s of calm reading); the answer is then calibrated to that
-    voice, for this request only. Both files are removed from the server once answered.
+    Recordings longer than 6 s get the duration-weighted average over their stretches of speech.
+    `calibration_audio`, optional, is the same speaker saying a calibration prompt:
+    `calibration_prompt` "moods" (default: one line said calm, happy, sad and angry) or "passage"
+    (15-30 s of calm reading); the answer is then calibrated to that voice, for this request only.
+    Both files are removed from the server once answered.
     """
     try:
         # The uploads are taken first, so that they are removed whatever fails after: an API
