@@ -23,6 +23,7 @@ SAMPLING_RATE = 16_000  # Hz: what RAVDESS models here are trained on (wav2vec2'
 MIN_DURATION_S = 0.5  # shorter than this holds too little speech to judge an emotion
 DEFAULT_MAX_DURATION_S = 600.0  # 10 minutes; longer recordings are refused, not truncated
 MAX_FILE_BYTES = 256 * 1024 * 1024  # refuse before decoding: nothing sensible is that large
+MIN_RECORDED_RATE = 8_000  # Hz, telephone quality: a lower rate keeps too little of a voice (under 4 kHz)
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this at every sample there is nothing to hear
 STREAM_BLOCK_S = 30.0  # seconds per block when streaming a file: 1.9 MB of 16 kHz float32
 
@@ -123,6 +124,8 @@ def _open_decoder(source: str | bytes, sampling_rate: int, name: str, max_durati
 
     with _unreadable_as_audio_error(name):
         decoder = AudioDecoder(source, sample_rate=sampling_rate)
+    if decoder.metadata.sample_rate is not None:  # the rate recorded, before resampling
+        check_sampling_rate(decoder.metadata.sample_rate, name)
     header_duration = decoder.metadata.duration_seconds_from_header
     if header_duration is not None:
         _check_not_too_long(header_duration, name, max_duration_s)
@@ -182,9 +185,19 @@ def to_mono_float(waveform: np.ndarray) -> np.ndarray:
     return waveform
 
 
-def check_sampling_rate(rate: int) -> None:
+def check_sampling_rate(rate: int, name: str = "The audio") -> None:
+    """Refuse a rate that cannot be resampled (not positive) or holds too little of a voice.
+
+    A recording at rate r keeps nothing above r / 2: at 1 kHz no formant survives and the words
+    cannot be made out, yet resampled it would still get an answer that looks sure.
+    """
     if rate <= 0:
         raise AudioError(f"The sampling rate must be positive, got {rate} Hz.")
+    if rate < MIN_RECORDED_RATE:
+        raise AudioError(
+            f"{name}: recorded at {rate} Hz, which keeps nothing above {rate / 2:.0f} Hz, too little "
+            f"of a voice to judge; record at {MIN_RECORDED_RATE} Hz (telephone quality) or more."
+        )
 
 
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
@@ -203,7 +216,7 @@ def prepare_waveform(
     name: str = "The audio",
 ) -> np.ndarray:
     """Any in-memory audio (integer or float, any rate, any channel count) to checked 16 kHz mono."""
-    check_sampling_rate(sampling_rate)
+    check_sampling_rate(sampling_rate, name)
     mono = to_mono_float(waveform)
     if len(mono) / sampling_rate > max_duration_s:  # refuse before resampling it all
         raise AudioError(_too_long(name, len(mono) / sampling_rate, max_duration_s))

@@ -67,6 +67,7 @@ def write_refused(folder: Path) -> dict[str, tuple[Path, str]]:
     soundfile.write(whole, clip, REFERENCE_RATE)
     add("truncated_header.wav", "could not be read as audio").write_bytes(whole.read_bytes()[:20])
     whole.unlink()
+    soundfile.write(add("rate_1k.wav", "recorded at 1000 Hz"), resample(clip, REFERENCE_RATE, 1_000), 1_000)
     add("text.wav", "could not be read as audio").write_text("This is a text file, not audio.\n" * 50)
     return files
 

@@ -26,6 +26,7 @@ from ser_train.data import EMOTIONS
 from ser_train.audio import SAMPLING_RATE, load_audio, resample
 from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.live import StreamResampler
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAME_ANSWER_TOLERANCE = 0.02  # max probability difference for the same clip in another container
@@ -143,6 +144,15 @@ def test_a_rate_that_is_not_positive_is_refused_with_a_sentence(default_model, r
     speech_length = np.ones(2 * SAMPLING_RATE, dtype=np.float32)  # longer than any limit at 1 Hz
     with pytest.raises(AudioError, match=f"The sampling rate must be positive, got {rate} Hz"):
         default_model.predict(speech_length, rate)
+
+
+def test_a_rate_too_low_to_carry_a_voice_is_refused_with_a_sentence(default_model):
+    """Under 8 kHz (a file's case is in `refused`): in memory, and from a microphone in live mode."""
+    speech_length = np.ones(4_000, dtype=np.float32)
+    with pytest.raises(AudioError, match="recorded at 4000 Hz, which keeps nothing above 2000 Hz"):
+        default_model.predict(speech_length, 4_000)
+    with pytest.raises(AudioError, match="recorded at 4000 Hz"):
+        StreamResampler(4_000)
 
 
 def test_a_folder_is_refused_as_a_folder(default_model, tmp_path):
