@@ -156,7 +156,9 @@ def predict_api(
                 chosen = chosen.with_calibration(prompt.calibrate(chosen, calibration_audio))
             return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
     except SERError as error:
-        raise gr.Error(str(error)) from None
+        # The sentence goes to the caller only: the server's log is shared by every visitor, and
+        # a refused input is not a fault of the server.
+        raise gr.Error(str(error), print_exception=False) from None
 
 
 def required_audio(audio_path: str | None) -> str:

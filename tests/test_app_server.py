@@ -118,11 +118,16 @@ def test_long_recordings_return_the_timelines_average(client, tiny_model_dir, tm
     assert predict(client, path, tiny_model_dir) == pytest.approx(expected, abs=1e-5)
 
 
-def test_unusable_audio_is_refused_with_the_librarys_sentence(client, tiny_model_dir, tmp_path):
-    path = tmp_path / "notes.wav"
+def test_unusable_audio_is_refused_with_the_librarys_sentence_and_kept_out_of_the_log(server, client, tiny_model_dir, tmp_path):
+    """The sentence is the caller's; the server's log, which every visitor's errors share, gets
+    neither a traceback nor the upload's name."""
+    path = tmp_path / "notes-of-a-visitor.wav"
     path.write_text("not audio at all\n" * 10)
-    with pytest.raises(AppError, match="notes.wav: could not be read as audio"):
+    with pytest.raises(AppError, match="notes-of-a-visitor.wav: could not be read as audio"):
         predict(client, path, tiny_model_dir)
+    log = server.log_path.read_text()
+    assert "notes-of-a-visitor" not in log
+    assert "Traceback" not in log
 
 
 def test_an_unknown_model_is_refused_with_one_sentence(client, tmp_path):
