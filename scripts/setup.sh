@@ -38,3 +38,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   echo "$wanted" > "$stamp"
 fi
+
+# The project itself, installed in place (editable, no dependencies: they are above), so that
+# `.venv/bin/python -m ser_train` works from any folder, not only from this one. Checked by where
+# the venv finds the package, without importing it, so a moved or copied folder is installed again.
+project=$(pwd -P)
+installed_at=$(cd / && "$project/.venv/bin/python" -c \
+  'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("ser_train").origin).parents[1])' 2>/dev/null || true)
+if [ "$installed_at" != "$project" ]; then
+  echo "Installing this project into .venv (editable)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .
+fi

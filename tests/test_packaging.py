@@ -55,6 +55,16 @@ def test_every_pinned_version_satisfies_the_packages_range_and_nothing_is_left_o
         assert ranges[name].specifier.contains(version), f"{name}=={version} is outside {ranges[name].specifier}"
 
 
+def test_the_command_runs_from_any_folder(tmp_path):
+    """scripts/setup.sh installs the project in place, so the venv's `python -m ser_train` does
+    not depend on the folder it is started from."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-m", "ser_train", "--help"], cwd=tmp_path, env=environment,
+                         capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: python -m ser_train")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2 * BUILD_TIMEOUT_S)
 def test_the_wheel_holds_the_library_only_and_works_outside_the_repository(tmp_path):
