@@ -98,7 +98,7 @@ def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
     A short recording is judged whole (the first pass kept its samples), a long one streamed
     through the timeline a batch of segments at a time.
     """
-    if speech.duration_s <= MIN_TIMELINE_DURATION_S:  # well under a stream block, so samples are kept
+    if is_one_utterance(speech.duration_s):  # well under a stream block, so samples are kept
         probabilities, segments = analyse_waveform(model, speech.samples)
     else:
         segments = timeline_file(model, speech)
@@ -111,11 +111,16 @@ def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
 def analyse_waveform(model, waveform: np.ndarray) -> tuple[dict[str, float], list[Segment]]:
     """(probabilities, segments) of a checked 16 kHz waveform held in memory: `analyse_speech`'s
     answer for the same samples."""
-    if len(waveform) / SAMPLING_RATE <= MIN_TIMELINE_DURATION_S:
+    if is_one_utterance(len(waveform) / SAMPLING_RATE):
         row = model.predict_batch([waveform])[0]
         return dict(zip(model.labels, map(float, row))), []
     segments = timeline(model, waveform)
     return average_probabilities(segments), segments
+
+
+def is_one_utterance(duration_s: float) -> bool:
+    """Whether a recording is short enough to be answered whole, without a timeline."""
+    return duration_s <= MIN_TIMELINE_DURATION_S
 
 
 def analyse_files(model, paths: list[str | os.PathLike] | str | os.PathLike) -> list[dict]:
