@@ -4,9 +4,9 @@
 change that); on Hugging Face Spaces this file is the Space. The page is a thin layer over the
 library: `ser_train.serving` holds the models and the live streams, `ser_train.uploads` removes
 every visitor's file once it is analysed, `ser_train.analysis` analyses a recording (the same
-call for the page and its "predict" API endpoint), `ser_train.plots` draws. This file is the
-page's layout and wiring; its handlers (`predict_handler` for the page, `predict_api` for
-/predict, `live_start`/`live_step`/`live_stop` for live mode) are plain functions that the tests
+call for the page and its "predict" and "analyse" API endpoints), `ser_train.plots` draws. This
+file is the page's layout and wiring; its handlers (`predict_handler` for the page, `predict_api`
+and `analyse_api` for /predict and /analyse, `live_start`/`live_step`/`live_stop` for live mode) are plain functions that the tests
 call directly (without a gr.Request: files of their own are left alone).
 
 Environment variables:
@@ -145,6 +145,25 @@ def predict_api(
     (15-30 s of calm reading); the answer is then calibrated to that voice, for this request only.
     Both files are removed from the server once answered.
     """
+    return analyse_uploads(audio, model, calibration_audio, calibration_prompt, request).probabilities
+
+
+def analyse_api(
+    audio: str, model: str, calibration_audio: str | None = None, calibration_prompt: str = MOODS.name, request: gr.Request = None
+) -> dict:
+    """/predict's answer with how far to trust it: {"top", "unsure", "speech_seconds",
+    "probabilities"}, as the CLI's `predict --json` gives it. "unsure" is true when the model's
+    measured rule says the answer should not be read as a verdict, or when no speech was heard
+    (a model answers with one of its emotions for any sound). Inputs as for /predict.
+    """
+    return analyse_uploads(audio, model, calibration_audio, calibration_prompt, request).summary()
+
+
+def analyse_uploads(
+    audio: str, model: str, calibration_audio: str | None, calibration_prompt: str, request: gr.Request | None
+) -> RecordingAnalysis:
+    """The API endpoints' one call: the uploaded recording analysed by the named model, calibrated
+    by the uploaded calibration recording if one came, both files removed once answered."""
     try:
         # The uploads are taken first, so that they are removed whatever fails after: an API
         # caller sends its files again with every request (the page keeps a recording for another
@@ -154,7 +173,7 @@ def predict_api(
             if calibration_audio:
                 prompt = calibration_prompt_named(calibration_prompt)
                 chosen = chosen.with_calibration(prompt.calibrate(chosen, calibration_audio))
-            return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S).probabilities
+            return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S)
     except SERError as error:
         # The sentence goes to the caller only: the server's log is shared by every visitor, and
         # a refused input is not a fault of the server.
@@ -679,16 +698,17 @@ def build_app() -> gr.Blocks:
         )
         live_audio.stop_recording(live_stop, **live_events)
         demo.unload(live_close)
-        with gr.Row(visible=False):  # the "predict" API endpoint's own (hidden) inputs and output
+        with gr.Row(visible=False):  # the API endpoints' own (hidden) inputs and outputs
             api_audio = gr.Audio(type="filepath", label="audio")
             api_model = gr.Textbox("", label="model")
             api_calibration = gr.Audio(type="filepath", label="calibration_audio")
             api_prompt = gr.Textbox(MOODS.name, label="calibration_prompt")
-            api_result = gr.JSON(label="probabilities")
-            api_button = gr.Button()
-        api_button.click(
-            predict_api, inputs=[api_audio, api_model, api_calibration, api_prompt], outputs=api_result, api_name="predict", **analysis_slots
-        )
+            api_probabilities = gr.JSON(label="probabilities")
+            api_analysis = gr.JSON(label="analysis")
+            predict_button, analyse_button = gr.Button(), gr.Button()
+        api_inputs = [api_audio, api_model, api_calibration, api_prompt]
+        predict_button.click(predict_api, inputs=api_inputs, outputs=api_probabilities, api_name="predict", **analysis_slots)
+        analyse_button.click(analyse_api, inputs=api_inputs, outputs=api_analysis, api_name="analyse", **analysis_slots)
     return demo
 
 

@@ -79,6 +79,16 @@ class RecordingAnalysis:
             return sum(segment.speech_s for segment in self.segments if segment.is_speech)
         return vad.speech_seconds(self.speech.samples)
 
+    def summary(self) -> dict:
+        """{"top", "unsure", "speech_seconds" (to 10 ms: Silero hears 32 ms frames),
+        "probabilities"}: what the CLI's JSON and the `analyse` API endpoint give per recording."""
+        return {
+            "top": self.top_emotion,
+            "unsure": self.unsure,
+            "speech_seconds": round(self.speech_seconds, 2),
+            "probabilities": self.probabilities,
+        }
+
 
 def analyse_recording(
     model,
@@ -124,9 +134,8 @@ def is_one_utterance(duration_s: float) -> bool:
 
 
 def analyse_files(model, paths: list[str | os.PathLike] | str | os.PathLike) -> list[dict]:
-    """One result per file (or for the one file `paths` names), in order: {"file", "top",
-    "unsure", "speech_seconds" (to 10 ms: Silero hears 32 ms frames), "probabilities"} or
-    {"file", "error"}.
+    """One result per file (or for the one file `paths` names), in order: {"file", **the
+    analysis's `summary()`} or {"file", "error"}.
 
     A file that cannot be used gets an error entry and the rest are still analysed.
     """
@@ -139,13 +148,5 @@ def analyse_files(model, paths: list[str | os.PathLike] | str | os.PathLike) -> 
         except SERError as error:
             results.append({"file": str(path), "error": str(error)})
             continue
-        results.append(
-            {
-                "file": str(path),
-                "top": analysis.top_emotion,
-                "unsure": analysis.unsure,
-                "speech_seconds": round(analysis.speech_seconds, 2),
-                "probabilities": analysis.probabilities,
-            }
-        )
+        results.append({"file": str(path), **analysis.summary()})
     return results

@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app_support import ANGRY, AppServer, make_tiny_wav2vec2, utterances, write_clip
+from ser_train.analysis import analyse_files
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.calibration_prompts import MOODS, PASSAGE
 from ser_train.data import EMOTIONS
@@ -28,7 +29,7 @@ from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.timeline import average_probabilities, timeline
 from ser_train.uploads import GONE
-from speech import sentences
+from speech import SENTENCES, sentences, spoken
 
 MAX_DURATION_S = 30  # the server's SER_MAX_DURATION_S
 MAX_UPLOAD_MB = 1  # the server's SER_MAX_UPLOAD_MB
@@ -62,13 +63,36 @@ def predict(client: Client, path: Path, model: str) -> dict:
     return client.predict(audio=handle_file(str(path)), model=model, api_name="/predict")
 
 
-def test_predict_is_the_one_documented_endpoint(client):
+def test_predict_and_analyse_are_the_documented_endpoints(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/predict"]
-    parameters = {parameter["parameter_name"]: parameter for parameter in api["named_endpoints"]["/predict"]["parameters"]}
-    assert list(parameters) == ["audio", "model", "calibration_audio", "calibration_prompt"]
-    assert parameters["calibration_audio"]["parameter_has_default"]  # optional
-    assert parameters["calibration_prompt"]["parameter_default"] == MOODS.name
+    assert list(api["named_endpoints"]) == ["/predict", "/analyse"]
+    for endpoint in api["named_endpoints"].values():
+        parameters = {parameter["parameter_name"]: parameter for parameter in endpoint["parameters"]}
+        assert list(parameters) == ["audio", "model", "calibration_audio", "calibration_prompt"]
+        assert parameters["calibration_audio"]["parameter_has_default"]  # optional
+        assert parameters["calibration_prompt"]["parameter_default"] == MOODS.name
+
+
+def test_analyse_gives_the_clis_answer_with_how_far_to_trust_it(server, client, tiny_model_dir, tmp_path):
+    """/analyse: what `predict --json` gives for the same file. A tone is no speech to Silero, so
+    its answer is unsure whatever the probabilities; a spoken sentence is heard."""
+    sentence = tmp_path / "sentence.wav"
+    soundfile.write(sentence, spoken(SENTENCES[0]), SAMPLING_RATE)
+    tone = write_clip(tmp_path / "tone.wav")
+    model = load_model(tiny_model_dir)
+    before = set(server.stored_files())
+    answers = {}
+    for path in (sentence, tone):
+        answers[path] = client.predict(handle_file(str(path)), tiny_model_dir, api_name="/analyse")
+        [expected] = analyse_files(model, path)
+        assert answers[path]["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+        assert {key: answers[path][key] for key in ("top", "unsure", "speech_seconds")} == {
+            key: expected[key] for key in ("top", "unsure", "speech_seconds")
+        }
+    assert answers[sentence]["speech_seconds"] > 1.0
+    assert answers[tone]["speech_seconds"] == 0.0 and answers[tone]["unsure"]
+    assert answers[tone]["probabilities"] == pytest.approx(predict(client, tone, tiny_model_dir), abs=1e-6)
+    assert set(server.stored_files()) - before == set()
 
 
 def test_predict_with_a_calibration_recording_is_calibrated_for_that_request_only(client, calibratable_cnn, tmp_path):
