@@ -3,6 +3,7 @@ talks, "no speech" in the pauses, the same answers however the audio is chunked,
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import subprocess
@@ -15,11 +16,13 @@ import soundfile
 
 from app_support import PROJECT_ROOT, make_tiny_wav2vec2
 from ser_train.audio import SAMPLING_RATE, resample
+from ser_train.confidence import Confidence, UnsureRule
 from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import (
     HISTORY_S,
     MIN_JUDGED_SPEECH_S,
+    MIN_SURE_SPEECH_S,
     STEP_S,
     WINDOW_S,
     LiveStream,
@@ -125,6 +128,20 @@ def test_after_a_pause_the_first_second_of_speech_is_heard_but_not_judged(tiny_m
         assert first_judged.time_s - first_judged.start_s >= MIN_JUDGED_SPEECH_S
         # It heard the utterance from its onset (within one 32 ms voice-activity frame of a step).
         assert first_judged.start_s >= start_s - STEP_S
+
+
+def test_until_an_utterance_holds_a_second_and_a_half_its_answers_are_unsure(tiny_model, talk):
+    """The first answers after a pause are about the first second or so of speech, where models
+    that learned from whole sentences lean on one emotion: unsure, even for a model whose rule
+    would call every answer sure; later answers follow the rule."""
+    waveform, _ = talk
+    never_unsure = copy.copy(tiny_model)
+    never_unsure.confidence = {None: Confidence(unsure_rule=UnsureRule(min_confidence=0.0, min_margin=0.0))}
+    judged = [answer for answer in play(LiveStream(never_unsure), waveform) if answer.judged]
+    early = [answer for answer in judged if answer.time_s - answer.start_s < MIN_SURE_SPEECH_S]
+    later = [answer for answer in judged if answer.time_s - answer.start_s >= MIN_SURE_SPEECH_S]
+    assert early and later
+    assert all(answer.unsure for answer in early) and not any(answer.unsure for answer in later)
 
 
 def test_silence_only_gives_no_speech_and_an_empty_summary(tiny_model):
