@@ -39,7 +39,7 @@ from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.held_out import MEAN_KEY
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
-from ser_train.live import CHUNK_S, HISTORY_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
+from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
@@ -352,10 +352,10 @@ def page_outputs(
     return PageOutputs(
         status=status,
         summary=summary_markdown({name: analysis, **({compare_name: comparison} if comparison else {})}, analysis.duration_s),
-        probabilities=gr.update(value=analysis.probabilities, label=display_name(name)),
+        probabilities=gr.update(value=analysis.probabilities, label=probabilities_label(name, analysis)),
         comparison=gr.update(
             value=comparison.probabilities if comparison else None,
-            label=display_name(compare_name or ""),
+            label=probabilities_label(compare_name, comparison) if comparison else "",
             visible=comparison is not None,
         ),
         details_section=gr.update(visible=True),
@@ -371,12 +371,15 @@ def picked(choice: str | None, typed_id: str | None) -> str:
     return (typed_id or "").strip() or choice or ""
 
 
+PROBABILITIES_LABEL = "Emotions"  # the bars' heading before a model has answered
+
+
 def failure(message: str) -> PageOutputs:
     """Outputs that show `message` and clear every result of a previous analysis."""
     return PageOutputs(
         status=f"⚠️ {message}",
         summary="",
-        probabilities=gr.update(value=None),
+        probabilities=gr.update(value=None, label=PROBABILITIES_LABEL),
         comparison=gr.update(value=None, visible=False),
         details_section=gr.update(visible=False),
         audio_plot=None,
@@ -388,15 +391,34 @@ def failure(message: str) -> PageOutputs:
 
 def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -> str:
     """'## 😠 angry · 82%' for the first (main) model, or what it hesitates between when the
-    answer is unsure, then a line for the compared one."""
+    answer is unsure, or that no speech was heard; then a line for the compared one."""
     (name, analysis), *compared = results.items()
-    lines = [f"## {verdict(analysis.probabilities, analysis.unsure)}", f"<small>{display_name(name)} · {duration_s:.1f} s of audio</small>"]
-    if analysis.unsure_by_rule:
+    lines = [f"## {headline(analysis)}", f"<small>{answered_by(name, analysis.calibrated)} · {duration_s:.1f} s of audio</small>"]
+    if analysis.unsure_by_rule and analysis.speech_seconds > 0:
         lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated)}</small>")
     if analysis.speech_seconds < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, analysis.speech_seconds)}</small>")
-    lines += [f"**Compared with {display_name(other)}:** {verdict(other_analysis.probabilities, other_analysis.unsure)}" for other, other_analysis in compared]
+    lines += [f"**Compared with {answered_by(other, other_analysis.calibrated)}:** {headline(other_analysis)}" for other, other_analysis in compared]
     return "\n\n".join(lines)
+
+
+NO_SPEECH_HEADLINE = "🤫 no speech heard: no verdict"
+
+
+def headline(analysis: RecordingAnalysis) -> str:
+    """The verdict, or that there is none: a model answers with one of its emotions for any sound."""
+    return verdict(analysis.probabilities, analysis.unsure) if analysis.speech_seconds > 0 else NO_SPEECH_HEADLINE
+
+
+def answered_by(name: str, calibrated: bool) -> str:
+    """The model that answered, and whether through this visitor's calibration."""
+    return display_name(name) + (", calibrated to your voice" if calibrated else "")
+
+
+def probabilities_label(name: str, analysis: RecordingAnalysis) -> str:
+    """The heading of a model's probability bars: who answered, and what the bars are worth."""
+    worth = "" if analysis.speech_seconds > 0 else " · no speech heard: its answers to a sound, not a verdict"
+    return answered_by(name, analysis.calibrated) + worth
 
 
 # Said under an unsure answer. A bundled model's thresholds come from measured accuracy on corpora
@@ -496,7 +518,8 @@ def live_start(
         live_sessions.start(request.session_hash, session_model(models.resolve(picked(model_choice, custom_id)), calibrations))
     except SERError as error:
         return LiveOutputs(f"⚠️ {error}", "", "")
-    return LiveOutputs("## 👂 listening…", live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
+    listening = f"## 👂 listening…\n\n<small>{live_model_note(live_sessions.get(request.session_hash).model)}</small>"
+    return LiveOutputs(listening, live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
 
 
 def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict:
@@ -515,7 +538,7 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
         return LiveOutputs(f"⚠️ {error}", "", "")
     if not answers:
         return gr.skip()
-    return LiveOutputs(live_now_markdown(answers[-1]), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
+    return LiveOutputs(live_now_markdown(answers[-1], stream.model), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
 
 
 def live_stop(request: gr.Request) -> LiveOutputs | dict:
@@ -531,20 +554,31 @@ def live_close(request: gr.Request) -> None:
     live_sessions.close(request.session_hash)
 
 
-def live_now_markdown(answer: LiveAnswer) -> str:
+def live_model_note(model: EmotionModel) -> str:
+    """Which model answers a live stream: the one picked when it started, until the next Record."""
+    return f"{answered_by(model.name, model.calibration is not None)} answers; another model applies from the next Record"
+
+
+def live_now_markdown(answer: LiveAnswer, model: EmotionModel) -> str:
     if not answer.speech:
         return f"## 🤫 no speech\n\n<small>at {answer.time_s:.1f} s</small>"
     if not answer.judged:
         return f"## 👂 listening…\n\n<small>at {answer.time_s:.1f} s: speech, too little yet to judge</small>"
-    return f"## {verdict(answer.probabilities, answer.unsure)}\n\n<small>at {answer.time_s:.1f} s, the last {answer.time_s - answer.start_s:.1f} s</small>"
+    heard_s = answer.time_s - answer.start_s
+    early = ": too little speech yet to be sure" if heard_s < MIN_SURE_SPEECH_S else ""
+    return (
+        f"## {verdict(answer.probabilities, answer.unsure)}\n\n"
+        f"<small>at {answer.time_s:.1f} s, the last {heard_s:.1f} s{early} · {Path(model.name).name}</small>"
+    )
 
 
 def live_summary_markdown(summary: LiveSummary, model: EmotionModel) -> str:
     heard = f"{summary.speech_s:.1f} s of speech in {summary.duration_s:.1f} s"
+    by = answered_by(model.name, model.calibration is not None)
     if summary.probabilities is None:
-        return f"### Summary: no speech judged\n\n<small>{heard} listened to</small>"
+        return f"### Summary: no speech judged\n\n<small>{heard} listened to · {by}</small>"
     shown = verdict(summary.probabilities, model.is_unsure(summary.probabilities))
-    return f"### Summary: {shown}\n\n<small>{heard}, averaged over the live answers</small>"
+    return f"### Summary: {shown}\n\n<small>{heard}, averaged over the live answers · {by}</small>"
 
 
 # --- Page ---------------------------------------------------------------------------------------
@@ -629,7 +663,7 @@ def build_app() -> gr.Blocks:
                 # No heading on the bars: the summary above says whether the answer is a verdict, and
                 # a Label's heading would print the top emotion large even for an unsure answer.
                 with gr.Row():
-                    probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="Emotions", show_heading=False, elem_id="probabilities")
+                    probabilities = gr.Label(num_top_classes=len(EMOTIONS), label=PROBABILITIES_LABEL, show_heading=False, elem_id="probabilities")
                     comparison = gr.Label(num_top_classes=len(EMOTIONS), visible=False, show_heading=False, elem_id="comparison")
         with gr.Column(visible=False) as details_section:
             audio_plot = gr.Plot(show_label=False, elem_id="audio-plot")

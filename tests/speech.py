@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ser_train.audio import SAMPLING_RATE, load_audio, resample
 
@@ -54,3 +55,13 @@ def sentences(count: int, pause_s: float, sampling_rate: int = SAMPLING_RATE) ->
     calibration prompt gives."""
     parts = [part for number in range(count) for part in (spoken(SENTENCES[number % len(SENTENCES)]), silence(pause_s))]
     return resample(np.concatenate(parts), SAMPLING_RATE, sampling_rate)
+
+
+def write_sentence(path: Path, sampling_rate: int = 48_000) -> Path:
+    """A spoken sentence (SENTENCES[0]) encoded in the format of `path`'s extension (FFmpeg via
+    torchcodec), at `sampling_rate`: an upload whose speech a voice-activity model hears."""
+    from torchcodec.encoders import AudioEncoder
+
+    waveform = resample(spoken(SENTENCES[0]), SAMPLING_RATE, sampling_rate)
+    AudioEncoder(torch.from_numpy(waveform)[None], sample_rate=sampling_rate).to_file(str(path))
+    return path

@@ -26,7 +26,7 @@ from ser_train import cli
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import DEFAULT_MODEL, load_model
-from ser_train.live import LiveStream
+from ser_train.live import LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
@@ -82,8 +82,11 @@ def assert_shows_library_result(outputs: app.PageOutputs, path: Path, model_name
 
 
 def shown_verdict(path: Path, model) -> str:
-    """How the page words the library's answer: the top emotion, or the two it hesitates between."""
+    """How the page words the library's answer: the top emotion, or the two it hesitates between,
+    or no verdict when no speech was heard."""
     analysis = analyse_recording(model, path)
+    if analysis.speech_seconds == 0:
+        return "🤫 no speech heard: no verdict"
     probabilities = analysis.probabilities
     first, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
     if analysis.unsure:
@@ -98,6 +101,7 @@ def assert_refused(outputs: app.PageOutputs, *phrases: str) -> None:
     for phrase in phrases:
         assert phrase in outputs.status
     assert outputs.probabilities["value"] is None
+    assert outputs.probabilities["label"] == "Emotions"  # not the model of an earlier answer
     assert outputs.details_section["visible"] is False
     assert outputs.audio_plot is None and outputs.timeline_table is None
 
@@ -148,11 +152,18 @@ def test_a_sound_without_speech_gets_no_verdict(tmp_path):
     heard, silent = analyse_recording(model, sentence), analyse_recording(model, tones)
     assert heard.speech_seconds > 0 and heard.unsure == heard.unsure_by_rule == model.is_unsure(heard.probabilities)
     assert silent.speech_seconds == 0.0 and not silent.unsure_by_rule and silent.unsure
-    first, second = sorted(silent.probabilities, key=silent.probabilities.get, reverse=True)[:2]
-    summary = analyse(tones, DEFAULT_MODEL).summary
-    assert f"unsure: {first} {silent.probabilities[first]:.0%} or {second}" in summary and "No speech heard" in summary
+    # The page names no emotion in its headline; the bars keep all eight, headed by what they are.
+    outputs = analyse(tones, DEFAULT_MODEL)
+    headline = outputs.summary.split("\n\n")[0]
+    assert headline == f"## {shown_verdict(tones, model)}" and not any(emotion in headline for emotion in EMOTIONS)
+    assert "No speech heard" in outputs.summary
+    assert outputs.probabilities["value"] == pytest.approx(silent.probabilities, abs=1e-6)
+    assert outputs.probabilities["label"].endswith("no speech heard: its answers to a sound, not a verdict")
     # The unsure rule's note is for answers the rule judged unsure, not for a sound without speech.
-    assert "the top emotion is weak or another is close behind" not in summary
+    assert "the top emotion is weak or another is close behind" not in outputs.summary
+    spoken_outputs = analyse(sentence, DEFAULT_MODEL)
+    assert spoken_outputs.summary.startswith(f"## {shown_verdict(sentence, model)}\n\n")
+    assert "no speech heard" not in spoken_outputs.probabilities["label"]
     assert [result["unsure"] for result in analyse_files(model, [sentence, tones])] == [heard.unsure, True]
     [alone] = analyse_files(model, str(sentence))  # one path, not a list of its characters
     assert alone["speech_seconds"] == round(heard.speech_seconds, 2) > 0
@@ -316,7 +327,8 @@ def test_a_typed_id_wins_over_the_picker_and_blank_means_the_picker(tmp_path, ti
 
 
 def test_two_models_side_by_side(tmp_path, tiny_model_dir, second_tiny_model_dir):
-    path = write_clip(tmp_path / "speech.wav")
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, spoken(SENTENCES[0]), SAMPLING_RATE)
     outputs = analyse(path, tiny_model_dir, compare=second_tiny_model_dir)
     assert_shows_library_result(outputs, path, tiny_model_dir)
     expected = library_model(second_tiny_model_dir).predict_file(path)
@@ -478,7 +490,8 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
     talk = np.concatenate([silence(0.5), spoken("Kids are talking by the door."), silence(1.0)])
     quiet = silence(len(talk) / SAMPLING_RATE) + np.float32(1e-4)
     for name in ("talker", "quiet one"):
-        assert app.live_start(tiny_model_dir, "", None, session(name)).now.startswith("## 👂")
+        started = app.live_start(tiny_model_dir, "", None, session(name)).now
+        assert started.startswith("## 👂") and f"{app.display_name(tiny_model_dir)} answers" in started
     assert len(app.live_sessions) == 2
     shown = {"talker": [], "quiet one": []}
     talk_chunks, quiet_chunks = microphone_chunks(talk, tmp_path / "talk"), microphone_chunks(quiet, tmp_path / "quiet")
@@ -492,11 +505,12 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
 
     # The library's own stream, fed the same chunks, said what the page showed.
     stream = LiveStream(library_model(tiny_model_dir))
-    expected = [app.live_now_markdown(a) for rate, pcm in map(read_chunk, talk_chunks) for a in stream.feed(pcm, rate)[-1:]]
+    expected = [app.live_now_markdown(a, stream.model) for rate, pcm in map(read_chunk, talk_chunks) for a in stream.feed(pcm, rate)[-1:]]
     assert shown["talker"] == expected
 
     stopped = app.live_stop(session("talker"))
     assert stopped.summary.startswith("### Summary:") and "%" in stopped.summary
+    assert app.display_name(tiny_model_dir) in stopped.summary  # the model that answered all along
     assert app.live_stop(session("quiet one")).summary.startswith("### Summary: no speech judged")
     assert len(app.live_sessions) == 0
     late = app.live_step(talk_chunks[0], session("talker"))  # a late chunk after stop
@@ -508,6 +522,15 @@ def test_live_sessions_are_separate_and_freed_on_stop_and_on_close(monkeypatch, 
     app.live_start(tiny_model_dir, "", None, session("closer"))
     app.live_close(session("closer"))  # the page went away
     assert len(app.live_sessions) == 0
+
+
+def test_a_live_answer_on_the_first_second_of_an_utterance_says_it_is_too_early_to_be_sure(tiny_model_dir):
+    model = library_model(tiny_model_dir)
+    probabilities = dict(zip(EMOTIONS, [0.9] + [0.1 / 7] * 7))
+    early = app.live_now_markdown(LiveAnswer(5.0, 3.8, True, probabilities, unsure=True), model)
+    assert early.startswith("## 🤔 unsure: neutral 90% or") and "the last 1.2 s: too little speech yet to be sure" in early
+    later = app.live_now_markdown(LiveAnswer(5.0, 2.0, True, probabilities, unsure=False), model)
+    assert later.startswith("## ") and "neutral · 90%" in later and "too little" not in later
 
 
 def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir, tmp_path):

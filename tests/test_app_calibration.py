@@ -86,6 +86,11 @@ def test_a_calibrated_session_gets_the_librarys_calibrated_answer_and_others_do_
     for answer in answers[1::2]:
         assert answer == pytest.approx(uncalibrated, abs=1e-6)
     assert session_b == {}
+    # Each answer says whether it came through the visitor's calibration.
+    answered = {id(session): app.predict_handler(clip, name, "", None, None, session) for session in (session_a, session_b)}
+    assert "calibrated to your voice" in answered[id(session_a)].summary.split("\n\n")[1]
+    assert f"{app.display_name(name)}, calibrated to your voice" in answered[id(session_a)].probabilities["label"]
+    assert "calibrated" not in answered[id(session_b)].summary and "calibrated" not in answered[id(session_b)].probabilities["label"]
 
     # /predict: the calibration recording counts for its own request only.
     assert list(app.predict_api(clip, name, passage, PASSAGE.name).values()) == pytest.approx(calibrated, abs=1e-6)

@@ -21,17 +21,17 @@ import pytest
 import soundfile
 from scipy.signal import correlate
 
-from app_support import ANGRY, PROJECT_ROOT, AppServer, make_tiny_wav2vec2, write_clip
+from app_support import PROJECT_ROOT, AppServer, make_tiny_wav2vec2
 from conftest import REAL_RAVDESS
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
+from speech import write_sentence
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
-SYNTHETIC_CLIP_S = 3.0
 FAKE_MICROPHONE_RATE = 48_000  # Hz, what a real microphone delivers
 CLEAR_CUT_PROBABILITY = 0.8  # a model this sure should not change its mind over an Opus round trip
 RESULT_TIMEOUT_MS = 60_000  # model loading and analysis on a busy 2-core machine
@@ -63,11 +63,12 @@ def speech_wav(tmp_path_factory, model_name) -> Path:
     """The file the fake microphone plays and the tests upload (48 kHz WAV).
 
     With the bundled model and the real corpus at hand: the RAVDESS clip among a few whose
-    emotion the model is surest of. Otherwise a synthetic 'angry' utterance.
+    emotion the model is surest of. Otherwise a sentence spoken by espeak-ng, speech to the
+    voice-activity model, so that the page names an emotion.
     """
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     if not plays_real_speech(model_name):
-        return write_clip(path, duration_s=SYNTHETIC_CLIP_S, emotion=ANGRY)
+        return write_sentence(path, sampling_rate=FAKE_MICROPHONE_RATE)
     model = load_model(model_name, precision=DEFAULT_PRECISION)
     candidates = sorted(REAL_RAVDESS.glob("Actor_0[12]/03-01-*-02-01-01-*.*"))  # strong intensity
     clearest = max(candidates, key=lambda clip: max(model.predict_file(clip).values()))
@@ -206,7 +207,7 @@ def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_coul
 
 
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
-    webm = write_clip(tmp_path / "speech.webm", duration_s=SYNTHETIC_CLIP_S)
+    webm = write_sentence(tmp_path / "speech.webm")
     page.locator('#speech button[aria-label="Upload file"]').click()
     # Given as video/webm (the default guess), Gradio's audio input drops the file silently.
     page.locator("#speech input[type=file]").set_input_files(
