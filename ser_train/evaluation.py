@@ -321,6 +321,11 @@ class SharedScoring:
         scored = [name for name in names if name in present and name in known]
         if not scored:
             raise DataError(f"The test clips share no emotion with the model (it knows {', '.join(sorted(known))}).")
+        if len(scored) == 1:  # the argmax over one emotion is always right: WA and UA would be 1.0
+            raise DataError(
+                f"The test clips share only one emotion with the model ({scored[0]}), and a score over one "
+                "emotion is always perfect; test on clips of at least two of its emotions."
+            )
         scored_ids = [names.index(name) for name in scored]
         kept = np.flatnonzero(np.isin(emotions, scored_ids))
         return cls(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ser_train.data import audio_arrays
+from ser_train.corpora import load_corpora
+from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.errors import SERError
-from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE
+from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, SharedScoring
 from ser_train.training import runner
 
 
@@ -106,6 +108,81 @@ def test_an_earlier_run_is_never_overwritten(synthetic_ravdess, tmp_path):
     runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, test_actors=[6], command=["train"])
     with pytest.raises(SERError, match="already holds a training run; pass --resume"):
         runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, test_actors=[6], command=["train"])
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+class OtherFamily(NearestCentroidFamily):
+    name = "other"
+
+
+class CityBlockFamily(NearestCentroidFamily):
+    def hyperparameters(self):
+        return {"distance": "cityblock"}
+
+
+def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
+    """Another family, other data, other splits or other settings are refused, touching nothing;
+    the same data by another path to it is the same run."""
+    run_dir = tmp_path / "run"
+    runner.run(NearestCentroidFamily(), str(synthetic_ravdess), run_dir, num_folds=3, command=["train"])
+    before = files_of(run_dir)
+    other_data = tmp_path / "other-corpus"
+    other_data.mkdir()
+    for actor in ("Actor_01", "Actor_02", "Actor_03"):
+        shutil.copytree(synthetic_ravdess / actor, other_data / actor)
+    attempts = {
+        "family": (OtherFamily(), str(synthetic_ravdess), {"num_folds": 3}),
+        "hyperparameters": (CityBlockFamily(), str(synthetic_ravdess), {"num_folds": 3}),
+        "splits": (NearestCentroidFamily(), str(synthetic_ravdess), {"test_actors": [6]}),
+        "dataset": (NearestCentroidFamily(), str(other_data), {"num_folds": 3}),
+    }
+    for differing, (family, source, split) in attempts.items():
+        with pytest.raises(SERError, match=f"holds a run started with other settings \\({differing}: "):
+            runner.run(family, source, run_dir, resume=True, command=["train", "--resume"], **split)
+        assert family.fit_calls == [] and files_of(run_dir) == before, differing
+    same_data = tmp_path / "same-corpus"
+    same_data.symlink_to(synthetic_ravdess)
+    (run_dir / "folds" / "fold-3" / runner.FOLD_RESULT_FILE).unlink()
+    family = NearestCentroidFamily()
+    runner.run(family, str(same_data), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
+    assert [calls[1] for calls in family.fit_calls] == [True, False]  # fold 3, then the final model
+
+
+def test_a_folder_holding_other_files_or_a_file_is_never_written_into(synthetic_ravdess, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": 1}')
+    with pytest.raises(SERError, match="is not empty and holds no training run"):
+        runner.run(NearestCentroidFamily(), str(synthetic_ravdess), mine, test_actors=[6], command=["train"])
+    assert files_of(mine) == {"config.json": b'{"mine": 1}'}
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("notes")
+    with pytest.raises(SERError, match="is a file, not a folder"):
+        runner.run(NearestCentroidFamily(), str(synthetic_ravdess), a_file, test_actors=[6], command=["train"])
+    assert a_file.read_text() == "notes"
+    # A run refused before it starts leaves no folder behind.
+    with pytest.raises(SERError):
+        runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path / "new", test_actors=[1], num_folds=3, command=["train"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_data_of_one_emotion_is_neither_trained_on_nor_scored(synthetic_ravdess, tmp_path):
+    """One emotion gives no classifier to learn, and a score over one emotion is always perfect."""
+    angry_only = tmp_path / "angry-only"
+    for clip in synthetic_ravdess.glob("Actor_*/03-01-05-*"):  # RAVDESS emotion code 05: angry
+        (angry_only / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, angry_only / clip.parent.name / clip.name)
+    with pytest.raises(SERError, match=r"holds one emotion only \(angry\)"):
+        runner.run(NearestCentroidFamily(), str(angry_only), tmp_path / "run", test_actors=[6], command=["train"])
+    assert not (tmp_path / "run").exists()
+    angry = load_corpora(str(angry_only))
+    with pytest.raises(SERError, match=r"share only one emotion with the model \(angry\)"):
+        SharedScoring.of(angry, EMOTIONS)
+    both = load_corpora(str(synthetic_ravdess)).filter(lambda row: row["emotion"] in (EMOTIONS.index("angry"), EMOTIONS.index("sad")))
+    assert SharedScoring.of(both, EMOTIONS).labels == ["sad", "angry"]
 
 
 def test_split_options_are_exclusive():

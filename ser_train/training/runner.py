@@ -140,11 +140,18 @@ def run(
     dataset = family.prepare(load_corpora(dataset_source))
     dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
+    if len(dataset.unique("emotion")) < 2:
+        held = labels[dataset[0]["emotion"]] if dataset.num_rows else "none"
+        raise SERError(f"The data holds one emotion only ({held}): a classifier needs clips of at least two to learn from.")
     if leave_one_corpus_out and len(corpus_names(dataset)) < 2:
         raise SERError("Leaving one corpus out needs at least two corpora: pass several with --dataset A B ...")
     splits = _plan(dataset, test_actors, num_folds, test_speakers, folds_within, leave_one_corpus_out)
-    if not resuming:
-        _write_training_args(output_dir, family, dataset_source, splits, command, leave_one_corpus_out)
+    settings = _run_settings(family, dataset_source, splits, leave_one_corpus_out)
+    if is_main_process():  # the other processes of a distributed run take the main one's word
+        if resuming:
+            _check_same_run(output_dir, settings)
+        else:
+            _write_training_args(output_dir, settings, command)
 
     several_corpora = len(corpus_names(dataset)) > 1
     folds = []
@@ -506,26 +513,72 @@ def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[s
 
 
 def _claim_output_dir(output_dir: Path, resume: bool) -> bool:
-    """Never overwrite an earlier run by accident. True when resuming a run that was started."""
+    """Never overwrite an earlier run, or anything else, by accident. True when resuming a run
+    that was started. Nothing is created here: the folder comes with the run's first record."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")
     started = (output_dir / TRAINING_ARGS_FILE).is_file()
     if started and not resume:
         raise SERError(
             f"{output_dir} already holds a training run; pass --resume to continue it, "
             "or choose another --output-dir."
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not started and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise SERError(
+            f"{output_dir} is not empty and holds no training run ({TRAINING_ARGS_FILE}); a run would "
+            "write its files over what is there, so choose an empty or new --output-dir."
+        )
     return started
 
 
-def _write_training_args(
-    output_dir: Path, family: Family, dataset_source: str, splits: list[Split], command: list[str], leave_one_corpus_out: bool
-) -> None:
-    args = {
-        "command": command,
+def _run_settings(family: Family, dataset_source: str, splits: list[Split], leave_one_corpus_out: bool) -> dict:
+    """What makes a run the run it is, as training_args.json records it (JSON types)."""
+    settings = {
         "family": family.name,
         "dataset": dataset_source,
         "splits": [asdict(split) for split in splits],
         "leave_one_corpus_out": leave_one_corpus_out,
         "hyperparameters": family.hyperparameters(),
     }
+    return json.loads(json.dumps(settings))
+
+
+def _check_same_run(output_dir: Path, settings: dict) -> None:
+    """Resuming continues the run that was started, never another: the family, data, splits and
+    settings must be those training_args.json records (the data by where it lies, however the
+    path is spelled), or the finished folds of one run would be published as another's."""
+    recorded = json.loads((output_dir / TRAINING_ARGS_FILE).read_text())
+    differences = [
+        f"{key}: {_shown(recorded.get(key))} there, {_shown(value)} here"
+        for key, value in settings.items()
+        if not (same_sources(recorded.get(key), value) if key == "dataset" else recorded.get(key) == value)
+    ]
+    if differences:
+        raise SERError(
+            f"{output_dir} holds a run started with other settings ({'; '.join(differences)}); resume it with "
+            f"the settings of its {TRAINING_ARGS_FILE}, or choose another --output-dir. Nothing was changed."
+        )
+
+
+def same_sources(recorded: str | None, given: str) -> bool:
+    """Whether two ' + '-joined dataset sources name the same data: folders by their resolved
+    location, Hub ids by name."""
+    recorded_sources, given_sources = (recorded or "").split(" + "), given.split(" + ")
+
+    def where(source: str) -> str:
+        path = Path(source).expanduser()
+        return str(path.resolve()) if path.exists() else source
+
+    return len(recorded_sources) == len(given_sources) and all(map(lambda a, b: where(a) == where(b), recorded_sources, given_sources))
+
+
+def _shown(value) -> str:
+    """A recorded setting as a message quotes it: short values whole, long ones elided."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _write_training_args(output_dir: Path, settings: dict, command: list[str]) -> None:
+    args = {"command": command, **settings}
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")
