@@ -21,6 +21,31 @@ DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravd
 CALIBRATION_PROMPT_NAMES = ("moods", "passage")
 
 
+def number_type(kind: type, minimum: float, maximum: float | None = None, above: bool = False):
+    """An argparse type: a `kind` number of at least `minimum` (above it, with `above`) and at most
+    `maximum`, so a bad setting is refused in one line before any data is loaded."""
+    bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
+    bound += f" and at most {maximum:g}" if maximum is not None else ""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < minimum or (above and value == minimum) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: it must be {bound}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = number_type(int, 1)
+COUNT = number_type(int, 0)  # how many views or directions: 0 turns them off
+POSITIVE_FLOAT = number_type(float, 0, above=True)
+NON_NEGATIVE_FLOAT = number_type(float, 0)
+SHARE = number_type(float, 0, maximum=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_epoch_arguments(cnn)
     cnn.add_argument(
         "--calibrated-share",
-        type=float,
+        type=SHARE,
         metavar="P",
         help="share of training clips seen through a speaker calibration from random other clips of "
         "their speaker, so one model serves calibrated and uncalibrated use (default 0: off)",
@@ -90,21 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whisper.add_argument(
         "--window-s",
-        type=int,
+        type=POSITIVE_INT,
         metavar="SECONDS",
         help="input window in seconds (default 5; Whisper's own is 30): shorter clips are padded, longer ones cut",
     )
-    whisper.add_argument("--l2", type=float, help="L2 penalty of the linear classifier (default 0.03)")
+    whisper.add_argument("--l2", type=NON_NEGATIVE_FLOAT, help="L2 penalty of the linear classifier (default 0.03)")
     whisper.add_argument(
         "--augmented-views",
-        type=int,
+        type=COUNT,
         metavar="N",
         help="waveform-augmented copies of every clip to encode (speed, gain, noise, cropping; each "
         "costs one more encoder pass over the corpus); only training clips' copies are used (default 2)",
     )
     whisper.add_argument(
         "--cropped-views",
-        type=int,
+        type=COUNT,
         metavar="N",
         help="random stretches of 0.5 s to the window of every clip's speech to encode (each costs one more "
         "encoder pass over the corpus); only training clips' stretches are used (default 2)",
@@ -112,17 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel_views_argument(whisper, "clip's speech", "encode (each costs one more encoder pass over the corpus)", default=2)
     whisper.add_argument(
         "--calibrated-views",
-        type=int,
+        type=COUNT,
         metavar="N",
         help="copies of the training clips with each speaker calibrated on a random sample of their "
         "own clips, so one model serves calibrated and uncalibrated use (default 4; 0: off)",
     )
     whisper.add_argument(
         "--speaker-directions",
-        type=int,
+        type=COUNT,
         metavar="K",
         help="remove from what the head sees the K directions in which the training speakers' voices "
-        "differ most (at most one less than the speakers; default 0: none)",
+        "differ most (capped at one less than the training speakers; default 0: none)",
     )
     whisper.set_defaults(run=run_train, family="whisper")
 
@@ -147,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_argument(evaluate, FP32, "default %(default)s, as training measures; int8 to measure what the app serves")
     evaluate.add_argument(
         "--output-dir",
-        help="where eval_results.json and confusion_matrix.png go (default: the model folder, "
-        "unless it already holds results, e.g. from training)",
+        help="where eval_results.json and confusion_matrix.png go (default: the model folder; refused "
+        "when the folder already holds results, e.g. from training)",
     )
     evaluate.set_defaults(run=run_evaluate)
 
@@ -197,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_channel_views_argument(parser: argparse.ArgumentParser, what: str, cost: str, default: int) -> None:
     parser.add_argument(
         "--channel-views",
-        type=int,
+        type=COUNT,
         metavar="N",
         help=f"copies of every {what} as if recorded in another room, microphone band and codec to {cost}; "
         f"only training clips' copies are used (default {default})",
@@ -232,9 +257,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_epoch_arguments(parser: argparse.ArgumentParser) -> None:
     """For the families trained by gradient descent over epochs (not the Whisper head's convex fit)."""
-    parser.add_argument("--epochs", type=int, help="maximum epochs (family default if omitted)")
-    parser.add_argument("--batch-size", type=int, help="batch size (family default if omitted)")
-    parser.add_argument("--learning-rate", type=float, help="peak learning rate (family default if omitted)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, help="maximum epochs (family default if omitted)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, help="batch size (family default if omitted)")
+    parser.add_argument("--learning-rate", type=POSITIVE_FLOAT, help="peak learning rate (family default if omitted)")
 
 
 def add_precision_argument(parser: argparse.ArgumentParser, default: str, default_help: str) -> None:
@@ -269,6 +294,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.push_to_hub and not args.hub_model_id:
         raise SERError("--push-to-hub needs --hub-model-id USER/NAME.")
+    if args.push_to_hub:  # a token or network problem is told before the training, not after it
+        from ser_train.hub import check_can_push
+
+        check_can_push(args.hub_model_id)
     family = importlib.import_module(f"ser_train.training.{args.family}").from_args(args)
     test_actors = parse_actor_list(args.test_actors) if args.test_actors else None
     test_speakers = split_names(args.test_speakers) if args.test_speakers else None
@@ -337,6 +366,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.inference import load_model
 
     output_dir = Path(args.output_dir or args.model)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")
     if (output_dir / EVAL_RESULTS_FILE).is_file():
         raise SERError(
             f"{output_dir} already holds {EVAL_RESULTS_FILE} (from training or an earlier evaluation); "
@@ -355,10 +386,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     elif manifest_split_actors(dataset):
         test_actors = manifest_split_actors(dataset)[0]
     elif "speaker" in dataset.column_names:
-        # A corpus the model was not trained on: every speaker is new to it.
-        test_actors = sorted(dataset.unique("actor"))
+        # Every speaker the model's record does not say it heard (all of a corpus it never trained on).
+        test_actors = sorted(set(dataset.unique("actor")) - heard_actors(args.model, dataset_sources(args), dataset))
+        if not test_actors:
+            raise SERError(f"{args.model} learned from every speaker of this data: evaluate it on a corpus it never heard.")
     else:
         raise SERError("Pass --test-actors (e.g. 21-24): RAVDESS models are trained on RAVDESS actors.")
+    check_never_heard(args.model, dataset_sources(args), dataset, test_actors)
     test = split_by_actor(dataset, test_actors, validation=[])["test"]
     fold = {"test_actors": test_actors, "validation_actors": []}
     if "speaker" in dataset.column_names:
@@ -403,18 +437,56 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir) -> i
     return 0
 
 
-def training_corpora(model_name: str) -> set[str]:
-    """The corpus folder names a model's training_args.json lists (empty when it has none)."""
-    from pathlib import Path
-
+def training_args_of(model_name: str) -> dict:
+    """A model's training_args.json (how it was trained: data, splits), or {} when it has none."""
     from ser_train.hub import fetch_model_files
     from ser_train.training.runner import TRAINING_ARGS_FILE
 
     path = fetch_model_files(model_name, [TRAINING_ARGS_FILE]) / TRAINING_ARGS_FILE
-    if not path.is_file():
-        return set()
-    dataset = json.loads(path.read_text()).get("dataset", "")
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        raise SERError(f"{model_name}: its {TRAINING_ARGS_FILE} is not valid JSON.") from None
+
+
+def training_corpora(model_name: str) -> set[str]:
+    """The corpus folder names a model's training_args.json lists (empty when it has none)."""
+    from pathlib import Path
+
+    dataset = training_args_of(model_name).get("dataset", "")
     return {Path(source.strip()).name for source in dataset.split(" + ") if source.strip()}
+
+
+def heard_actors(model_name: str, sources: str | list[str], dataset) -> set[int]:
+    """The actors of `dataset` that the model learned from or was validated on, as its
+    training_args.json tells: with the same data, all but its hold-out test speakers (all, for a
+    model trained on everything after its folds); else every speaker of a corpus it trained on."""
+    from ser_train.training.runner import same_sources
+
+    recorded = training_args_of(model_name)
+    if not recorded:
+        return set()  # no record: nothing known of what it heard
+    every = set(dataset.unique("actor"))
+    if same_sources(recorded.get("dataset"), sources if isinstance(sources, str) else " + ".join(sources)):
+        splits = recorded.get("splits", [])
+        holdout = len(splits) == 1 and splits[0]["name"] == "holdout"
+        return every - set(splits[0]["test_actors"]) if holdout else every
+    trained_on = training_corpora(model_name)
+    return {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
+
+
+def check_never_heard(model_name: str, sources: str | list[str], dataset, test_actors: list[int]) -> None:
+    """Refuse to score speakers the model learned from or was validated on: the figures would
+    not be about voices it never heard."""
+    from ser_train.corpora import speaker_names
+
+    heard = sorted(set(test_actors) & heard_actors(model_name, sources, dataset))
+    if heard:
+        raise SERError(
+            f"{model_name} learned from or was validated on {', '.join(speaker_names(dataset, heard))} (its "
+            "training_args.json says so), so scoring them would not measure voices it never heard: test "
+            "its own held-out speakers, or a corpus it never trained on."
+        )
 
 
 def run_predict(args: argparse.Namespace) -> int:

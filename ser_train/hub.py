@@ -147,10 +147,7 @@ def push_model_dir(
 
     model_dir = Path(model_dir)
     retry = retry_command(model_dir, repo_id, private, revision)
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise HubError(f"'{repo_id}' is not a Hub repo id; use the form user/name.") from None
+    _check_repo_id(repo_id)
     files = publishable_files(model_dir)  # refuses an incomplete folder before rendering its card
     card = render_model_card(model_dir, repo_id=repo_id)
     operations = [
@@ -180,6 +177,24 @@ def push_model_dir(
             f"retry with: {retry}"
         ) from error
     return commit.commit_url
+
+
+def check_can_push(repo_id: str, api: HfApi | None = None) -> None:
+    """Before a training that ends in a push to `repo_id`: a Hub error now (a malformed id, no or
+    an invalid token, offline, no network) instead of after the training. Nothing is changed."""
+    _check_repo_id(repo_id)
+    api = api if api is not None else HfApi()
+    try:
+        api.whoami()
+    except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError) as error:
+        raise HubError(f"{_push_failure(error, repo_id)}; nothing was trained, so fix that and start again.") from error
+
+
+def _check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(f"'{repo_id}' is not a Hub repo id; use the form user/name.") from None
 
 
 def retry_command(model_dir: Path, repo_id: str, private: bool, revision: str | None) -> str:

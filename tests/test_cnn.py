@@ -154,6 +154,16 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
     assert "UA" in capsys.readouterr().out
 
+    # Actors it learned from (3, 4) or stopped early on (1, 2) are no test of voices it never heard.
+    for actors in ("1,2", "3-6"):
+        leak = ["--dataset", str(synthetic_ravdess), "--test-actors", actors, "--output-dir", str(tmp_path / "leak")]
+        assert main(["evaluate", "--model", str(model_dir), *leak]) == 2
+        assert "learned from or was validated on" in capsys.readouterr().err and not (tmp_path / "leak").exists()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("notes")
+    assert main(["evaluate", "--model", str(model_dir), *dataset, "--output-dir", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "notes"
+
 
 def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_path, capsys):
     (tmp_path / EVAL_RESULTS_FILE).write_text("{}")

@@ -216,3 +216,18 @@ def test_push_command_fails_with_exit_code_and_sentence(model_dir, capsys):
     assert err.startswith("error: No Hugging Face token was found")
     assert err.strip().endswith(f"--repo-id {REPO_ID} --private --revision exp")
     assert folder_state(model_dir) == before
+
+
+def test_train_with_push_to_hub_hears_of_a_hub_problem_before_it_trains(synthetic_ravdess, tmp_path, capsys, monkeypatch):
+    from ser_train.training import runner
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the run started before the Hub was checked")
+
+    monkeypatch.setattr(runner, "run", no_training)
+    output_dir = tmp_path / "model"
+    command = ["train", "cnn", "--dataset", str(synthetic_ravdess), "--output-dir", str(output_dir), "--test-actors", "6"]
+    code = main([*command, "--push-to-hub", "--hub-model-id", REPO_ID])  # no token in the test environment
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: No Hugging Face token was found") and "nothing was trained" in err
+    assert not output_dir.exists()

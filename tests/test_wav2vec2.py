@@ -27,6 +27,7 @@ from transformers import (
 
 from ser_train import cli
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
+from ser_train.models.cnn import EmotionCNN
 from ser_train.errors import SERError
 from ser_train.models.wav2vec2 import EmotionWav2Vec2, load_for_training
 from ser_train.training import runner
@@ -270,3 +271,14 @@ def test_a_base_folder_without_safetensors_weights_is_refused(tiny_base, tmp_pat
 
     with pytest.raises(SERError, match="safetensors"):
         Wav2Vec2Family(base=str(tmp_path))
+
+
+def test_a_base_of_another_kind_or_a_missing_folder_is_refused_with_a_sentence(tmp_path):
+    """A folder of this project's CNN (a model type transformers does not know) is named for what
+    it is; a path that does not exist is not looked up on the Hub."""
+    cnn = tmp_path / "cnn"
+    EmotionCNN().save_pretrained(cnn)
+    with pytest.raises(SERError, match=f"{cnn} is a 'ser-cnn' model; --base needs a speech encoder"):
+        Wav2Vec2Family(base=str(cnn))
+    with pytest.raises(SERError, match="no such folder"):
+        Wav2Vec2Family(base=str(tmp_path / "no-such-base"))

@@ -15,6 +15,8 @@ are ever read (pickled .bin weights can run code when loaded).
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +66,8 @@ def resolve_base(base: str, model_types: Sequence[str] = SUPPORTED_MODEL_TYPES) 
     safetensors weights, that it is a supported speech encoder and that it expects 16 kHz audio.
     """
     folder = Path(base).expanduser()
+    if not folder.is_dir() and base.startswith(("/", ".", "~")):  # a path, not a Hub id
+        raise SERError(f"{base}: no such folder; --base needs a model folder or a Hub id.")
     if not folder.is_dir():
         folder = _download(base)
     if not (folder / "config.json").is_file():
@@ -95,16 +99,21 @@ def _download(base: str) -> Path:
         ) from None
     except (HFValidationError, HfHubHTTPError) as error:  # malformed id, unknown, gated or private
         raise SERError(
-            f"'{base}' is neither a local folder nor a model the Hugging Face Hub serves "
-            f"({type(error).__name__}); pass --base a Hub id such as {DEFAULT_BASE} or a model folder."
+            f"'{base}' is neither a local folder nor a model the Hugging Face Hub serves; pass --base "
+            "a Hub id or a model folder."
         ) from None
 
 
 def _check_encoder(base: str, folder: Path, model_types: Sequence[str]) -> None:
     """A speech encoder of `model_types` with a 16 kHz feature extractor, or an SERError saying why not."""
-    from transformers import AutoConfig, AutoFeatureExtractor
+    from transformers import AutoFeatureExtractor
 
-    model_type = AutoConfig.from_pretrained(folder).model_type
+    # Read as JSON, not through AutoConfig, which raises on a model type transformers does not
+    # know (this project's own CNN folders, for one) before it could be named.
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):  # not JSON, or JSON that is no object
+        raise SERError(f"{base}: its config.json is not a model configuration (not a JSON object).") from None
     if model_type not in model_types:
         raise SERError(
             f"{base} is a '{model_type}' model; --base needs a speech encoder of the type "
