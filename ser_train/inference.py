@@ -25,11 +25,12 @@ Families:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import joblib
@@ -40,7 +41,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
-from ser_train.errors import AudioError, ModelError
+from ser_train.errors import AudioError, ModelError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
 from ser_train.precision import FP32, checked_precision
@@ -300,14 +301,33 @@ def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool 
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
     require_safetensors(folder, name)
     confidence = confidence_by_source(config)
-    if family == "cnn":
-        cnn = _load_cnn(folder)
-        # Older CNN folders lack the training speakers' statistics and cannot calibrate.
-        return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, confidence=confidence)
-    if family == "whisper":
-        classifier = _load_whisper(folder, name, precision)
-        return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision=precision, confidence=confidence)
-    return EmotionModel(name, family, labels, _load_transformers(folder, name), confidence=confidence)
+    with _weights_loaded(name):
+        if family == "cnn":
+            cnn = _load_cnn(folder)
+            # Older CNN folders lack the training speakers' statistics and cannot calibrate.
+            return EmotionModel(name, family, labels, cnn.predict_proba, cnn if cnn.speaker_statistics else None, confidence=confidence)
+        if family == "whisper":
+            classifier = _load_whisper(folder, name, precision)
+            return EmotionModel(name, family, labels, classifier.predict_proba, classifier, precision=precision, confidence=confidence)
+        return EmotionModel(name, family, labels, _load_transformers(folder, name), confidence=confidence)
+
+
+@contextlib.contextmanager
+def _weights_loaded(name: str) -> Iterator[None]:
+    """A model whose files are there but do not load (a truncated download or copy, weights of
+    another shape than its config says) gets one sentence instead of the loader's traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SERError:
+        raise
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise ModelError(
+            f"{name}: its weights could not be loaded ({reason}); the folder may be incomplete or corrupt, "
+            "so download or copy it again."
+        ) from None
 
 
 def read_config(folder: Path, name: str) -> dict:
@@ -315,9 +335,12 @@ def read_config(folder: Path, name: str) -> dict:
     if not path.is_file():
         raise ModelError(f"{name} is not a model: it has no {CONFIG_FILE}.")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise ModelError(f"{name} has a {CONFIG_FILE} that is not valid JSON.") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{name} has a {CONFIG_FILE} that is not a model configuration (a JSON object).")
+    return config
 
 
 def model_family(config: dict, name: str) -> str:
@@ -344,7 +367,7 @@ def model_family(config: dict, name: str) -> str:
 def config_labels(config: dict, family: str) -> list[str]:
     """The label names in output order, as config.json stores them for the family."""
     if family == "cnn":
-        return list(config["labels"])
+        return list(config.get("labels", []))
     id2label = config.get("id2label", {})
     return [id2label[key] for key in sorted(id2label, key=int)]
 
@@ -355,8 +378,10 @@ def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
     Our eight emotion names differ in their first three letters, which is how other datasets'
     spellings and abbreviations are recognised; a label matching none is not an emotion.
     """
+    if not labels:
+        raise ModelError(f"{name}: its {CONFIG_FILE} lists no labels, so it is not a usable emotion model.")
     canonical = [canonical_emotion(label) for label in labels]
-    if not labels or None in canonical or len(set(canonical)) != len(canonical):
+    if None in canonical or len(set(canonical)) != len(canonical):
         shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
         raise ModelError(
             f"{name} is an audio classifier, but its labels ({shown}) are not distinct emotions, "

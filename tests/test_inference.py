@@ -247,3 +247,22 @@ def test_a_transformers_model_without_feature_extractor_settings(wav2vec2_dir, t
     (incomplete / "preprocessor_config.json").unlink()
     with pytest.raises(ModelError, match=r"has no feature-extractor settings \(preprocessor_config.json\)"):
         load_model(str(incomplete))
+
+
+def test_a_broken_model_folder_is_one_sentence_not_a_traceback(wav2vec2_dir, calibratable_cnn, tmp_path):
+    """A truncated copy or download, a config without labels or that is no JSON object."""
+    for source in (wav2vec2_dir, Path(calibratable_cnn)):
+        truncated = shutil.copytree(source, tmp_path / f"truncated-{source.name}")
+        [weights] = truncated.glob("*.safetensors")
+        weights.write_bytes(weights.read_bytes()[:1000])
+        with pytest.raises(ModelError, match=r"its weights could not be loaded .*incomplete or corrupt"):
+            load_model(str(truncated))
+    no_labels = shutil.copytree(calibratable_cnn, tmp_path / "no-labels")
+    config = json.loads((no_labels / "config.json").read_text())
+    del config["labels"]
+    (no_labels / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="its config.json lists no labels"):
+        load_model(str(no_labels))
+    (no_labels / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="not a model configuration"):
+        load_model(str(no_labels))
