@@ -332,13 +332,13 @@ def split_names(text: str) -> list[str]:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from ser_train.corpora import load_corpora
+    from ser_train.corpora import is_manifest_corpus, load_corpora
     from ser_train.data import load_ravdess, summarize
 
     sources = dataset_sources(args)
     if args.include_song:
-        if not isinstance(sources, str):
-            raise SERError("--include-song applies to one RAVDESS source only.")
+        if not isinstance(sources, str) or is_manifest_corpus(sources):
+            raise SERError("--include-song applies to one RAVDESS source only (song clips are RAVDESS's).")
         dataset = load_ravdess(sources, include_song=True)
     else:
         dataset = load_corpora(sources)

@@ -27,7 +27,7 @@ from ser_train.data import (
     validation_actors,
 )
 from ser_train.errors import DataError
-from synthetic import CLIP_DURATION_S, make_ravdess_folder, ravdess_name, synth_clip
+from synthetic import CLIP_DURATION_S, make_manifest_corpus, make_ravdess_folder, ravdess_name, synth_clip
 
 
 def test_folder_loads_with_normalised_columns(synthetic_ravdess):
@@ -284,6 +284,12 @@ def test_data_command_reports_bad_source_without_traceback(tmp_path, capsys):
     assert cli.main(["data", "--dataset", str(tmp_path)]) == cli.EXIT_USER_ERROR
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "Traceback" not in error
+
+
+def test_include_song_on_a_manifest_corpus_says_it_is_for_ravdess(tmp_path, capsys):
+    corpus = make_manifest_corpus(tmp_path / "corpus", {"ang": EMOTIONS.index("angry"), "sad": EMOTIONS.index("sad")})
+    assert cli.main(["data", "--dataset", str(corpus), "--include-song"]) == cli.EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: --include-song applies to one RAVDESS source only (song clips are RAVDESS's).\n"
 
 
 @pytest.mark.real_data
