@@ -315,6 +315,11 @@ def run_train(args: argparse.Namespace) -> int:
         folds_within=args.folds_within,
         leave_one_corpus_out=args.leave_one_corpus_out,
     )
+    from ser_train.model_card import write_model_card
+
+    # The folder's README.md is its card from the start, so a copy or an upload of the folder by
+    # other means than `push` carries the measured figures, not a placeholder.
+    print(f"Wrote {write_model_card(args.output_dir, repo_id=args.hub_model_id)}")
     if args.push_to_hub:
         from ser_train.hub import push_model_dir
 

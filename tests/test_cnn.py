@@ -153,6 +153,10 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     evaluated = json.loads((evaluation_dir / EVAL_RESULTS_FILE).read_text())["test"]
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
     assert "UA" in capsys.readouterr().out
+    # The folder's README.md is its card, with the figures it measured, not the mixin's placeholder.
+    card = (model_dir / "README.md").read_text()
+    assert "Rendered by `python -m ser_train card`" in card and "More Information Needed" not in card
+    assert f"| {trained['balanced_accuracy']:.3f} |" in card
 
     # Actors it learned from (3, 4) or stopped early on (1, 2) are no test of voices it never heard.
     for actors in ("1,2", "3-6"):
