@@ -535,7 +535,8 @@ def test_a_live_answer_on_the_first_second_of_an_utterance_says_it_is_too_early_
 
 def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch, tiny_model_dir, tmp_path):
     monkeypatch.setattr(app, "live_sessions", LiveSessions())
-    assert app.live_start("", "nobody/no-such-model", None, session("a")).now.startswith("⚠️ ")
+    refused = app.live_start("", "nobody/no-such-model", None, session("a")).now
+    assert refused.startswith("⚠️ ") and refused.endswith("Press Stop, and Record again once that is fixed.")
     assert len(app.live_sessions) == 0
     app.live_start(tiny_model_dir, "", None, session("a"))
     invalid = tmp_path / "nan.wav"
