@@ -98,10 +98,15 @@ def _download_failure(error: Exception, repo_id: str, revision: str | None, hub_
             if constants.is_offline_mode()
             else "the Hugging Face Hub cannot be reached"
         )
-        not_a_folder, or_a_folder = ("", "") if hub_only else ("not a local folder and is ", ", or pass a local model folder")
+        shown = f"{repo_id}@{revision}" if revision else repo_id
+        if hub_only:  # a visitor of a server: the server's network is not theirs to fix
+            return (
+                f"'{shown}' is not (completely) in the Hugging Face cache, and {why}, so it could not be "
+                "checked or downloaded: check the id, or pick a model this server offers."
+            )
         return (
-            f"'{repo_id}' is {not_a_folder}not (completely) in the Hugging Face cache, and {why}: run "
-            f"once with network access to download it{or_a_folder}."
+            f"'{shown}' is not a local folder and is not (completely) in the Hugging Face cache, and {why}: "
+            "run once with network access to download it, or pass a local model folder."
         )
     if isinstance(error, httpx2.TransportError):
         return f"The download of {repo_id} failed because the network connection broke; try again."

@@ -371,6 +371,10 @@ def test_a_typed_name_of_a_bundled_folder_is_not_read_from_the_servers_disk(tmp_
     outputs = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id="models/ravdess-tess-emovo-cnn")
     assert_refused(outputs, "'models/ravdess-tess-emovo-cnn' is not (completely) in the Hugging Face cache")
     assert "models/ravdess-tess-emovo-cnn" not in app.models.loaded
+    # The visitor is told what they can do, not to give the server a network; a revision is named.
+    assert "check the id, or pick a model this server offers" in outputs.status
+    revision = analyse(write_clip(tmp_path / "speech.wav"), tiny_model_dir, typed_id="someone/model@v2").status
+    assert "'someone/model@v2' is not (completely) in the Hugging Face cache" in revision
 
 
 def visitor(token: str):
