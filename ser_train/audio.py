@@ -250,7 +250,7 @@ def _check_length(num_samples: int, sampling_rate: int, name: str, min_duration_
     duration_s = num_samples / sampling_rate
     if duration_s < min_duration_s:
         raise AudioError(
-            f"{name}: is {duration_s:.2f} s long; at least {min_duration_s:g} s of speech is needed."
+            f"{name}: is {duration_s:.2f} s long; at least {min_duration_s:g} s of audio is needed."
         )
     _check_not_too_long(duration_s, name, max_duration_s)
 

@@ -83,7 +83,8 @@ class CalibrationPrompt:
         if calibration.seconds < self.min_speech_s:
             raise AudioError(
                 f"Only {calibration.seconds:.1f} s of speech heard in the calibration recording; record "
-                f"{self.asks_for} (at least {self.min_speech_s:g} s of speech)."
+                f"{self.asks_for} (at least {self.min_speech_s:g} s of speech), somewhere quiet: "
+                "background noise hides speech from the voice-activity model."
             )
         return calibration
 

@@ -62,7 +62,7 @@ def write_refused(folder: Path) -> dict[str, tuple[Path, str]]:
     with_inf[2000] = np.inf
     soundfile.write(add("inf_samples.wav", "NaN or infinity"), with_inf, REFERENCE_RATE, subtype="FLOAT")
     soundfile.write(add("one_sample.wav", "0.00 s long|no audio"), clip[:1], REFERENCE_RATE)
-    soundfile.write(add("too_short.wav", r"0\.20 s long"), clip[: REFERENCE_RATE // 5], REFERENCE_RATE)
+    soundfile.write(add("too_short.wav", r"0\.20 s long; at least 0\.5 s of audio is needed"), clip[: REFERENCE_RATE // 5], REFERENCE_RATE)
     whole = folder / "whole.wav"
     soundfile.write(whole, clip, REFERENCE_RATE)
     add("truncated_header.wav", "could not be read as audio").write_bytes(whole.read_bytes()[:20])
