@@ -17,8 +17,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ser_train.calibration import MOODS_COMPARED_WITH, PROMPTED_MOODS, PROTOCOL_REPEATS, calibrated_as, clips_per_mood
-from ser_train.corpora import corpus_info
+from ser_train.calibration import (
+    CLIPS_PER_PROMPTED_MOOD,
+    MOODS_COMPARED_WITH,
+    PROMPTED_MOODS,
+    PROTOCOL_REPEATS,
+    calibrated_as,
+    clips_per_mood,
+)
+from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
 from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
@@ -33,7 +40,8 @@ RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models 
 # id names: the card's metadata says "other" and its text lists each corpus's terms.
 COMBINED_LICENSE_NAME = "non-commercial: the licences of the training corpora"
 TASK = "audio-classification"
-TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition", "ravdess"]
+# The card's tags; each known corpus the model trained on adds its own (e.g. "ravdess", "emovo").
+TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition"]
 FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2", "whisper": "Whisper"}
 
 
@@ -48,6 +56,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
     """The card of the model in `model_dir`; `repo_id` is where it is (to be) published."""
     model_dir = Path(model_dir)
     results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)
+    _check_eval_results(results, model_dir / EVAL_RESULTS_FILE)
     config = _read_json(model_dir / CONFIG_FILE, required=True)
     training_args = _read_json(model_dir / TRAINING_ARGS_FILE, required=False)
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
@@ -68,7 +77,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         pipeline_tag=TASK,
         library_name="transformers" if is_transformers else None,
         base_model=base_model,
-        tags=TAGS + [results["family"]],
+        tags=TAGS + [corpus["id"] for corpus in corpora if corpus["known"]] + [results["family"]],
         eval_results=_eval_results(results),
     )
     return ModelCard.from_template(
@@ -78,11 +87,12 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         model_ref=repo_id or _display_path(model_dir),
         family_title=FAMILY_TITLES.get(results["family"], results["family"]),
         family_description=_family_description(results["family"], config, corpora),
-        labels=results["labels"] if "labels" in results else results["test"]["labels"],
+        labels=_labels(results, config, model_dir),
         test=results.get("test"),
         corpora=corpora,
         corpora_titles=" + ".join(corpus["title"] for corpus in corpora),
         headline_name=_headline_name(results) if "test" in results else None,
+        chance=_chance_sentence(results),
         evaluation_description=_evaluation_description(results) if "test" in results else None,
         held_out=_held_out_section(results),
         confidence=_confidence_section(results),
@@ -112,7 +122,40 @@ def _read_json(path: Path, required: bool) -> dict:
                 f"{path.parent} has no {path.name}; a card is rendered from a finished training run's folder."
             )
         return {}
-    return json.loads(path.read_text())
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SERError(
+            f"{path} is not valid JSON ({error}); it is damaged, so no card can be rendered from this folder."
+        ) from None
+    if not isinstance(content, dict):
+        raise SERError(f"{path} holds no JSON object; it is damaged, so no card can be rendered from this folder.")
+    return content
+
+
+# What every eval_results.json that training or `evaluate` writes holds (see `eval_results`).
+REQUIRED_RESULTS = ("family", "dataset", "folds", "command")
+
+
+def _check_eval_results(results: dict, path: Path) -> None:
+    """Refuse, in one sentence, an eval_results.json that training or evaluation did not write."""
+    missing = [key for key in REQUIRED_RESULTS if key not in results]
+    if missing:
+        raise SERError(
+            f"{path} lacks {', '.join(repr(key) for key in missing)}, so it is not the results of a training "
+            "run or an evaluation; no card can be rendered from it (python -m ser_train train or evaluate writes one)."
+        )
+
+
+def _labels(results: dict, config: dict, model_dir: Path) -> list[str]:
+    """The model's emotions: as its results list them, else (results of `evaluate
+    --held-out-corpora`, which list none) as its config.json does."""
+    from ser_train.inference import config_labels
+
+    labels = results.get("labels") or results.get("test", {}).get("labels") or config_labels(config, results["family"])
+    if not labels:
+        raise SERError(f"Neither {EVAL_RESULTS_FILE} nor {CONFIG_FILE} in {model_dir} lists the model's emotions, so no card can be rendered.")
+    return labels
 
 
 def _eval_results(results: dict) -> list[EvalResult]:
@@ -120,13 +163,17 @@ def _eval_results(results: dict) -> list[EvalResult]:
     and on each corpus held out of training."""
     entries = []
     if "test" in results:
-        test = results["test"]
-        dataset_id = _hub_id(results["dataset"].split(" + ")[0]) or "ravdess"
-        entries += _metric_entries(test, dataset_id, "RAVDESS (speech)" if not results.get("per_corpus") else results["dataset"], _split_name(results))
+        corpora = training_corpora(results["dataset"])
+        if results.get("per_corpus"):  # several corpora, of which these had test speakers (all, unless folds were within one)
+            names = _corpus_names_of(results["dataset"])
+            corpora = [corpus for corpus, name in zip(corpora, names) if name in results["per_corpus"]] or corpora
+        dataset_id = "+".join(corpus["id"] for corpus in corpora)
+        dataset_name = " + ".join(corpus["title"] for corpus in corpora)
+        entries += _metric_entries(results["test"], dataset_id, dataset_name, _split_name(results))
     for corpus, entry in results.get("leave_one_corpus_out", {}).items():
         if corpus != MEAN_KEY:
-            info = corpus_info(corpus)
-            entries += _metric_entries(entry["metrics"], corpus, info.title if info else corpus, "held out of training (every speaker)")
+            title = _corpus_title(corpus, results["dataset"])
+            entries += _metric_entries(entry["metrics"], corpus, title, "held out of training (every speaker)")
     return entries
 
 
@@ -154,19 +201,44 @@ def _metric_entries(metrics: dict, dataset_id: str, dataset_name: str, split: st
 
 def training_corpora(dataset: str) -> list[dict]:
     """Each corpus a model learned from (`eval_results.json`'s "dataset", sources joined by " + "),
-    with what the card says of it; a corpus this project does not know is named by its folder."""
+    with what the card says of it; a corpus this project does not know is named by its folder.
+
+    "id" is the corpus's dataset type in the card's metadata: a Hub dataset's id, else the
+    known corpus's key ("ravdess", "tess", "emovo"), else the folder's name; "known" says
+    whether this project knows the corpus (and tags the card with its key).
+    """
     corpora = []
     for source in dataset.split(" + "):
         info = corpus_info(source)
+        name = Path(source).name or source
         if info:
-            corpora.append({"source": source, **info.__dict__})
+            key = next(key for key, known in KNOWN_CORPORA.items() if known == info)
+            corpora.append({"source": source, "id": _hub_id(source) or key, "known": True, **info.__dict__})
         else:
-            name = Path(source).name or source
             corpora.append(
-                {"source": source, "title": name, "description": f"the corpus in `{name}`", "language": None,
+                {"source": source, "id": _hub_id(source) or name, "known": False, "title": name,
+                 "description": f"the corpus in `{name}`", "language": None,
                  "licence": "see the corpus's own licence", "citation": None}
             )
     return corpora
+
+
+def _corpus_names_of(dataset: str) -> list[str]:
+    """The names a run gave its sources (`eval_results.json`'s "dataset"), as `load_corpora`
+    names them: a folder by its name, a Hub id with "/" as "-"."""
+    sources = dataset.split(" + ")
+    return [
+        name if Path(source).expanduser().is_dir() or _hub_id(source) else Path(source).name or source  # a folder not here now
+        for name, source in zip(corpus_names_of(sources), sources)
+    ]
+
+
+def _corpus_title(corpus: str, dataset: str) -> str:
+    """How the card names a corpus of a run (by its name in the run's results, e.g. a key of
+    "leave_one_corpus_out"): the known corpus its source is a copy of, else that name."""
+    by_name = dict(zip(_corpus_names_of(dataset), dataset.split(" + ")))
+    info = corpus_info(by_name.get(corpus, corpus)) or corpus_info(corpus)
+    return info.title if info else corpus
 
 
 def _held_out_section(results: dict) -> dict | None:
@@ -179,42 +251,62 @@ def _held_out_section(results: dict) -> dict | None:
         most = scores["metrics"]["most_predicted"]
         return {**{k: scores["metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}, "top": most["emotion"], "top_share": most["share"], "ece": scores["ece"]}
 
+    entries = {corpus: entry for corpus, entry in loco.items() if corpus != MEAN_KEY}
+    recorded = [entry["mood_calibration"] for entry in entries.values() if "mood_calibration" in entry]
+    mood_rows = [row for row in recorded if "metrics" in row]  # a corpus whose speakers all lack a prompted mood has no figure
+    per_mood = clips_per_mood(recorded[0]) if recorded else CLIPS_PER_PROMPTED_MOOD
+    # Why a calibration row has no figures: every speaker was left out of it.
+    neutral_lack = f"{MIN_NEUTRAL_CALIBRATION_S:.0f} s of neutral and calm speech"
+    moods_lack = f"{per_mood} clip(s) of each prompted mood"
     rows = []
-    for corpus, entry in loco.items():
-        if corpus == MEAN_KEY:
-            continue
-        info = corpus_info(corpus)
-        neutral = entry.get("neutral_calibration", {})
-        moods = entry.get("mood_calibration", {})
+    for corpus, entry in entries.items():
         rows.append(
             {
-                "corpus": info.title if info else corpus,
+                "corpus": _corpus_title(corpus, results["dataset"]),
                 **cells(entry),
                 "recall": {name: scores["recall"] for name, scores in entry["metrics"]["per_class"].items() if scores["support"]},
                 "temperature": entry["temperature"],
-                "neutral": neutral.get("metrics", {}).get("balanced_accuracy"),
-                "neutral_without": neutral.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
-                "neutral_ece": neutral.get("ece"),
-                "neutral_left_out": neutral.get("speakers_left_out"),
-                "moods": moods.get("metrics", {}).get("balanced_accuracy"),
-                "moods_without": moods.get("uncalibrated_same_clips", {}).get("balanced_accuracy"),
-                "moods_ece": moods.get("ece"),
+                "neutral": _calibration_cells(entry.get("neutral_calibration"), f"no speaker had {neutral_lack}"),
+                "moods": _calibration_cells(entry.get("mood_calibration"), f"no speaker had {moods_lack}"),
                 "short": {s: cells(entry["short_speech"][str(s)]) for s in SHORT_SPEECH_S},
             }
         )
-    mood_rows = [  # the rows with a figure (a corpus whose speakers all lack a prompted mood has none)
-        entry["mood_calibration"] for corpus, entry in loco.items() if corpus != MEAN_KEY and "metrics" in entry.get("mood_calibration", {})
-    ]
+    mean = loco[MEAN_KEY]
+
+    def mean_cells(row: str, lack: str) -> dict | None:
+        """The mean row's cells of a calibration row: a mean over the corpora it has figures on."""
+        if row not in mean:
+            return None
+        if mean[row].get("balanced_accuracy") is None:
+            return {"reason": f"no speaker of any held-out corpus had {lack}"}
+        measured = sum(1 for entry in entries.values() if (entry.get(row) or {}).get("metrics"))
+        found = {"ua": mean[row]["balanced_accuracy"], "without": mean[row].get("uncalibrated_same_clips"), "ece": mean[row].get("ece")}
+        return {**found, "over": f"{measured} of {len(entries)}" if measured < len(entries) else None}
+
     return {
         "rows": rows,
-        "mean": loco[MEAN_KEY],
+        "mean": mean,
+        "mean_neutral": mean_cells("neutral_calibration", neutral_lack),
+        "mean_moods": mean_cells("mood_calibration", moods_lack),
         "short_seconds": list(SHORT_SPEECH_S),
         "min_calibration_s": MIN_NEUTRAL_CALIBRATION_S,
         "prompted_moods": ", ".join("/".join(mood) for mood in PROMPTED_MOODS),
-        "clips_per_mood": clips_per_mood(mood_rows[0]) if mood_rows else None,
-        "moods_compared_with": MOODS_COMPARED_WITH[calibrated_as(mood_rows[0])] if mood_rows else None,
+        "clips_per_mood": per_mood,
+        "moods_compared_with": MOODS_COMPARED_WITH.get(calibrated_as(mood_rows[0])) if mood_rows else None,
         "repeats": PROTOCOL_REPEATS,
     }
+
+
+def _calibration_cells(row: dict | None, reason: str) -> dict | None:
+    """A held-out corpus's calibration row as the card shows it: UA, UA without calibration on
+    the same clips, ECE; or why it has no figures (`reason`). None where the row was not
+    recorded at all (a model that cannot be calibrated)."""
+    if row is None:
+        return None
+    metrics = row.get("metrics") or {}
+    if metrics.get("balanced_accuracy") is None:
+        return {"reason": reason}
+    return {"ua": metrics["balanced_accuracy"], "without": (row.get("uncalibrated_same_clips") or {}).get("balanced_accuracy"), "ece": row.get("ece")}
 
 
 def _confidence_section(results: dict) -> dict | None:
@@ -224,8 +316,7 @@ def _confidence_section(results: dict) -> dict | None:
     if not calibration:
         return None
     def title(corpus: str) -> str:
-        info = corpus_info(corpus)
-        return info.title if info else corpus
+        return _corpus_title(corpus, results["dataset"])
 
     def titled(answers: dict) -> dict:
         return {title(corpus): summary for corpus, summary in answers.items()}
@@ -271,6 +362,32 @@ def _from_training(results: dict) -> bool:
     validation actors; which actors trained that model is then not known here.
     """
     return all(fold["validation_actors"] for fold in results["folds"])
+
+
+def _scored_emotions(metrics: dict) -> int:
+    """How many emotions a figure's balanced accuracy (UA) is the mean recall of: those with
+    clips among the scored ones (`EmotionClassificationMetrics` leaves the others out)."""
+    return sum(1 for scores in metrics["per_class"].values() if scores["support"])
+
+
+def _chance_sentence(results: dict) -> str:
+    """The balanced accuracy of chance (always answering one emotion, or at random): 1/k for a
+    figure that averages k emotions' recalls; for held-out corpora, the mean of theirs."""
+    count = _scored_emotions(results["test"]) if "test" in results else 0
+    loco = results.get("leave_one_corpus_out", {})
+    counts = [_scored_emotions(entry["metrics"]) for corpus, entry in loco.items() if corpus != MEAN_KEY]
+    counts = [held_out for held_out in counts if held_out]
+    parts = []
+    if count:
+        where = " on new speakers of its own corpora" if counts else ""
+        parts.append(f"{1 / count:.3f}{where} (1/{count}: {count} emotions scored)")
+    if counts:
+        how = (
+            f"{counts[0]} emotions scored on each" if len(set(counts)) == 1
+            else f"the mean of 1/k, k the emotions scored on each: {', '.join(map(str, counts))}"
+        )
+        parts.append(f"{sum(1 / k for k in counts) / len(counts):.3f} on the corpora held out of training ({how})")
+    return f"Balanced accuracy by chance is {' and '.join(parts)}." if parts else ""
 
 
 def _headline_name(results: dict) -> str:

@@ -10,8 +10,11 @@ from huggingface_hub import ModelCard
 
 from hub_helpers import make_tiny_wav2vec2, write_real_eval_results
 from ser_train.cli import main
+from ser_train.data import EMOTIONS
 from ser_train.evaluation import eval_results, write_eval_results
+from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S
 from ser_train.model_card import format_actors, write_model_card
+from synthetic import make_manifest_corpus
 
 HOLDOUT_ACTORS = [[5, 6]]
 FOLDS = [[1], [2], [3]]
@@ -187,3 +190,113 @@ def test_card_of_a_trained_cnn_shows_the_calibration_protocol_and_its_numbers(tr
     assert f"| neutral + calm clips | {neutral['calibrated']:.3f} | {neutral['uncalibrated_same_clips']:.3f} |" in body
     own = summary["self_one_emotion"]
     assert f"| self, one-emotion recording | {own['calibrated']:.3f} | {own['uncalibrated_same_clips']:.3f} |" in body
+
+
+# --- Cards of runs on other corpora, and of damaged folders ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held_out_cnn(calibratable_cnn, tmp_path_factory):
+    """The calibratable CNN judged on two corpora it never heard, as `evaluate --held-out-corpora`
+    does: neither has a speaker with 10 s of neutral speech (1.5 s clips; "beta" has none), and
+    only "alpha" has every prompted mood, so the mean of the neutral row has no figures at all."""
+    from ser_train.corpora import load_corpora
+    from ser_train.held_out import evaluate_held_out_corpora
+    from ser_train.inference import load_model
+
+    root = tmp_path_factory.mktemp("held-out-corpora")
+    emotion = {name: EMOTIONS.index(name) for name in EMOTIONS}
+    alpha = make_manifest_corpus(
+        root / "alpha", {name: emotion[name] for name in ("neutral", "happy", "sad", "angry", "fearful")},
+        speakers=("a1", "a2"), clips_per_label=3,
+    )
+    beta = make_manifest_corpus(root / "beta", {name: emotion[name] for name in ("happy", "sad", "fearful")}, speakers=("b1", "b2"))
+    folder = tmp_path_factory.mktemp("held-out") / "held-out-cnn"
+    shutil.copytree(calibratable_cnn, folder)
+    sources = [str(alpha), str(beta)]
+    loco = evaluate_held_out_corpora(load_model(str(folder)), load_corpora(sources), single_name="alpha")
+    write_eval_results(folder, eval_results("cnn", " + ".join(sources), [], ["python", "-m", "ser_train", "evaluate"], leave_one_corpus_out=loco))
+    return folder
+
+
+def test_card_of_held_out_corpora_without_neutral_speech_says_the_row_was_not_measured(held_out_cnn, capsys):
+    loco = read_results(held_out_cnn)["leave_one_corpus_out"]
+    assert loco["mean"]["neutral_calibration"]["balanced_accuracy"] is None  # the case that crashed the card
+    assert "metrics" in loco["alpha"]["mood_calibration"] and "metrics" not in loco["beta"]["mood_calibration"]
+
+    assert main(["card", "--model-dir", str(held_out_cnn)]) == 0
+    card = ModelCard.load(held_out_cnn / "README.md")
+    assert "one of 8 acted emotions" in card.text  # `evaluate --held-out-corpora` lists no labels: the model's own
+    rows = {}  # the held-out table's rows (the per-emotion recall table below repeats the corpora)
+    for line in card.text.splitlines():
+        if line.startswith(("| alpha |", "| beta |", "| **mean** |")):
+            rows.setdefault(line.split(" | ")[0], line)
+
+    lacks_neutral = f"not measured: no speaker had {MIN_NEUTRAL_CALIBRATION_S:.0f} s of neutral and calm speech"
+    assert lacks_neutral in rows["| alpha"] and lacks_neutral in rows["| beta"]
+    assert "not measured: no speaker had 2 clip(s) of each prompted mood" in rows["| beta"]
+    moods = loco["alpha"]["mood_calibration"]
+    assert f"| {moods['metrics']['balanced_accuracy']:.3f} ({moods['uncalibrated_same_clips']['balanced_accuracy']:.3f}), {moods['ece']:.3f} |" in rows["| alpha"]
+    mean = loco["mean"]
+    assert "not measured: no speaker of any held-out corpus had 10 s of neutral and calm speech" in rows["| **mean**"]
+    mean_moods = mean["mood_calibration"]
+    assert (
+        f"| {mean_moods['balanced_accuracy']:.3f} ({mean_moods['uncalibrated_same_clips']:.3f}), {mean_moods['ece']:.3f} (over 1 of 2 corpora) |"
+    ) in rows["| **mean**"]
+    assert "None" not in card.text
+    # Chance follows the emotions each held-out corpus scores: 5 in alpha, 3 in beta.
+    assert [len(loco[corpus]["scoring"]["scored_labels"]) for corpus in ("alpha", "beta")] == [5, 3]
+    assert f"Balanced accuracy by chance is {(1 / 5 + 1 / 3) / 2:.3f} on the corpora held out of training" in card.text
+
+
+@pytest.mark.parametrize(
+    "folder_name, title, dataset_type, licence",
+    [
+        ("EMOVO-tiny", "EMOVO", "emovo", "free for non-commercial research use"),
+        ("contessa-recordings", "contessa-recordings", "contessa-recordings", "see the corpus's own licence"),
+    ],
+)
+def test_card_of_a_single_corpus_run_names_that_corpus_and_its_chance(folder_name, title, dataset_type, licence, tmp_path):
+    """Trained and tested on one 7-emotion corpus (no calm, as EMOVO): the metadata names that
+    corpus, never RAVDESS, and chance is 1/7, the emotions UA averages over."""
+    from ser_train.training import runner
+    from test_runner import NearestCentroidFamily
+
+    labels = {name: EMOTIONS.index(name) for name in EMOTIONS if name != "calm"}
+    corpus = make_manifest_corpus(tmp_path / folder_name, labels, speakers=("f1", "m1", "f2", "m2"), clips_per_label=1)
+    folder = tmp_path / "run"
+    runner.run(NearestCentroidFamily(), str(corpus), folder, test_speakers=["f1"], command=["train"])
+    (folder / "config.json").write_text("{}")  # the family saves centroids only; the card reads its settings from here
+    test = read_results(folder)["test"]
+    assert len(test["labels"]) == 8 and test["per_class"]["calm"]["support"] == 0
+
+    card = ModelCard.load(write_model_card(folder))
+
+    evaluation = card.data.eval_results[0]
+    assert (evaluation.dataset_name, evaluation.dataset_type) == (title, dataset_type)
+    assert metric_values(card)["balanced_accuracy"] == round(test["balanced_accuracy"], 4)
+    assert "ravdess" not in card.data.tags and "tess" not in card.data.tags
+    assert ("emovo" in card.data.tags) == (title == "EMOVO")
+    assert f"- **{title}**: {licence}" in card.text
+    assert "Balanced accuracy by chance is 0.143 (1/7: 7 emotions scored)." in card.text
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"family": "cnn"', "eval_results.json is not valid JSON"),  # cut short, as by an interrupted copy
+        ("{}", "eval_results.json lacks 'family', 'dataset', 'folds', 'command'"),
+        ("[1, 2]", "eval_results.json holds no JSON object"),
+    ],
+)
+def test_card_and_push_explain_a_damaged_eval_results_in_one_line(content, says, holdout_model, tmp_path, capsys):
+    folder = shutil.copytree(holdout_model, tmp_path / "damaged")
+    (folder / "README.md").unlink(missing_ok=True)
+    (folder / "eval_results.json").write_text(content)
+
+    for command in (["card", "--model-dir", str(folder)], ["push", "--model-dir", str(folder), "--repo-id", "someone/damaged"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err
+        assert len(err.strip().splitlines()) == 1  # one sentence, no traceback
+    assert not (folder / "README.md").exists()
