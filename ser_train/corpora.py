@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import datasets
 import numpy as np
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.data import EMOTIONS, canonical_emotion, decode_index, files_fingerprint, load_ravdess
+from ser_train.data import AUDIO_EXTENSIONS, EMOTIONS, canonical_emotion, decode_index, files_fingerprint, load_ravdess, parse_file_name
 from ser_train.errors import DataError
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class CorpusInfo:
     citation: str
 
 
-# The corpora this project was measured on, recognised by their folder (or Hub id) name. A model
+# The corpora this project was measured on, recognised by their folder (or Hub id) name, of which
+# each key must be a whole word (see `corpus_info`), and a RAVDESS copy by its layout too. A model
 # trained on them is bound by every one of their licences: all three are non-commercial.
 KNOWN_CORPORA = {
     "ravdess": CorpusInfo(
@@ -81,9 +83,31 @@ KNOWN_CORPORA = {
 
 
 def corpus_info(source: str) -> CorpusInfo | None:
-    """The known corpus a source (folder path, folder name or Hub id) is a copy of, if any."""
-    name = Path(source).name.lower() if Path(source).name else source.lower()
-    return next((info for key, info in KNOWN_CORPORA.items() if key in name), None)
+    """The known corpus a source (folder path, folder name or Hub id) is a copy of, if any.
+
+    A folder in the official RAVDESS layout (what `load_corpus` loads as RAVDESS: no manifest,
+    every audio file named as `parse_file_name` reads them) is RAVDESS whatever its name.
+    Otherwise a known corpus's key must be a whole word of the folder (or Hub repo) name, words
+    being split at anything but letters and digits: `tess-opus-16k` and `EMOVO` are TESS and
+    EMOVO, `contessa-recordings` and `hostess-speech` are not TESS.
+    """
+    if not source:
+        return None
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not is_manifest_corpus(source):
+        audio_files = 0
+        try:
+            for path in folder.rglob("*"):
+                if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+                    parse_file_name(path.name)  # as `load_ravdess` reads every file of a RAVDESS folder
+                    audio_files += 1
+        except DataError:  # not RAVDESS file names: a folder known by its name, if at all
+            audio_files = 0
+        if audio_files:
+            return KNOWN_CORPORA["ravdess"]
+    name = Path(source).name or source
+    words = set(re.split(r"[^0-9a-z]+", name.lower()))
+    return next((info for key, info in KNOWN_CORPORA.items() if key in words), None)
 
 
 MANIFEST_FILE = "manifest.csv"
@@ -114,7 +138,8 @@ def load_corpora(sources: str | list[str]) -> datasets.Dataset:
     sources = [sources] if isinstance(sources, str) else list(sources)
     if len(sources) == 1:
         return load_corpus(sources[0])
-    names = _corpus_names(sources)
+    _check_each_given_once(sources)
+    names = corpus_names_of(sources)
     parts = [_common_columns(load_corpus(source), name) for source, name in zip(sources, names)]
     combined = datasets.concatenate_datasets(parts)
     return _with_actor_ids(combined, interleave_speakers([part.unique("speaker") for part in parts]))
@@ -248,8 +273,18 @@ def _check_speaker_disjoint(speakers: list[str], splits: list[str], folder: Path
             )
 
 
-def _corpus_names(sources: list[str]) -> list[str]:
-    """Folder names (Hub ids with / replaced), made unique by a number where two collide."""
+def _check_each_given_once(sources: list[str]) -> None:
+    """The same corpus twice would put each of its speakers in twice, under two names, so a
+    speaker could be tested on what they trained on: refused."""
+    where = [str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source for source in sources]
+    twice = sorted({source for source, place in zip(sources, where) if where.count(place) > 1})
+    if twice:
+        raise DataError(f"{', '.join(twice)}: the same corpus is given twice; give each corpus once.")
+
+
+def corpus_names_of(sources: list[str]) -> list[str]:
+    """The corpus names `load_corpora` gives `sources`: folder names (Hub ids with / replaced),
+    made unique by a number where two folders of the same name collide."""
     names = [Path(source).expanduser().resolve().name if Path(source).expanduser().is_dir() else source.replace("/", "-") for source in sources]
     return [name if names.count(name) == 1 else f"{name}-{names[:i].count(name) + 1}" for i, name in enumerate(names)]
 
@@ -264,8 +299,9 @@ def _common_columns(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
     else:  # a manifest corpus loaded under its folder name: rename to the combination's name
         old = dataset["corpus"][0]
         if old != name:
+            speakers = [f"{name}/{speaker.split('/', 1)[1]}" for speaker in dataset["speaker"]]
             dataset = dataset.remove_columns(["speaker", "corpus"])
-            dataset = dataset.add_column("speaker", [f"{name}/{s.split('/', 1)[1]}" for s in dataset["speaker"]])
+            dataset = dataset.add_column("speaker", speakers)
             dataset = dataset.add_column("corpus", [name] * dataset.num_rows)
     features = CORPUS_FEATURES.copy()
     features["audio"] = dataset.features["audio"]
@@ -299,9 +335,15 @@ def actors_of_speakers(dataset: datasets.Dataset, names: list[str]) -> list[int]
     if "speaker" not in dataset.column_names:
         raise DataError("This dataset is RAVDESS: name test speakers with --test-actors (e.g. 21-24).")
     ids: dict[str, int] = {}
+    bare: dict[str, set[str]] = {}  # a bare name -> the namespaced speakers it could mean
     for speaker, actor in zip(dataset["speaker"], dataset["actor"]):
         ids[speaker] = actor
-        ids.setdefault(speaker.split("/", 1)[1], actor)  # the bare name, if no other corpus has it
+        bare.setdefault(speaker.split("/", 1)[1], set()).add(speaker)
+    ambiguous = [name for name in names if name not in ids and len(bare.get(name, ())) > 1]
+    if ambiguous:
+        meant = "; ".join(f"{name} is {' and '.join(sorted(bare[name]))}" for name in ambiguous)
+        raise DataError(f"Ambiguous speaker name(s): {meant}; write the corpus too, as corpus/speaker.")
+    ids.update({name: ids[next(iter(speakers))] for name, speakers in bare.items() if len(speakers) == 1 and name not in ids})
     unknown = [name for name in names if name not in ids]
     if unknown:
         raise DataError(f"Unknown speaker(s) {', '.join(unknown)}; the dataset has {', '.join(sorted(set(dataset['speaker']))[:12])}, ...")

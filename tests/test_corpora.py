@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from ser_train import cli
-from ser_train.corpora import actors_of_speakers, interleave_speakers, load_corpora, manifest_split_actors
+from ser_train.corpora import KNOWN_CORPORA, actors_of_speakers, corpus_info, interleave_speakers, load_corpora, manifest_split_actors
 from ser_train.data import EMOTIONS, actor_folds, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import DataError
 from ser_train.evaluation import EVAL_RESULTS_FILE, classification_metrics
 from ser_train.training import runner
-from synthetic import make_manifest_corpus
+from synthetic import make_manifest_corpus, make_ravdess_folder
 from test_runner import NearestCentroidFamily
 
 ANGRY, HAPPY, SAD, NEUTRAL = (EMOTIONS.index(name) for name in ("angry", "happy", "sad", "neutral"))
@@ -99,6 +100,17 @@ def test_combined_corpora_split_speaker_disjoint_across_them(synthetic_ravdess, 
     assert interleave_speakers([["a2", "a1"], ["b1"]]) == {"a1": 1, "b1": 2, "a2": 3}
 
 
+def test_two_corpora_of_one_name_are_told_apart_and_one_corpus_twice_is_refused(corpus, tmp_path):
+    other = shutil.copytree(corpus, tmp_path / "elsewhere" / corpus.name)
+    combined = load_corpora([str(corpus), str(other)])
+    assert {speaker.split("/")[0] for speaker in combined["speaker"]} == {"labcorpus-1", "labcorpus-2"}
+    with pytest.raises(DataError, match="Ambiguous speaker name.*spk1 is labcorpus-1/spk1 and labcorpus-2/spk1; write the corpus too"):
+        actors_of_speakers(combined, ["spk1"])
+    assert actors_of_speakers(combined, ["labcorpus-2/spk1"]) != actors_of_speakers(combined, ["labcorpus-1/spk1"])
+    with pytest.raises(DataError, match="the same corpus is given twice"):
+        load_corpora([str(corpus), str(corpus.parent / ".." / corpus.parent.name / corpus.name)])
+
+
 def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess, corpus, tmp_path):
     family = NearestCentroidFamily()
     results = runner.run(family, [str(synthetic_ravdess), str(corpus)], tmp_path / "cv", num_folds=2, command=["train"])
@@ -156,3 +168,34 @@ def test_evaluate_scores_only_the_emotions_a_corpus_shares_with_the_model(synthe
     assert results["test"]["num_examples"] == 32
     # The calibration protocol ran on the corpus too (the model stores its training speakers' statistics).
     assert set(results["calibration"]["mean_over_folds"]["random_clips"]) == {"3", "5", "all"}
+
+
+@pytest.mark.parametrize(
+    "source, known",
+    [
+        ("../shared/data/ravdess-opus-16k", "ravdess"),
+        ("tess-opus-16k", "tess"),
+        ("EMOVO", "emovo"),
+        ("xbgoose/ravdess", "ravdess"),  # a Hub id, by its repo name
+        ("someone/RAVDESS_speech", "ravdess"),
+        ("contessa-recordings", None),  # "tess" inside a word is not TESS
+        ("hostess-speech", None),
+        ("ravdessish", None),
+        ("labcorpus", None),
+    ],
+)
+def test_a_known_corpus_is_recognised_by_a_whole_word_of_its_name(source, known):
+    assert corpus_info(source) == (KNOWN_CORPORA[known] if known else None)
+
+
+def test_a_folder_in_the_ravdess_layout_is_ravdess_whatever_its_name(tmp_path):
+    ravdess_copies = [
+        make_ravdess_folder(tmp_path / name, actors=(1,), statements=(1,), mixed_formats=False, stereo_file=False)
+        for name in ("rav-small", "hostess-speech")
+    ]
+    for folder in ravdess_copies:
+        assert corpus_info(str(folder)) == KNOWN_CORPORA["ravdess"]
+    # A manifest corpus is never taken for RAVDESS by its layout, whatever its clips are called.
+    manifest = make_manifest_corpus(tmp_path / "rav-small-manifest", {"ANG": ANGRY, "Sad": SAD}, speakers=("s1",), clips_per_label=1)
+    assert corpus_info(str(manifest)) is None
+    assert corpus_info(str(make_manifest_corpus(tmp_path / "contessa-recordings", {"ANG": ANGRY}, speakers=("s1",), clips_per_label=1))) is None
