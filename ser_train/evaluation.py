@@ -284,7 +284,8 @@ def format_calibration_table(calibration: dict) -> list[str]:
     ]
     for name, calibrated, uncalibrated, spread in calibration_rows(calibration):
         shown = "" if calibrated is None else f"{calibrated:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
-        lines.append(f"{name:<28}{shown:>15}{uncalibrated:>9.3f}")
+        without = "-" if uncalibrated is None else f"{uncalibrated:.3f}"  # no clips of that kind in any fold
+        lines.append(f"{name:<28}{shown:>15}{without:>9}")
     return lines
 
 

@@ -329,3 +329,13 @@ def test_calibrated_training_views_calibrate_a_share_of_clips_per_speaker(cnn_di
         for i in own:
             np.testing.assert_allclose(views[i], clean[i] * scale + shift, rtol=1e-3, atol=1e-3)
         assert not np.allclose(views[first], clean[first])
+
+
+def test_the_printed_calibration_table_shows_a_row_without_figures_as_a_dash():
+    """No speaker of any fold had neutral clips: the row is there, with no figure, not a crash."""
+    from ser_train.evaluation import format_calibration_table
+
+    summary = {"uncalibrated": 0.41, "random_clips": {}, "neutral": {"calibrated": None, "uncalibrated_same_clips": None}}
+    table = format_calibration_table({"mean_over_folds": summary})
+    assert table[2].split() == ["no", "calibration", "(all", "clips)", "0.410"]
+    assert table[3].split() == ["neutral", "+", "calm", "clips", "-"]
