@@ -40,7 +40,7 @@ from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.held_out import MEAN_KEY
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
-from ser_train.model_card import training_corpora
+from ser_train.model_card import chance_levels, training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
@@ -110,22 +110,24 @@ def model_choices() -> list[tuple[str, str]]:
 def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     """How well the default model did on voices it never heard, from its eval_results.json: on
     whole corpora left out of its training (the better guess for a visitor's voice) and on new
-    actors of its own corpora."""
+    actors of its own corpora, each beside chance for the emotions it was scored on."""
     results = eval_results_of(model_dir)
+    own_chance, held_out_chance = chance_levels(results) if results else (None, None)
     notes = []
     if HELD_OUT_CORPORA in results:
         mean = results[HELD_OUT_CORPORA][MEAN_KEY]
         notes.append(
             f"on a corpus it never trained on (other speakers, rooms and languages; each of "
             f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
-            f"{mean['balanced_accuracy']:.0%}"
+            f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {held_out_chance:.1%})" if held_out_chance else "")
         )
     if "test" in results:
         how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
-        notes.append(f"on actors of its own corpora it never heard, {results['test']['balanced_accuracy']:.0%} ({how})")
+        chance = f"; chance: {own_chance:.1%}" if own_chance else ""
+        notes.append(f"on actors of its own corpora it never heard, {results['test']['balanced_accuracy']:.0%} ({how}{chance})")
     if not notes:
         return ""
-    return f" The default model ({Path(model_dir).name}): " + "; ".join(notes) + f". Chance is {1 / len(EMOTIONS):.1%}."
+    return f" The default model ({Path(model_dir).name}): " + "; ".join(notes) + "."
 
 
 def held_out_titles(corpora: list[str]) -> list[str]:

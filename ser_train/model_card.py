@@ -370,13 +370,26 @@ def _scored_emotions(metrics: dict) -> int:
     return sum(1 for scores in metrics["per_class"].values() if scores["support"])
 
 
-def _chance_sentence(results: dict) -> str:
-    """The balanced accuracy of chance (always answering one emotion, or at random): 1/k for a
-    figure that averages k emotions' recalls; for held-out corpora, the mean of theirs."""
+def _chance_counts(results: dict) -> tuple[int, list[int]]:
+    """How many emotions the figure on new speakers of its own corpora averages (0: none), and
+    each held-out corpus's figure."""
     count = _scored_emotions(results["test"]) if "test" in results else 0
     loco = results.get("leave_one_corpus_out", {})
     counts = [_scored_emotions(entry["metrics"]) for corpus, entry in loco.items() if corpus != MEAN_KEY]
-    counts = [held_out for held_out in counts if held_out]
+    return count, [held_out for held_out in counts if held_out]
+
+
+def chance_levels(results: dict) -> tuple[float | None, float | None]:
+    """The balanced accuracy of chance (always answering one emotion, or at random) beside the
+    figure on new speakers of its own corpora (1/k, k the emotions it averages) and beside the
+    mean over held-out corpora (the mean of theirs); None where there is no such figure."""
+    count, counts = _chance_counts(results)
+    return (1 / count if count else None, sum(1 / k for k in counts) / len(counts) if counts else None)
+
+
+def _chance_sentence(results: dict) -> str:
+    """`chance_levels` as the card says them, with how each was counted."""
+    count, counts = _chance_counts(results)
     parts = []
     if count:
         where = " on new speakers of its own corpora" if counts else ""
