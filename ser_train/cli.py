@@ -423,15 +423,21 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir) -> i
     """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on."""
     from pathlib import Path
 
+    from ser_train.corpora import corpus_info
+
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
 
     sources = args.dataset
     trained_on = training_corpora(args.model)
     given = {Path(source).name for source in sources} | (set(dataset["corpus"]) if "corpus" in dataset.column_names else set())
-    if trained_on & given:
+    heard = trained_on & given
+    # A known corpus is the same corpus under any folder name (a RAVDESS copy named otherwise).
+    trained_known = {info.title for source in training_args_of(args.model).get("dataset", "").split(" + ") if (info := corpus_info(source))}
+    heard |= {Path(source).name for source in sources if (info := corpus_info(source)) and info.title in trained_known}
+    if heard:
         raise SERError(
-            f"{args.model} was trained on {', '.join(sorted(trained_on & given))}, so it is not held out: "
+            f"{args.model} was trained on {', '.join(sorted(heard))}, so it is not held out: "
             "pass corpora the model never heard."
         )
     loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name)

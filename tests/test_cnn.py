@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -163,6 +164,10 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
         leak = ["--dataset", str(synthetic_ravdess), "--test-actors", actors, "--output-dir", str(tmp_path / "leak")]
         assert main(["evaluate", "--model", str(model_dir), *leak]) == 2
         assert "learned from or was validated on" in capsys.readouterr().err and not (tmp_path / "leak").exists()
+    # Nor is the same corpus under another folder name a corpus it never heard.
+    copy = shutil.copytree(synthetic_ravdess, tmp_path / "another-name")
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", str(copy), "--held-out-corpora", "--output-dir", str(tmp_path / "held")]) == 2
+    assert "was trained on another-name, so it is not held out" in capsys.readouterr().err
     a_file = tmp_path / "notes.txt"
     a_file.write_text("notes")
     assert main(["evaluate", "--model", str(model_dir), *dataset, "--output-dir", str(a_file)]) == 2
