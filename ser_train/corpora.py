@@ -212,6 +212,10 @@ def _read_manifest(path: Path) -> list[dict]:
     blank = next((number for number, row in enumerate(rows, start=2) if not all(row[c] for c in REQUIRED_COLUMNS)), None)
     if blank:
         raise DataError(f"{path}, line {blank}: path, emotion and speaker must all be filled in.")
+    first_line: dict[str, int] = {}
+    for number, row in enumerate(rows, start=2):  # a clip listed twice would count twice
+        if (earlier := first_line.setdefault(row["path"], number)) != number:
+            raise DataError(f"{path}, lines {earlier} and {number}: {row['path']} is listed twice; list each clip once.")
     return rows
 
 

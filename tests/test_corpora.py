@@ -71,6 +71,10 @@ def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
     with pytest.raises(DataError, match="speaker s1 is in both"):
         load_corpora(str(mixed))
 
+    manifest.write_text("\n".join([lines[0], lines[2], lines[3], lines[2]]) + "\n")
+    with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
+        load_corpora(str(mixed))
+
     manifest.write_text("file,label\nx.wav,ang\n")
     with pytest.raises(DataError, match="lacks the column\\(s\\) path, emotion, speaker"):
         load_corpora(str(mixed))
