@@ -346,12 +346,12 @@ def _split_name(results: dict) -> str:
     if len(folds) == 1:
         fold = folds[0]
         if not _from_training(results):
-            return f"test actors {format_actors(fold['test_actors'])}"
+            return f"test actors {format_speakers(fold, 'test')}"
         return (
-            f"actor-disjoint hold-out: test actors {format_actors(fold['test_actors'])}, "
-            f"validation actors {format_actors(fold['validation_actors'])}, training the rest"
+            f"actor-disjoint hold-out: test actors {format_speakers(fold, 'test')}, "
+            f"validation actors {format_speakers(fold, 'validation')}, training the rest"
         )
-    test_groups = " | ".join(format_actors(fold["test_actors"]) for fold in folds)
+    test_groups = " | ".join(format_speakers(fold, "test") for fold in folds)
     return f"{len(folds)}-fold actor-disjoint cross-validation (test actors {test_groups}), pooled"
 
 
@@ -406,7 +406,7 @@ def _chance_sentence(results: dict) -> str:
 def _headline_name(results: dict) -> str:
     if results["protocol"] == "cross_validation":
         return f"pooled over {len(results['folds'])} folds"
-    return f"test actors {format_actors(results['folds'][0]['test_actors'])}"
+    return f"test actors {format_speakers(results['folds'][0], 'test')}"
 
 
 def _evaluation_description(results: dict) -> str:
@@ -415,10 +415,10 @@ def _evaluation_description(results: dict) -> str:
     if len(folds) == 1:
         fold = folds[0]
         if not _from_training(results):
-            return f"Tested on the {test['num_examples']} clips of actors {format_actors(fold['test_actors'])}."
+            return f"Tested on the {test['num_examples']} clips of actors {format_speakers(fold, 'test')}."
         return (
-            f"Tested on the {test['num_examples']} clips of actors {format_actors(fold['test_actors'])}, "
-            f"whom the model never heard; actors {format_actors(fold['validation_actors'])} chose the "
+            f"Tested on the {test['num_examples']} clips of actors {format_speakers(fold, 'test')}, "
+            f"whom the model never heard; actors {format_speakers(fold, 'validation')} chose the "
             "training epoch kept (early stopping), and the remaining actors trained it."
         )
     text = (
@@ -458,8 +458,8 @@ def _calibration_section(results: dict) -> dict | None:
 def _fold_rows(results: dict) -> list[dict]:
     return [
         {
-            "test_actors": format_actors(fold["test_actors"]),
-            "validation_actors": format_actors(fold["validation_actors"]),
+            "test_actors": format_speakers(fold, "test"),
+            "validation_actors": format_speakers(fold, "validation"),
             **{name: fold["metrics"][name] for name in ("accuracy", "balanced_accuracy", "macro_f1")},
         }
         for fold in results["folds"]
@@ -505,6 +505,24 @@ def _display_path(model_dir: Path) -> str:
     """The folder relative to the working directory when it is below it (cards travel)."""
     relative = os.path.relpath(model_dir.resolve())
     return model_dir.resolve().as_posix() if relative.startswith("..") else Path(relative).as_posix()
+
+
+def format_speakers(fold: dict, role: str) -> str:
+    """A fold's "test" or "validation" speakers: by name where its record has them (a corpus's
+    together, numbered ones as runs: 'ravdess-opus-16k 1-4; emovo-opus-16k f1, m2'), else by
+    actor id (records written before names were, whose ids interleave corpora)."""
+    names = fold.get(f"{role}_speakers")
+    if not names:
+        return format_actors(fold[f"{role}_actors"])
+    by_corpus: dict[str, list[str]] = {}
+    for name in names:
+        corpus, _, bare = name.rpartition("/")
+        by_corpus.setdefault(corpus, []).append(bare)
+    groups = [
+        f"{corpus} {format_actors([int(b) for b in bare]) if all(b.isdigit() for b in bare) else ', '.join(sorted(bare))}".strip()
+        for corpus, bare in by_corpus.items()
+    ]
+    return "; ".join(groups)
 
 
 def format_actors(actors: list[int]) -> str:

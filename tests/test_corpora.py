@@ -10,10 +10,19 @@ import numpy as np
 import pytest
 
 from ser_train import cli
-from ser_train.corpora import KNOWN_CORPORA, actors_of_speakers, corpus_info, interleave_speakers, load_corpora, manifest_split_actors
+from ser_train.corpora import (
+    KNOWN_CORPORA,
+    actors_of_speakers,
+    corpus_info,
+    interleave_speakers,
+    load_corpora,
+    manifest_split_actors,
+    speaker_names,
+)
 from ser_train.data import EMOTIONS, actor_folds, audio_arrays, load_ravdess, split_by_actor
 from ser_train.errors import DataError
 from ser_train.evaluation import EVAL_RESULTS_FILE, classification_metrics
+from ser_train.model_card import format_actors, format_speakers
 from ser_train.training import runner
 from synthetic import make_manifest_corpus, make_ravdess_folder
 from test_runner import NearestCentroidFamily
@@ -127,6 +136,14 @@ def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess,
     assert {name: m["num_examples"] for name, m in per_corpus.items()} == expected and len(expected) == 2
     pooled = np.sum([np.asarray(m["confusion_matrix"]) for m in per_corpus.values()], axis=0)
     np.testing.assert_array_equal(pooled, results["test"]["confusion_matrix"])
+    # Each fold names its speakers (the integer ids interleave the corpora), and the card says them.
+    for fold in results["folds"]:
+        for role in ("test", "validation"):
+            assert fold[f"{role}_speakers"] == speaker_names(combined, fold[f"{role}_actors"])
+    first = results["folds"][0]
+    ravdess = sorted(int(name.split("/")[1]) for name in first["test_speakers"] if name.startswith(synthetic_ravdess.name))
+    labs = sorted(name.split("/")[1] for name in first["test_speakers"] if name.startswith("labcorpus/"))
+    assert format_speakers(first, "test") == f"{synthetic_ravdess.name} {format_actors(ravdess)}; labcorpus {', '.join(labs)}"
 
     split_corpus = make_manifest_corpus(
         tmp_path / "split", {"ang": ANGRY, "sad": SAD}, speakers=("a", "b", "c", "d"), clips_per_label=2,

@@ -35,7 +35,7 @@ from ser_train.confidence import (
     unsure_summary,
     with_temperature,
 )
-from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors
+from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
@@ -461,9 +461,11 @@ def _run_split(
         print(f"{split.name}: already finished, reusing {record}")
         return json.loads(record.read_text())
     parts = split_by_actor(dataset, split.test_actors, split.validation_actors)
+    # The ids are interleaved across corpora: records and cards name the speakers.
+    test_speakers, validation_speakers = speaker_names(dataset, split.test_actors), speaker_names(dataset, split.validation_actors)
     print(
         f"{split.name}: train {parts['train'].num_rows} clips, validation {parts['validation'].num_rows} "
-        f"(actors {split.validation_actors}), test {parts['test'].num_rows} (actors {split.test_actors})"
+        f"({', '.join(validation_speakers)}), test {parts['test'].num_rows} ({', '.join(test_speakers)})"
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
     predictions = family.predict_proba(fitted.model, parts["test"]).argmax(axis=1)
@@ -472,6 +474,8 @@ def _run_split(
         "name": split.name,
         "test_actors": split.test_actors,
         "validation_actors": split.validation_actors,
+        "test_speakers": test_speakers,
+        "validation_speakers": validation_speakers,
         "best_epoch": fitted.best_epoch,
         "metrics": metrics,
     }
