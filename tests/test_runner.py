@@ -123,9 +123,16 @@ class CityBlockFamily(NearestCentroidFamily):
         return {"distance": "cityblock"}
 
 
+class LaterFamily(NearestCentroidFamily):
+    """The family after a setting was added to it; a run started before did without it."""
+
+    def hyperparameters(self):
+        return {"distance": "euclidean", "added_later": 0}
+
+
 def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
     """Another family, other data, other splits or other settings are refused, touching nothing;
-    the same data by another path to it is the same run."""
+    the same data by another path to it, and a setting added to the family since, are the same run."""
     run_dir = tmp_path / "run"
     runner.run(NearestCentroidFamily(), str(synthetic_ravdess), run_dir, num_folds=3, command=["train"])
     before = files_of(run_dir)
@@ -146,7 +153,7 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
     same_data = tmp_path / "same-corpus"
     same_data.symlink_to(synthetic_ravdess)
     (run_dir / "folds" / "fold-3" / runner.FOLD_RESULT_FILE).unlink()
-    family = NearestCentroidFamily()
+    family = LaterFamily()
     runner.run(family, str(same_data), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
     assert [calls[1] for calls in family.fit_calls] == [True, False]  # fold 3, then the final model
 

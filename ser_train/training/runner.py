@@ -552,6 +552,9 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
     settings must be those training_args.json records (the data by where it lies, however the
     path is spelled), or the finished folds of one run would be published as another's."""
     recorded = json.loads((output_dir / TRAINING_ARGS_FILE).read_text())
+    # A setting added to the family since the run was started is not in its record, and the run
+    # ran without it: only the recorded ones are compared.
+    settings = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
     differences = [
         f"{key}: {_shown(recorded.get(key))} there, {_shown(value)} here"
         for key, value in settings.items()
