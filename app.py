@@ -6,8 +6,9 @@ library: `ser_train.serving` holds the models and the live streams, `ser_train.u
 every visitor's file once it is analysed, `ser_train.analysis` analyses a recording (the same
 call for the page and its "predict" and "analyse" API endpoints), `ser_train.plots` draws. This
 file is the page's layout and wiring; its handlers (`predict_handler` for the page, `predict_api`
-and `analyse_api` for /predict and /analyse, `live_start`/`live_step`/`live_stop` for live mode) are plain functions that the tests
-call directly (without a gr.Request: files of their own are left alone).
+and `analyse_api` for /predict and /analyse, `live_start`/`live_step`/`live_stop` for live mode)
+are plain functions that the tests call directly (without a gr.Request: files of their own are
+left alone).
 
 Environment variables:
     SER_MODELS          comma-separated Hub model ids (or model folders) offered besides the
