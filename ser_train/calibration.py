@@ -110,9 +110,13 @@ class Calibration:
 
     def describe(self) -> str:
         """A few words for a person: what the calibration was made from and what it does."""
-        kind = {"neutral": "neutral speech", "moods": "speech in the prompted moods"}.get(self.source, "speech")
-        effect = "mean and spread" if self.spread_estimated else "mean shift only"
-        return f"{self.clips} clip(s), {self.seconds:.1f} s of {kind}; {effect}"
+        kind = {"neutral": "calm speech", "moods": "speech in the prompted moods"}.get(self.source, "speech")
+        stretches = f"{self.clips} stretch{'es' if self.clips != 1 else ''}"
+        effect = (
+            "answers adjusted to your voice's average and range" if self.spread_estimated
+            else "answers adjusted to your voice's average (too little speech to measure its range)"
+        )
+        return f"{stretches}, {self.seconds:.1f} s of your {kind}; {effect}"
 
 
 POPULATION_FIELDS = ("mean", "std", "neutral_mean", "prior_clips", "mood_mean", "mood_std")  # PopulationStatistics fields

@@ -178,7 +178,7 @@ def test_the_mood_prompt_calibrates_as_the_prompted_moods_on_the_page_predict_an
     assert list(app.predict_api(clip, name, mood_lines).values()) == pytest.approx(expected, abs=1e-6)
     assert all(mood in app.prompt_instructions(MOODS.name) for mood in ("calm", "happy", "sad", "angry"))
     session, status = app.calibrate_handler(mood_lines, name, "", {}, MOODS.name)
-    assert "one line in four moods" in status and "mean and spread" in status
+    assert "one line in four moods" in status and "8 stretches" in status and "your voice's average and range" in status
     assert shown(app.predict_handler(clip, name, "", None, None, session)) == pytest.approx(expected, abs=1e-6)
     assert list(app.predict_api(clip, name, mood_lines, "moods").values()) == pytest.approx(expected, abs=1e-6)
     assert main(["predict", clip, "--model", name, "--calibration", mood_lines, "--calibration-prompt", "moods", "--json"]) == 0
