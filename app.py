@@ -532,6 +532,7 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
     for one value and fails the event ("Error" on the page), so skip() it is."""
     try:
         with uploads.used(chunk_path, request) as chunk_path:
+            uploads.release_skipped_chunks(request.session_hash, chunk_path, request)
             stream = live_sessions.get(request.session_hash)
             if stream is None or chunk_path is None:  # stopped already (a late chunk) or not started
                 return gr.skip()
@@ -547,6 +548,7 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
 
 def live_stop(request: gr.Request) -> LiveOutputs | dict:
     """The microphone stopped: the stream's summary; the stream itself is let go."""
+    uploads.forget_stream(request.session_hash)
     stream = live_sessions.close(request.session_hash)
     if stream is None:
         return gr.skip()
@@ -555,6 +557,7 @@ def live_stop(request: gr.Request) -> LiveOutputs | dict:
 
 def live_close(request: gr.Request) -> None:
     """The page was closed or reloaded: free its stream."""
+    uploads.forget_stream(request.session_hash)
     live_sessions.close(request.session_hash)
 
 

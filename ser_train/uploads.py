@@ -57,6 +57,7 @@ SWEEPS_PER_MAX_AGE = 4  # so an unused upload is gone at most a quarter of the a
 SWEEP_EVERY_S = max(1, UNUSED_UPLOAD_MAX_AGE_S // SWEEPS_PER_MAX_AGE)
 DELETE_CACHE = (SWEEP_EVERY_S, UNUSED_UPLOAD_MAX_AGE_S)  # gr.Blocks(delete_cache=...): (how often, how old)
 UPLOAD_ROUTE = "/gradio_api/upload"
+STREAM_ROUTE = "/gradio_api/stream/"  # + event id: a chunk for a streaming event (+ "/close": its end)
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # the route and its deprecated spelling
 GONE = (
     "That recording is no longer on the server: recordings and uploads are removed once they "
@@ -98,6 +99,7 @@ class VisitorFiles:
         self._awaiting: dict[str, Counter[str | None]] = {}  # file -> visitor -> uploads not used yet
         self._recorded: dict[str, tuple[float, int]] = {}  # file -> (when, inode) at its last upload
         self._in_use: Counter[str] = Counter()  # file -> requests using it now
+        self._stream_chunks: dict[str, list[str]] = {}  # session -> chunk files sent to its streams, oldest first
         self._lock = threading.Lock()
 
     def holds(self, path: str | os.PathLike) -> bool:
@@ -144,12 +146,48 @@ class VisitorFiles:
     def _release(self, key: str) -> None:
         with self._lock:
             self._in_use[key] -= 1
-            if self._in_use[key] or +self._awaiting.get(key, Counter()):
+            self._remove_if_unused(key)
+
+    def _remove_if_unused(self, key: str) -> None:
+        """Remove `key` unless a request uses it or a visitor still awaits it (the lock held)."""
+        if self._in_use[key] or +self._awaiting.get(key, Counter()):
+            return
+        self._in_use.pop(key, None)
+        self._awaiting.pop(key, None)
+        _, inode = self._recorded.pop(key, (0.0, None))
+        self._remove(key, inode)
+
+    def record_stream_chunk(self, session: str, path: str) -> None:
+        """`path` was sent to a streaming event of `session` (Gradio's stream route)."""
+        if self.holds(path):
+            with self._lock:
+                self._stream_chunks.setdefault(session, []).append(_key(path))
+
+    def release_skipped_chunks(self, session: str, path: str | None, request) -> None:
+        """The stream handler of `session` took `path`: the chunks sent before it that it did not
+        take never will be, since Gradio's stream route keeps only an event's newest chunk while
+        its handler is busy, and the handler takes one chunk at a time. Their files are removed
+        now (their visitor's await of them dropped) instead of at the unused-upload sweep."""
+        if path is None or not self.holds(path):
+            return
+        key, visitor = _key(path), visitor_of(request.cookies)
+        with self._lock:
+            chunks = self._stream_chunks.get(session, [])
+            if key not in chunks:
                 return
-            del self._in_use[key]
-            self._awaiting.pop(key, None)
-            _, inode = self._recorded.pop(key, (0.0, None))
-            self._remove(key, inode)
+            position = chunks.index(key)
+            skipped, self._stream_chunks[session] = chunks[:position], chunks[position + 1 :]
+            for skipped_key in skipped:
+                awaiting = self._awaiting.get(skipped_key, Counter())
+                if awaiting[visitor] > 0:
+                    awaiting[visitor] -= 1
+                self._remove_if_unused(skipped_key)
+
+    def forget_stream(self, session: str) -> None:
+        """`session`'s stream stopped: a chunk still waiting for its handler is left to it (or,
+        when none comes, to the sweep)."""
+        with self._lock:
+            self._stream_chunks.pop(session, None)
 
     def _remove(self, key: str, inode: int | None) -> None:
         """Remove the file `key` (and its folder, left empty), unless an upload of the same bytes
@@ -232,6 +270,10 @@ class VisitorFilesMiddleware:
             await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
             return
         new_cookie = [] if visitor else visitor_cookie_headers(secrets.token_urlsafe(TOKEN_BYTES))
+        if scope["method"] == "POST" and STREAM_ROUTE in scope["path"] and not scope["path"].endswith("/close"):
+            body = await _request_body(receive)
+            self._record_stream_chunk(body)
+            receive = _replayed(body, receive)
         is_upload = scope["method"] == "POST" and scope["path"].endswith(UPLOAD_ROUTE)
         status, body = 0, bytearray()
 
@@ -248,6 +290,38 @@ class VisitorFilesMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_on)
+
+    def _record_stream_chunk(self, body: bytes) -> None:
+        """Note which session a streamed chunk's file was sent for (the route's PredictBody)."""
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):  # not a chunk's body: Gradio answers it
+            request = json.loads(body)
+            for value in request["data"]:
+                if isinstance(value, dict) and isinstance(value.get("path"), str):
+                    self.files.record_stream_chunk(str(request["session_hash"]), value["path"])
+
+
+async def _request_body(receive) -> bytes:
+    """The whole body of an HTTP request, read from its ASGI `receive`."""
+    parts = []
+    while True:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _replayed(body: bytes, receive):
+    """An ASGI `receive` that gives the app the body already read, then what `receive` gives."""
+    given = False
+
+    async def replay():
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _header(scope, name: bytes) -> str:

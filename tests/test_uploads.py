@@ -157,3 +157,56 @@ def test_the_visitor_cookie_is_set_for_https_frames_and_for_http():
     assert "HttpOnly" in secure and "HttpOnly" in plain and "Secure" not in plain
     assert visitor_of({"ser-visitor-plain": "token123"}) == "token123"
     assert visitor_of({}) is None
+
+
+def test_stream_chunks_the_route_replaced_go_when_a_later_one_is_taken(files):
+    """Gradio's stream route keeps an event's newest chunk only: once the handler takes chunk 3,
+    chunks 1 and 2 that it never took never will be, and go; the visitor's other uploads (a
+    recording awaiting Analyse) and another session's chunks stay."""
+    recording = upload(files, "alice", b"RIFF recording")
+    chunks = [upload(files, "alice", f"{n} RIFF chunk".encode(), "audio.wav") for n in range(1, 5)]
+    theirs = upload(files, "bob", b"bob's RIFF chunk", "audio.wav")
+    for chunk in chunks:
+        files.record_stream_chunk("alice-tab", chunk)
+    files.record_stream_chunk("bob-tab", theirs)
+    with files.used(chunks[2], request("alice")) as taken:
+        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    assert [Path(chunk).exists() for chunk in chunks] == [False, False, False, True]
+    assert Path(recording).is_file() and Path(theirs).is_file() and files.may_read(theirs, "bob")
+    with files.used(chunks[3], request("alice")) as taken:  # the next one: nothing earlier is left
+        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    assert not Path(chunks[3]).exists() and Path(recording).is_file()
+    # After Stop, a chunk still waiting for its handler is left to it.
+    late = upload(files, "alice", b"late RIFF chunk", "audio.wav")
+    files.record_stream_chunk("alice-tab", late)
+    files.forget_stream("alice-tab")
+    with files.used(late, request("alice")) as taken:
+        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    assert not Path(late).exists()
+
+
+@pytest.mark.parametrize("body", [b'{"data": [{"path": "%s"}], "session_hash": "tab"}', b"not json", b'{"data": 3}'])
+def test_the_middleware_notes_a_streamed_chunk_and_passes_the_request_on_unchanged(files, body):
+    import asyncio
+
+    from ser_train.uploads import VisitorFilesMiddleware
+
+    chunk = upload(files, "alice", b"RIFF chunk", "audio.wav")
+    body = body.replace(b"%s", chunk.encode())
+    received = []
+
+    async def app(scope, receive, send):
+        received.append((await receive())["body"])
+
+    messages = [{"type": "http.request", "body": body[:5], "more_body": True}, {"type": "http.request", "body": body[5:]}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/stream/event123", "headers": [(b"cookie", f"{SECURE_COOKIE}=alice".encode())]}
+    asyncio.run(VisitorFilesMiddleware(app, files)(scope, receive, send))
+    assert received == [body]  # Gradio reads the whole body, as sent
+    assert files._stream_chunks == ({"tab": [str(Path(chunk).resolve())]} if body.startswith(b'{"data": [') else {})
