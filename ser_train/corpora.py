@@ -277,10 +277,17 @@ def _check_speaker_disjoint(speakers: list[str], splits: list[str], folder: Path
             )
 
 
+def source_location(source: str) -> str:
+    """Where a dataset source lies: a folder by its resolved path, however it is spelled; a Hub
+    id (or a path not here) as given."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
 def _check_each_given_once(sources: list[str]) -> None:
     """The same corpus twice would put each of its speakers in twice, under two names, so a
     speaker could be tested on what they trained on: refused."""
-    where = [str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source for source in sources]
+    where = [source_location(source) for source in sources]
     twice = sorted({source for source, place in zip(sources, where) if where.count(place) > 1})
     if twice:
         raise DataError(f"{', '.join(twice)}: the same corpus is given twice; give each corpus once.")

@@ -35,7 +35,7 @@ from ser_train.confidence import (
     unsure_summary,
     with_temperature,
 )
-from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
+from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, source_location, speaker_names
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
@@ -571,12 +571,7 @@ def same_sources(recorded: str | None, given: str) -> bool:
     """Whether two ' + '-joined dataset sources name the same data: folders by their resolved
     location, Hub ids by name."""
     recorded_sources, given_sources = (recorded or "").split(" + "), given.split(" + ")
-
-    def where(source: str) -> str:
-        path = Path(source).expanduser()
-        return str(path.resolve()) if path.exists() else source
-
-    return len(recorded_sources) == len(given_sources) and all(map(lambda a, b: where(a) == where(b), recorded_sources, given_sources))
+    return list(map(source_location, recorded_sources)) == list(map(source_location, given_sources))
 
 
 def _shown(value) -> str:
