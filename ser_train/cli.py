@@ -381,9 +381,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, precision=args.precision)
     if not output_dir.is_dir() and not args.output_dir:
         raise SERError(f"{args.model} is a Hub model, not a local folder; pass --output-dir for the results.")
-    dataset = load_corpora(dataset_sources(args))
+    sources = dataset_sources(args)
+    dataset = load_corpora(sources)
+    recorded = training_args_of(args.model)
     if args.held_out_corpora:
-        return evaluate_held_out(args, model, dataset, output_dir)
+        return evaluate_held_out(args, model, dataset, output_dir, recorded)
+    heard = heard_actors(recorded, sources, dataset)
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
     elif args.test_actors:
@@ -392,12 +395,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test_actors = manifest_split_actors(dataset)[0]
     elif "speaker" in dataset.column_names:
         # Every speaker the model's record does not say it heard (all of a corpus it never trained on).
-        test_actors = sorted(set(dataset.unique("actor")) - heard_actors(args.model, dataset_sources(args), dataset))
+        test_actors = sorted(set(dataset.unique("actor")) - heard)
         if not test_actors:
             raise SERError(f"{args.model} learned from every speaker of this data: evaluate it on a corpus it never heard.")
     else:
         raise SERError("Pass --test-actors (e.g. 21-24): RAVDESS models are trained on RAVDESS actors.")
-    check_never_heard(args.model, dataset_sources(args), dataset, test_actors)
+    check_never_heard(args.model, dataset, test_actors, heard)
     test = split_by_actor(dataset, test_actors, validation=[])["test"]
     fold = {"test_actors": test_actors, "validation_actors": []}
     if "speaker" in dataset.column_names:
@@ -411,7 +414,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     if "calibration" in fold:
         extra["calibration"] = calibration_summary([fold["calibration"]])
-    sources = dataset_sources(args)
     results = eval_results(model.family, sources if isinstance(sources, str) else " + ".join(sources), [fold], **extra)
     write_eval_results(output_dir, results)
     print(format_metrics_table(results))
@@ -419,21 +421,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir) -> int:
-    """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on."""
+def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, recorded: dict) -> int:
+    """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on
+    (`recorded`: the model's training_args.json, {} without one)."""
     from pathlib import Path
 
     from ser_train.corpora import corpus_info
-
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
 
     sources = args.dataset
-    trained_on = training_corpora(args.model)
     given = {Path(source).name for source in sources} | (set(dataset["corpus"]) if "corpus" in dataset.column_names else set())
-    heard = trained_on & given
+    heard = {Path(source).name for source in recorded_sources(recorded)} & given
     # A known corpus is the same corpus under any folder name (a RAVDESS copy named otherwise).
-    trained_known = {info.title for source in training_args_of(args.model).get("dataset", "").split(" + ") if (info := corpus_info(source))}
+    trained_known = {info.title for source in recorded_sources(recorded) if (info := corpus_info(source))}
     heard |= {Path(source).name for source in sources if (info := corpus_info(source)) and info.title in trained_known}
     if heard:
         raise SERError(
@@ -460,41 +461,40 @@ def training_args_of(model_name: str) -> dict:
         raise SERError(f"{model_name}: its {TRAINING_ARGS_FILE} is not valid JSON.") from None
 
 
-def training_corpora(model_name: str) -> set[str]:
-    """The corpus folder names a model's training_args.json lists (empty when it has none)."""
+def recorded_sources(recorded: dict) -> list[str]:
+    """The dataset sources a training_args.json lists (none for {})."""
+    return [source.strip() for source in recorded.get("dataset", "").split(" + ") if source.strip()]
+
+
+def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
+    """The actors of `dataset` that a model learned from or was validated on, as its
+    training_args.json (`recorded`) tells: with the same data, all but its hold-out test speakers
+    (all, for a model trained on everything after its folds); else every speaker of a corpus it
+    trained on; none known without a record."""
     from pathlib import Path
 
-    dataset = training_args_of(model_name).get("dataset", "")
-    return {Path(source.strip()).name for source in dataset.split(" + ") if source.strip()}
-
-
-def heard_actors(model_name: str, sources: str | list[str], dataset) -> set[int]:
-    """The actors of `dataset` that the model learned from or was validated on, as its
-    training_args.json tells: with the same data, all but its hold-out test speakers (all, for a
-    model trained on everything after its folds); else every speaker of a corpus it trained on."""
     from ser_train.training.runner import same_sources
 
-    recorded = training_args_of(model_name)
     if not recorded:
-        return set()  # no record: nothing known of what it heard
+        return set()
     every = set(dataset.unique("actor"))
     if same_sources(recorded.get("dataset"), sources if isinstance(sources, str) else " + ".join(sources)):
         splits = recorded.get("splits", [])
         holdout = len(splits) == 1 and splits[0]["name"] == "holdout"
         return every - set(splits[0]["test_actors"]) if holdout else every
-    trained_on = training_corpora(model_name)
+    trained_on = {Path(source).name for source in recorded_sources(recorded)}
     return {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
 
 
-def check_never_heard(model_name: str, sources: str | list[str], dataset, test_actors: list[int]) -> None:
-    """Refuse to score speakers the model learned from or was validated on: the figures would
-    not be about voices it never heard."""
+def check_never_heard(model_name: str, dataset, test_actors: list[int], heard: set[int]) -> None:
+    """Refuse to score speakers the model learned from or was validated on (`heard`): the
+    figures would not be about voices it never heard."""
     from ser_train.corpora import speaker_names
 
-    heard = sorted(set(test_actors) & heard_actors(model_name, sources, dataset))
-    if heard:
+    scored_but_heard = sorted(set(test_actors) & heard)
+    if scored_but_heard:
         raise SERError(
-            f"{model_name} learned from or was validated on {', '.join(speaker_names(dataset, heard))} (its "
+            f"{model_name} learned from or was validated on {', '.join(speaker_names(dataset, scored_but_heard))} (its "
             "training_args.json says so), so scoring them would not measure voices it never heard: test "
             "its own held-out speakers, or a corpus it never trained on."
         )
