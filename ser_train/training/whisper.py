@@ -206,9 +206,7 @@ class WhisperFamily:
         with torch.no_grad():
             model.input_mean.copy_(inputs.mean(dim=0))
             model.input_std.copy_(inputs.std(dim=0).clamp_min(MIN_STD))
-        groups = np.asarray(train["corpus"]) if "corpus" in train.column_names else np.zeros(train.num_rows)
-        standardised_clean = ((torch.from_numpy(statistics[:, 0]) - model.input_mean) / model.input_std).numpy()
-        directions = torch.from_numpy(speaker_directions(standardised_clean, speakers, np.asarray(train["emotion"]), groups, self.hp.speaker_directions))
+        directions = self._speaker_directions(model, statistics[:, 0], speakers, train)
         iterations = self._fit_classifier(model, inputs, targets, torch.from_numpy(np.tile(self._row_weights(train), copies)).float(), directions)
         print(f"classifier fitted on {len(inputs)} rows ({train.num_rows} clips) in {iterations} L-BFGS iterations")
         whisper.save_classifier(model, self.feature_extractor, output_dir, self.base_folder)
@@ -221,6 +219,15 @@ class WhisperFamily:
         if self.hp.balance_corpora and "corpus" in train.column_names:
             return balanced_row_weights(targets, np.asarray(train["corpus"]))
         return class_weights(torch.from_numpy(targets), len(train.features["emotion"].names)).numpy()[targets]
+
+    def _speaker_directions(self, model, clean: np.ndarray, speakers: np.ndarray, train: datasets.Dataset) -> torch.Tensor:
+        """`speaker_directions` of the clips' clean statistics, standardised as the head sees them;
+        with none asked for (the default), nothing is computed."""
+        if not self.hp.speaker_directions:
+            return torch.zeros((0, clean.shape[1]))
+        groups = np.asarray(train["corpus"]) if "corpus" in train.column_names else np.zeros(train.num_rows)
+        standardised = ((torch.from_numpy(clean) - model.input_mean) / model.input_std).numpy()
+        return torch.from_numpy(speaker_directions(standardised, speakers, np.asarray(train["emotion"]), groups, self.hp.speaker_directions))
 
     def _fit_classifier(self, model, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, directions: torch.Tensor) -> int:
         """Fit the head on the standardised inputs with `directions` [k, size] projected out. The
