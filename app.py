@@ -518,11 +518,11 @@ def live_start(
     """The microphone started: a fresh stream for this session with the picked model (calibrated
     when this session calibrated it)."""
     try:
-        live_sessions.start(request.session_hash, session_model(models.resolve(picked(model_choice, custom_id)), calibrations))
+        stream = live_sessions.start(request.session_hash, session_model(models.resolve(picked(model_choice, custom_id)), calibrations))
     except SERError as error:
         # The page cannot stop the browser's microphone; what it sends meanwhile is dropped.
         return LiveOutputs(f"⚠️ {error}\n\nPress Stop, and Record again once that is fixed.", "", "")
-    listening = f"## 👂 listening…\n\n<small>{live_model_note(live_sessions.get(request.session_hash).model)}</small>"
+    listening = f"## 👂 listening…\n\n<small>{live_model_note(stream.model)}</small>"
     return LiveOutputs(listening, live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
 
 
