@@ -93,7 +93,7 @@ def cache() -> None:
         corpus=np.array(dataset["corpus"]),
         labels=np.array(dataset.features["emotion"].names),
     )
-    print(f"cached {len(waveforms)} clips in {time.time() - started:.0f} s")
+    print(f"cached {len(lengths)} clips in {time.time() - started:.0f} s")
 
 
 def load_cache() -> tuple[dict, list[np.ndarray]]:
