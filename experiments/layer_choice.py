@@ -30,7 +30,7 @@ from ser_train.evaluation import SharedScoring
 from ser_train.models.whisper import WhisperForEmotionRecognition
 from ser_train.training.cnn import balanced_row_weights
 
-from experiments.top_layer_adaptation import MODEL, TopLayer, fit_head, load_cache, top_statistics
+from experiments.top_layer_adaptation import L2, MODEL, TopLayer, fit_head, load_cache, top_statistics
 
 STATISTICS = Path("runs/probe/frozen_statistics.npy")
 RESULTS = Path("runs/probe/layer_choice.json")
@@ -54,7 +54,7 @@ def frozen_statistics(data: dict, frames: list[np.ndarray]) -> np.ndarray:
     return np.load(STATISTICS)
 
 
-def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, training_corpora: list[str]) -> dict:
+def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, training_corpora: list[str], l2: float = L2) -> dict:
     """UA and most-predicted share on `corpus` of the head fitted on `training_corpora`."""
     columns = np.concatenate([np.arange(layer * LAYER_SIZE, (layer + 1) * LAYER_SIZE) for layer in layers])
     labels = data["labels"].tolist()
@@ -62,7 +62,7 @@ def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, tra
     emotions = data["emotion"]
     weights = torch.from_numpy(balanced_row_weights(emotions[train], data["corpus"][train])).float()
     inputs = torch.from_numpy(statistics[np.ix_(train, columns)])
-    head, mean, std = fit_head(inputs, torch.from_numpy(emotions[train]).long(), weights, len(labels))
+    head, mean, std = fit_head(inputs, torch.from_numpy(emotions[train]).long(), weights, len(labels), l2)
     with torch.inference_mode():
         probabilities = head((torch.from_numpy(statistics[np.ix_(test, columns)]) - mean) / std).softmax(-1).numpy()
     return scores_on(corpus, probabilities, data, training_corpora)

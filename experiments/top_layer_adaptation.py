@@ -139,12 +139,12 @@ def top_statistics(top: TopLayer, frames: list[np.ndarray], rows: np.ndarray) ->
     return torch.stack([out[r] for r in rows.tolist()])
 
 
-def fit_head(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, classes: int) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+def fit_head(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, classes: int, l2: float = L2) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     """The linear head `train whisper` fits (standardised inputs, row-weighted cross-entropy plus
     L2, full-batch L-BFGS from zeros), and the standardisation's mean and spread."""
     mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
     head = torch.nn.Linear(inputs.shape[1], classes)
-    fit_linear_head(head, (inputs - mean) / std, targets, weights, L2, MAX_ITERATIONS)
+    fit_linear_head(head, (inputs - mean) / std, targets, weights, l2, MAX_ITERATIONS)
     return head, mean, std
 
 
