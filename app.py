@@ -17,15 +17,29 @@ Environment variables:
     SER_MAX_UPLOAD_MB   largest file accepted, in MB (default 128)
     SER_LIVE_TIME_LIMIT_S  longest live stream, in seconds (default 3600)
     SER_TORCH_THREADS   torch threads per forward pass (default 1; see ser_train.serving)
+    GRADIO_TEMP_DIR     where uploads wait for their analysis: a folder for this app alone, since
+                        it removes what it finds there (default: a new folder in the system's
+                        temporary folder, removed when the server stops)
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
+
+# Gradio keeps uploads in GRADIO_TEMP_DIR, by default one folder that every Gradio app on the
+# machine shares, and this app removes what it finds in its folder (ser_train.uploads). So unless
+# the variable names a folder, the app makes one of its own, removed with what is left in it when
+# the server stops. Set before Gradio is imported: some of its modules read the variable then.
+if not os.environ.get("GRADIO_TEMP_DIR"):
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="ser-demo-uploads-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import gradio as gr
 from matplotlib.figure import Figure

@@ -18,7 +18,8 @@ Gradio keeps each upload in its cache folder (GRADIO_TEMP_DIR) with no expiry an
   one this visitor sent and has not used yet (otherwise one sentence says it is gone), and once
   the handler returns and no other request awaits or uses that file, it is removed.
 
-Every file of the cache folder is taken for a visitor's (this app returns no files of its own).
+Every file of the cache folder is taken for a visitor's (this app returns no files of its own),
+so the folder must be the app's alone: app.py makes one unless GRADIO_TEMP_DIR names one.
 Gradio names an upload's folder by a hash of its bytes, so the same file uploaded twice (by one
 visitor or two) is one path on disk, removed with the last use of it. Uploads no request ever
 uses (an aborted request, a tab closed after recording) are removed by Gradio's own cache sweep

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -380,6 +384,21 @@ def test_a_typed_name_of_a_bundled_folder_is_not_read_from_the_servers_disk(tmp_
 def visitor(token: str):
     """What Gradio passes as gr.Request, as far as the handlers look at it: the visitor cookie."""
     return SimpleNamespace(cookies={SECURE_COOKIE: token}, session_hash=token)
+
+
+def test_the_app_keeps_uploads_in_a_folder_of_its_own_removed_when_it_stops():
+    """Gradio's default upload folder is shared by every Gradio app on the machine, and this app
+    removes what it finds in its own (ser_train.uploads): a QA pass saw it remove another app's
+    files. Unless GRADIO_TEMP_DIR names a folder, the app makes one for itself alone."""
+    environment = {name: value for name, value in os.environ.items() if name != "GRADIO_TEMP_DIR"}
+    printed = subprocess.run(
+        [sys.executable, "-c", "import app; from gradio.utils import get_upload_folder; print(app.uploads.folder, get_upload_folder())"],
+        cwd=Path(app.__file__).parent, env=environment, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    folder, gradio_folder = Path(printed[-2]), Path(printed[-1])
+    assert folder == gradio_folder.resolve()  # where Gradio puts uploads is what the app sweeps
+    assert folder.name.startswith("ser-demo-uploads-") and folder != (Path(tempfile.gettempdir()) / "gradio").resolve()
+    assert not folder.exists()  # removed, with anything left in it, when the server stopped
 
 
 @pytest.fixture
