@@ -100,6 +100,9 @@ CSS = """
 # The bundled models first, the best measured first (so the default), then SER_MODELS.
 models = ModelRegistry(offered_models(EXTRA_MODELS))
 uploads = VisitorFiles()  # told the page once it is built (see build_app's caller below)
+# The players' Download and Share buttons fetch the recording from the server, which removes it
+# once analysed; playing uses the browser's own copy and keeps working.
+NO_PLAYER_BUTTONS: list = []
 ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
@@ -643,6 +646,7 @@ def build_app() -> gr.Blocks:
                     label="Speech",
                     elem_id="speech",
                     waveform_options=gr.WaveformOptions(sample_rate=SAMPLING_RATE),
+                    buttons=NO_PLAYER_BUTTONS,
                 )
                 gr.Markdown(
                     f"<small>Upload {SUPPORTED_FORMATS} (up to {MAX_UPLOAD_MB} MB), "
@@ -671,7 +675,7 @@ def build_app() -> gr.Blocks:
                         calibration_instructions(PAGE_CALIBRATION_PROMPT), elem_id="calibration-instructions"
                     )
                     calibration_audio = gr.Audio(
-                        sources=["microphone", "upload"], type="filepath", label="Your voice", elem_id="calibration-speech"
+                        sources=["microphone", "upload"], type="filepath", label="Your voice", elem_id="calibration-speech", buttons=NO_PLAYER_BUTTONS
                     )
                     with gr.Row():
                         calibrate_button = gr.Button("Calibrate", elem_id="calibrate")
@@ -738,7 +742,7 @@ def build_app() -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
                     live_audio = gr.Audio(
-                        sources=["microphone"], type="filepath", streaming=True, label="Live microphone", elem_id="live-speech"
+                        sources=["microphone"], type="filepath", streaming=True, label="Live microphone", elem_id="live-speech", buttons=NO_PLAYER_BUTTONS
                     )
                 with gr.Column(scale=6):
                     live_now = gr.Markdown(elem_id="live-now")

@@ -401,6 +401,14 @@ def test_the_app_keeps_uploads_in_a_folder_of_its_own_removed_when_it_stops():
     assert not folder.exists()  # removed, with anything left in it, when the server stopped
 
 
+def test_the_players_offer_no_download_or_share_of_a_recording_the_server_removes():
+    """Both buttons fetch the recording from the server, where it is gone once analysed (a QA pass
+    saw Download fail after Analyse); the players keep playing the browser's own copy."""
+    players = [block for block in app.demo.blocks.values() if isinstance(block, gr.Audio) and block.elem_id]
+    assert {player.elem_id for player in players} == {"speech", "calibration-speech", "live-speech"}
+    assert all(player.get_config()["buttons"] == [] for player in players)
+
+
 @pytest.fixture
 def uploads(tmp_path, monkeypatch) -> VisitorFiles:
     """The app's record of visitors' files, over a cache folder of this test's own."""
