@@ -45,7 +45,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, read_chunk
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, read_chunk
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, CalibrationPrompt, calibration_prompt_named
 from ser_train.confidence import UnsureRule
 from ser_train.corpora import corpus_info
@@ -103,6 +103,10 @@ uploads = VisitorFiles()  # told the page once it is built (see build_app's call
 # The players' Download and Share buttons fetch the recording from the server, which removes it
 # once analysed; playing uses the browser's own copy and keeps working.
 NO_PLAYER_BUTTONS: list = []
+# What the page's upload box takes. Gradio's box checks the type the browser gives a file, and
+# browsers call a .webm or .mp4 file video, which the box refuses whatever it holds; the API and
+# the CLI take WebM (ser_train.audio.SUPPORTED_FORMATS).
+PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
 ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
@@ -649,7 +653,7 @@ def build_app() -> gr.Blocks:
                     buttons=NO_PLAYER_BUTTONS,
                 )
                 gr.Markdown(
-                    f"<small>Upload {SUPPORTED_FORMATS} (up to {MAX_UPLOAD_MB} MB), "
+                    f"<small>Upload {PAGE_UPLOAD_FORMATS} (up to {MAX_UPLOAD_MB} MB), "
                     f"{MIN_DURATION_S:g} s to {MAX_DURATION_S / 60:g} min. 🎙️ The microphone records "
                     "raw sound, without echo cancellation, noise suppression or automatic gain: "
                     "those call filters reshape loudness and pitch, the cues emotion is read from. "

@@ -409,6 +409,14 @@ def test_the_players_offer_no_download_or_share_of_a_recording_the_server_remove
     assert all(player.get_config()["buttons"] == [] for player in players)
 
 
+def test_the_upload_hint_names_only_formats_the_page_upload_box_takes():
+    """Gradio's upload box refuses a .webm file (browsers call it video/webm) with "Invalid file
+    type", so the page must not promise WebM (a QA pass uploaded one as the hint invited)."""
+    hints = [block.value for block in app.demo.blocks.values() if isinstance(block, gr.Markdown) and "Upload " in (block.value or "")]
+    assert len(hints) == 1
+    assert all(name in hints[0] for name in ("WAV", "FLAC", "MP3", "OGG", "M4A")) and "WebM" not in hints[0]
+
+
 @pytest.fixture
 def uploads(tmp_path, monkeypatch) -> VisitorFiles:
     """The app's record of visitors' files, over a cache folder of this test's own."""
