@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
 import sys
@@ -47,7 +48,7 @@ from matplotlib.figure import Figure
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
 from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, read_chunk
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, CalibrationPrompt, calibration_prompt_named
-from ser_train.confidence import UnsureRule
+from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError
@@ -414,12 +415,12 @@ def failure(message: str) -> PageOutputs:
 
 
 def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -> str:
-    """'## 😠 angry · 82%' for the first (main) model, or what it hesitates between when the
+    """'## 😠 angry · 82%' for the first (main) model, or its top two when the
     answer is unsure, or that no speech was heard; then a line for the compared one."""
     (name, analysis), *compared = results.items()
     lines = [f"## {headline(analysis)}", f"<small>{answered_by(name, analysis.calibrated)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure_by_rule and analysis.speech_seconds > 0:
-        lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated)}</small>")
+        lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated, name)}</small>")
     if analysis.speech_seconds < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, analysis.speech_seconds)}</small>")
     lines += [f"**Compared with {answered_by(other, other_analysis.calibrated)}:** {headline(other_analysis)}" for other, other_analysis in compared]
@@ -447,29 +448,40 @@ def probabilities_label(name: str, analysis: RecordingAnalysis) -> str:
 
 # Said under an unsure answer. A bundled model's thresholds come from measured accuracy on corpora
 # it never trained on (ser_train.confidence), for uncalibrated answers and for answers calibrated
-# from each source of the page's prompts; a model without them gets default thresholds.
+# from each source of the page's prompts; a model without them gets default thresholds. Where the
+# model's eval_results.json has how often each held-out corpus's unsure answers were right, the
+# note quotes that range rather than the rule's pooled "less than half".
+UNSURE_NOTE_BEGINNING = "Unsure: the top emotion is under this model's bar for a sure answer or another is close behind."
 UNSURE_NOTE = (
-    "Unsure: the top emotion is weak or another is close behind. Answers like this were right less "
-    "than half the time on voices the model never heard, so read the probabilities, not a label."
+    f"{UNSURE_NOTE_BEGINNING} Answers like this were right less than half the time on voices the model "
+    "never heard, so read the probabilities, not a label."
+)
+UNSURE_NOTE_MEASURED = (
+    UNSURE_NOTE_BEGINNING + " On corpora it never trained on, answers like this were right {low:.0%} to {high:.0%} of "
+    "the time, depending on the corpus, so read the probabilities, not a label."
 )
 # A calibrated answer judged by thresholds chosen on uncalibrated answers (a model measured before
 # calibrated answers were, or a calibration source it was not measured with).
 UNSURE_NOTE_CALIBRATED = (
-    "Unsure: the top emotion is weak or another is close behind. Without calibration, answers like this "
+    f"{UNSURE_NOTE_BEGINNING} Without calibration, answers like this "
     "were right less than half the time on voices the model never heard (calibrated ones were not "
     "measured this way), so read the probabilities, not a label."
 )
 UNSURE_NOTE_UNMEASURED = (
-    "Unsure: the top emotion is weak or another is close behind. How often such answers are right was "
+    f"{UNSURE_NOTE_BEGINNING} How often such answers are right was "
     "never measured for this model, so read the probabilities, not a label."
 )
 
 
-def unsure_note(rule: UnsureRule, calibrated: bool) -> str:
+def unsure_note(rule: UnsureRule, calibrated: bool, model_dir: str) -> str:
     """What is known of how often unsure answers like this one (calibrated or not) are right."""
     if not rule.measured:
         return UNSURE_NOTE_UNMEASURED
-    return UNSURE_NOTE_CALIBRATED if calibrated and rule.calibrated_as is None else UNSURE_NOTE
+    if calibrated and rule.calibrated_as is None:
+        return UNSURE_NOTE_CALIBRATED
+    if accuracies := measured_unsure_accuracies(eval_results_of(model_dir), rule.calibrated_as):
+        return UNSURE_NOTE_MEASURED.format(low=min(accuracies), high=max(accuracies))
+    return UNSURE_NOTE
 
 
 # Under this much speech the page says how little it heard. The corpora's clips hold about 2 s of
@@ -488,7 +500,8 @@ def short_speech_note(model_dir: str, speech_s: float) -> str:
             "of its emotions for any sound."
         )
     held_out = eval_results_of(model_dir).get(HELD_OUT_CORPORA, {}).get(MEAN_KEY, {})
-    note = f"Only {speech_s:.1f} s of speech heard, and the model learned from whole sentences"
+    # Rounded down, so that 1.47 s does not read "1.5 s" against SHORT_SPEECH_S.
+    note = f"Only {math.floor(speech_s * 10) / 10:.1f} s of speech heard, little to judge by"
     if short := held_out.get("short_speech"):
         seconds = min(short, key=float)  # the shortest speech measured, 1 s
         figures = short[seconds]
@@ -501,10 +514,11 @@ def short_speech_note(model_dir: str, speech_s: float) -> str:
 
 
 def verdict(probabilities: dict[str, float], unsure: bool = False) -> str:
-    """'😠 angry · 82%', or '🤔 unsure: angry 38% or sad 31%' for an unsure answer."""
+    """'😠 angry · 82%', or '🤔 unsure: angry 38%, then sad 31%' for an unsure answer (the runner-up
+    however far behind: "or" read as a hesitation where a weak top emotion was the reason)."""
     first, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
     if unsure:
-        return f"🤔 unsure: {first} {probabilities[first]:.0%} or {second} {probabilities[second]:.0%}"
+        return f"🤔 unsure: {first} {probabilities[first]:.0%}, then {second} {probabilities[second]:.0%}"
     return f"{EMOJI.get(first, '')} {first} · {probabilities[first]:.0%}"
 
 

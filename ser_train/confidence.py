@@ -32,6 +32,8 @@ import numpy as np
 TEMPERATURE_KEY = "probability_temperature"
 UNSURE_RULE_KEY = "unsure_rule"
 CALIBRATED_CONFIDENCE_KEY = "calibrated_confidence"  # {calibration source: Confidence.as_dict()}
+# eval_results.json's record of the fitted confidence and how it split the held-out answers.
+CONFIDENCE_RESULTS_KEY = "probability_calibration"
 ECE_BINS = 10
 TEMPERATURE_BOUNDS = (0.05, 50.0)  # a fitted temperature outside this range means something broke
 SURE_ACCURACY = 0.5  # an answer is "sure" where answers like it were right at least this often
@@ -170,6 +172,17 @@ def _where_accuracy_reaches(score: np.ndarray, correct: np.ndarray, weights: np.
         return 0.0
     reached = score[fitted >= SURE_ACCURACY]
     return float(reached.min()) if len(reached) else 1.0
+
+
+def measured_unsure_accuracies(results: dict, calibrated_as: str | None) -> list[float]:
+    """How often each held-out corpus's unsure answers were right (`unsure_summary`), from a
+    model's eval_results.json, for answers calibrated from `calibrated_as` (None: uncalibrated);
+    [] where that was not measured."""
+    measured = results.get(CONFIDENCE_RESULTS_KEY, {})
+    if calibrated_as is not None:
+        measured = measured.get("calibrated", {}).get(calibrated_as, {})
+    answers = measured.get("held_out_answers", {}).values()
+    return [summary["accuracy_unsure"] for summary in answers if summary.get("accuracy_unsure") is not None]
 
 
 def unsure_summary(probabilities: np.ndarray, references: Sequence[int], rule: UnsureRule) -> dict:

@@ -25,6 +25,7 @@ from ser_train.calibration import (
     calibrated_as,
     clips_per_mood,
 )
+from ser_train.confidence import CONFIDENCE_RESULTS_KEY
 from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
@@ -312,7 +313,7 @@ def _calibration_cells(row: dict | None, reason: str) -> dict | None:
 def _confidence_section(results: dict) -> dict | None:
     """The temperature of the model's probabilities and its unsure rule, with how it splits the
     held-out corpora's answers."""
-    calibration = results.get("probability_calibration")
+    calibration = results.get(CONFIDENCE_RESULTS_KEY)
     if not calibration:
         return None
     def title(corpus: str) -> str:

@@ -24,6 +24,7 @@ from ser_train.confidence import (
     UNSURE_RULE_KEY,
     Confidence,
     UnsureRule,
+    measured_unsure_accuracies,
     with_temperature,
 )
 from ser_train import cli
@@ -281,6 +282,7 @@ def test_an_unsure_calibrated_answer_says_how_its_rule_was_measured(calibratable
     long_recording = SpeechMap(tmp_path / "long.wav", num_samples=600 * SAMPLING_RATE, bounds=[], max_duration_s=600.0)
     near_tie = {emotion: 0.02 for emotion in EMOTIONS} | {"angry": 0.44, "sad": 0.42}
     uncalibrated_rule = UnsureRule(0.7, 0.6)
+    unmeasured_folder = str(tmp_path)  # no eval_results.json: how often unsure answers were right is not known
     for rule, calibrated, note in (
         (uncalibrated_rule, False, app.UNSURE_NOTE),
         # A rule measured on uncalibrated answers does not vouch for a calibrated one...
@@ -290,8 +292,27 @@ def test_an_unsure_calibrated_answer_says_how_its_rule_was_measured(calibratable
         (DEFAULT_UNSURE_RULE, True, app.UNSURE_NOTE_UNMEASURED),
     ):
         segments = [Segment(0.0, 4.0, near_tie, speech_s=3.5)]
-        said = app.summary_markdown({DEFAULT_MODEL: RecordingAnalysis(near_tie, segments, long_recording, True, rule, calibrated)}, 600.0)
-        assert note in said and "unsure: angry 44% or sad 42%" in said
+        said = app.summary_markdown({unmeasured_folder: RecordingAnalysis(near_tie, segments, long_recording, True, rule, calibrated)}, 600.0)
+        assert note in said and "unsure: angry 44%, then sad 42%" in said
+
+
+def test_an_unsure_answer_says_how_often_such_answers_were_right_on_each_held_out_corpus(tmp_path):
+    """The rule puts its bar where held-out answers were right half the time, pooled over corpora;
+    each corpus's unsure answers were right more or less often than that (the bundled default:
+    26 % to 55 %), and the note quotes that range from the model's eval_results.json, for answers
+    calibrated as the rule was measured."""
+    answers = {"a": {"accuracy_unsure": 0.26}, "b": {"accuracy_unsure": 0.554}, "c": {"accuracy_unsure": None}}
+    calibrated_answers = {"a": {"accuracy_unsure": 0.31}, "b": {"accuracy_unsure": 0.47}}
+    results = {"probability_calibration": {"held_out_answers": answers, "calibrated": {"moods": {"held_out_answers": calibrated_answers}}}}
+    (tmp_path / "eval_results.json").write_text(json.dumps(results))
+    uncalibrated = app.unsure_note(UnsureRule(0.7, 0.6), False, str(tmp_path))
+    assert "right 26% to 55% of the time" in uncalibrated and "less than half" not in uncalibrated
+    assert "right 31% to 47% of the time" in app.unsure_note(UnsureRule(0.5, 0.1, calibrated_as="moods"), True, str(tmp_path))
+    # No figures for answers calibrated from neutral speech: the rule's own "less than half".
+    assert app.unsure_note(UnsureRule(0.5, 0.1, calibrated_as="neutral"), True, str(tmp_path)) == app.UNSURE_NOTE
+    # The bundled default's own figures.
+    figures = measured_unsure_accuracies(app.eval_results_of(DEFAULT_MODEL), None)
+    assert len(figures) == 3 and f"right {min(figures):.0%} to {max(figures):.0%}" in app.unsure_note(UnsureRule(0.711, 0.601), False, DEFAULT_MODEL)
 
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from ser_train.calibration import SOURCES, calibration_summary, evaluate_calibration
 from ser_train.confidence import (
     CALIBRATED_CONFIDENCE_KEY,
+    CONFIDENCE_RESULTS_KEY,
     TEMPERATURE_KEY,
     UNSURE_RULE_KEY,
     Confidence,
@@ -180,7 +181,7 @@ def run(
     published_training = split_by_actor(dataset, splits[0].test_actors, [])["train"] if holdout else dataset
     confidence = _calibrate_probabilities(family, published_training, output_dir, output_dir / (TEMPERATURE_DIR if holdout else CORPORA_DIR), resume)
     if confidence:
-        extra["probability_calibration"] = confidence
+        extra[CONFIDENCE_RESULTS_KEY] = confidence
 
     results = eval_results(family.name, dataset_source, folds, command, **extra)
     if is_main_process():
