@@ -87,7 +87,7 @@ def checked_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     name = path.name
     if path.is_dir():
-        raise AudioError(f"{name}: is a folder, not an audio file.")
+        raise AudioError(f"{name} is a folder, not an audio file.")
     if not path.is_file():
         raise AudioError(f"{name}: no such file.")
     size = path.stat().st_size
@@ -162,7 +162,7 @@ def _unreadable_as_audio_error(name: str) -> Iterator[None]:
         yield
     except Exception as error:  # FFmpeg reports corrupt and non-audio files in many ways
         raise AudioError(
-            f"{name}: could not be read as audio; it is corrupt or not in a supported format "
+            f"{name} could not be read as audio; it is corrupt or not in a supported format "
             f"({SUPPORTED_FORMATS})."
         ) from error
 
@@ -195,7 +195,7 @@ def check_sampling_rate(rate: int, name: str = "The audio") -> None:
         raise AudioError(f"The sampling rate must be positive, got {rate} Hz.")
     if rate < MIN_RECORDED_RATE:
         raise AudioError(
-            f"{name}: recorded at {rate} Hz, which keeps nothing above {rate / 2:.0f} Hz, too little "
+            f"{name} was recorded at {rate} Hz, which keeps nothing above {rate / 2:.0f} Hz, too little "
             f"of a voice to judge; record at {MIN_RECORDED_RATE} Hz (telephone quality) or more."
         )
 
@@ -243,14 +243,14 @@ def check_waveform(
 
 def _check_not_empty(num_samples: int, name: str) -> None:
     if num_samples == 0:
-        raise AudioError(f"{name}: contains no audio samples.")
+        raise AudioError(f"{name} contains no audio samples.")
 
 
 def _check_length(num_samples: int, sampling_rate: int, name: str, min_duration_s: float, max_duration_s: float) -> None:
     duration_s = num_samples / sampling_rate
     if duration_s < min_duration_s:
         raise AudioError(
-            f"{name}: is {duration_s:.2f} s long; at least {min_duration_s:g} s of audio is needed."
+            f"{name} is {duration_s:.2f} s long; at least {min_duration_s:g} s of audio is needed."
         )
     _check_not_too_long(duration_s, name, max_duration_s)
 
@@ -262,16 +262,16 @@ def _check_not_too_long(duration_s: float, name: str, max_duration_s: float) -> 
 
 def _check_finite(waveform: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(waveform)):
-        raise AudioError(f"{name}: contains invalid samples (NaN or infinity).")
+        raise AudioError(f"{name} contains invalid samples (NaN or infinity).")
 
 
 def _check_audible(peak: float, name: str) -> None:
     if peak < SILENCE_PEAK:
-        raise AudioError(f"{name}: is silent; nothing was recorded.")
+        raise AudioError(f"{name} is silent; nothing was recorded.")
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:
-    return f"{name}: is {_in_words(duration_s)} long; the limit is {_in_words(max_duration_s)}."
+    return f"{name} is {_in_words(duration_s)} long; the limit is {_in_words(max_duration_s)}."
 
 
 def _in_words(seconds: float) -> str:

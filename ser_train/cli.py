@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ser_train.errors import SERError
 from ser_train.precision import DEFAULT_PRECISION, FP32, PRECISIONS
@@ -522,7 +523,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def print_prediction(result: dict) -> None:
     if "error" in result:
-        print(f"{result['file']}: error: {result['error']}")
+        message, name = result["error"], Path(result["file"]).name
+        # An audio error starts with the file's name: said once, as the path that was given.
+        print(f"error: {result['file']}{message[len(name):]}" if message.startswith(name) else f"error: {result['file']}: {message}")
         return
     if result["speech_seconds"] == 0.0:
         said = " (unsure: no speech heard, so no verdict)"

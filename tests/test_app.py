@@ -186,6 +186,21 @@ def test_a_long_recording_without_speech_gets_no_verdict_though_its_loud_stretch
     assert f"{tones}: {analysis.top_emotion} (unsure: no speech heard, so no verdict)" in capsys.readouterr().out
 
 
+def test_the_cli_names_a_file_it_cannot_use_once_in_a_sentence(tmp_path, tiny_model_dir, capsys):
+    """A QA pass read "text.wav: error: text.wav: could not be read as audio": the file named twice
+    and a colon before the verb. Each refused file is now one sentence that starts with its path."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "notes.wav").write_text("not audio")
+    soundfile.write(folder / "silence.wav", np.zeros(SAMPLING_RATE, np.float32), SAMPLING_RATE)
+    good = write_clip(folder / "speech.wav")
+    assert cli.main(["predict", str(folder / "notes.wav"), str(folder / "silence.wav"), str(good), "--model", tiny_model_dir]) == cli.EXIT_USER_ERROR
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"error: {folder / 'notes.wav'} could not be read as audio; it is corrupt")
+    assert printed[1] == f"error: {folder / 'silence.wav'} is silent; nothing was recorded."
+    assert printed[2].startswith(f"{good}: ")  # the usable file is still analysed
+
+
 def test_a_long_recordings_answer_counts_its_speech_not_its_other_sounds(tmp_path, tiny_model_dir):
     """Two sentences with tones between them: every stretch is judged and shown, the tones as no
     speech, and the recording's answer is the sentences' alone."""

@@ -147,7 +147,7 @@ def test_unusable_audio_is_refused_with_the_librarys_sentence_and_kept_out_of_th
     neither a traceback nor the upload's name."""
     path = tmp_path / "notes-of-a-visitor.wav"
     path.write_text("not audio at all\n" * 10)
-    with pytest.raises(AppError, match="notes-of-a-visitor.wav: could not be read as audio"):
+    with pytest.raises(AppError, match="notes-of-a-visitor.wav could not be read as audio"):
         predict(client, path, tiny_model_dir)
     log = server.log_path.read_text()
     assert "notes-of-a-visitor" not in log

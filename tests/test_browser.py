@@ -228,7 +228,7 @@ def test_bad_input_shows_a_sentence_not_a_traceback(page, tmp_path):
     page.locator("#speech input[type=file]").set_input_files(notes)
     page.wait_for_timeout(1000)  # the upload settles (there is nothing to play)
     page.locator("#analyse").click()
-    page.get_by_text("notes.wav: could not be read as audio").wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.get_by_text("notes.wav could not be read as audio").wait_for(timeout=RESULT_TIMEOUT_MS)
     screenshot(page, "bad-input")
     assert "Traceback" not in page.content()
 

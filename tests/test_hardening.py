@@ -156,5 +156,5 @@ def test_a_rate_too_low_to_carry_a_voice_is_refused_with_a_sentence(default_mode
 
 
 def test_a_folder_is_refused_as_a_folder(default_model, tmp_path):
-    with pytest.raises(AudioError, match=f"^{tmp_path.name}: is a folder, not an audio file.$"):
+    with pytest.raises(AudioError, match=f"^{tmp_path.name} is a folder, not an audio file.$"):
         default_model.predict_file(tmp_path)

@@ -286,7 +286,7 @@ def test_the_cli_refuses_a_bad_file_with_one_sentence(tmp_path):
     path.write_text("not audio\n" * 20)
     result = subprocess.run([sys.executable, "-m", "ser_train", "live", str(path), "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
-    assert "notes.wav: could not be read as audio" in result.stderr and "Traceback" not in result.stderr
+    assert "notes.wav could not be read as audio" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_speech_seconds_counts_what_silero_hears_as_speech_and_nothing_of_silence():
