@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     whisper.set_defaults(run=run_train, family="whisper")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")
-    evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder or Hub id user/name[@revision]")
+    evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder, bundled model's name or Hub id user/name[@revision]")
     add_dataset_argument(evaluate)
     who = evaluate.add_mutually_exclusive_group()
     who.add_argument("--test-actors", metavar="LIST", help="RAVDESS actors to test on, e.g. 21,22,23,24 or 21-24")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="emotion probabilities for audio files")
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
+    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
     predict.add_argument(
         "--calibration",
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
     live.add_argument("file", metavar="FILE", help="audio file (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
+    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     live.add_argument("--json", action="store_true", help="print one JSON object: the answers with their time stamps, and the summary")
     live.add_argument("--realtime", action="store_true", help="feed the file at the speed it plays (default: as fast as it is answered)")
     add_precision_argument(live, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
@@ -369,8 +369,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
     from ser_train.data import parse_actor_list, split_by_actor
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
-    from ser_train.inference import load_model
+    from ser_train.inference import bundled_model_named, load_model
 
+    args.model = bundled_model_named(args.model)  # its records are read from its folder below
     output_dir = Path(args.output_dir or args.model)
     if output_dir.exists() and not output_dir.is_dir():
         raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")

@@ -284,14 +284,23 @@ def hide_weight_loading_bar() -> None:
     logging.set_tqdm_hook(hook)
 
 
+def bundled_model_named(name: str) -> str:
+    """The bundled model's folder where `name` is its folder's name (as the page and the API name
+    it) and no folder of that name is here; else `name` as given."""
+    bundled = {Path(folder).name: folder for folder in BUNDLED_MODELS}
+    return bundled[name] if name in bundled and not Path(name).exists() else name
+
+
 def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool = False) -> EmotionModel:
-    """Load a model folder or Hub repo (`user/name[@revision]`) of either family; with
-    `hub_only`, `name` is looked up on the Hub (or its cache) only, never as a folder here.
+    """Load a model folder, a bundled model by its folder's name, or a Hub repo
+    (`user/name[@revision]`) of either family; with `hub_only`, `name` is looked up on the Hub
+    (or its cache) only, never as a folder here.
 
     `precision` "int8" quantises a Whisper model's encoder (faster, answers within quantisation
     error; `ser_train.precision`); the other families have no int8 form and load at fp32.
     """
     checked_precision(precision)
+    name = name if hub_only else bundled_model_named(name)
     hide_weight_loading_bar()
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.

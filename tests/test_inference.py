@@ -17,7 +17,7 @@ from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
 from ser_train.errors import HubError, ModelError
-from ser_train.inference import DEFAULT_MODEL, EmotionModel, emotion_labels, load_model
+from ser_train.inference import BUNDLED_CNN, DEFAULT_MODEL, EmotionModel, bundled_model_named, emotion_labels, load_model
 
 MAIN_COMMIT = "a" * 40
 V1_COMMIT = "b" * 40
@@ -138,6 +138,21 @@ def test_concurrent_predictions_match_sequential_ones(wav2vec2_dir, clips):
 def test_unknown_repo_while_offline_is_one_clear_sentence(hub_cache):
     with pytest.raises(HubError, match=r"not \(completely\) in the Hugging Face cache, and offline mode is on"):
         load_model("someone/no-such-model")
+
+
+def test_a_bundled_model_is_named_by_its_folders_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    """The page and the API name a bundled model by its folder's name; a QA pass found the CLI,
+    run from another folder, taking that name for a Hub id. A folder of that name here still wins."""
+    name = Path(BUNDLED_CNN).name
+    if not Path(BUNDLED_CNN).is_dir():
+        pytest.skip(f"the bundled model ({BUNDLED_CNN}) is not there yet")
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, np.sin(np.linspace(0, 2000, 2 * SAMPLING_RATE)).astype(np.float32) * 0.3, SAMPLING_RATE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(clip), "--model", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["probabilities"] == pytest.approx(load_model(BUNDLED_CNN).predict_file(clip), abs=1e-6)
+    (tmp_path / name).mkdir()
+    assert bundled_model_named(name) == name  # the folder here, not the bundled one
 
 
 def test_a_name_that_is_neither_folder_nor_repo_id(tmp_path):
