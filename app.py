@@ -266,7 +266,7 @@ def calibration_instructions(prompt: CalibrationPrompt) -> str:
     return (
         f"{prompt.instructions}\n\nThen press Calibrate: the model compares your later recordings "
         "with this sample of your voice instead of with the actors it learned from. Only statistics "
-        "of the recording are kept, in this browser tab, never on the server's disk."
+        "of the recording are kept, in the server's memory for this browser tab alone, never on its disk."
     )
 
 
