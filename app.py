@@ -198,20 +198,24 @@ def analyse_uploads(
             if calibration_audio:
                 prompt = calibration_prompt_named(calibration_prompt)
                 chosen = chosen.with_calibration(prompt.calibrate(chosen, calibration_audio))
-            return analyse_recording(chosen, required_audio(audio), max_duration_s=MAX_DURATION_S)
+            return analyse_recording(chosen, required_audio(audio, NO_AUDIO_SENT), max_duration_s=MAX_DURATION_S)
     except SERError as error:
         # The sentence goes to the caller only: the server's log is shared by every visitor, and
         # a refused input is not a fault of the server.
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def required_audio(audio_path: str | None) -> str:
-    """The recording or upload's path, or an AudioError saying that there is none yet."""
+NO_AUDIO_ON_PAGE = (
+    "No audio yet: record with the microphone or upload a file, and once it has arrived "
+    "(the player shows it), press Analyse."
+)
+NO_AUDIO_SENT = "No audio was sent: the first input is the audio file (with gradio_client, handle_file(path))."
+
+
+def required_audio(audio_path: str | None, missing: str = NO_AUDIO_ON_PAGE) -> str:
+    """The recording or upload's path, or an AudioError saying (`missing`) that there is none."""
     if not audio_path:
-        raise AudioError(
-            "No audio yet: record with the microphone or upload a file, and once it has arrived "
-            "(the player shows it), press Analyse."
-        )
+        raise AudioError(missing)
     return audio_path
 
 

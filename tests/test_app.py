@@ -383,6 +383,11 @@ def test_the_api_function_returns_the_librarys_probabilities(tmp_path, tiny_mode
 def test_the_api_function_raises_the_sentence_as_a_gradio_error(tmp_path, tiny_model_dir):
     with pytest.raises(gr.Error, match="silent"):
         app.predict_api(str(_write_waveform(tmp_path / "quiet.wav", np.zeros(SAMPLING_RATE))), tiny_model_dir)
+    # A caller that sent no audio is told what to send, not to press the page's Analyse button.
+    for endpoint in (app.predict_api, app.analyse_api):
+        with pytest.raises(gr.Error, match="No audio was sent: the first input is the audio file") as refused:
+            endpoint(None, tiny_model_dir)
+        assert "Analyse" not in str(refused.value)
 
 
 def test_a_typed_name_of_a_bundled_folder_is_not_read_from_the_servers_disk(tmp_path, tiny_model_dir, monkeypatch):
