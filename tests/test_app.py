@@ -30,7 +30,7 @@ from ser_train.analysis import analyse_files, analyse_recording
 from ser_train import cli
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
-from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.live import LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
@@ -430,6 +430,14 @@ def test_the_players_offer_no_download_or_share_of_a_recording_the_server_remove
     players = [block for block in app.demo.blocks.values() if isinstance(block, gr.Audio) and block.elem_id]
     assert {player.elem_id for player in players} == {"speech", "calibration-speech", "live-speech"}
     assert all(player.get_config()["buttons"] == [] for player in players)
+
+
+def test_the_model_choices_name_each_bundled_models_measured_ua_within_the_dropdowns_width():
+    """A QA pass saw the default's figure cut off in the dropdown ('UA 43% on corpora it ne')."""
+    bundled = [(label, value) for label, value in app.model_choices() if value in BUNDLED_MODELS]
+    assert bundled and all(len(label) <= app.MAX_DISPLAY_NAME_CHARS for label, _ in bundled)
+    for label, value in bundled:
+        assert label == f"{Path(value).name} (UA {measured_ua(value):.0%} on unheard corpora)"
 
 
 def test_the_upload_hint_names_only_formats_the_page_upload_box_takes():
