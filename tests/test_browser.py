@@ -26,6 +26,7 @@ from conftest import REAL_RAVDESS
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.precision import DEFAULT_PRECISION
+from ser_train.uploads import UPLOAD_ROUTE
 from speech import write_sentence
 
 pytestmark = pytest.mark.browser
@@ -120,15 +121,19 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def wait_until_uploaded(page, elem_id: str = "speech") -> str:
-    """Wait until the server holds the audio: the player links to the uploaded file; its URL.
+def uploaded(page, send, elem_id: str = "speech") -> str:
+    """Do `send` (give the upload box a file, or stop a recording) and wait until the server holds
+    the audio and the player has it; the URL of the file the server received.
 
-    The Play button appears earlier, while a recording is still being uploaded; pressing
-    Analyse then sends no audio at all.
+    The Play button appears before a recording has been uploaded, and pressing Analyse then sends
+    no audio at all. The player links to no file (it has no Download button), so the upload's own
+    response says where the file went.
     """
-    link = page.locator(f'#{elem_id} [href*="/gradio_api/file="], #{elem_id} [src*="/gradio_api/file="]').first
-    link.wait_for(state="attached")
-    return urljoin(page.url, link.get_attribute("href") or link.get_attribute("src"))
+    with page.expect_response(lambda response: UPLOAD_ROUTE in response.url and response.request.method == "POST") as upload:
+        send()
+    [path] = upload.value.json()
+    page.locator(f'#{elem_id} button[aria-label="Play"]').wait_for()
+    return urljoin(page.url, f"gradio_api/file={path}")
 
 
 def fetch_received(page, url: str, destination: Path) -> Path:
@@ -172,8 +177,9 @@ def library_verdict(model_name: str, path: Path) -> tuple[str, str]:
 
 def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     page.locator('#speech button[aria-label="Upload file"]').click()
-    page.locator("#speech input[type=file]").set_input_files(speech_wav)
-    wait_until_uploaded(page)
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    # The player offers no Download or Share: both would fetch a file the server removes once analysed.
+    assert page.locator('#speech button[aria-label="Download"], #speech button[aria-label="Share"], #speech a[download]').count() == 0
     shown = analyse_and_read_result(page)
     page.locator("#audio-plot img, #audio-plot canvas").first.wait_for()
     screenshot(page, "upload-result")
@@ -188,8 +194,7 @@ def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_coul
     page, browser, server, model_name, speech_wav
 ):
     page.locator('#speech button[aria-label="Upload file"]').click()
-    page.locator("#speech input[type=file]").set_input_files(speech_wav)
-    url = wait_until_uploaded(page)
+    url = uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
     assert page.request.get(url).body() == speech_wav.read_bytes()
     stranger = browser.new_context()  # another visitor: a browser profile of their own
     try:
@@ -210,10 +215,9 @@ def test_webm_upload_is_accepted(page, model_name, tmp_path):
     webm = write_sentence(tmp_path / "speech.webm")
     page.locator('#speech button[aria-label="Upload file"]').click()
     # Given as video/webm (the default guess), Gradio's audio input drops the file silently.
-    page.locator("#speech input[type=file]").set_input_files(
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(
         {"name": webm.name, "mimeType": "audio/webm", "buffer": webm.read_bytes()}
-    )
-    wait_until_uploaded(page)
+    ))
     assert analyse_and_read_result(page) == library_verdict(model_name, webm)
 
 
@@ -238,9 +242,8 @@ def test_microphone_recording_is_raw_and_shows_the_librarys_emotion(page, server
     stop = page.locator("#speech button.stop-button")
     stop.wait_for(state="visible")
     time.sleep(soundfile.info(speech_wav).duration + 1.0)  # the fake microphone plays it once, then silence
-    stop.click()
     # Kept in test-artifacts, to listen to when this fails.
-    received = fetch_received(page, wait_until_uploaded(page), SCREENSHOTS / "microphone-received.wav")
+    received = fetch_received(page, uploaded(page, stop.click), SCREENSHOTS / "microphone-received.wav")
     shown = analyse_and_read_result(page)
     screenshot(page, "microphone-result")
 

@@ -19,7 +19,7 @@ from speech import sentences
 from synthetic import synth_clip
 from test_browser import (
     CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, analyse_and_read_result, fetch_received, screenshot,
-    wait_until_uploaded,
+    uploaded,
 )  # fmt: skip
 
 pytestmark = pytest.mark.browser
@@ -69,8 +69,7 @@ def record(page, elem_id: str, seconds: float) -> str:
     stop = page.locator(f"#{elem_id} button.stop-button")
     stop.wait_for(state="visible")
     time.sleep(seconds)
-    stop.click()
-    return wait_until_uploaded(page, elem_id)
+    return uploaded(page, stop.click, elem_id)
 
 
 def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_cnn, tmp_path):
