@@ -154,6 +154,9 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     evaluated = json.loads((evaluation_dir / EVAL_RESULTS_FILE).read_text())["test"]
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
     assert "UA" in capsys.readouterr().out
+    # The weights are as readable as the run's other files (safetensors writes them 0600).
+    expected_mode = (model_dir / EVAL_RESULTS_FILE).stat().st_mode & 0o777
+    assert list(model_dir.rglob("*.safetensors")) and all(path.stat().st_mode & 0o777 == expected_mode for path in model_dir.rglob("*.safetensors"))
     # The folder's README.md is its card, with the figures it measured, not the mixin's placeholder.
     card = (model_dir / "README.md").read_text()
     assert "Rendered by `python -m ser_train card`" in card and "More Information Needed" not in card

@@ -185,9 +185,19 @@ def run(
 
     results = eval_results(family.name, dataset_source, folds, command, **extra)
     if is_main_process():
-        write_eval_results(output_dir, results)
+        written = write_eval_results(output_dir, results)
+        readable_as(written, output_dir.rglob("*.safetensors"))
         print(format_metrics_table(results))
     return results
+
+
+def readable_as(example: Path, files) -> None:
+    """Give `files` the permissions of `example`, a file written the usual way (so under the
+    user's umask): safetensors writes its files readable by their owner only, whatever the umask,
+    so a model folder copied to a server, or shared on a machine, could not be read by others."""
+    mode = example.stat().st_mode & 0o777
+    for path in files:
+        path.chmod(mode)
 
 
 def _plan(
