@@ -363,8 +363,6 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ser_train.calibration import calibration_summary
     from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
     from ser_train.data import parse_actor_list, split_by_actor
@@ -426,8 +424,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, recorded: dict) -> int:
     """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on
     (`recorded`: the model's training_args.json, {} without one)."""
-    from pathlib import Path
-
     from ser_train.corpora import corpus_info
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
@@ -473,8 +469,6 @@ def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
     training_args.json (`recorded`) tells: with the same data, all but its hold-out test speakers
     (all, for a model trained on everything after its folds); else every speaker of a corpus it
     trained on; none known without a record."""
-    from pathlib import Path
-
     from ser_train.training.runner import same_sources
 
     if not recorded:
