@@ -30,7 +30,7 @@ from ser_train.evaluation import SharedScoring
 from ser_train.models.whisper import WhisperForEmotionRecognition
 from ser_train.training.cnn import balanced_row_weights
 
-from experiments.top_layer_adaptation import L2, MODEL, TopLayer, fit_head, load_cache, top_statistics
+from experiments.top_layer_adaptation import MODEL, TopLayer, fit_head, load_cache, top_statistics
 
 STATISTICS = Path("runs/probe/frozen_statistics.npy")
 RESULTS = Path("runs/probe/layer_choice.json")
@@ -54,15 +54,17 @@ def frozen_statistics(data: dict, frames: list[np.ndarray]) -> np.ndarray:
     return np.load(STATISTICS)
 
 
-def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, training_corpora: list[str], l2: float = L2) -> dict:
-    """UA and most-predicted share on `corpus` of the head fitted on `training_corpora`."""
+def held_out_scores(statistics: np.ndarray, data: dict, corpus: str, layers, training_corpora: list[str], fit=fit_head) -> dict:
+    """UA and most-predicted share on `corpus` of the head fitted on `training_corpora`; `fit`, as
+    `fit_head`, gives the head and the standardisation's mean and spread for the training rows
+    (inputs, targets, the shipped objective's row weights, classes)."""
     columns = np.concatenate([np.arange(layer * LAYER_SIZE, (layer + 1) * LAYER_SIZE) for layer in layers])
     labels = data["labels"].tolist()
     train, test = np.flatnonzero(np.isin(data["corpus"], training_corpora)), np.flatnonzero(data["corpus"] == corpus)
     emotions = data["emotion"]
     weights = torch.from_numpy(balanced_row_weights(emotions[train], data["corpus"][train])).float()
     inputs = torch.from_numpy(statistics[np.ix_(train, columns)])
-    head, mean, std = fit_head(inputs, torch.from_numpy(emotions[train]).long(), weights, len(labels), l2)
+    head, mean, std = fit(inputs, torch.from_numpy(emotions[train]).long(), weights, len(labels))
     with torch.inference_mode():
         probabilities = head((torch.from_numpy(statistics[np.ix_(test, columns)]) - mean) / std).softmax(-1).numpy()
     return scores_on(corpus, probabilities, data, training_corpora)

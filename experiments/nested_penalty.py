@@ -14,13 +14,14 @@ README figure, not part of the package.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import torch
 
 from experiments.layer_choice import frozen_statistics, held_out_scores
-from experiments.top_layer_adaptation import load_cache
+from experiments.top_layer_adaptation import fit_head, load_cache
 
 PENALTIES = (0.03, 0.3, 1.0, 3.0, 10.0)  # 0.03 is train whisper's
 EVERY_LAYER = range(7)
@@ -36,8 +37,9 @@ def main() -> None:
         row = {}
         for corpus in corpora:
             others = [c for c in corpora if c != corpus]
-            row[corpus] = held_out_scores(statistics, data, corpus, EVERY_LAYER, others, l2)
-            row[corpus]["inner_ua"] = float(np.mean([held_out_scores(statistics, data, inner, EVERY_LAYER, [c for c in others if c != inner], l2)["ua"] for inner in others]))
+            fit = functools.partial(fit_head, l2=l2)
+            row[corpus] = held_out_scores(statistics, data, corpus, EVERY_LAYER, others, fit)
+            row[corpus]["inner_ua"] = float(np.mean([held_out_scores(statistics, data, inner, EVERY_LAYER, [c for c in others if c != inner], fit)["ua"] for inner in others]))
         rows[l2] = row
         print(json.dumps({"l2": l2, **row}), flush=True)
         print(f"l2 {l2:g}: mean UA {np.mean([row[c]['ua'] for c in corpora]):.3f}, "

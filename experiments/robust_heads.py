@@ -22,25 +22,24 @@ import json
 import numpy as np
 import torch
 
-from experiments import layer_choice
-from experiments.layer_choice import LAYER_SIZE, frozen_statistics, scores_on
-from experiments.top_layer_adaptation import CORPORA, L2, MAX_ITERATIONS, load_cache
+from experiments.layer_choice import LAYER_SIZE, frozen_statistics, held_out_scores
+from experiments.top_layer_adaptation import CORPORA, L2, MAX_ITERATIONS, fit_head, load_cache
 from ser_train.corpora import load_corpora
 from ser_train.training.cnn import balanced_row_weights
 
 STRENGTHS = (5.0, 1.0, 20.0)  # eta; the first is the figure
 
 
-def group_robust_head(inputs: torch.Tensor, targets: torch.Tensor, groups: np.ndarray, corpora: np.ndarray, classes: int, eta: float) -> torch.nn.Linear:
+def group_robust_head(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, groups: np.ndarray, classes: int, eta: float) -> torch.nn.Linear:
     """A linear head on standardised `inputs` minimising the soft maximum of its groups' losses,
-    plus the shipped head's L2 penalty."""
+    plus the shipped head's L2 penalty; `weights`, the shipped objective's row weights, give each
+    group its weight."""
     names, group_of_row = np.unique(groups, return_inverse=True)
-    # Within a group every emotion weighs the same; a group weighs what its rows weigh in the
-    # shipped objective (every corpus the same).
-    within = torch.from_numpy(balanced_row_weights(targets.numpy(), groups)).float()
-    shipped = balanced_row_weights(targets.numpy(), corpora)
-    prior = torch.tensor([shipped[group_of_row == g].sum() for g in range(len(names))]).float()
+    # Summed in float64, as the weights were computed, so the figures do not move with rounding.
+    prior = torch.stack([weights.double()[torch.from_numpy(group_of_row == g)].sum() for g in range(len(names))]).float()
     prior = prior / prior.sum()
+    # Within a group every emotion weighs the same.
+    within = torch.from_numpy(balanced_row_weights(targets.numpy(), groups)).float()
     membership = torch.zeros(len(names), len(targets))
     membership[torch.from_numpy(group_of_row), torch.arange(len(targets))] = within
     membership = membership / membership.sum(1, keepdim=True)
@@ -60,15 +59,15 @@ def group_robust_head(inputs: torch.Tensor, targets: torch.Tensor, groups: np.nd
     return head
 
 
-def held_out_scores(statistics: np.ndarray, data: dict, groups: np.ndarray, corpus: str, eta: float) -> dict:
-    training_corpora = [c for c in np.unique(data["corpus"]) if c != corpus]
-    train, test = np.flatnonzero(data["corpus"] != corpus), np.flatnonzero(data["corpus"] == corpus)
-    inputs = torch.from_numpy(statistics[train])
-    mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
-    head = group_robust_head((inputs - mean) / std, torch.from_numpy(data["emotion"][train]).long(), groups[train], data["corpus"][train], len(data["labels"]), eta)
-    with torch.inference_mode():
-        probabilities = head((torch.from_numpy(statistics[test]) - mean) / std).softmax(-1).numpy()
-    return scores_on(corpus, probabilities, data, training_corpora)
+def robust_fit(groups: np.ndarray, eta: float):
+    """A `fit` for `layer_choice.held_out_scores`: the group-robust head, `groups` naming the
+    group of each training row (in the order of the training rows)."""
+
+    def fit(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, classes: int):
+        mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
+        return group_robust_head((inputs - mean) / std, targets, weights, groups, classes, eta), mean, std
+
+    return fit
 
 
 def main() -> None:
@@ -80,10 +79,11 @@ def main() -> None:
     corpora = sorted(set(data["corpus"].tolist()))
     settings = {"shipped head": None, **{f"speakers, eta {eta:g}": (speakers, eta) for eta in STRENGTHS}, "corpora, eta 5": (data["corpus"], 5.0)}
     for name, setting in settings.items():
-        if setting is None:
-            rows = [layer_choice.held_out_scores(statistics, data, corpus, range(7), [c for c in corpora if c != corpus]) for corpus in corpora]
-        else:
-            rows = [held_out_scores(statistics, data, setting[0], corpus, setting[1]) for corpus in corpora]
+        rows = []
+        for corpus in corpora:
+            others = [c for c in corpora if c != corpus]
+            fit = fit_head if setting is None else robust_fit(setting[0][np.isin(data["corpus"], others)], setting[1])
+            rows.append(held_out_scores(statistics, data, corpus, range(7), others, fit))
         print(json.dumps({"setting": name, **dict(zip(corpora, rows))}), flush=True)
         print(f"{name}: mean UA {np.mean([row['ua'] for row in rows]):.3f}, "
               + ", ".join(f"{c} {row['ua']:.3f} ({row['most_predicted']['emotion']} {row['most_predicted']['share']:.0%})" for c, row in zip(corpora, rows)), flush=True)
