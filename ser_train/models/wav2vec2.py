@@ -16,7 +16,6 @@ are ever read (pickled .bin weights can run code when loaded).
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Sequence
 
