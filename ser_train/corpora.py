@@ -2,7 +2,7 @@
 
 A corpus folder holds its audio and two small files:
 
-    manifest.csv     one row per clip: path (relative to the folder), emotion, speaker, and
+    manifest.csv     one row per clip: path (relative to the folder, inside it), emotion, speaker, and
                      optionally split (train / validation / test; a speaker stays in one split)
     label_map.json   {"its label": "one of our emotions", "other label": null}; null leaves
                      those clips out. Labels that already name one of our emotions (any
@@ -30,7 +30,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import datasets
 import numpy as np
@@ -212,11 +212,25 @@ def _read_manifest(path: Path) -> list[dict]:
     blank = next((number for number, row in enumerate(rows, start=2) if not all(row[c] for c in REQUIRED_COLUMNS)), None)
     if blank:
         raise DataError(f"{path}, line {blank}: path, emotion and speaker must all be filled in.")
+    # A path that leaves the folder would make the corpus's name, licence and cache stand for
+    # clips it does not hold, and "a/../b.wav" would slip past the check for a clip listed twice.
+    outside = next((number for number, row in enumerate(rows, start=2) if _leaves_folder(row["path"])), None)
+    if outside:
+        raise DataError(
+            f"{path}, line {outside}: {rows[outside - 2]['path']} is not inside the corpus folder; "
+            "list each clip by its path relative to the folder, without '..'."
+        )
     first_line: dict[str, int] = {}
     for number, row in enumerate(rows, start=2):  # a clip listed twice would count twice
         if (earlier := first_line.setdefault(row["path"], number)) != number:
             raise DataError(f"{path}, lines {earlier} and {number}: {row['path']} is listed twice; list each clip once.")
     return rows
+
+
+def _leaves_folder(clip_path: str) -> bool:
+    """Whether a manifest's clip path is absolute or climbs out with '..' ("/" or "\\" alike)."""
+    path = PureWindowsPath(clip_path)  # reads both slashes; "/x" and "C:/x" have an anchor
+    return path.anchor != "" or ".." in path.parts
 
 
 def _read_label_map(path: Path) -> dict[str, str | None]:
