@@ -51,7 +51,7 @@ from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, Calibratio
 from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
-from ser_train.errors import AudioError, SERError
+from ser_train.errors import AudioError, SERError, UnreadableAudioError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.held_out import MEAN_KEY
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
@@ -108,6 +108,8 @@ NO_PLAYER_BUTTONS: list = []
 # browsers call a .webm or .mp4 file video, which the box refuses whatever it holds; the API and
 # the CLI take WebM (ser_train.audio.SUPPORTED_FORMATS).
 PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
+
+
 ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
@@ -257,7 +259,7 @@ def calibrate_handler(
         with uploads.used(audio_path, request) as audio_path:
             calibrations[name] = (prompt, prompt.calibrate(model, audio_path))
     except SERError as error:
-        return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
+        return calibrations, f"⚠️ {as_page_says_it(error)}\n\n{calibration_status(calibrations)}"
     return calibrations, calibration_status(calibrations)
 
 
@@ -360,7 +362,7 @@ def predict_handler(
             analysis = analyse_recording(model, required_audio(audio_path), max_duration_s=MAX_DURATION_S)
             return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations))
     except SERError as error:
-        return failure(str(error))
+        return failure(str(as_page_says_it(error)))
 
 
 def compared(
@@ -406,6 +408,13 @@ def picked(choice: str | None, typed_id: str | None) -> str:
 
 
 PROBABILITIES_LABEL = "Emotions"  # the bars' heading before a model has answered
+
+
+def as_page_says_it(error: SERError) -> SERError:
+    """`error` as the page words it: an unreadable upload's refusal names the formats the upload
+    box takes, not every one the decoder reads."""
+    return error.listing(PAGE_UPLOAD_FORMATS) if isinstance(error, UnreadableAudioError) else error
+
 
 
 def failure(message: str) -> PageOutputs:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from ser_train.errors import AudioError
+from ser_train.errors import AudioError, UnreadableAudioError
 
 SAMPLING_RATE = 16_000  # Hz: what RAVDESS models here are trained on (wav2vec2's rate too)
 MIN_DURATION_S = 0.5  # shorter than this holds too little speech to judge an emotion
@@ -161,10 +161,7 @@ def _unreadable_as_audio_error(name: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # FFmpeg reports corrupt and non-audio files in many ways
-        raise AudioError(
-            f"{name} could not be read as audio; it is corrupt or not in a supported format "
-            f"({SUPPORTED_FORMATS})."
-        ) from error
+        raise UnreadableAudioError(name, SUPPORTED_FORMATS) from error
 
 
 def to_mono_float(waveform: np.ndarray) -> np.ndarray:

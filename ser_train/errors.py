@@ -4,6 +4,8 @@ Anything raised as `SERError` carries a sentence meant for a person; the CLI and
 that sentence instead of a traceback. Everything else is a bug and is allowed to surface.
 """
 
+from __future__ import annotations
+
 
 class SERError(Exception):
     """A problem with the user's input or environment, explained in one clear sentence."""
@@ -11,6 +13,18 @@ class SERError(Exception):
 
 class AudioError(SERError):
     """Audio that cannot be used: unreadable, empty, silent, too short or too long."""
+
+
+class UnreadableAudioError(AudioError):
+    """A file no decoder could read: corrupt, or not audio in a format we read (`formats`)."""
+
+    def __init__(self, name: str, formats: str):
+        super().__init__(f"{name} could not be read as audio; it is corrupt or not in a supported format ({formats}).")
+        self.name = name
+
+    def listing(self, formats: str) -> UnreadableAudioError:
+        """The same refusal naming other formats: the page's upload box takes fewer than the decoder."""
+        return UnreadableAudioError(self.name, formats)
 
 
 class DataError(SERError):

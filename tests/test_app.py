@@ -306,6 +306,19 @@ def test_unusable_audio_gets_one_clear_sentence(tmp_path, tiny_model_dir, make, 
     assert_refused(analyse(make(tmp_path), tiny_model_dir), *phrases)
 
 
+def test_the_page_offers_only_the_formats_its_upload_box_takes(tmp_path, tiny_model_dir):
+    """Browsers type a .webm file as video, which Gradio's upload box refuses, so the page's
+    refusal of an unreadable file does not suggest WebM; the API, which reads WebM, still does."""
+    notes = b"These are my notes, not a recording.\n" * 20
+    status = analyse(_write_bytes(tmp_path / "notes.wav", notes), tiny_model_dir).status
+    assert f"notes.wav could not be read as audio; it is corrupt or not in a supported format ({app.PAGE_UPLOAD_FORMATS})" in status
+    assert "WebM" not in status
+    _, calibration_status = app.calibrate_handler(str(_write_bytes(tmp_path / "notes.wav", notes)), tiny_model_dir, "", {})
+    assert app.PAGE_UPLOAD_FORMATS in calibration_status and "WebM" not in calibration_status
+    with pytest.raises(gr.Error, match="WebM"):
+        app.predict_api(str(_write_bytes(tmp_path / "notes.wav", notes)), tiny_model_dir)
+
+
 def _write_bytes(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
