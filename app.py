@@ -108,8 +108,6 @@ NO_PLAYER_BUTTONS: list = []
 # browsers call a .webm or .mp4 file video, which the box refuses whatever it holds; the API and
 # the CLI take WebM (ser_train.audio.SUPPORTED_FORMATS).
 PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
-
-
 ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
