@@ -94,6 +94,7 @@ RAW_MICROPHONE_SCRIPT = """
 CSS = """
 #status p {border-left: 4px solid #f59e0b; padding: 6px 12px; background: rgba(245, 158, 11, 0.1);}
 #summary h2 {margin: 0;}
+#model input, #compare-model input {text-overflow: ellipsis;}  /* a long name on a phone: model_facts has it whole */
 """
 
 # --- Models, visitors' files ------------------------------------------------------------------
@@ -129,6 +130,23 @@ def eval_results_of(model_dir: str) -> dict:
     """A local model folder's eval_results.json, or {} without one."""
     path = Path(model_dir) / EVAL_RESULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def model_facts(name: str) -> str:
+    """The picker's line about the picked model: what it learned from (corpora and languages) and
+    its UA on voices it never heard, from its eval_results.json. The list's names clip on a phone,
+    and the page's description speaks of the default model only. "" (no line) for no model."""
+    if not name:
+        return ""
+    results = eval_results_of(name)
+    ua = measured_ua(name) if results else None
+    if ua is None:
+        return "No measured results at hand for this model; its card may say how it was tested."
+    corpora = training_corpora(results["dataset"]) if results.get("dataset") else []
+    languages = sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
+    learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
+    unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
+    return (f"Learned from {learned}; UA" if learned else "UA") + f" {ua:.0%} on {unheard}."
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -661,7 +679,10 @@ LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora s
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:
     """A dropdown of the offered models and a textbox for any Hub id (which wins when filled)."""
     choices = ([("none", "")] if with_none else []) + model_choices()
-    dropdown = gr.Dropdown(choices, value=choices[0][1], label=label, elem_id=elem_id)
+    dropdown = gr.Dropdown(choices, value=choices[0][1], label=label, info=model_facts(choices[0][1]), elem_id=elem_id)
+    dropdown.change(
+        lambda name: gr.update(info=model_facts(name)), inputs=dropdown, outputs=dropdown, show_progress="hidden", api_visibility="private"
+    )
     typed = gr.Textbox(
         label="…or any Hub model id", placeholder="user/name or user/name@revision", max_lines=1, elem_id=f"{elem_id}-id"
     )

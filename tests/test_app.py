@@ -445,6 +445,19 @@ def test_the_players_offer_no_download_or_share_of_a_recording_the_server_remove
     assert all(player.get_config()["buttons"] == [] for player in players)
 
 
+def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
+    """The list's names clip on a phone and the description speaks of the default only, so the
+    picker's own line names the picked model's corpora, languages and measured UA."""
+    for name in BUNDLED_MODELS:
+        facts = app.model_facts(name)
+        assert facts == f"Learned from RAVDESS, TESS, EMOVO (English, Italian); UA {measured_ua(name):.0%} on corpora it never trained on."
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "eval_results.json").write_text(json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.614}}))
+    assert app.model_facts(str(tmp_path / "actors")) == "Learned from RAVDESS (English); UA 61% on actors it never heard."
+    assert app.model_facts(str(tmp_path / "no-results")).startswith("No measured results at hand for this model")
+    assert app.model_facts("") == ""  # the second picker's "none"
+
+
 def test_the_model_choices_name_each_bundled_models_measured_ua_within_the_dropdowns_width():
     """A QA pass saw the default's figure cut off in the dropdown ('UA 43% on corpora it ne')."""
     bundled = [(label, value) for label, value in app.model_choices() if value in BUNDLED_MODELS]

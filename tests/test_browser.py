@@ -24,7 +24,7 @@ from scipy.signal import correlate
 from app_support import PROJECT_ROOT, AppServer, make_tiny_wav2vec2
 from conftest import REAL_RAVDESS
 from ser_train.audio import SAMPLING_RATE, load_audio
-from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.uploads import UPLOAD_ROUTE
 from speech import write_sentence
@@ -221,6 +221,19 @@ def test_webm_upload_is_accepted(page, model_name, tmp_path):
     assert analyse_and_read_result(page) == library_verdict(model_name, webm)
 
 
+def test_the_picker_says_what_the_picked_model_learned_from(page, model_name):
+    """The line under the picker follows the pick: the list's names clip on a phone, and the
+    page's description speaks of the default model only."""
+    other = next(name for name in BUNDLED_MODELS if name != model_name)
+    before, after = (f"UA {measured_ua(name):.0%} on corpora it never trained on" for name in (model_name, other))
+    picker = page.locator("#model")
+    assert "Learned from RAVDESS, TESS, EMOVO (English, Italian)" in picker.inner_text() and before in picker.inner_text()
+    picker.locator("input").click()
+    page.get_by_role("option", name=Path(other).name).click()
+    picker.get_by_text(after).wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert before not in picker.inner_text()
+
+
 def test_bad_input_shows_a_sentence_not_a_traceback(page, tmp_path):
     notes = tmp_path / "notes.wav"
     notes.write_text("not a recording\n" * 50)
@@ -234,6 +247,7 @@ def test_bad_input_shows_a_sentence_not_a_traceback(page, tmp_path):
     page.locator("#analyse").click()
     page.get_by_text("notes.wav could not be read as audio").wait_for(timeout=RESULT_TIMEOUT_MS)
     screenshot(page, "bad-input")
+    assert "WebM" not in page.locator("#status").inner_text()  # the upload box refuses .webm files
     assert "Traceback" not in page.content()
 
 
