@@ -43,6 +43,8 @@ if not os.environ.get("GRADIO_TEMP_DIR"):
     atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import gradio as gr
+from gradio.components.plot import PlotData
+from gradio.processing_utils import encode_plot_to_base64
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
@@ -91,10 +93,29 @@ RAW_MICROPHONE_SCRIPT = """
 </script>
 """
 
+# A screen reader hears what changes in these areas (the answer, a refusal, the calibration's
+# state, live mode's summary) without having to look for it; Gradio has no option for it. Live
+# mode's running answer is left out: it changes every STEP_S.
+ANNOUNCED_AREAS = ("status", "summary", "calibration-status", "live-summary")
+ANNOUNCE_SCRIPT = f"""
+<script>
+new MutationObserver(() => {{
+  for (const id of {list(ANNOUNCED_AREAS)}) {{
+    const area = document.getElementById(id);
+    if (area && !area.hasAttribute("aria-live")) area.setAttribute("aria-live", "polite");
+  }}
+}}).observe(document.documentElement, {{childList: true, subtree: true}});
+</script>
+"""
+
 CSS = """
 #status p {border-left: 4px solid #f59e0b; padding: 6px 12px; background: rgba(245, 158, 11, 0.1);}
 #summary h2 {margin: 0;}
 #model input, #compare-model input {text-overflow: ellipsis;}  /* a long name on a phone: model_facts has it whole */
+@media (max-width: 640px) {  /* a phone: the figures keep a readable size and scroll sideways */
+  #audio-plot .matplotlib, #timeline-plot .matplotlib {overflow-x: auto; align-items: flex-start;}
+  #audio-plot img, #timeline-plot img {min-width: 640px;}
+}
 """
 
 # --- Models, visitors' files ------------------------------------------------------------------
@@ -343,6 +364,21 @@ def session_model(name: str, calibrations: dict | None) -> EmotionModel:
     return model.with_calibration(prompt_and_calibration[1]) if prompt_and_calibration else model
 
 
+class DescribedPlot(PlotData):
+    """A figure as gr.Plot sends it, with the words its image's alt text starts with: Gradio
+    builds "<chart> plot visualising provided data" from a chart type it sets for Altair plots
+    only, so a matplotlib figure's read "undefined plot…" to a screen reader."""
+
+    chart: str
+
+
+PLOT_FORMAT = "webp"  # gr.Plot's own format for matplotlib figures
+
+
+def described(figure: Figure, words: str) -> DescribedPlot:
+    return DescribedPlot(type="matplotlib", plot=encode_plot_to_base64(figure, PLOT_FORMAT), chart=words)
+
+
 class PageOutputs(NamedTuple):
     """What predict_handler sends to the page, one field per output component."""
 
@@ -351,9 +387,9 @@ class PageOutputs(NamedTuple):
     probabilities: dict  # gr.update of the main model's gr.Label
     comparison: dict  # gr.update of the comparison model's gr.Label (hidden when not comparing)
     details_section: dict  # gr.update showing the plots (and table) only when there are results
-    audio_plot: Figure | None  # waveform and spectrogram
+    audio_plot: DescribedPlot | None  # waveform and spectrogram
     timeline_section: dict  # gr.update showing the timeline for long recordings only
-    timeline_plot: Figure | None
+    timeline_plot: DescribedPlot | None
     timeline_table: list[list[str]] | None  # start, end, emotion, confidence
 
 
@@ -411,9 +447,9 @@ def page_outputs(
             visible=comparison is not None,
         ),
         details_section=gr.update(visible=True),
-        audio_plot=audio_figure(analysis.speech),
+        audio_plot=described(audio_figure(analysis.speech), "Waveform and mel spectrogram"),
         timeline_section=gr.update(visible=bool(segments)),
-        timeline_plot=timeline_figure(segments, analysis.duration_s, display_name(name)) if segments else None,
+        timeline_plot=described(timeline_figure(segments, analysis.duration_s, display_name(name)), "Emotion-over-time") if segments else None,
         timeline_table=timeline_rows(segments) if segments else None,
     )
 
@@ -846,7 +882,7 @@ def serve(**launch_options):
     preload_default_model()
     return demo.queue().launch(
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        head=RAW_MICROPHONE_SCRIPT,
+        head=RAW_MICROPHONE_SCRIPT + ANNOUNCE_SCRIPT,
         css=CSS,
         theme=gr.themes.Soft(),
         run_history=False,

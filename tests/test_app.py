@@ -270,7 +270,10 @@ def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
 
     segments = timeline(library_model(model_name), load_audio(path))  # as decoded: FLAC rounds to 16 bits
     assert len(segments) == 4 and all(segment.is_speech for segment in segments)
-    assert outputs.timeline_section["visible"] is True and outputs.timeline_plot is not None
+    assert outputs.timeline_section["visible"] is True
+    # Both figures reach the page as images whose alt text says what they show (see test_browser).
+    assert (outputs.audio_plot.chart, outputs.timeline_plot.chart) == ("Waveform and mel spectrogram", "Emotion-over-time")
+    assert outputs.timeline_plot.plot.startswith(f"data:image/{app.PLOT_FORMAT};base64,")
     assert [row[0] for row in outputs.timeline_table] == [f"{segment.start_s:.1f}" for segment in segments]
     assert [row[2].split()[-1] for row in outputs.timeline_table] == [segment.top_emotion for segment in segments]
     expected = average_probabilities(segments)

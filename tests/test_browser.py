@@ -45,6 +45,7 @@ RAW_CAPTURE_MIN_ENVELOPE_CORRELATION = 0.9
 RAW_CAPTURE_MAX_GAIN_DB = 1.0
 ENVELOPE_FRAME = 160  # samples: 10 ms at 16 kHz
 ENVELOPE_HOP = 16  # samples: 1 ms, so the recording is lined up with the source to within 1 ms
+PHONE_VIEWPORT = {"width": 390, "height": 844}  # CSS pixels of a common phone
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -183,6 +184,15 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     shown = analyse_and_read_result(page)
     page.locator("#audio-plot img, #audio-plot canvas").first.wait_for()
     screenshot(page, "upload-result")
+    # A screen reader is told what the figure is (Gradio's own words for it were "undefined
+    # plot…") and hears the answer and refusals as they come.
+    assert page.locator("#audio-plot img").get_attribute("alt").startswith("Waveform and mel spectrogram plot")
+    assert all(page.locator(f"#{area}").get_attribute("aria-live") == "polite" for area in ("status", "summary"))
+    # On a phone the figure keeps a readable width and scrolls sideways, not shrunk to its text's third.
+    page.set_viewport_size(PHONE_VIEWPORT)
+    figure_width, frame_width = page.locator("#audio-plot .matplotlib").evaluate("frame => [frame.scrollWidth, frame.clientWidth]")
+    assert figure_width >= 640 > PHONE_VIEWPORT["width"] > frame_width
+    screenshot(page, "upload-result-phone")
     assert shown == library_verdict(model_name, speech_wav)
     shown_lines = page.locator("#probabilities").inner_text().splitlines()
     assert sum(re.fullmatch(r"\d+%", line) is not None for line in shown_lines) == 8  # all eight emotions listed
