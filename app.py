@@ -636,13 +636,17 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
     timeline, or gr.skip() (the page unchanged) when it brings none. Gradio 6 takes an empty dict
     for one value and fails the event ("Error" on the page), so skip() it is."""
     try:
-        with uploads.used(chunk_path, request) as chunk_path:
-            uploads.release_skipped_chunks(request.session_hash, chunk_path, request)
+        with (
+            uploads.used(chunk_path, request) as chunk_path,
+            uploads.skipped_chunks(request.session_hash, chunk_path, request) as skipped_paths,
+        ):
             stream = live_sessions.get(request.session_hash)
             if stream is None or chunk_path is None:  # stopped already (a late chunk) or not started
                 return gr.skip()
-            sampling_rate, samples = read_chunk(chunk_path)
-            answers = stream.feed(samples, sampling_rate)
+            # With the chunks Gradio's stream route replaced while the last answer was drawn, so
+            # that the stream stays whole; only the newest step is judged (LiveStream.catch_up).
+            chunks = [(samples, sampling_rate) for sampling_rate, samples in map(read_chunk, [*skipped_paths, chunk_path])]
+            answers = stream.catch_up(chunks)
     except SERError as error:
         live_sessions.close(request.session_hash)
         return LiveOutputs(f"⚠️ {error}", "", "")

@@ -73,7 +73,8 @@ class LiveAnswer:
     time_s: float
     start_s: float
     speech: bool
-    # Smoothed; None when the newest step held no speech, or the utterance is still too short to judge.
+    # Smoothed; None when the newest step held no speech, the utterance is still too short to judge,
+    # or the step was heard without judging (`catch_up`).
     probabilities: dict[str, float] | None
     unsure: bool = False  # the model's unsure rule flags the answer (ser_train.confidence), or too little speech yet
 
@@ -159,13 +160,25 @@ class LiveStream:
     def feed(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[LiveAnswer]:
         """Take the next chunk (integer or float samples, mono or multichannel, any rate) and
         return the answers it completes, oldest first."""
-        samples = self._to_16k(chunk, sampling_rate)
+        return self._hear(self._to_16k(chunk, sampling_rate), judge_last_only=False)
+
+    def catch_up(self, chunks: list[tuple[np.ndarray, int]]) -> list[LiveAnswer]:
+        """Take several (chunk, sampling rate) at once, oldest first: audio that piled up while the
+        previous answer was drawn. Only the last step they complete is judged; the ones before it
+        are heard (the clock, the window, speech or no speech) without a model pass, so a busy
+        server does not fall further behind. Those answers say whether there was speech, not
+        which emotion."""
+        samples = [self._to_16k(chunk, sampling_rate) for chunk, sampling_rate in chunks]
+        return self._hear(np.concatenate(samples) if samples else np.zeros(0, dtype=np.float32), judge_last_only=True)
+
+    def _hear(self, samples: np.ndarray, judge_last_only: bool) -> list[LiveAnswer]:
+        steps = (self._since_answer + len(samples)) // self.step  # the answers these samples complete
         answers = []
         while samples.size:
             piece, samples = samples[: self.step - self._since_answer], samples[self.step - self._since_answer :]
             self._take(piece)
             if self._since_answer == self.step:
-                answers.append(self._answer())
+                answers.append(self._answer(judge=not judge_last_only or len(answers) == steps - 1))
         return answers
 
     def summary(self) -> LiveSummary:
@@ -194,7 +207,7 @@ class LiveStream:
         self._samples += len(piece)
         self._since_answer += len(piece)
 
-    def _answer(self) -> LiveAnswer:
+    def _answer(self, judge: bool) -> LiveAnswer:
         self._since_answer = 0
         speech = self.voice.speech_fraction(self.step) >= MIN_SPEECH_FRACTION
         # The model hears the current utterance only (at most the window): silence before the
@@ -212,8 +225,8 @@ class LiveStream:
         if not speech:
             self._smoothed = None  # a pause ends an utterance: the next one starts afresh
             answer = LiveAnswer(self.time_s, start_s, False, None)
-        elif len(heard) < max(MIN_JUDGED_SPEECH_S, MIN_DURATION_S) * SAMPLING_RATE:
-            answer = LiveAnswer(self.time_s, start_s, True, None)  # speech, too little yet to judge
+        elif not judge or len(heard) < max(MIN_JUDGED_SPEECH_S, MIN_DURATION_S) * SAMPLING_RATE:
+            answer = LiveAnswer(self.time_s, start_s, True, None)  # speech, not judged (or too little yet to judge)
         else:
             row = self.model.predict_batch([heard])[0].astype(np.float64)
             self._speech_sum += row

@@ -164,25 +164,36 @@ class VisitorFiles:
             with self._lock:
                 self._stream_chunks.setdefault(session, []).append(_key(path))
 
-    def release_skipped_chunks(self, session: str, path: str | None, request) -> None:
-        """The stream handler of `session` took `path`: the chunks sent before it that it did not
-        take never will be, since Gradio's stream route keeps only an event's newest chunk while
-        its handler is busy, and the handler takes one chunk at a time. Their files are removed
-        now (their visitor's await of them dropped) instead of at the unused-upload sweep."""
+    @contextlib.contextmanager
+    def skipped_chunks(self, session: str, path: str | None, request) -> Iterator[list[str]]:
+        """The chunks of `session`'s stream sent before `path`, oldest first, that its handler
+        (taking `path` now) did not take: Gradio's stream route keeps only an event's newest chunk
+        while its handler is busy, and the handler takes one chunk at a time, so they never will
+        be. They hold the visitor's speech all the same, so the handler reads them in the block,
+        keeping the stream whole; after it they are removed (their visitor's await dropped)."""
         if path is None or not self.holds(path):
+            yield []
             return
         key, visitor = _key(path), visitor_of(request.cookies)
         with self._lock:
             chunks = self._stream_chunks.get(session, [])
-            if key not in chunks:
-                return
-            position = chunks.index(key)
-            skipped, self._stream_chunks[session] = chunks[:position], chunks[position + 1 :]
-            for skipped_key in skipped:
+            skipped = chunks[: chunks.index(key)] if key in chunks else []
+            if key in chunks:
+                self._stream_chunks[session] = chunks[len(skipped) + 1 :]
+            readable = []
+            for skipped_key in skipped:  # taken as `used` takes an upload, without refusing
                 awaiting = self._awaiting.get(skipped_key, Counter())
                 if awaiting[visitor] > 0:
                     awaiting[visitor] -= 1
-                self._remove_if_unused(skipped_key)
+                    self._in_use[skipped_key] += 1
+                    readable.append(skipped_key)
+        try:
+            yield [chunk for chunk in readable if os.path.isfile(chunk)]
+        finally:
+            with self._lock:
+                for skipped_key in skipped:
+                    self._in_use[skipped_key] -= skipped_key in readable
+                    self._remove_if_unused(skipped_key)
 
     def forget_stream(self, session: str) -> None:
         """`session`'s stream stopped: a chunk still waiting for its handler is left to it (or,

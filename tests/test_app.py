@@ -31,7 +31,7 @@ from ser_train import cli
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
-from ser_train.live import LiveAnswer, LiveStream
+from ser_train.live import CHUNK_S, LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
@@ -647,6 +647,30 @@ def test_live_mode_refuses_a_bad_model_or_microphone_with_a_sentence(monkeypatch
     outputs = app.live_step(str(invalid), session("a"))
     assert outputs.now == "⚠️ The microphone sent invalid samples (NaN or infinity)."
     assert len(app.live_sessions) == 0
+
+
+def test_live_chunks_the_stream_route_replaced_are_heard_not_lost(monkeypatch, tiny_model_dir, tmp_path, uploads):
+    """While an answer is drawn, Gradio's stream route keeps only an event's newest chunk: here
+    the handler gets every other one. It hears the ones it missed with the one it takes (the
+    library's catch_up), so the stream's clock and window stay whole, and all of them go."""
+    from speech import silence, spoken
+
+    monkeypatch.setattr(app, "live_sessions", LiveSessions())
+    app.live_start(tiny_model_dir, "", None, visitor("alice"))
+    sent = microphone_chunks(np.concatenate([silence(0.5), spoken("Dogs are sitting by the door.")]), tmp_path / "talk", chunk_s=CHUNK_S)
+    stored = [uploaded(uploads, Path(chunk), "alice") for chunk in sent]
+    for chunk in stored:
+        uploads.record_stream_chunk("alice", chunk)
+    shown = [app.live_step(chunk, visitor("alice")) for chunk in stored[1::2]]
+
+    stream, expected = LiveStream(library_model(tiny_model_dir)), []
+    for missed, taken in zip(sent[0::2], sent[1::2]):
+        answers = stream.catch_up([(samples, rate) for rate, samples in map(read_chunk, (missed, taken))])
+        if answers:
+            expected.append(app.live_now_markdown(answers[-1], stream.model))
+    assert len(expected) >= len(sent) // 4 and any("%" in now for now in expected)  # answers every step, the sentence judged
+    assert [outputs.now for outputs in shown if isinstance(outputs, app.LiveOutputs)] == expected
+    assert not any(Path(chunk).exists() for chunk in stored[: 2 * len(shown)])  # every one up to the last taken
 
 
 def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_path, uploads):

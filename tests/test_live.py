@@ -163,6 +163,42 @@ def test_the_answers_do_not_depend_on_how_the_audio_is_chunked(tiny_model, talk,
             assert answer.probabilities == pytest.approx(reference.probabilities, abs=FLOAT32_TOLERANCE)
 
 
+def test_catching_up_judges_only_the_newest_step_and_keeps_the_streams_clock_and_window(tiny_model, talk):
+    """The page catches up on chunks Gradio's stream route replaced while an answer was drawn:
+    the steps before the newest are heard (speech or not) with no model pass; unsmoothed, every
+    answer is the model's for its window, so the judged ones match a stream fed chunk by chunk."""
+    waveform, _ = talk
+    expected = list(play(LiveStream(tiny_model, smoothing=1.0), waveform))
+    stream, calls = LiveStream(tiny_model, smoothing=1.0), []
+    stream.model = CountingModel(tiny_model, calls)
+    piles = np.array_split(waveform, 7)  # piles of about 1.7 s: each completes three or four steps
+    answers = []
+    for pile in piles:
+        passes = len(calls)
+        caught_up = stream.catch_up([(part, SAMPLING_RATE) for part in np.array_split(pile, 5)])
+        assert all(not answer.judged for answer in caught_up[:-1]) and len(calls) - passes <= 1
+        answers += caught_up
+    assert [(a.time_s, a.start_s, a.speech) for a in answers] == [(a.time_s, a.start_s, a.speech) for a in expected]
+    judged = [(answer, reference) for answer, reference in zip(answers, expected) if answer.judged]
+    assert judged and all(reference.judged for _, reference in judged)
+    for answer, reference in judged:
+        assert answer.probabilities == pytest.approx(reference.probabilities, abs=FLOAT32_TOLERANCE)
+
+
+class CountingModel:
+    """`model`, noting each pass in `calls`."""
+
+    def __init__(self, model, calls: list):
+        self._model, self._calls = model, calls
+
+    def predict_batch(self, waveforms):
+        self._calls.append(len(waveforms))
+        return self._model.predict_batch(waveforms)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
 def test_a_48_khz_microphone_gets_the_answers_of_its_16_khz_twin(tiny_model, talk):
     waveform, _ = talk
     microphone = resample(waveform, SAMPLING_RATE, 48_000)

@@ -159,29 +159,30 @@ def test_the_visitor_cookie_is_set_for_https_frames_and_for_http():
     assert visitor_of({}) is None
 
 
-def test_stream_chunks_the_route_replaced_go_when_a_later_one_is_taken(files):
+def test_stream_chunks_the_route_replaced_are_read_then_go_when_a_later_one_is_taken(files):
     """Gradio's stream route keeps an event's newest chunk only: once the handler takes chunk 3,
-    chunks 1 and 2 that it never took never will be, and go; the visitor's other uploads (a
-    recording awaiting Analyse) and another session's chunks stay."""
+    chunks 1 and 2 that it never took never will be. They are the visitor's speech, so the handler
+    gets them, oldest first, to read, and they go after; the visitor's other uploads (a recording
+    awaiting Analyse) and another session's chunks stay."""
     recording = upload(files, "alice", b"RIFF recording")
     chunks = [upload(files, "alice", f"{n} RIFF chunk".encode(), "audio.wav") for n in range(1, 5)]
     theirs = upload(files, "bob", b"bob's RIFF chunk", "audio.wav")
     for chunk in chunks:
         files.record_stream_chunk("alice-tab", chunk)
     files.record_stream_chunk("bob-tab", theirs)
-    with files.used(chunks[2], request("alice")) as taken:
-        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    with files.used(chunks[2], request("alice")) as taken, files.skipped_chunks("alice-tab", taken, request("alice")) as skipped:
+        assert skipped == chunks[:2] and [Path(chunk).read_bytes() for chunk in skipped] == [b"1 RIFF chunk", b"2 RIFF chunk"]
     assert [Path(chunk).exists() for chunk in chunks] == [False, False, False, True]
     assert Path(recording).is_file() and Path(theirs).is_file() and files.may_read(theirs, "bob")
-    with files.used(chunks[3], request("alice")) as taken:  # the next one: nothing earlier is left
-        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    with files.used(chunks[3], request("alice")) as taken, files.skipped_chunks("alice-tab", taken, request("alice")) as skipped:
+        assert skipped == []  # the next one: nothing earlier is left
     assert not Path(chunks[3]).exists() and Path(recording).is_file()
     # After Stop, a chunk still waiting for its handler is left to it.
     late = upload(files, "alice", b"late RIFF chunk", "audio.wav")
     files.record_stream_chunk("alice-tab", late)
     files.forget_stream("alice-tab")
-    with files.used(late, request("alice")) as taken:
-        files.release_skipped_chunks("alice-tab", taken, request("alice"))
+    with files.used(late, request("alice")) as taken, files.skipped_chunks("alice-tab", taken, request("alice")) as skipped:
+        assert skipped == []
     assert not Path(late).exists()
 
 
