@@ -468,7 +468,6 @@ def as_page_says_it(error: SERError) -> SERError:
     return error.listing(PAGE_UPLOAD_FORMATS) if isinstance(error, UnreadableAudioError) else error
 
 
-
 def failure(message: str) -> PageOutputs:
     """Outputs that show `message` and clear every result of a previous analysis."""
     return PageOutputs(
