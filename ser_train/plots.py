@@ -45,7 +45,8 @@ def audio_figure(speech: SpeechMap) -> Figure:
 
     times, lows, highs = waveform_envelope(speech)
     wave_axes.fill_between(times, lows, highs, color="#4f46e5", linewidth=0.5)
-    wave_axes.set(ylabel="amplitude", xlim=(0, speech.duration_s), title="What was heard")
+    wave_axes.set(ylabel="amplitude", xlim=(0, speech.duration_s))
+    wave_axes.set_title("What was heard", loc="left")  # at the left: a phone shows a figure's left part first
 
     hop = spectrogram_hop(speech.num_samples)
     librosa.display.specshow(
@@ -107,8 +108,11 @@ def timeline_figure(segments: list[Segment], duration_s: float, model_name: str)
     handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
     if not all(segment.is_speech for segment in segments):
         handles.append(axes.bar(0, 0, color=NO_SPEECH_COLOR, label="no speech"))
-    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence", title=model_name)
+    # Title and legend at the left, the legend in a row under the axis: a phone shows a figure's
+    # left part first (app.py's CSS lets it scroll sideways).
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.3), ncols=len(handles), frameon=False)
+    axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence")
+    axes.set_title(model_name, loc="left")
     return figure
 
 
