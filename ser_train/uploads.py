@@ -62,7 +62,7 @@ STREAM_ROUTE = "/gradio_api/stream/"  # + event id: a chunk for a streaming even
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # the route and its deprecated spelling
 GONE = (
     "That recording is no longer on the server: recordings and uploads are removed once they "
-    "have been analysed. Record or upload it again."
+    "have been used, analysed or refused. Record or upload it again."
 )
 
 
