@@ -111,7 +111,8 @@ new MutationObserver(() => {{
 CSS = """
 #status p {border-left: 4px solid #f59e0b; padding: 6px 12px; background: rgba(245, 158, 11, 0.1);}
 #summary h2 {margin: 0;}
-#model input, #compare-model input {text-overflow: ellipsis;}  /* a long name on a phone: model_facts has it whole */
+/* A long name on a phone ends in an ellipsis before the arrow; model_facts has it whole. */
+#model input, #compare-model input {text-overflow: ellipsis; padding-right: 28px;}
 @media (max-width: 640px) {  /* a phone: the figures keep a readable size and scroll sideways */
   #audio-plot .matplotlib, #timeline-plot .matplotlib {overflow-x: auto; align-items: flex-start;}
   #audio-plot img, #timeline-plot img {min-width: 640px;}
@@ -167,7 +168,8 @@ def model_facts(name: str) -> str:
     languages = sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
-    return (f"Learned from {learned}; UA" if learned else "UA") + f" {ua:.0%} on {unheard}."
+    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}."
+    return f"Learned from {learned}; {measured}" if learned else measured
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -719,13 +721,21 @@ def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown
     """A dropdown of the offered models and a textbox for any Hub id (which wins when filled)."""
     choices = ([("none", "")] if with_none else []) + model_choices()
     dropdown = gr.Dropdown(choices, value=choices[0][1], label=label, info=model_facts(choices[0][1]), elem_id=elem_id)
-    dropdown.change(
-        lambda name: gr.update(info=model_facts(name)), inputs=dropdown, outputs=dropdown, show_progress="hidden", api_visibility="private"
-    )
     typed = gr.Textbox(
         label="…or any Hub model id", placeholder="user/name or user/name@revision", max_lines=1, elem_id=f"{elem_id}-id"
     )
+    gr.on(
+        [dropdown.change, typed.change], picker_facts, inputs=[dropdown, typed], outputs=dropdown, show_progress="hidden", api_visibility="private"
+    )
     return dropdown, typed
+
+
+def picker_facts(choice: str | None, typed_id: str | None) -> dict:
+    """The picker's line (model_facts) for the model an analysis would use: a typed id wins."""
+    typed_id = (typed_id or "").strip()
+    if typed_id:
+        return gr.update(info=f"The typed id {typed_id} is used, not this pick; its card says how it was tested.")
+    return gr.update(info=model_facts(choice or ""))
 
 
 def build_app() -> gr.Blocks:

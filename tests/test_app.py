@@ -453,12 +453,15 @@ def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
     picker's own line names the picked model's corpora, languages and measured UA."""
     for name in BUNDLED_MODELS:
         facts = app.model_facts(name)
-        assert facts == f"Learned from RAVDESS, TESS, EMOVO (English, Italian); UA {measured_ua(name):.0%} on corpora it never trained on."
+        assert facts == f"Learned from RAVDESS, TESS, EMOVO (English, Italian); UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on."
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "eval_results.json").write_text(json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.614}}))
-    assert app.model_facts(str(tmp_path / "actors")) == "Learned from RAVDESS (English); UA 61% on actors it never heard."
+    assert app.model_facts(str(tmp_path / "actors")) == "Learned from RAVDESS (English); UA (balanced accuracy) 61% on actors it never heard."
     assert app.model_facts(str(tmp_path / "no-results")).startswith("No measured results at hand for this model")
     assert app.model_facts("") == ""  # the second picker's "none"
+    # A typed Hub id wins over the pick, and the line says so.
+    assert app.picker_facts(BUNDLED_MODELS[0], " someone/model ")["info"].startswith("The typed id someone/model is used, not this pick")
+    assert app.picker_facts(BUNDLED_MODELS[0], "")["info"] == app.model_facts(BUNDLED_MODELS[0])
 
 
 def test_the_model_choices_name_each_bundled_models_measured_ua_within_the_dropdowns_width():

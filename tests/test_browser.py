@@ -235,13 +235,15 @@ def test_the_picker_says_what_the_picked_model_learned_from(page, model_name):
     """The line under the picker follows the pick: the list's names clip on a phone, and the
     page's description speaks of the default model only."""
     other = next(name for name in BUNDLED_MODELS if name != model_name)
-    before, after = (f"UA {measured_ua(name):.0%} on corpora it never trained on" for name in (model_name, other))
+    before, after = (f"UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on" for name in (model_name, other))
     picker = page.locator("#model")
     assert "Learned from RAVDESS, TESS, EMOVO (English, Italian)" in picker.inner_text() and before in picker.inner_text()
     picker.locator("input").click()
     page.get_by_role("option", name=Path(other).name).click()
     picker.get_by_text(after).wait_for(timeout=RESULT_TIMEOUT_MS)
     assert before not in picker.inner_text()
+    page.locator("#model-id textarea, #model-id input").first.fill("someone/their-model")  # a typed id wins
+    picker.get_by_text("The typed id someone/their-model is used").wait_for(timeout=RESULT_TIMEOUT_MS)
 
 
 def test_bad_input_shows_a_sentence_not_a_traceback(page, tmp_path):
