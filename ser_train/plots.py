@@ -131,7 +131,7 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
         emotion = answer.top_emotion
         color = EMOTION_COLORS.get(emotion, "#607d8b") if emotion else NO_SPEECH_COLOR
         height = 100 * (answer.confidence if emotion else NO_SPEECH_HEIGHT)
-        label = f"{emotion} {answer.confidence:.0%}" if emotion else ("speech, not yet judged" if answer.speech else "no speech")
+        label = f"{emotion} {answer.confidence:.0%}" if emotion else ("speech, not judged" if answer.speech else "no speech")
         bars.append(
             f'<div class="live-bar" data-emotion="{emotion or "none"}" title="{answer.time_s:.1f} s: {label}" '
             f"style=\"position:absolute;bottom:0;left:{100 * (answer.time_s - step_s - start_s) / span_s:.2f}%;"
@@ -140,6 +140,8 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
     legend = " ".join(f'<span style="color:{EMOTION_COLORS[emotion]}">■</span>&nbsp;{emotion}' for emotion in EMOTIONS)
     return (
         f'<div style="position:relative;height:80px;border-bottom:1px solid #999;overflow:hidden">{"".join(bars)}</div>'
-        f'<div style="display:flex;justify-content:space-between;font-size:small"><span>{start_s:.0f} s</span>'
-        f"<span>{legend}</span><span>{max(now_s, span_s):.0f} s</span></div>"
+        # The times stay whole at either end; on a phone the legend wraps between them.
+        f'<div style="display:flex;gap:8px;font-size:small"><span style="white-space:nowrap">{start_s:.0f} s</span>'
+        f'<span style="flex:1;text-align:center">{legend}</span>'
+        f'<span style="white-space:nowrap">{max(now_s, span_s):.0f} s</span></div>'
     )

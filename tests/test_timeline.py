@@ -202,3 +202,26 @@ def test_real_acted_sentences_become_one_segment_each(real_ravdess):
     assert len(found) == len(clips)
     for (start, end), (clip_start, clip_end) in zip(found, spans):
         assert clip_start <= start < end <= clip_end
+
+
+def test_the_live_strip_draws_each_answer_of_its_span_where_and_as_tall_as_it_should():
+    import re
+
+    from ser_train.live import LiveAnswer
+    from ser_train.plots import NO_SPEECH_HEIGHT, live_timeline_html
+
+    answers = [
+        LiveAnswer(10.0, 9.5, True, {"angry": 0.9, "sad": 0.1}),  # before the span: left out
+        LiveAnswer(10.5, 10.0, False, None),
+        LiveAnswer(11.0, 10.5, True, None),  # speech heard, not judged (too early, or caught up on)
+        LiveAnswer(11.5, 10.5, True, {"angry": 0.7, "sad": 0.3}),
+    ]
+    html = live_timeline_html(answers, now_s=70.0, span_s=60.0, step_s=0.5)
+    bars = re.findall(r'data-emotion="(\w+)" title="([^"]+)" style="[^"]*left:([\d.]+)%;width:([\d.]+)%;height:(\d+)%', html)
+    assert bars == [
+        ("none", "10.5 s: no speech", "0.00", "0.83", f"{100 * NO_SPEECH_HEIGHT:.0f}"),
+        ("none", "11.0 s: speech, not judged", "0.83", "0.83", f"{100 * NO_SPEECH_HEIGHT:.0f}"),
+        ("angry", "11.5 s: angry 70%", "1.67", "0.83", "70"),
+    ]
+    # The span's two ends under it, whole on a narrow screen (a QA pass saw "0 / s" on a phone).
+    assert '<span style="white-space:nowrap">10 s</span>' in html and '<span style="white-space:nowrap">70 s</span>' in html
