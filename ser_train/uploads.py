@@ -191,8 +191,9 @@ class VisitorFiles:
             yield [chunk for chunk in readable if os.path.isfile(chunk)]
         finally:
             with self._lock:
-                for skipped_key in skipped:
-                    self._in_use[skipped_key] -= skipped_key in readable
+                for readable_key in readable:
+                    self._in_use[readable_key] -= 1
+                for skipped_key in dict.fromkeys(skipped):  # a path sent twice is removed once
                     self._remove_if_unused(skipped_key)
 
     def forget_stream(self, session: str) -> None:

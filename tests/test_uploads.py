@@ -177,6 +177,18 @@ def test_stream_chunks_the_route_replaced_are_read_then_go_when_a_later_one_is_t
     with files.used(chunks[3], request("alice")) as taken, files.skipped_chunks("alice-tab", taken, request("alice")) as skipped:
         assert skipped == []  # the next one: nothing earlier is left
     assert not Path(chunks[3]).exists() and Path(recording).is_file()
+    # The same chunk path sent twice (a body sent again) but uploaded once: read once, and its
+    # bookkeeping left clean, so that a later upload of the same bytes goes after its one use.
+    twice, taken_next = upload(files, "alice", b"twice RIFF chunk", "audio.wav"), upload(files, "alice", b"next RIFF chunk", "audio.wav")
+    for chunk in (twice, twice, taken_next):
+        files.record_stream_chunk("alice-tab", chunk)
+    with files.used(taken_next, request("alice")) as taken, files.skipped_chunks("alice-tab", taken, request("alice")) as skipped:
+        assert skipped == [twice]
+    assert not Path(twice).exists()
+    again = upload(files, "alice", b"twice RIFF chunk", "audio.wav")
+    with files.used(again, request("alice")):
+        pass
+    assert not Path(again).exists()
     # After Stop, a chunk still waiting for its handler is left to it.
     late = upload(files, "alice", b"late RIFF chunk", "audio.wav")
     files.record_stream_chunk("alice-tab", late)
