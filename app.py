@@ -646,8 +646,7 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
                 return gr.skip()
             # With the chunks Gradio's stream route replaced while the last answer was drawn, so
             # that the stream stays whole; only the newest step is judged (LiveStream.catch_up).
-            chunks = [(samples, sampling_rate) for sampling_rate, samples in map(read_chunk, [*skipped_paths, chunk_path])]
-            answers = stream.catch_up(chunks)
+            answers = stream.catch_up([read_chunk(path) for path in [*skipped_paths, chunk_path]])
     except SERError as error:
         live_sessions.close(request.session_hash)
         return LiveOutputs(f"⚠️ {error}", "", "")

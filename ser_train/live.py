@@ -162,13 +162,14 @@ class LiveStream:
         return the answers it completes, oldest first."""
         return self._hear(self._to_16k(chunk, sampling_rate), judge_last_only=False)
 
-    def catch_up(self, chunks: list[tuple[np.ndarray, int]]) -> list[LiveAnswer]:
-        """Take several (chunk, sampling rate) at once, oldest first: audio that piled up while the
-        previous answer was drawn. Only the last step they complete is judged; the ones before it
-        are heard (the clock, the window, speech or no speech) without a model pass, so a busy
-        server does not fall further behind. Those answers say whether there was speech, not
-        which emotion."""
-        samples = [self._to_16k(chunk, sampling_rate) for chunk, sampling_rate in chunks]
+    def catch_up(self, chunks: list[tuple[int, np.ndarray]]) -> list[LiveAnswer]:
+        """Take several (sampling rate, chunk) at once, oldest first, as `read_chunk` gives them:
+        audio that piled up while the previous answer was drawn. Only the last step they complete
+        is judged; the ones before it are heard (the clock, the window, speech or no speech)
+        without a model pass, so a busy server does not fall further behind. Those answers say
+        whether there was speech, not which emotion; the judged one is smoothed with the last
+        judged answer of the utterance, however many steps back it was."""
+        samples = [self._to_16k(chunk, sampling_rate) for sampling_rate, chunk in chunks]
         return self._hear(np.concatenate(samples) if samples else np.zeros(0, dtype=np.float32), judge_last_only=True)
 
     def _hear(self, samples: np.ndarray, judge_last_only: bool) -> list[LiveAnswer]:

@@ -29,6 +29,10 @@ EMOTION_COLORS = {
 }  # fmt: skip
 NO_SPEECH_COLOR = "#bdbdbd"
 NO_SPEECH_HEIGHT = 0.08  # bars of no speech (timeline and live) are low: there is no confidence to show
+# Live mode's speech that was heard but not judged (too little yet, or caught up on while the server
+# was busy): no confidence either, but not to be taken for silence.
+UNJUDGED_COLOR = "#9fa8da"
+UNJUDGED_HEIGHT = 0.25
 
 WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
 SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
@@ -120,7 +124,8 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
     """Live mode's rolling timeline of the last `span_s` seconds up to `now_s`, as HTML.
 
     One bar per answer (a `ser_train.live.LiveAnswer`, about the `step_s` before its time), coloured
-    by its top emotion and as tall as its confidence; no speech is a thin grey bar. Plain HTML,
+    by its top emotion and as tall as its confidence; no speech is a thin grey bar, speech heard but
+    not judged a low pale one, with its own legend entry. Plain HTML,
     not a figure: it is redrawn with every answer, and the browser draws it at no cost to the server.
     """
     start_s = max(0.0, now_s - span_s)
@@ -129,15 +134,19 @@ def live_timeline_html(answers: list, now_s: float, span_s: float, step_s: float
         if answer.time_s <= start_s:
             continue
         emotion = answer.top_emotion
-        color = EMOTION_COLORS.get(emotion, "#607d8b") if emotion else NO_SPEECH_COLOR
-        height = 100 * (answer.confidence if emotion else NO_SPEECH_HEIGHT)
-        label = f"{emotion} {answer.confidence:.0%}" if emotion else ("speech, not judged" if answer.speech else "no speech")
+        if emotion:
+            kind, color, height, label = emotion, EMOTION_COLORS.get(emotion, "#607d8b"), answer.confidence, f"{emotion} {answer.confidence:.0%}"
+        elif answer.speech:
+            kind, color, height, label = "unjudged", UNJUDGED_COLOR, UNJUDGED_HEIGHT, "speech, not judged"
+        else:
+            kind, color, height, label = "none", NO_SPEECH_COLOR, NO_SPEECH_HEIGHT, "no speech"
         bars.append(
-            f'<div class="live-bar" data-emotion="{emotion or "none"}" title="{answer.time_s:.1f} s: {label}" '
+            f'<div class="live-bar" data-emotion="{kind}" title="{answer.time_s:.1f} s: {label}" '
             f"style=\"position:absolute;bottom:0;left:{100 * (answer.time_s - step_s - start_s) / span_s:.2f}%;"
-            f'width:{100 * step_s / span_s:.2f}%;height:{height:.0f}%;background:{color}"></div>'
+            f'width:{100 * step_s / span_s:.2f}%;height:{100 * height:.0f}%;background:{color}"></div>'
         )
-    legend = " ".join(f'<span style="color:{EMOTION_COLORS[emotion]}">■</span>&nbsp;{emotion}' for emotion in EMOTIONS)
+    shown = [*EMOTION_COLORS.items(), ("speech, not judged", UNJUDGED_COLOR)]
+    legend = " ".join(f'<span style="color:{color}">■</span>&nbsp;{name}' for name, color in shown)
     return (
         f'<div style="position:relative;height:80px;border-bottom:1px solid #999;overflow:hidden">{"".join(bars)}</div>'
         # The times stay whole at either end; on a phone the legend wraps between them.

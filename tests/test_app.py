@@ -668,7 +668,7 @@ def test_live_chunks_the_stream_route_replaced_are_heard_not_lost(monkeypatch, t
 
     stream, expected = LiveStream(library_model(tiny_model_dir)), []
     for missed, taken in zip(sent[0::2], sent[1::2]):
-        answers = stream.catch_up([(samples, rate) for rate, samples in map(read_chunk, (missed, taken))])
+        answers = stream.catch_up([read_chunk(missed), read_chunk(taken)])
         if answers:
             expected.append(app.live_now_markdown(answers[-1], stream.model))
     assert len(expected) >= len(sent) // 4 and any("%" in now for now in expected)  # answers every step, the sentence judged

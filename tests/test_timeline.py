@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -11,6 +12,8 @@ from app_support import make_tiny_wav2vec2, utterances
 from ser_train.audio import SAMPLING_RATE
 from ser_train.confidence import DEFAULT_UNSURE_RULE
 from ser_train.data import EMOTIONS
+from ser_train.live import LiveAnswer
+from ser_train.plots import NO_SPEECH_HEIGHT, UNJUDGED_COLOR, UNJUDGED_HEIGHT, live_timeline_html
 from ser_train.timeline import (
     BATCH_SIZE,
     MAX_SEGMENT_S,
@@ -205,11 +208,6 @@ def test_real_acted_sentences_become_one_segment_each(real_ravdess):
 
 
 def test_the_live_strip_draws_each_answer_of_its_span_where_and_as_tall_as_it_should():
-    import re
-
-    from ser_train.live import LiveAnswer
-    from ser_train.plots import NO_SPEECH_HEIGHT, live_timeline_html
-
     answers = [
         LiveAnswer(10.0, 9.5, True, {"angry": 0.9, "sad": 0.1}),  # before the span: left out
         LiveAnswer(10.5, 10.0, False, None),
@@ -220,8 +218,9 @@ def test_the_live_strip_draws_each_answer_of_its_span_where_and_as_tall_as_it_sh
     bars = re.findall(r'data-emotion="(\w+)" title="([^"]+)" style="[^"]*left:([\d.]+)%;width:([\d.]+)%;height:(\d+)%', html)
     assert bars == [
         ("none", "10.5 s: no speech", "0.00", "0.83", f"{100 * NO_SPEECH_HEIGHT:.0f}"),
-        ("none", "11.0 s: speech, not judged", "0.83", "0.83", f"{100 * NO_SPEECH_HEIGHT:.0f}"),
+        ("unjudged", "11.0 s: speech, not judged", "0.83", "0.83", f"{100 * UNJUDGED_HEIGHT:.0f}"),  # not drawn as silence
         ("angry", "11.5 s: angry 70%", "1.67", "0.83", "70"),
     ]
     # The span's two ends under it, whole on a narrow screen (a QA pass saw "0 / s" on a phone).
+    assert f'<span style="color:{UNJUDGED_COLOR}">■</span>&nbsp;speech, not judged' in html  # in the legend
     assert '<span style="white-space:nowrap">10 s</span>' in html and '<span style="white-space:nowrap">70 s</span>' in html
