@@ -467,7 +467,7 @@ PROBABILITIES_LABEL = "Emotions"  # the bars' heading before a model has answere
 def as_page_says_it(error: SERError) -> SERError:
     """`error` as the page words it: an unreadable upload's refusal names the formats the upload
     box takes, not every one the decoder reads."""
-    return error.listing(PAGE_UPLOAD_FORMATS) if isinstance(error, UnreadableAudioError) else error
+    return error.naming_formats(PAGE_UPLOAD_FORMATS) if isinstance(error, UnreadableAudioError) else error
 
 
 def failure(message: str) -> PageOutputs:

@@ -20,9 +20,12 @@ class UnreadableAudioError(AudioError):
 
     def __init__(self, name: str, formats: str):
         super().__init__(f"{name} could not be read as audio; it is corrupt or not in a supported format ({formats}).")
-        self.name = name
+        self.name, self.formats = name, formats
 
-    def listing(self, formats: str) -> UnreadableAudioError:
+    def __reduce__(self):  # as it was made, so that it crosses process boundaries (datasets' workers)
+        return UnreadableAudioError, (self.name, self.formats)
+
+    def naming_formats(self, formats: str) -> UnreadableAudioError:
         """The same refusal naming other formats: the page's upload box takes fewer than the decoder."""
         return UnreadableAudioError(self.name, formats)
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,9 @@ import app
 from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.analysis import analyse_files, analyse_recording
 from ser_train import cli
-from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, read_chunk, resample
+from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, SUPPORTED_FORMATS, load_audio, read_chunk, resample
 from ser_train.data import EMOTIONS
+from ser_train.errors import UnreadableAudioError
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.live import CHUNK_S, LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
@@ -320,6 +322,8 @@ def test_the_page_offers_only_the_formats_its_upload_box_takes(tmp_path, tiny_mo
     assert app.PAGE_UPLOAD_FORMATS in calibration_status and "WebM" not in calibration_status
     with pytest.raises(gr.Error, match="WebM"):
         app.predict_api(str(_write_bytes(tmp_path / "notes.wav", notes)), tiny_model_dir)
+    refusal = UnreadableAudioError("notes.wav", SUPPORTED_FORMATS)  # as a worker process would send it back
+    assert str(pickle.loads(pickle.dumps(refusal))) == str(refusal)
 
 
 def _write_bytes(path: Path, content: bytes) -> Path:
