@@ -30,7 +30,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import datasets
 import numpy as np
@@ -220,9 +220,9 @@ def _read_manifest(path: Path) -> list[dict]:
             f"{path}, line {outside}: {rows[outside - 2]['path']} is not inside the corpus folder; "
             "list each clip by its path relative to the folder, without '..'."
         )
-    first_line: dict[str, int] = {}
-    for number, row in enumerate(rows, start=2):  # a clip listed twice would count twice
-        if (earlier := first_line.setdefault(row["path"], number)) != number:
+    first_line: dict[tuple[str, ...], int] = {}
+    for number, row in enumerate(rows, start=2):  # a clip listed twice would count twice, as "./a.wav" and "a.wav" too
+        if (earlier := first_line.setdefault(PurePosixPath(row["path"]).parts, number)) != number:
             raise DataError(f"{path}, lines {earlier} and {number}: {row['path']} is listed twice; list each clip once.")
     return rows
 

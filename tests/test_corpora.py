@@ -83,10 +83,13 @@ def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
     manifest.write_text("\n".join([lines[0], lines[2], lines[3], lines[2]]) + "\n")
     with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
         load_corpora(str(mixed))
+    manifest.write_text("\n".join([lines[0], lines[2], lines[3], "./" + lines[2].replace("/", "//")]) + "\n")  # the same clip, spelt otherwise
+    with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
+        load_corpora(str(mixed))
 
     outside = tmp_path / "outside.wav"
     shutil.copy(mixed / lines[2].split(",")[0], outside)  # a real clip, but not in the corpus folder
-    for clip_path in ("../outside.wav", str(outside), "wav/../../outside.wav"):
+    for clip_path in ("../outside.wav", str(outside), "wav/../../outside.wav", "wav\\..\\..\\outside.wav", "C:/outside.wav"):
         manifest.write_text("\n".join([lines[0], lines[2], f"{clip_path},ang,s1"]) + "\n")
         with pytest.raises(DataError, match=r"manifest.csv, line 3: .* is not inside the corpus folder"):
             load_corpora(str(mixed))
