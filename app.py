@@ -25,6 +25,7 @@ Environment variables:
 from __future__ import annotations
 
 import atexit
+import html
 import json
 import math
 import os
@@ -100,7 +101,7 @@ ANNOUNCED_AREAS = ("status", "summary", "calibration-status", "live-summary")
 ANNOUNCE_SCRIPT = f"""
 <script>
 new MutationObserver(() => {{
-  for (const id of {list(ANNOUNCED_AREAS)}) {{
+  for (const id of {json.dumps(ANNOUNCED_AREAS)}) {{
     const area = document.getElementById(id);
     if (area && !area.hasAttribute("aria-live")) area.setAttribute("aria-live", "polite");
   }}
@@ -154,6 +155,16 @@ def eval_results_of(model_dir: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora ser_train.corpora knows
+
+
+def learned_from(results: dict) -> tuple[list[dict], list[str]]:
+    """The corpora a model's eval_results.json says it learned from (model_card.training_corpora),
+    and their languages by name."""
+    corpora = training_corpora(results["dataset"]) if results.get("dataset") else []
+    return corpora, sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
+
+
 def model_facts(name: str) -> str:
     """The picker's line about the picked model: what it learned from (corpora and languages) and
     its UA on voices it never heard, from its eval_results.json. The list's names clip on a phone,
@@ -164,8 +175,7 @@ def model_facts(name: str) -> str:
     ua = measured_ua(name) if results else None
     if ua is None:
         return "No measured results at hand for this model; its card may say how it was tested."
-    corpora = training_corpora(results["dataset"]) if results.get("dataset") else []
-    languages = sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
+    corpora, languages = learned_from(results)
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
     measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}."
@@ -374,7 +384,10 @@ class DescribedPlot(PlotData):
     chart: str
 
 
-PLOT_FORMAT = "webp"  # gr.Plot's own format for matplotlib figures
+# gr.Plot's format for matplotlib figures, given to the components too: a DescribedPlot is sent as
+# it is made. It relies on the front end reading `chart` for a matplotlib plot too (gradio is pinned
+# in requirements.txt; the browser test reads the alt text).
+PLOT_FORMAT = "webp"
 
 
 def described(figure: Figure, words: str) -> DescribedPlot:
@@ -627,7 +640,7 @@ def live_start(
         stream = live_sessions.start(request.session_hash, session_model(models.resolve(picked(model_choice, custom_id)), calibrations))
     except SERError as error:
         # The page cannot stop the browser's microphone; what it sends meanwhile is dropped.
-        return LiveOutputs(f"⚠️ {error}\n\nPress Stop, and Record again once that is fixed.", "", "")
+        return LiveOutputs(live_alert(f"{error} Press Stop, and Record again once that is fixed."), "", "")
     listening = f"## 👂 listening…\n\n<small>{live_model_note(stream.model)}</small>"
     return LiveOutputs(listening, live_timeline_html([], 0.0, HISTORY_S, STEP_S), "")
 
@@ -649,7 +662,7 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
             answers = stream.catch_up([read_chunk(path) for path in [*skipped_paths, chunk_path]])
     except SERError as error:
         live_sessions.close(request.session_hash)
-        return LiveOutputs(f"⚠️ {error}", "", "")
+        return LiveOutputs(live_alert(str(error)), "", "")
     if not answers:
         return gr.skip()
     return LiveOutputs(live_now_markdown(answers[-1], stream.model), live_timeline_html(list(stream.history), stream.time_s, HISTORY_S, STEP_S), "")
@@ -668,6 +681,12 @@ def live_close(request: gr.Request) -> None:
     """The page was closed or reloaded: free its stream."""
     uploads.forget_stream(request.session_hash)
     live_sessions.close(request.session_hash)
+
+
+def live_alert(message: str) -> str:
+    """Why live mode stopped, in its answer's area, said at once to a screen reader: that area is
+    no aria-live region (ANNOUNCED_AREAS), since its answers change every STEP_S."""
+    return f'<p role="alert">⚠️ {html.escape(message)}</p>'
 
 
 def live_model_note(model: EmotionModel) -> str:
@@ -703,8 +722,7 @@ def live_summary_markdown(summary: LiveSummary, model: EmotionModel) -> str:
 def description(model_dir: str = DEFAULT_MODEL) -> str:
     """What the page says the default model learned from (its training corpora and their
     languages), how well it did on voices it never heard, and what to expect elsewhere."""
-    corpora = training_corpora(eval_results_of(model_dir).get("dataset", "")) if eval_results_of(model_dir) else []
-    languages = sorted({LANGUAGES.get(corpus["language"], corpus["language"]) for corpus in corpora if corpus["language"]})
+    corpora, languages = learned_from(eval_results_of(model_dir))
     learned = "; ".join(f"{corpus['title']}, {corpus['description']}" for corpus in corpora)
     return (
         f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech. The default model learned from acted "
@@ -712,8 +730,6 @@ def description(model_dir: str = DEFAULT_MODEL) -> str:
         f"other languages or noisy rooms.{accuracy_note(model_dir)}"
     )
 
-
-LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora ser_train.corpora knows
 
 
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:
@@ -731,10 +747,10 @@ def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown
 
 def picker_facts(choice: str | None, typed_id: str | None) -> dict:
     """The picker's line (model_facts) for the model an analysis would use: a typed id wins."""
-    typed_id = (typed_id or "").strip()
-    if typed_id:
-        return gr.update(info=f"The typed id {typed_id} is used, not this pick; its card says how it was tested.")
-    return gr.update(info=model_facts(choice or ""))
+    used = picked(choice, typed_id)
+    if used != (choice or ""):
+        return gr.update(info=f"The typed id {used} is used, not this pick; its card says how it was tested.")
+    return gr.update(info=model_facts(used))
 
 
 def build_app() -> gr.Blocks:
@@ -794,7 +810,7 @@ def build_app() -> gr.Blocks:
                     probabilities = gr.Label(num_top_classes=len(EMOTIONS), label=PROBABILITIES_LABEL, show_heading=False, elem_id="probabilities")
                     comparison = gr.Label(num_top_classes=len(EMOTIONS), visible=False, show_heading=False, elem_id="comparison")
         with gr.Column(visible=False) as details_section:
-            audio_plot = gr.Plot(show_label=False, elem_id="audio-plot")
+            audio_plot = gr.Plot(show_label=False, format=PLOT_FORMAT, elem_id="audio-plot")
             with gr.Column(visible=False) as timeline_section:
                 gr.Markdown(
                     f"### Emotion over time\nRecordings longer than {MIN_TIMELINE_DURATION_S:g} s are "
@@ -802,7 +818,7 @@ def build_app() -> gr.Blocks:
                     "seconds), and each is judged on its own. The overall result above is their "
                     "average, weighted by duration."
                 )
-                timeline_plot = gr.Plot(show_label=False, elem_id="timeline-plot")
+                timeline_plot = gr.Plot(show_label=False, format=PLOT_FORMAT, elem_id="timeline-plot")
                 timeline_table = gr.Dataframe(
                     headers=["start (s)", "end (s)", "emotion", "confidence"],
                     interactive=False,
