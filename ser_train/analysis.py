@@ -80,10 +80,11 @@ class RecordingAnalysis:
         return vad.speech_seconds(self.speech.samples)
 
     def summary(self) -> dict:
-        """{"top", "unsure", "speech_seconds" (to 10 ms: Silero hears 32 ms frames),
-        "probabilities"}: what the CLI's JSON and the `analyse` API endpoint give per recording."""
+        """{"top" (None when no speech was heard: no verdict), "unsure", "speech_seconds" (to
+        10 ms: Silero hears 32 ms frames), "probabilities"}: what the CLI's JSON and the `analyse`
+        API endpoint give per recording."""
         return {
-            "top": self.top_emotion,
+            "top": self.top_emotion if self.speech_seconds else None,
             "unsure": self.unsure,
             "speech_seconds": round(self.speech_seconds, 2),
             "probabilities": self.probabilities,

@@ -522,11 +522,11 @@ def print_prediction(result: dict) -> None:
         # An audio error starts with the file's name: said once, as the path that was given.
         print(f"error: {result['file']}{message[len(name):]}" if message.startswith(name) else f"error: {result['file']}: {message}")
         return
-    if result["speech_seconds"] == 0.0:
-        said = " (unsure: no speech heard, so no verdict)"
+    if result["top"] is None:
+        said = "no speech heard, so no verdict (the probabilities are its answer to a sound)"
     else:
-        said = " (unsure: read the probabilities)" if result["unsure"] else ""
-    print(f"{result['file']}: {result['top']}{said}")
+        said = result["top"] + (" (unsure: read the probabilities)" if result["unsure"] else "")
+    print(f"{result['file']}: {said}")
     for emotion, probability in result["probabilities"].items():
         print(f"  {emotion:<10} {probability:6.3f}")
 

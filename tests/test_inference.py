@@ -231,7 +231,8 @@ def test_predict_command_json_keeps_going_past_a_bad_file(wav2vec2_dir, tmp_path
     for result in (results[0], results[2]):
         assert list(result["probabilities"]) == list(EMOTIONS)
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-        assert result["top"] == max(result["probabilities"], key=result["probabilities"].get)
+        # Synthetic clips, not speech to Silero: no verdict, though every probability is given.
+        assert result["top"] == (max(result["probabilities"], key=result["probabilities"].get) if result["speech_seconds"] else None)
         assert result["probabilities"] == pytest.approx(model.predict_file(result["file"]), abs=1e-6)
 
 
