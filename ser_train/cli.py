@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
+        # On a line of its own (a progress bar may be half drawn), with how to go on after a training.
+        resuming = " Run the same command with --resume to go on from its last checkpoint." if hasattr(args, "resume") else ""
+        print(f"\nInterrupted.{resuming}", file=sys.stderr)
         return 130
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ser_train import cli
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.errors import SERError
@@ -108,6 +109,25 @@ def test_an_earlier_run_is_never_overwritten(synthetic_ravdess, tmp_path):
     runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, test_actors=[6], command=["train"])
     with pytest.raises(SERError, match="already holds a training run; pass --resume"):
         runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, test_actors=[6], command=["train"])
+
+
+def test_resuming_where_no_run_was_started_says_so_and_starts_one(synthetic_ravdess, tmp_path, capsys):
+    """A mistyped --output-dir with --resume would otherwise train from scratch without a word."""
+    runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path / "new", test_actors=[6], resume=True, command=["train"])
+    assert f"{tmp_path / 'new'} holds no run to resume; starting a new one there." in capsys.readouterr().err
+    assert (tmp_path / "new" / runner.TRAINING_ARGS_FILE).is_file()
+
+
+def test_an_interrupted_command_says_how_to_go_on(monkeypatch, synthetic_ravdess, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    assert cli.main(["train", "cnn", "--dataset", str(synthetic_ravdess), "--output-dir", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == "\nInterrupted. Run the same command with --resume to go on from its last checkpoint.\n"
+    monkeypatch.setattr(cli, "run_predict", interrupted)
+    assert cli.main(["predict", str(tmp_path / "a.wav")]) == 130
+    assert capsys.readouterr().err == "\nInterrupted.\n"  # nothing to resume
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

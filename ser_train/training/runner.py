@@ -543,6 +543,8 @@ def _claim_output_dir(output_dir: Path, resume: bool) -> bool:
             f"{output_dir} is not empty and holds no training run ({TRAINING_ARGS_FILE}); a run would "
             "write its files over what is there, so choose an empty or new --output-dir."
         )
+    if resume and not started:  # a mistyped folder would otherwise train from scratch unsaid
+        print(f"{output_dir} holds no run to resume; starting a new one there.", file=sys.stderr)
     return started
 
 
