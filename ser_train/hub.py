@@ -152,7 +152,7 @@ def push_model_dir(
 
     model_dir = Path(model_dir)
     retry = retry_command(model_dir, repo_id, private, revision)
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     files = publishable_files(model_dir)  # refuses an incomplete folder before rendering its card
     card = render_model_card(model_dir, repo_id=repo_id)
     operations = [
@@ -187,7 +187,7 @@ def push_model_dir(
 def check_can_push(repo_id: str, api: HfApi | None = None) -> None:
     """Before a training that ends in a push to `repo_id`: a Hub error now (a malformed id, no or
     an invalid token, offline, no network) instead of after the training. Nothing is changed."""
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     api = api if api is not None else HfApi()
     try:
         api.whoami()
@@ -195,7 +195,8 @@ def check_can_push(repo_id: str, api: HfApi | None = None) -> None:
         raise HubError(f"{_push_failure(error, repo_id)}; nothing was trained, so fix that and start again.") from error
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
+    """A HubError unless `repo_id` is a Hub repo id (user/name)."""
     try:
         validate_repo_id(repo_id)
     except HFValidationError:

@@ -30,6 +30,7 @@ from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
 from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
 from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
+from ser_train.hub import check_repo_id
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
@@ -56,6 +57,8 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
 def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     """The card of the model in `model_dir`; `repo_id` is where it is (to be) published."""
     model_dir = Path(model_dir)
+    if repo_id:  # the card's usage example and name would carry it
+        check_repo_id(repo_id)
     results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)
     _check_eval_results(results, model_dir / EVAL_RESULTS_FILE)
     config = _read_json(model_dir / CONFIG_FILE, required=True)

@@ -88,6 +88,14 @@ def test_holdout_card_metadata_holds_the_real_numbers(holdout_model):
     assert evaluation.dataset_split.startswith("actor-disjoint hold-out: test actors 5, 6, validation actors 1")
 
 
+def test_a_card_for_an_id_that_is_no_hub_repo_id_is_refused_and_the_old_card_kept(holdout_model, capsys):
+    """`push` refuses such an id; `card` rendered it into the usage example and the card's name."""
+    before = write_model_card(holdout_model, repo_id="someone/ser-holdout").read_bytes()
+    assert main(["card", "--model-dir", str(holdout_model), "--repo-id", "bad id with spaces"]) == 2
+    assert "'bad id with spaces' is not a Hub repo id; use the form user/name." in capsys.readouterr().err
+    assert (holdout_model / "README.md").read_bytes() == before
+
+
 def test_holdout_card_body_shows_per_class_scores_usage_and_citation(holdout_model):
     text = ModelCard.load(write_model_card(holdout_model, repo_id="someone/ser-holdout")).text
     test = read_results(holdout_model)["test"]
