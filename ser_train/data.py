@@ -270,7 +270,7 @@ def decode_index(index: datasets.Dataset, sampling_rate: int, skip_unreadable: b
                 waveform = audio_io.load_audio(source, sampling_rate)
         except Exception as error:
             if not skip_unreadable:
-                raise DataError(f"{row['file'] or source}: unreadable audio ({error}).") from error
+                raise DataError(f"{row['file'] or source}: unreadable audio ({str(error).rstrip('.')}).") from error
             waveform = np.zeros(0, dtype=np.float32)
         return {"audio": {"array": waveform, "sampling_rate": sampling_rate}, "readable": len(waveform) > 0}
 

@@ -136,8 +136,9 @@ def test_unreadable_file_is_named_or_skipped(tmp_path):
     broken = folder / "Actor_02" / ravdess_name(3, 2, statement=2)
     broken.write_text("this is not audio")
 
-    with pytest.raises(DataError, match=broken.name):
+    with pytest.raises(DataError, match=broken.name) as refused:
         load_ravdess(str(folder))
+    assert str(refused.value).endswith("or WebM)).")  # the decoder's sentence inside, one full stop (was ".).")
     dataset = load_ravdess(str(folder), skip_unreadable=True)
     assert dataset.num_rows == 16 and broken.name not in dataset["file"]
 
