@@ -731,7 +731,6 @@ def description(model_dir: str = DEFAULT_MODEL) -> str:
     )
 
 
-
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:
     """A dropdown of the offered models and a textbox for any Hub id (which wins when filled)."""
     choices = ([("none", "")] if with_none else []) + model_choices()
