@@ -309,6 +309,13 @@ def audio_arrays(dataset: datasets.Dataset) -> list[np.ndarray]:
     return [soundfile.read(io.BytesIO(audio["bytes"]), dtype="float32")[0] for audio in encoded]
 
 
+def clip_digests(dataset: datasets.Dataset) -> list[str]:
+    """A digest of each loaded clip's decoded audio (the 16-bit WAV bytes `datasets` keeps): the
+    same for the same recording in any folder, under any name."""
+    encoded = dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]
+    return [hashlib.sha256(audio["bytes"]).hexdigest() for audio in encoded]
+
+
 # --- Actor-disjoint splits -------------------------------------------------------------------
 
 

@@ -166,6 +166,23 @@ def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess,
     assert held_out["test"]["num_examples"] == 4
 
 
+def test_a_copy_of_a_training_corpus_under_another_name_counts_as_heard(corpus, tmp_path):
+    """A CLI QA pass scored the bundled CNN at UA 0.972 on a copy of EMOVO in a folder of another
+    name: the record names its corpora by location. Their audio gives the copy away."""
+    copy = shutil.copytree(corpus, tmp_path / "renamed")
+    dataset = load_corpora(str(copy))
+    every = set(dataset.unique("actor"))
+    trained_on_everyone = {"dataset": str(corpus), "splits": [{"name": "fold-1", "test_actors": [1]}, {"name": "fold-2", "test_actors": [2]}]}
+    assert cli.heard_in_copies(trained_on_everyone, str(copy), dataset) == every
+    assert cli.heard_actors(trained_on_everyone, str(copy), dataset) == set()  # what the names alone tell
+    holdout = {"dataset": str(corpus), "splits": [{"name": "holdout", "test_actors": [4]}]}
+    assert cli.heard_in_copies(holdout, str(copy), dataset) == every - {4}  # its test speaker it never heard
+    assert cli.heard_in_copies(trained_on_everyone, str(corpus), load_corpora(str(corpus))) == set()  # the same folder: heard_actors' job
+    assert cli.heard_in_copies({"dataset": str(tmp_path / "gone")}, str(copy), dataset) == set()  # nothing at hand to compare
+    other = make_manifest_corpus(tmp_path / "other", CORPUS_LABELS, speakers=("new1", "new2"), label_map=LABEL_MAP)  # other voices
+    assert cli.heard_in_copies(trained_on_everyone, str(other), load_corpora(str(other))) == set()
+
+
 @pytest.mark.slow
 def test_evaluate_scores_only_the_emotions_a_corpus_shares_with_the_model(synthetic_ravdess, corpus, tmp_path, capsys):
     """A CNN trained on (synthetic) RAVDESS, evaluated on a four-emotion corpus through the CLI."""
