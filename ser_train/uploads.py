@@ -138,11 +138,17 @@ class VisitorFiles:
 
     def _take(self, key: str, visitor: str | None) -> None:
         with self._lock:
-            awaiting = self._awaiting.get(key, Counter())
-            if awaiting[visitor] <= 0 or not os.path.isfile(key):
+            if not os.path.isfile(key) or not self._take_if_awaited(key, visitor):
                 raise AudioError(GONE)
-            awaiting[visitor] -= 1
-            self._in_use[key] += 1
+
+    def _take_if_awaited(self, key: str, visitor: str | None) -> bool:
+        """Mark `key` in use by a request of `visitor`, if they await it (the lock held)."""
+        awaiting = self._awaiting.get(key, Counter())
+        if awaiting[visitor] <= 0:
+            return False
+        awaiting[visitor] -= 1
+        self._in_use[key] += 1
+        return True
 
     def _release(self, key: str) -> None:
         with self._lock:
@@ -180,20 +186,14 @@ class VisitorFiles:
             skipped = chunks[: chunks.index(key)] if key in chunks else []
             if key in chunks:
                 self._stream_chunks[session] = chunks[len(skipped) + 1 :]
-            readable = []
-            for skipped_key in skipped:  # taken as `used` takes an upload, without refusing
-                awaiting = self._awaiting.get(skipped_key, Counter())
-                if awaiting[visitor] > 0:
-                    awaiting[visitor] -= 1
-                    self._in_use[skipped_key] += 1
-                    readable.append(skipped_key)
+            taken = [skipped_key for skipped_key in skipped if self._take_if_awaited(skipped_key, visitor)]
         try:
-            yield [chunk for chunk in readable if os.path.isfile(chunk)]
+            yield [chunk for chunk in taken if os.path.isfile(chunk)]
         finally:
-            with self._lock:
-                for readable_key in readable:
-                    self._in_use[readable_key] -= 1
-                for skipped_key in dict.fromkeys(skipped):  # a path sent twice is removed once
+            for taken_key in taken:
+                self._release(taken_key)
+            with self._lock:  # those not taken (no longer awaited) go too; a path sent twice, once
+                for skipped_key in dict.fromkeys(chunk for chunk in skipped if chunk not in taken):
                     self._remove_if_unused(skipped_key)
 
     def forget_stream(self, session: str) -> None:
