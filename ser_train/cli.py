@@ -388,7 +388,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     recorded = training_args_of(args.model)
     if args.held_out_corpora:
         return evaluate_held_out(args, model, dataset, output_dir, recorded)
-    heard = heard_actors(recorded, sources, dataset) | heard_in_copies(recorded, sources, dataset)
+    heard = heard_actors(recorded, sources, dataset)
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
     elif args.test_actors:
@@ -470,37 +470,38 @@ def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
     """The actors of `dataset` that a model learned from or was validated on, as its
     training_args.json (`recorded`) tells: with the same data, all but its hold-out test speakers
     (all, for a model trained on everything after its folds); else every speaker of a corpus it
-    trained on; none known without a record."""
+    trained on, and of a copy of one under another name (`heard_in_copies`); none known without
+    a record."""
     from ser_train.training.runner import same_sources
 
     if not recorded:
         return set()
-    every = set(dataset.unique("actor"))
     if same_sources(recorded.get("dataset"), sources if isinstance(sources, str) else " + ".join(sources)):
-        splits = recorded.get("splits", [])
-        holdout = len(splits) == 1 and splits[0]["name"] == "holdout"
-        return every - set(splits[0]["test_actors"]) if holdout else every
+        return set(dataset.unique("actor")) - holdout_test_actors(recorded)
     trained_on = {Path(source).name for source in recorded_sources(recorded)}
-    return {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
+    by_name = {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
+    return by_name | heard_in_copies(recorded, dataset)
 
 
-def heard_in_copies(recorded: dict, sources: str | list[str], dataset) -> set[int]:
+def holdout_test_actors(recorded: dict) -> set[int]:
+    """The test speakers a hold-out model never heard, as its record names them ({} otherwise)."""
+    splits = recorded.get("splits", [])
+    return set(splits[0]["test_actors"]) if len(splits) == 1 and splits[0]["name"] == "holdout" else set()
+
+
+def heard_in_copies(recorded: dict, dataset) -> set[int]:
     """The actors of `dataset` with a clip whose audio is that of a clip the model trained on or
     was validated on: a training corpus copied to a folder of another name, which the record's
     names cannot tell. Compared only where every recorded training source is at hand here (so its
     actor ids are those the record's hold-out test speakers are named by)."""
     from ser_train.corpora import load_corpora
     from ser_train.data import clip_digests
-    from ser_train.training.runner import same_sources
 
     trained_on = recorded_sources(recorded)
-    joined = sources if isinstance(sources, str) else " + ".join(sources)
-    if not trained_on or same_sources(recorded.get("dataset"), joined) or not all(Path(s).expanduser().exists() for s in trained_on):
+    if not trained_on or not all(Path(source).expanduser().exists() for source in trained_on):
         return set()
-    training = load_corpora(trained_on)
-    splits = recorded.get("splits", [])
-    if len(splits) == 1 and splits[0]["name"] == "holdout":  # its test speakers it never heard
-        training = training.filter(lambda actor: actor not in set(splits[0]["test_actors"]), input_columns="actor")
+    never_heard = holdout_test_actors(recorded)
+    training = load_corpora(trained_on).filter(lambda actor: actor not in never_heard, input_columns="actor")
     heard = set(clip_digests(training))
     return {actor for actor, digest in zip(dataset["actor"], clip_digests(dataset)) if digest in heard}
 

@@ -173,14 +173,14 @@ def test_a_copy_of_a_training_corpus_under_another_name_counts_as_heard(corpus, 
     dataset = load_corpora(str(copy))
     every = set(dataset.unique("actor"))
     trained_on_everyone = {"dataset": str(corpus), "splits": [{"name": "fold-1", "test_actors": [1]}, {"name": "fold-2", "test_actors": [2]}]}
-    assert cli.heard_in_copies(trained_on_everyone, str(copy), dataset) == every
-    assert cli.heard_actors(trained_on_everyone, str(copy), dataset) == set()  # what the names alone tell
+    assert cli.heard_in_copies(trained_on_everyone, dataset) == every
+    assert cli.heard_actors(trained_on_everyone, str(copy), dataset) == every  # what evaluate goes by
     holdout = {"dataset": str(corpus), "splits": [{"name": "holdout", "test_actors": [4]}]}
-    assert cli.heard_in_copies(holdout, str(copy), dataset) == every - {4}  # its test speaker it never heard
-    assert cli.heard_in_copies(trained_on_everyone, str(corpus), load_corpora(str(corpus))) == set()  # the same folder: heard_actors' job
-    assert cli.heard_in_copies({"dataset": str(tmp_path / "gone")}, str(copy), dataset) == set()  # nothing at hand to compare
+    assert cli.heard_in_copies(holdout, dataset) == every - {4}  # its test speaker it never heard
+    assert cli.heard_actors(holdout, str(corpus), load_corpora(str(corpus))) == every - {4}  # the same folder, by the record
+    assert cli.heard_in_copies({"dataset": str(tmp_path / "gone")}, dataset) == set()  # nothing at hand to compare
     other = make_manifest_corpus(tmp_path / "other", CORPUS_LABELS, speakers=("new1", "new2"), label_map=LABEL_MAP)  # other voices
-    assert cli.heard_in_copies(trained_on_everyone, str(other), load_corpora(str(other))) == set()
+    assert cli.heard_actors(trained_on_everyone, str(other), load_corpora(str(other))) == set()
 
 
 @pytest.mark.slow
