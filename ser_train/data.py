@@ -305,15 +305,18 @@ def audio_arrays(dataset: datasets.Dataset) -> list[np.ndarray]:
     them back through FFmpeg one clip at a time (8 s for 960 clips); soundfile reads the same
     samples from the bytes 18 times faster.
     """
-    encoded = dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]
-    return [soundfile.read(io.BytesIO(audio["bytes"]), dtype="float32")[0] for audio in encoded]
+    return [soundfile.read(io.BytesIO(wav), dtype="float32")[0] for wav in decoded_wav_bytes(dataset)]
 
 
 def clip_digests(dataset: datasets.Dataset) -> list[str]:
-    """A digest of each loaded clip's decoded audio (the 16-bit WAV bytes `datasets` keeps): the
-    same for the same recording in any folder, under any name."""
-    encoded = dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]
-    return [hashlib.sha256(audio["bytes"]).hexdigest() for audio in encoded]
+    """A digest of each loaded clip's decoded audio: the same for the same recording in any
+    folder, under any name."""
+    return [hashlib.sha256(wav).hexdigest() for wav in decoded_wav_bytes(dataset)]
+
+
+def decoded_wav_bytes(dataset: datasets.Dataset) -> list[bytes]:
+    """Each loaded clip's decoded audio as the 16-bit WAV bytes `datasets` keeps, unread."""
+    return [audio["bytes"] for audio in dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]]
 
 
 # --- Actor-disjoint splits -------------------------------------------------------------------
