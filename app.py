@@ -179,7 +179,11 @@ def model_facts(name: str) -> str:
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
     measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}."
-    return f"Learned from {learned}; {measured}" if learned else measured
+    facts = f"Learned from {learned}; {measured}" if learned else measured
+    taught = results.get("trained_labels", results.get("labels", []))
+    if len(taught) < len(results.get("labels", [])):
+        facts += f" It learned {len(taught)} emotions only: {', '.join(taught)}."
+    return facts
 
 
 def model_choices() -> list[tuple[str, str]]:

@@ -97,6 +97,18 @@ def per_corpus_metrics(references, predictions, corpora, labels) -> dict[str, di
     }
 
 
+def unscored_emotions(metrics: dict) -> list[str]:
+    """The emotions a test set holds no clip of: its UA, macro F1 and per-class table leave them out."""
+    return [name for name, scores in metrics["per_class"].items() if not scores["support"]]
+
+
+def answers_among(metrics: dict, emotions: list[str]) -> int:
+    """How many of a test set's clips the model answered with one of `emotions`: for emotions the
+    set holds no clip of, wrong answers that no recall shows."""
+    answers = np.asarray(metrics["confusion_matrix"]).sum(axis=0)
+    return int(sum(answers[metrics["labels"].index(name)] for name in emotions))
+
+
 def cross_validation_summary(fold_metrics: list[dict]) -> dict:
     """Mean and (population) standard deviation over folds of the headline metrics."""
     values = {name: [fold[name] for fold in fold_metrics] for name in SUMMARY_METRICS}
@@ -236,7 +248,14 @@ def _format_test_splits(results: dict) -> list[str]:
     lines.append("")
     lines.append(f"{'class':<12}{'prec':>8}{'recall':>8}{'F1':>8}{'n':>6}")
     for name, scores in test["per_class"].items():
-        lines.append(f"{name:<12}{scores['precision']:>8.3f}{scores['recall']:>8.3f}{scores['f1']:>8.3f}{scores['support']:>6}")
+        if scores["support"]:
+            lines.append(f"{name:<12}{scores['precision']:>8.3f}{scores['recall']:>8.3f}{scores['f1']:>8.3f}{scores['support']:>6}")
+    unscored = unscored_emotions(test)
+    if unscored:
+        lines.append(
+            f"Not scored, as the test set holds no clip of them: {', '.join(unscored)} "
+            f"({answers_among(test, unscored)} of the {test['num_examples']} clips were answered with one of them)."
+        )
     if "scoring" in results:
         scoring = results["scoring"]
         lines.append("")

@@ -28,7 +28,7 @@ from ser_train.calibration import (
 from ser_train.confidence import CONFIDENCE_RESULTS_KEY
 from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
-from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, calibration_rows
+from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, answers_among, calibration_rows, unscored_emotions
 from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
 from ser_train.hub import check_repo_id
 
@@ -71,6 +71,8 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
     only_ravdess = all(corpus["title"] == "RAVDESS" for corpus in corpora)
     hub_datasets = [_hub_id(source) for source in results["dataset"].split(" + ") if _hub_id(source)]
 
+    labels = _labels(results, config, model_dir)
+    unscored = unscored_emotions(results["test"]) if "test" in results else []  # no test clip of them
     card_data = ModelCardData(
         model_name=model_name,
         license=RAVDESS_LICENSE if only_ravdess else "other",
@@ -91,8 +93,12 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         model_ref=repo_id or _display_path(model_dir),
         family_title=FAMILY_TITLES.get(results["family"], results["family"]),
         family_description=_family_description(results["family"], config, corpora),
-        labels=_labels(results, config, model_dir),
+        labels=labels,
+        # Emotions it has outputs for but no training clip of (records before 2026-12-06 list none).
+        untaught=[label for label in labels if label not in results.get("trained_labels", labels)],
         test=results.get("test"),
+        unscored=unscored,
+        unscored_answers=answers_among(results["test"], unscored) if unscored else 0,
         corpora=corpora,
         corpora_titles=" + ".join(corpus["title"] for corpus in corpora),
         headline_name=_headline_name(results) if "test" in results else None,

@@ -465,6 +465,12 @@ def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "eval_results.json").write_text(json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.614}}))
     assert app.model_facts(str(tmp_path / "actors")) == "Learned from RAVDESS (English); UA (balanced accuracy) 61% on actors it never heard."
+    (tmp_path / "four").mkdir()  # a model trained on 4 of its 8 emotions says which
+    four = ["neutral", "happy", "sad", "angry"]
+    (tmp_path / "four" / "eval_results.json").write_text(
+        json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.5}, "labels": list(EMOTIONS), "trained_labels": four})
+    )
+    assert app.model_facts(str(tmp_path / "four")).endswith("heard. It learned 4 emotions only: neutral, happy, sad, angry.")
     assert app.model_facts(str(tmp_path / "no-results")).startswith("No measured results at hand for this model")
     assert app.model_facts("") == ""  # the second picker's "none"
     # A typed Hub id wins over the pick, and the line says so.

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from hub_helpers import make_tiny_wav2vec2, write_real_eval_results
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
-from ser_train.evaluation import eval_results, write_eval_results
+from ser_train.evaluation import answers_among, classification_metrics, eval_results, format_metrics_table, unscored_emotions, write_eval_results
 from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S
 from ser_train.model_card import format_actors, write_model_card
 from synthetic import make_manifest_corpus
@@ -287,6 +287,25 @@ def test_card_of_a_single_corpus_run_names_that_corpus_and_its_chance(folder_nam
     assert ("emovo" in card.data.tags) == (title == "EMOVO")
     assert f"- **{title}**: {licence}" in card.text
     assert "Balanced accuracy by chance is 0.143 (1/7: 7 emotions scored)." in card.text
+    # It learned 7 emotions and was tested on 7: the card claims no more, and scores no calm row.
+    assert read_results(folder)["trained_labels"] == [name for name in EMOTIONS if name != "calm"]
+    assert "into one of 7 acted emotions:\nneutral, happy, sad," in card.text
+    assert "no training clip to learn from, so\ntheir probabilities mean nothing: calm." in card.text
+    assert "| calm |" not in card.text and "| neutral |" in card.text
+    assert f"Not scored, as the test set holds no clip of them: calm (0 of\nthe {test['num_examples']} clips" in card.text
+
+
+def test_emotions_without_test_clips_are_left_out_of_the_scores_and_their_answers_counted():
+    """Two of four clips answered "calm", which the test set holds none of: no recall shows those
+    wrong answers, so the table and the card count them instead of a row of zeros."""
+    metrics = classification_metrics([0, 0, 2, 2], [0, 1, 2, 1], list(EMOTIONS))
+
+    assert unscored_emotions(metrics) == [name for name in EMOTIONS if name not in ("neutral", "happy")]
+    assert answers_among(metrics, unscored_emotions(metrics)) == 2
+    assert metrics["balanced_accuracy"] == 0.5  # over neutral and happy only
+    table = format_metrics_table(eval_results("cnn", "corpus", [{"test_actors": [1], "metrics": metrics}]))
+    assert [line.split()[0] for line in table.splitlines() if line.endswith("     2")] == ["neutral", "happy"]
+    assert "Not scored, as the test set holds no clip of them: calm, sad, angry, fearful, disgust, surprised (2 of the 4 clips" in table
 
 
 @pytest.mark.parametrize(

@@ -179,6 +179,7 @@ def run(
         family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
         extra["final_model"] = {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
     published_training = split_by_actor(dataset, splits[0].test_actors, [])["train"] if holdout else dataset
+    extra["trained_labels"] = emotions_in(published_training)
     confidence = _calibrate_probabilities(family, published_training, output_dir, output_dir / (TEMPERATURE_DIR if holdout else CORPORA_DIR), resume)
     if confidence:
         extra[CONFIDENCE_RESULTS_KEY] = confidence
@@ -218,6 +219,12 @@ def _plan(
     if test_actors is None and num_folds is None:
         return [] if leave_one_corpus_out else [_manifest_split(dataset)]
     return plan_splits(dataset.unique("actor"), test_actors, num_folds)
+
+
+def emotions_in(*parts: datasets.Dataset) -> list[str]:
+    """The names of the emotions that any of `parts` holds a clip of, in label order."""
+    names = parts[0].features["emotion"].names
+    return [names[e] for e in sorted(set().union(*(part.unique("emotion") for part in parts)))]
 
 
 def corpus_names(dataset: datasets.Dataset) -> list[str]:
@@ -271,8 +278,7 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
         f"test {parts['test'].num_rows} ({corpus})"
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
-    names = dataset.features["emotion"].names
-    trained = [names[e] for e in sorted(set(parts["train"]["emotion"]) | set(parts["validation"]["emotion"]))]
+    trained = emotions_in(parts["train"], parts["validation"])
     fit = HeldOutFit(
         probabilities=np.asarray(family.predict_proba(fitted.model, parts["test"]), dtype=np.float32),
         emotions=np.asarray(parts["test"]["emotion"]),
