@@ -263,9 +263,10 @@ def _map_labels(labels: list[str], label_map: dict[str, str | None], folder: Pat
             unknown.add(label)
         mapped.append(emotion)
     if unknown:
+        where = LABEL_MAP_FILE if (folder / LABEL_MAP_FILE).is_file() else f"a {LABEL_MAP_FILE} beside {MANIFEST_FILE} (the folder has none)"
         raise DataError(
             f"{folder}: the label(s) {', '.join(sorted(unknown))} are not among our emotions "
-            f"({', '.join(EMOTIONS)}); map each one in {LABEL_MAP_FILE} to one of ours, or to null "
+            f"({', '.join(EMOTIONS)}); map each one in {where} to one of ours, or to null "
             "to leave its clips out."
         )
     return mapped

@@ -67,7 +67,10 @@ def test_a_corpus_provisioned_again_keeps_its_cache_and_a_changed_one_does_not(t
 
 def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
     unmapped = make_manifest_corpus(tmp_path / "a", {"exc": HAPPY, "ang": ANGRY}, speakers=("s1",), clips_per_label=1)
-    with pytest.raises(DataError, match="exc are not among our emotions.*label_map.json"):
+    with pytest.raises(DataError, match=r"exc are not among our emotions.*in a label_map.json beside manifest.csv \(the folder has none\)"):
+        load_corpora(str(unmapped))
+    (unmapped / "label_map.json").write_text('{"ang": "angry"}')  # one it has, which misses a label
+    with pytest.raises(DataError, match="exc are not among our emotions.*; map each one in label_map.json to one of ours"):
         load_corpora(str(unmapped))
 
     mixed = make_manifest_corpus(
