@@ -57,6 +57,8 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
 def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     """The card of the model in `model_dir`; `repo_id` is where it is (to be) published."""
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise SERError(f"There is no folder {model_dir}; a card is rendered from a finished training run's folder.")
     if repo_id:  # the card's usage example and name would carry it
         check_repo_id(repo_id)
     results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)

@@ -167,9 +167,11 @@ def test_card_command_renders_the_card(holdout_model, capsys):
     assert "README.md" in capsys.readouterr().out
 
 
-def test_card_command_explains_a_folder_without_results(tiny_model, capsys):
+def test_card_command_explains_a_folder_without_results(tiny_model, tmp_path, capsys):
     assert main(["card", "--model-dir", str(tiny_model)]) == 2
     assert "has no eval_results.json" in capsys.readouterr().err
+    assert main(["card", "--model-dir", str(tmp_path / "typo")]) == 2  # no such folder: it says so
+    assert f"There is no folder {tmp_path / 'typo'};" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
