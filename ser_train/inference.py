@@ -285,9 +285,10 @@ def hide_weight_loading_bar() -> None:
 
 
 def bundled_model_named(name: str) -> str:
-    """The bundled model's folder where `name` is its folder's name (as the page and the API name
-    it) and no folder of that name is here; else `name` as given."""
-    bundled = {Path(folder).name: folder for folder in BUNDLED_MODELS}
+    """The folder under models/ where `name` is its name (as the page and the API name the bundled
+    models; the Whisper encoder there is then refused as no emotion model, not looked for on the
+    Hub) and no folder of that name is here; else `name` as given."""
+    bundled = {folder.name: str(folder) for folder in MODELS_DIR.iterdir() if folder.is_dir()} if MODELS_DIR.is_dir() else {}
     return bundled[name] if name in bundled and not Path(name).exists() else name
 
 

@@ -153,6 +153,11 @@ def test_a_bundled_model_is_named_by_its_folders_name_from_any_folder(tmp_path, 
     assert json.loads(capsys.readouterr().out)[0]["probabilities"] == pytest.approx(load_model(BUNDLED_CNN).predict_file(clip), abs=1e-6)
     (tmp_path / name).mkdir()
     assert bundled_model_named(name) == name  # the folder here, not the bundled one
+    # The Whisper encoder under models/ is named the same way, and refused as what it is, not
+    # looked for on the Hub (a QA pass got "the Hub cannot be reached").
+    assert main(["predict", str(clip), "--model", "whisper-base-encoder"]) == 2
+    assert "models/whisper-base-encoder is not an emotion model" in capsys.readouterr().err
+    assert bundled_model_named("..") == ".."
 
 
 def test_a_name_that_is_neither_folder_nor_repo_id(tmp_path):
