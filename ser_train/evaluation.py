@@ -297,14 +297,16 @@ def calibration_rows(calibration: dict) -> list[tuple[str, float | None, float |
 
 
 def format_calibration_table(calibration: dict) -> list[str]:
+    rows = calibration_rows(calibration)
+    width = max(len(name) for name, *_ in rows) + 2
     lines = [
         "Speaker calibration (UA; calibration clips never scored; ± over draws of the clips):",
-        f"{'calibrated on':<28}{'with':>15}{'without':>9}",
+        f"{'calibrated on':<{width}}{'with':>13}{'without':>9}",
     ]
-    for name, calibrated, uncalibrated, spread in calibration_rows(calibration):
+    for name, calibrated, uncalibrated, spread in rows:
         shown = "" if calibrated is None else f"{calibrated:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
         without = "-" if uncalibrated is None else f"{uncalibrated:.3f}"  # no clips of that kind in any fold
-        lines.append(f"{name:<28}{shown:>15}{without:>9}")
+        lines.append(f"{name:<{width}}{shown:>13}{without:>9}")
     return lines
 
 

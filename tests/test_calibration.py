@@ -339,3 +339,19 @@ def test_the_printed_calibration_table_shows_a_row_without_figures_as_a_dash():
     table = format_calibration_table({"mean_over_folds": summary})
     assert table[2].split() == ["no", "calibration", "(all", "clips)", "0.410"]
     assert table[3].split() == ["neutral", "+", "calm", "clips", "-"]
+
+
+def test_the_printed_calibration_table_keeps_its_columns_under_a_long_row_name():
+    """A record from before the prompted moods had statistics of their own names its row
+    "1 clip(s) per prompted mood, as any speech", longer than the other rows: the figures of
+    every row still end under their headings."""
+    from ser_train.evaluation import format_calibration_table
+
+    moods = {"calibrated": 0.52, "uncalibrated_same_clips": 0.44, "calibrated_std_over_draws": 0.03}
+    summary = {"uncalibrated": 0.41, "random_clips": {"3": {"calibrated": 0.47, "uncalibrated_same_clips": 0.40}}, "prompted_moods": moods}
+    heading, *rows = format_calibration_table({"mean_over_folds": summary})[1:]
+    assert rows[-1].startswith("1 clip(s) per prompted mood, as any speech  ")
+    assert rows[-1].endswith("0.520 ± 0.030    0.440")
+    assert [len(row) for row in rows] == [len(heading)] * 3  # "without" figures end where it does
+    with_end = heading.index("with") + len("with")
+    assert [row[:with_end].split()[-1] for row in rows] == ["clips)", "0.470", "0.030"]  # and "with" ones where it does
