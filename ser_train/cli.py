@@ -49,7 +49,9 @@ SHARE = number_type(float, 0, maximum=1)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # said with the usage line of the command they were given to, not the top one
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR
@@ -65,12 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command `args` were parsed for (`train`'s family's for a training)."""
+    for chosen in (getattr(args, "command", None), getattr(args, "family", None)):
+        subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if chosen is None or not subcommands:
+            break
+        parser = subcommands[0].choices[chosen]
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ser_train",
         description="Speech emotion recognition on RAVDESS: load data, train, evaluate, predict, publish.",
     )
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     data = commands.add_parser("data", help="load a RAVDESS source and report what is in it")
     add_dataset_argument(data)
@@ -542,9 +554,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def print_prediction(result: dict) -> None:
     if "error" in result:
-        message, name = result["error"], Path(result["file"]).name
-        # An audio error starts with the file's name: said once, as the path that was given.
-        print(f"error: {result['file']}{message[len(name):]}" if message.startswith(name) else f"error: {result['file']}: {message}")
+        print(f"error: {naming_the_path(result['error'], result['file'])}")
         return
     if result["top"] is None:
         said = "no speech heard, so no verdict (the probabilities are its answer to a sound)"
@@ -555,14 +565,26 @@ def print_prediction(result: dict) -> None:
         print(f"  {emotion:<10} {probability:6.3f}")
 
 
+def naming_the_path(message: str, file: str) -> str:
+    """An audio error about `file`, which names the file once, as the path that was given: the
+    library's messages start with the file's name alone (on the page, the rest is a temporary folder)."""
+    name = Path(file).name
+    return f"{file}{message[len(name):]}" if message.startswith(name) else f"{file}: {message}"
+
+
 def run_live(args: argparse.Namespace) -> int:
     from ser_train.audio import load_audio
+    from ser_train.errors import AudioError
     from ser_train.inference import DEFAULT_MODEL, load_model
     from ser_train.live import LiveStream, play
 
+    try:
+        waveform = load_audio(args.file)
+    except AudioError as error:
+        raise AudioError(naming_the_path(str(error), args.file)) from None
     stream = LiveStream(load_model(args.model or DEFAULT_MODEL, precision=args.precision))
     answers = []
-    for answer in play(stream, load_audio(args.file), realtime=args.realtime):
+    for answer in play(stream, waveform, realtime=args.realtime):
         answers.append(answer)
         if not args.json:
             print_live_answer(answer)
@@ -579,7 +601,9 @@ def print_live_answer(answer) -> None:
         said = f"{answer.top_emotion} {answer.confidence:.0%}" + (" (unsure)" if answer.unsure else "")
     else:
         said = "speech, too little yet to judge" if answer.speech else "no speech"
-    print(f"{answer.start_s:6.1f}-{answer.time_s:6.1f} s  {said}", flush=True)
+    # An utterance's answer spans from its onset; a step without one is a moment.
+    since = f"{answer.start_s:6.1f}-" if answer.start_s < answer.time_s else " " * 7
+    print(f"{since}{answer.time_s:6.1f} s  {said}", flush=True)
 
 
 def run_push(args: argparse.Namespace) -> int:

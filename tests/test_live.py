@@ -25,6 +25,7 @@ from ser_train.live import (
     MIN_SURE_SPEECH_S,
     STEP_S,
     WINDOW_S,
+    LiveAnswer,
     LiveStream,
     StreamResampler,
     play,
@@ -324,7 +325,27 @@ def test_the_cli_refuses_a_bad_file_with_one_sentence(tmp_path):
     path.write_text("not audio\n" * 20)
     result = subprocess.run([sys.executable, "-m", "ser_train", "live", str(path), "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
-    assert "notes.wav could not be read as audio" in result.stderr and "Traceback" not in result.stderr
+    # Named by the path given, as `predict` names it (the library's message names the file alone).
+    assert f"error: {path} could not be read as audio" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_cli_plays_one_file_and_says_so_with_its_own_usage_line(capsys):
+    """A QA pass gave `live` two files and got the top-level usage line ("COMMAND ...")."""
+    from ser_train.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["live", "a.wav", "b.wav"])
+    usage, *_, error = capsys.readouterr().err.strip().splitlines()
+    assert usage.startswith("usage: python -m ser_train live ")
+    assert error == "python -m ser_train live: error: unrecognized arguments: b.wav"
+
+
+def test_the_cli_prints_a_step_without_an_utterance_as_a_moment_not_a_span(capsys):
+    from ser_train.cli import print_live_answer
+
+    print_live_answer(LiveAnswer(time_s=3.5, start_s=3.5, speech=False, probabilities=None))
+    print_live_answer(LiveAnswer(time_s=5.0, start_s=3.5, speech=True, probabilities={"sad": 0.7, "calm": 0.3}))
+    assert capsys.readouterr().out.splitlines() == ["          3.5 s  no speech", "   3.5-   5.0 s  sad 70%"]
 
 
 def test_speech_seconds_counts_what_silero_hears_as_speech_and_nothing_of_silence():

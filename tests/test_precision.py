@@ -12,12 +12,14 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from benchmarks import int8_check
 from ser_train import cli
+from ser_train.audio import SAMPLING_RATE
 from ser_train.confidence import with_temperature
 from ser_train.errors import ModelError, SERError
 from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, load_model
@@ -136,6 +138,8 @@ def test_the_cli_passes_its_precision_to_load_model(arguments, expected, monkeyp
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ser_train.inference, "load_model", load_model_stub)
+    tone = 0.3 * np.sin(np.linspace(0, 2000, 2 * SAMPLING_RATE))
+    soundfile.write(tmp_path / "speech.wav", tone, SAMPLING_RATE)  # `live` reads its file before the model
     assert cli.main(arguments) == cli.EXIT_USER_ERROR
     assert asked == [expected]
     assert "stopped after loading" in capsys.readouterr().err
