@@ -98,12 +98,21 @@ RAW_MICROPHONE_SCRIPT = """
 # state, live mode's summary) without having to look for it; Gradio has no option for it. Live
 # mode's running answer is left out: it changes every STEP_S.
 ANNOUNCED_AREAS = ("status", "summary", "calibration-status", "live-summary")
-ANNOUNCE_SCRIPT = f"""
+# The model pickers, whose line under them (model_facts) a screen reader reads with the list:
+# Gradio shows a dropdown's info text without tying it to the input.
+DESCRIBED_PICKERS = ("model", "compare-model")
+ACCESSIBILITY_SCRIPT = f"""
 <script>
 new MutationObserver(() => {{
   for (const id of {json.dumps(ANNOUNCED_AREAS)}) {{
     const area = document.getElementById(id);
     if (area && !area.hasAttribute("aria-live")) area.setAttribute("aria-live", "polite");
+  }}
+  for (const id of {json.dumps(DESCRIBED_PICKERS)}) {{
+    const info = document.querySelector(`#${{id}} .info-text`), input = document.querySelector(`#${{id}} input`);
+    if (!info || !input) continue;
+    info.id = `${{id}}-facts`;
+    if (input.getAttribute("aria-describedby") !== info.id) input.setAttribute("aria-describedby", info.id);
   }}
 }}).observe(document.documentElement, {{childList: true, subtree: true}});
 </script>
@@ -913,7 +922,7 @@ def serve(**launch_options):
     preload_default_model()
     return demo.queue().launch(
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        head=RAW_MICROPHONE_SCRIPT + ANNOUNCE_SCRIPT,
+        head=RAW_MICROPHONE_SCRIPT + ACCESSIBILITY_SCRIPT,
         css=CSS,
         theme=gr.themes.Soft(),
         run_history=False,

@@ -242,6 +242,9 @@ def test_the_picker_says_what_the_picked_model_learned_from(page, model_name):
     page.get_by_role("option", name=Path(other).name).click()
     picker.get_by_text(after).wait_for(timeout=RESULT_TIMEOUT_MS)
     assert before not in picker.inner_text()
+    # A screen reader reads the line with the list: it is the input's description.
+    described_by = picker.locator("input").get_attribute("aria-describedby")
+    assert described_by and after in page.locator(f"#{described_by}").inner_text()
     page.locator("#model-id textarea, #model-id input").first.fill("someone/their-model")  # a typed id wins
     picker.get_by_text("The typed id someone/their-model is used").wait_for(timeout=RESULT_TIMEOUT_MS)
 
