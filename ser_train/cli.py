@@ -382,6 +382,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.data import parse_actor_list, split_by_actor
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
     from ser_train.inference import bundled_model_named, load_model
+    from ser_train.training.runner import TRAINING_ARGS_FILE
 
     args.model = bundled_model_named(args.model)  # its records are read from its folder below
     output_dir = Path(args.output_dir or args.model)
@@ -397,9 +398,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise SERError(f"{args.model} is a Hub model, not a local folder; pass --output-dir for the results.")
     sources = dataset_sources(args)
     dataset = load_corpora(sources)
-    recorded = training_args_of(args.model)
+    recorded = model_record(args.model, TRAINING_ARGS_FILE)
+    # Scored on the emotions it trained on, as training scores held-out corpora (records from
+    # before 2026-12-06 do not say: all of its emotions).
+    trained = model_record(args.model, EVAL_RESULTS_FILE).get("trained_labels")
     if args.held_out_corpora:
-        return evaluate_held_out(args, model, dataset, output_dir, recorded)
+        return evaluate_held_out(args, model, dataset, output_dir, recorded, trained)
     heard = heard_actors(recorded, sources, dataset)
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
@@ -419,7 +423,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     fold = {"test_actors": test_actors, "validation_actors": []}
     if "speaker" in dataset.column_names:
         fold["test_speakers"] = speaker_names(dataset, test_actors)
-    fold.update(evaluate_model(model, test, calibration=not args.no_calibration))
+    fold.update(evaluate_model(model, test, calibration=not args.no_calibration, known_labels=trained))
     extra = {
         "labels": fold["scoring"]["scored_labels"],
         "model": args.model,
@@ -435,9 +439,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, recorded: dict) -> int:
+def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, recorded: dict, trained: list[str] | None) -> int:
     """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on
-    (`recorded`: the model's training_args.json, {} without one)."""
+    (`recorded`: the model's training_args.json, {} without one; `trained`: the emotions it
+    trained on, None where unknown), scored on the emotions it trained on."""
     from ser_train.corpora import corpus_info
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
@@ -453,7 +458,7 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
             f"{args.model} was trained on {', '.join(sorted(heard))}, so it is not held out: "
             "pass corpora the model never heard."
         )
-    loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name)
+    loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name, known_labels=trained)
     results = eval_results(model.family, " + ".join(sources), [], leave_one_corpus_out=loco, model=args.model)
     write_eval_results(output_dir, results)
     print(format_metrics_table(results))
@@ -461,16 +466,17 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
     return 0
 
 
-def training_args_of(model_name: str) -> dict:
-    """A model's training_args.json (how it was trained: data, splits), or {} when it has none."""
+def model_record(model_name: str, file_name: str) -> dict:
+    """One of a model's JSON records, or {} when it has none: training_args.json (how it was
+    trained: data, splits) or eval_results.json (what training measured, and the emotions it
+    trained on)."""
     from ser_train.hub import fetch_model_files
-    from ser_train.training.runner import TRAINING_ARGS_FILE
 
-    path = fetch_model_files(model_name, [TRAINING_ARGS_FILE]) / TRAINING_ARGS_FILE
+    path = fetch_model_files(model_name, [file_name]) / file_name
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:
-        raise SERError(f"{model_name}: its {TRAINING_ARGS_FILE} is not valid JSON.") from None
+        raise SERError(f"{model_name}: its {file_name} is not valid JSON.") from None
 
 
 def recorded_sources(recorded: dict) -> list[str]:

@@ -384,15 +384,15 @@ class SharedScoring:
         }
 
 
-def evaluate_model(model, test: datasets.Dataset, calibration: bool = True) -> dict:
+def evaluate_model(model, test: datasets.Dataset, calibration: bool = True, known_labels=None) -> dict:
     """One test split's entry for eval_results: metrics over the shared emotions (see
-    `SharedScoring`), and calibration. With `calibration` and a model that can calibrate, the
-    speaker calibration protocol (`ser_train.calibration.evaluate_calibration`) runs on the
-    same clips."""
+    `SharedScoring`; `known_labels`, the emotions the model trained on, where known), and
+    calibration. With `calibration` and a model that can calibrate, the speaker calibration
+    protocol (`ser_train.calibration.evaluate_calibration`) runs on the same clips."""
     from ser_train.calibration import evaluate_calibration
     from ser_train.data import audio_arrays
 
-    scoring = SharedScoring.of(test, model.labels)
+    scoring = SharedScoring.of(test, model.labels, known_labels)
     test = test.select(scoring.kept)
     waveforms = audio_arrays(test)
     entry = {

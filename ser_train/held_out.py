@@ -320,9 +320,10 @@ def format_leave_one_corpus_out_table(loco: dict) -> list[str]:
 # --- A finished model on corpora it never trained on ------------------------------------------------
 
 
-def evaluate_held_out_corpora(model, dataset: datasets.Dataset, single_name: str) -> dict:
+def evaluate_held_out_corpora(model, dataset: datasets.Dataset, single_name: str, known_labels=None) -> dict:
     """Every corpus of `dataset` (or, for a source without a corpus column, all of it under
-    `single_name`) as a corpus `model` never trained on: the entries and their mean.
+    `single_name`) as a corpus `model` never trained on: the entries and their mean, scored on
+    the emotions each shares with `known_labels` (those the model trained on; None: all of its).
 
     The model's own temperatures (from its config.json) are the ones judged, so its untempered
     probabilities are computed and the temperatures applied in each entry.
@@ -334,5 +335,5 @@ def evaluate_held_out_corpora(model, dataset: datasets.Dataset, single_name: str
     for corpus in corpora:
         test = dataset.filter(lambda name: name == corpus, input_columns="corpus") if len(corpora) > 1 else dataset
         probabilities = untempered.predict_batch(audio_arrays(test))
-        entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature, None, calibrated_temperatures)
+        entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature, known_labels, calibrated_temperatures)
     return leave_one_corpus_out_summary(entries, FINISHED_MODEL)

@@ -17,6 +17,7 @@ from ser_train.features import FeatureConfig, extract_features
 from ser_train.models.cnn import MODEL_TYPE, EmotionCNN
 from ser_train.training import cnn as cnn_training
 from ser_train.training.cnn import CHECKPOINT_DIR, CNNFamily, CNNHyperparameters
+from synthetic import make_manifest_corpus
 
 TEST_ACTORS = [5, 6]
 VALIDATION_ACTORS = [4]
@@ -175,6 +176,27 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     a_file.write_text("notes")
     assert main(["evaluate", "--model", str(model_dir), *dataset, "--output-dir", str(a_file)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "notes"
+
+
+def test_a_model_is_scored_on_the_emotions_it_trained_on(tmp_path, capsys):
+    """Trained on 4 emotions, then judged on a corpus that also has fearful clips: `evaluate`
+    scores it on the 4, as training scores its held-out corpora, not on an emotion it never
+    learned (recall 0 by construction)."""
+    taught = ("neutral", "happy", "sad", "angry")
+    four = make_manifest_corpus(tmp_path / "four", {name: EMOTIONS.index(name) for name in taught}, speakers=("a", "b", "c", "d"))
+    five = make_manifest_corpus(tmp_path / "five", {name: EMOTIONS.index(name) for name in (*taught, "fearful")}, speakers=("x", "y"))
+    model_dir = tmp_path / "model"
+    training = ["train", "cnn", "--dataset", str(four), "--test-speakers", "d", "--epochs", "1", "--channel-views", "0"]
+    assert main([*training, "--output-dir", str(model_dir)]) == 0
+    assert json.loads((model_dir / EVAL_RESULTS_FILE).read_text())["trained_labels"] == list(taught)
+
+    for protocol in ([], ["--held-out-corpora"]):
+        evaluation_dir = tmp_path / f"evaluation{len(protocol)}"
+        assert main(["evaluate", "--model", str(model_dir), "--dataset", str(five), *protocol, "--output-dir", str(evaluation_dir)]) == 0
+        results = json.loads((evaluation_dir / EVAL_RESULTS_FILE).read_text())
+        scoring = results["scoring"] if not protocol else results["leave_one_corpus_out"]["five"]["scoring"]
+        assert scoring["scored_labels"] == list(taught) and scoring["unscored_clips"] == 4  # x's and y's 2 fearful clips each
+    capsys.readouterr()
 
 
 def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_path, capsys):
