@@ -144,11 +144,6 @@ PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
 ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
-# The model dropdown shows about 65 characters on a desktop page before it clips (a QA pass saw a
-# bundled model's UA cut off), so a bundled model's name and figure are kept under that.
-MAX_DISPLAY_NAME_CHARS = 60
-
-
 def display_name(name: str) -> str:
     """How the page names a model: a bundled one with the UA it measured on voices it never heard."""
     if name in BUNDLED_MODELS:
@@ -732,15 +727,15 @@ def live_summary_markdown(summary: LiveSummary, model: EmotionModel) -> str:
 # --- Page ---------------------------------------------------------------------------------------
 
 
-def description(model_dir: str = DEFAULT_MODEL) -> str:
+def description() -> str:
     """What the page says the default model learned from (its training corpora and their
     languages), how well it did on voices it never heard, and what to expect elsewhere."""
-    corpora, languages = learned_from(eval_results_of(model_dir))
+    corpora, languages = learned_from(eval_results_of(DEFAULT_MODEL))
     learned = "; ".join(f"{corpus['title']}, {corpus['description']}" for corpus in corpora)
     return (
         f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech. The default model learned from acted "
         f"{' and '.join(languages) or 'English'} speech ({learned}), so expect less on spontaneous speech, "
-        f"other languages or noisy rooms.{accuracy_note(model_dir)}"
+        f"other languages or noisy rooms.{accuracy_note()}"
     )
 
 

@@ -152,10 +152,10 @@ def load_corpus(source: str) -> datasets.Dataset:
     return load_ravdess(source)
 
 
-def load_manifest_corpus(folder: str | Path, name: str | None = None) -> datasets.Dataset:
+def load_manifest_corpus(folder: str | Path) -> datasets.Dataset:
     """The clips listed in FOLDER/manifest.csv, decoded to 16 kHz mono once and cached."""
     folder = Path(folder).expanduser()
-    name = name or folder.resolve().name
+    name = folder.resolve().name
     rows = _read_manifest(folder / MANIFEST_FILE)
     label_map = _read_label_map(folder / LABEL_MAP_FILE)
     emotions = _map_labels([row["emotion"] for row in rows], label_map, folder)

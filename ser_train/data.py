@@ -34,7 +34,7 @@ EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 NUM_ACTORS = 24
 DEFAULT_NUM_FOLDS = 6  # 6 folds of 4 actors: 1-4, 5-8, ..., 21-24
 INTENSITIES = {1: "normal", 2: "strong"}
-SPEECH, SONG = 1, 2  # RAVDESS vocal channel codes
+SONG = 2  # the RAVDESS vocal channel code of song clips (speech is 1)
 
 # Official name: modality-vocal_channel-emotion-intensity-statement-repetition-actor.<extension>
 FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.\w+$")
@@ -55,6 +55,8 @@ FEATURES = datasets.Features(
         "file": datasets.Value("string"),
     }
 )
+# An index of clips to decode: the audio column holds paths or encoded bytes (see decode_index).
+UNDECODED_FEATURES = datasets.Features({**FEATURES, "audio": datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1, decode=False)})
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _index_folder(folder: Path, include_song: bool) -> datasets.Dataset:
         rows["audio"].append(str(path))
     if not rows["file"]:
         raise DataError(f"{folder}: only song files found; pass include_song to use them.")
-    index = datasets.Dataset.from_dict(rows, features=_features(decode=False))
+    index = datasets.Dataset.from_dict(rows, features=UNDECODED_FEATURES)
     # from_dict keeps no cache of its own: name the index after what it holds, so that
     # `_decode`'s cache (and every cache computed from it) is found again on the next load.
     index._fingerprint = f"ravdess-{files_fingerprint(files)[:24]}-song{int(include_song)}"
@@ -219,7 +221,7 @@ def _index_hub_copy(folder: Path, name: str) -> datasets.Dataset:
     return hub.map(
         _hub_row,
         remove_columns=hub.column_names,
-        features=_features(decode=False),
+        features=UNDECODED_FEATURES,
         desc="Mapping Hub columns",
     )
 
@@ -246,12 +248,6 @@ def _hub_row(row: dict) -> dict:
         "repetition": int(row.get("repetition") or parsed["repetition"]),
         "file": file_name,
     }
-
-
-def _features(decode: bool, sampling_rate: int = SAMPLING_RATE) -> datasets.Features:
-    features = FEATURES.copy()
-    features["audio"] = datasets.Audio(sampling_rate=sampling_rate, num_channels=1, decode=decode)
-    return features
 
 
 def decode_index(index: datasets.Dataset, sampling_rate: int, skip_unreadable: bool) -> datasets.Dataset:

@@ -184,13 +184,12 @@ def push_model_dir(
     return commit.commit_url
 
 
-def check_can_push(repo_id: str, api: HfApi | None = None) -> None:
+def check_can_push(repo_id: str) -> None:
     """Before a training that ends in a push to `repo_id`: a Hub error now (a malformed id, no or
     an invalid token, offline, no network) instead of after the training. Nothing is changed."""
     check_repo_id(repo_id)
-    api = api if api is not None else HfApi()
     try:
-        api.whoami()
+        HfApi().whoami()
     except (LocalTokenNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx2.TransportError) as error:
         raise HubError(f"{_push_failure(error, repo_id)}; nothing was trained, so fix that and start again.") from error
 

@@ -478,10 +478,15 @@ def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
     assert app.picker_facts(BUNDLED_MODELS[0], "")["info"] == app.model_facts(BUNDLED_MODELS[0])
 
 
+# The model dropdown shows about 65 characters on a desktop page before it clips (a QA pass saw a
+# bundled model's UA cut off), so a bundled model's name and figure must stay under that.
+MAX_DISPLAY_NAME_CHARS = 60
+
+
 def test_the_model_choices_name_each_bundled_models_measured_ua_within_the_dropdowns_width():
     """A QA pass saw the default's figure cut off in the dropdown ('UA 43% on corpora it ne')."""
     bundled = [(label, value) for label, value in app.model_choices() if value in BUNDLED_MODELS]
-    assert bundled and all(len(label) <= app.MAX_DISPLAY_NAME_CHARS for label, _ in bundled)
+    assert bundled and all(len(label) <= MAX_DISPLAY_NAME_CHARS for label, _ in bundled)
     for label, value in bundled:
         assert label == f"{Path(value).name} (UA {measured_ua(value):.0%} on unheard corpora)"
 

@@ -73,7 +73,7 @@ class FitResult:
 class Family(Protocol):
     """What a model family gives the runner."""
 
-    name: str  # "cnn" or "wav2vec2"
+    name: str  # "cnn", "wav2vec2" or "whisper"
 
     def fit(
         self,
