@@ -432,7 +432,7 @@ def _load_transformers(folder: Path, name: str) -> Forward:
     from ser_train.models.wav2vec2 import EmotionWav2Vec2
 
     _require_feature_extractor(folder, name)
-    model = EmotionWav2Vec2.from_pretrained(folder)
+    model = EmotionWav2Vec2.from_pretrained(folder, name)
     rate = model.feature_extractor.sampling_rate
     if rate != SAMPLING_RATE:
         raise ModelError(f"{name} expects {rate} Hz audio; models here work at {SAMPLING_RATE} Hz.")

@@ -178,6 +178,31 @@ def test_pickle_only_repos_are_refused(wav2vec2_dir, hub_cache, tmp_path):
             load_model(name)
 
 
+def test_code_that_comes_with_a_model_is_never_run_even_when_a_terminal_would_say_yes(wav2vec2_dir, hub_cache, tmp_path, monkeypatch):
+    """A QA pass made a model's preprocessor_config.json name a feature-extractor class of the
+    folder's own Python file: transformers asked at the terminal whether to run it, and "y" ran it."""
+    from ser_train.training.wav2vec2 import Wav2Vec2Family
+
+    folder = shutil.copytree(wav2vec2_dir, tmp_path / "brings-code")
+    ran = tmp_path / "the model's code ran"
+    (folder / "its_code.py").write_text(
+        f"from pathlib import Path\nPath({str(ran)!r}).touch()\n"
+        "from transformers import Wav2Vec2FeatureExtractor\nclass ItsExtractor(Wav2Vec2FeatureExtractor):\n    pass\n"
+    )
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    settings |= {"feature_extractor_type": "ItsExtractor", "auto_map": {"AutoFeatureExtractor": "its_code.ItsExtractor"}}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    fill_hub_cache(hub_cache, "someone/brings-code", folder, MAIN_COMMIT)
+    monkeypatch.setattr("builtins.input", lambda *prompt: "y")  # a person who says yes to every prompt
+
+    for name in (str(folder), "someone/brings-code"):
+        with pytest.raises(ModelError, match=f"{name}: its preprocessor_config.json needs code that comes with the model"):
+            load_model(name)
+    with pytest.raises(ModelError, match="code a model brings is never run here"):
+        Wav2Vec2Family(base=str(folder))  # nor as the base of a training
+    assert not ran.exists()
+
+
 def test_models_for_other_tasks_are_refused(tmp_path, hub_cache):
     bert = tmp_path / "bert"
     bert.mkdir()

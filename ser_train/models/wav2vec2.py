@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.errors import SERError
+from ser_train.errors import ModelError, SERError
 
 DEFAULT_BASE = "facebook/wav2vec2-base"
 TRAIN_MODES = ("head", "encoder")
@@ -103,10 +103,25 @@ def _download(base: str) -> Path:
         ) from None
 
 
-def _check_encoder(base: str, folder: Path, model_types: Sequence[str]) -> None:
-    """A speech encoder of `model_types` with a 16 kHz feature extractor, or an SERError saying why not."""
+def feature_extractor_of(folder: str | Path, name: str):
+    """The feature extractor of model folder `folder` (`name`: the model as given), of a class
+    transformers ships. Settings that name a class of the folder's own code get a ModelError:
+    such code is never run (left to transformers, it would ask at a terminal whether to run it)."""
     from transformers import AutoFeatureExtractor
 
+    try:
+        return AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=False)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ModelError(
+            f"{name}: its preprocessor_config.json needs code that comes with the model to read audio; "
+            "code a model brings is never run here."
+        ) from None
+
+
+def _check_encoder(base: str, folder: Path, model_types: Sequence[str]) -> None:
+    """A speech encoder of `model_types` with a 16 kHz feature extractor, or an SERError saying why not."""
     # Read as JSON, not through AutoConfig, which raises on a model type transformers does not
     # know (this project's own CNN folders, for one) before it could be named.
     try:
@@ -123,7 +138,7 @@ def _check_encoder(base: str, folder: Path, model_types: Sequence[str]) -> None:
             f"{base} has no feature extractor settings (preprocessor_config.json); save the base's "
             "feature extractor into that folder with save_pretrained."
         )
-    sampling_rate = AutoFeatureExtractor.from_pretrained(folder).sampling_rate
+    sampling_rate = feature_extractor_of(folder, base).sampling_rate
     if sampling_rate != SAMPLING_RATE:
         raise SERError(f"{base} expects {sampling_rate} Hz audio; only {SAMPLING_RATE} Hz encoders are supported.")
 
@@ -138,6 +153,7 @@ def load_for_training(base_folder: Path, labels: list[str], train_mode: str):
         label2id={label: index for index, label in enumerate(labels)},
         id2label={index: label for index, label in enumerate(labels)},
         use_safetensors=True,
+        trust_remote_code=False,
         **HEAD_CONFIG,
     )
     # from_pretrained leaves the new `layer_weights` as uninitialised memory for wav2vec2 and
@@ -187,12 +203,14 @@ class EmotionWav2Vec2:
         self.feature_extractor = feature_extractor
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> EmotionWav2Vec2:
-        """Load a folder written by training (config.json, model.safetensors, preprocessor_config.json)."""
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    def from_pretrained(cls, folder: str | Path, name: str | None = None) -> EmotionWav2Vec2:
+        """Load a folder written by training (config.json, model.safetensors, preprocessor_config.json);
+        `name`, the model as given, names it in errors."""
+        from transformers import AutoModelForAudioClassification
 
-        model = AutoModelForAudioClassification.from_pretrained(folder, use_safetensors=True)
-        return cls(model, AutoFeatureExtractor.from_pretrained(folder))
+        feature_extractor = feature_extractor_of(folder, name or str(folder))
+        model = AutoModelForAudioClassification.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        return cls(model, feature_extractor)
 
     @property
     def labels(self) -> list[str]:

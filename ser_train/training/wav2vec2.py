@@ -37,6 +37,7 @@ from ser_train.models.wav2vec2 import (
     DEFAULT_BASE,
     TRAIN_MODES,
     EmotionWav2Vec2,
+    feature_extractor_of,
     inference_batch_size,
     load_for_training,
     resolve_base,
@@ -104,12 +105,12 @@ class Wav2Vec2Family:
         resume: bool,
         max_epochs: int | None = None,
     ) -> FitResult:
-        from transformers import AutoFeatureExtractor, EarlyStoppingCallback, Trainer, set_seed
+        from transformers import EarlyStoppingCallback, Trainer, set_seed
 
         output_dir = Path(output_dir)
         labels = train.features["emotion"].names
         set_seed(self.seed)  # the new head's initial weights
-        feature_extractor = AutoFeatureExtractor.from_pretrained(self.base_folder)
+        feature_extractor = feature_extractor_of(self.base_folder, self.base)
         model = load_for_training(self.base_folder, labels, self.train_mode)
         validating = validation is not None
         epochs = max_epochs or self.epochs
