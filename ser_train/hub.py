@@ -50,6 +50,14 @@ def split_revision(name: str) -> tuple[str, str | None]:
     return repo_id, (revision if separator else None)
 
 
+def is_revision_name(revision: str) -> bool:
+    """Whether `revision` can name a branch, tag or commit by git's rules for a ref, in short (v1,
+    main, refs/pr/3, a commit hash). The cache looks a revision up as a file under the repo's refs/
+    folder, so an empty one, or one with '..' or a leading '/', must never reach it."""
+    parts = revision.split("/")
+    return all(part and not part.startswith(".") for part in parts) and ".." not in revision and not set(revision) & set(" ~^:?*[\\")
+
+
 def fetch_model_files(name: str, patterns: list[str], hub_only: bool = False) -> Path:
     """The folder holding model `name`: the local folder itself, or its Hub snapshot.
 
@@ -63,6 +71,8 @@ def fetch_model_files(name: str, patterns: list[str], hub_only: bool = False) ->
     repo_id, revision = split_revision(name)
     try:
         validate_repo_id(repo_id)
+        if revision is not None and not is_revision_name(revision):
+            raise HFValidationError(f"'{revision}' names no revision")
     except HFValidationError:
         if hub_only:
             raise HubError(f"'{name}' is not a Hub model id; type it as user/name or user/name@revision.") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -84,6 +85,19 @@ def test_a_pinned_revision_loads_that_revision(wav2vec2_dir, wav2vec2_v1_dir, hu
     assert not np.allclose(pinned, load_model("someone/ser-wav2vec2").predict_batch(clips), atol=1e-4)
     by_commit = load_model(f"someone/ser-wav2vec2@{V1_COMMIT}").predict_batch(clips)
     np.testing.assert_allclose(by_commit, pinned, atol=1e-6)
+
+
+@pytest.mark.parametrize("revision", ["", ".", "../../../../../../../../etc/passwd", "/etc/passwd", "a..b", "v 1"])
+def test_a_revision_that_names_no_branch_tag_or_commit_is_refused_before_the_cache_is_read(revision, wav2vec2_dir, hub_cache):
+    """The cache looks a revision up as a file under the repo's refs/ folder: a QA pass got a
+    traceback (IsADirectoryError) for "someone/x@" once the repo was cached, and made a server
+    open /etc/passwd with "@../../...". Such a name is refused in one sentence, page and CLI alike."""
+    fill_hub_cache(hub_cache, "someone/ser-wav2vec2", wav2vec2_dir, MAIN_COMMIT)
+    name = f"someone/ser-wav2vec2@{revision}"
+    with pytest.raises(HubError, match=f"^There is no model folder '{re.escape(name)}', and it is not a Hub repo id"):
+        load_model(name)
+    with pytest.raises(HubError, match=f"^'{re.escape(name)}' is not a Hub model id; type it as user/name or user/name@revision"):
+        load_model(name, hub_only=True)
 
 
 def test_hub_only_never_reads_a_folder_of_the_same_name(wav2vec2_dir, wav2vec2_v1_dir, hub_cache, clips, tmp_path, monkeypatch):
