@@ -102,12 +102,22 @@ def _download_failure(error: Exception, repo_id: str, revision: str | None, hub_
         )
     if isinstance(error, RevisionNotFoundError):
         return f"{repo_id} has no branch, tag or commit called '{revision}'."
-    if isinstance(error, LocalEntryNotFoundError):
-        why = (
-            "offline mode is on (HF_HUB_OFFLINE=1)"
-            if constants.is_offline_mode()
-            else "the Hugging Face Hub cannot be reached"
+    if isinstance(error, HfHubHTTPError) and error.response.status_code == 401:
+        if hub_only:  # a visitor of a server: the server's token is not theirs to fix
+            return f"The Hub refused this server's token, so {repo_id} could not be fetched: pick a model this server offers."
+        return (
+            f"The Hub refused your token as invalid or expired, so {repo_id} could not be fetched: log in again "
+            "with `hf auth login --force`, or set HF_TOKEN to a valid token (or unset it for a public model)."
         )
+    if isinstance(error, LocalEntryNotFoundError):
+        # The Hub answering with an error (a 5xx) also ends here: the cache was its fallback.
+        answered = error.__cause__ if isinstance(error.__cause__, HfHubHTTPError) else None
+        if constants.is_offline_mode():
+            why, fix = "offline mode is on (HF_HUB_OFFLINE=1)", "run once with network access to download it"
+        elif answered is not None:
+            why, fix = f"the Hugging Face Hub answered with an error ({_http_reason(answered)})", "try again later"
+        else:
+            why, fix = "the Hugging Face Hub cannot be reached", "run once with network access to download it"
         shown = f"{repo_id}@{revision}" if revision else repo_id
         if hub_only:  # a visitor of a server: the server's network is not theirs to fix
             return (
@@ -116,7 +126,7 @@ def _download_failure(error: Exception, repo_id: str, revision: str | None, hub_
             )
         return (
             f"'{shown}' is not a local folder and is not (completely) in the Hugging Face cache, and {why}: "
-            "run once with network access to download it, or pass a local model folder."
+            f"{fix}, or pass a local model folder."
         )
     if isinstance(error, httpx2.TransportError):
         return f"The download of {repo_id} failed because the network connection broke; try again."

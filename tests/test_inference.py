@@ -242,17 +242,24 @@ def test_other_spellings_of_emotions_are_mapped_to_ours():
 
 
 @pytest.mark.parametrize(
-    "error_code, message",
+    "status, error_code, message",
     [
-        ("RepoNotFound", r"no model 'someone/secret' on the Hub that you can access: .* `hf auth login` if the repo is private"),
-        ("GatedRepo", r"someone/secret is a gated model: accept its conditions at https://huggingface.co/someone/secret"),
+        (401, "RepoNotFound", r"no model 'someone/secret' on the Hub that you can access: .* `hf auth login` if the repo is private"),
+        (401, "GatedRepo", r"someone/secret is a gated model: accept its conditions at https://huggingface.co/someone/secret"),
+        # A token the Hub refuses, and the Hub failing: said as such, not as a missing network.
+        (401, None, r"The Hub refused your token as invalid or expired, so someone/secret could not be fetched: .*HF_TOKEN"),
+        (500, None, r"the Hugging Face Hub answered with an error \(HTTP 500: down for repairs\): try again later"),
     ],
 )
-def test_unknown_private_or_gated_repos_online(online_hub, hub_cache, error_code, message):
-    hub = online_hub({"GET /api/models/someone/secret": Route(401, headers={"X-Error-Code": error_code})})
+def test_unknown_private_or_gated_repos_and_hub_errors_online(online_hub, hub_cache, status, error_code, message):
+    headers = {"X-Error-Code": error_code} if error_code else {}
+    hub = online_hub({"GET /api/models/someone/secret": Route(status, {"error": "down for repairs"}, headers=headers)})
     with pytest.raises(HubError, match=message):
         load_model("someone/secret")
-    assert hub.requests[0][1].startswith("/api/models/someone/secret/revision/main")
+    if status == 401 and not error_code:  # a visitor of a server is not told to fix its token
+        with pytest.raises(HubError, match=r"^The Hub refused this server's token, so someone/secret could not be fetched: pick a model"):
+            load_model("someone/secret", hub_only=True)
+    assert any(path.startswith("/api/models/someone/secret/revision/main") for _, path in hub.requests)
 
 
 def write_wav(path, clip):
