@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import huggingface_hub
 import joblib
 import numpy as np
 import torch
@@ -309,7 +310,7 @@ def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool 
     family = model_family(config, name)
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)
-    require_safetensors(folder, name)
+    require_safetensors(folder, name, from_hub=hub_only or not Path(name).expanduser().is_dir())
     confidence = confidence_by_source(config)
     with _weights_loaded(name):
         if family == "cnn":
@@ -400,12 +401,26 @@ def emotion_labels(labels: list[str], name: str) -> tuple[str, ...]:
     return tuple(canonical)
 
 
-def require_safetensors(folder: Path, name: str) -> None:
-    if not any((folder / file).is_file() for file in SAFETENSORS_FILES):
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(folder: Path, name: str, from_hub: bool) -> None:
+    """A ModelError unless `folder` (model `name`'s files, a Hub snapshot when `from_hub`) holds
+    safetensors weights, saying what is there instead."""
+    if any((folder / file).is_file() for file in SAFETENSORS_FILES):
+        return
+    pickled = any(path.suffix in PICKLE_SUFFIXES for path in folder.iterdir())
+    if from_hub and not pickled and huggingface_hub.constants.is_offline_mode():  # the cache may hold part of a repo
+        raise ModelError(
+            f"{name}: its weights are not in the Hugging Face cache (only part of the model was downloaded), "
+            "and offline mode is on (HF_HUB_OFFLINE=1): run once with network access to download it."
+        )
+    if from_hub or pickled:  # a Hub repo's other files are not downloaded: pickles, if any
         raise ModelError(
             f"{name} has no safetensors weights (model.safetensors); weights in pickle formats "
             "(.bin, .pt) are refused because loading them can run arbitrary code."
         )
+    raise ModelError(f"{name} has no weights (model.safetensors): the folder is incomplete, so copy or save the model again.")
 
 
 def _load_cnn(folder: Path):

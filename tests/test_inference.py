@@ -190,6 +190,14 @@ def test_pickle_only_repos_are_refused(wav2vec2_dir, hub_cache, tmp_path):
     for name in ("someone/pickled", str(pickled)):
         with pytest.raises(ModelError, match=r"no safetensors weights .* pickle formats \(\.bin, \.pt\) are refused"):
             load_model(name)
+    # No weights at all: a folder copied in part, or a repo cached in part (offline, as the tests
+    # run), is said to be incomplete, not blamed on pickles.
+    (pickled / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelError, match=f"^{pickled} has no weights \\(model.safetensors\\): the folder is incomplete"):
+        load_model(str(pickled))
+    fill_hub_cache(hub_cache, "someone/partial", pickled, MAIN_COMMIT)
+    with pytest.raises(ModelError, match=r"^someone/partial: its weights are not in the Hugging Face cache \(only part"):
+        load_model("someone/partial")
 
 
 def test_code_that_comes_with_a_model_is_never_run_even_when_a_terminal_would_say_yes(wav2vec2_dir, hub_cache, tmp_path, monkeypatch):
