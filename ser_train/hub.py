@@ -68,6 +68,8 @@ def fetch_model_files(name: str, patterns: list[str], hub_only: bool = False) ->
     local = Path(name).expanduser()
     if not hub_only and local.is_dir():
         return local.resolve()
+    if not hub_only and local.is_file():
+        raise HubError(f"{name} is a file; a model is the folder that holds it, with the model's config.json: pass {local.parent}.")
     repo_id, revision = split_revision(name)
     try:
         validate_repo_id(repo_id)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import json
 import os
 import threading
@@ -42,7 +43,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
 from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
-from ser_train.errors import AudioError, ModelError, SERError
+from ser_train.errors import AudioError, HubError, ModelError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
 from ser_train.precision import FP32, checked_precision
@@ -293,6 +294,13 @@ def bundled_model_named(name: str) -> str:
     return bundled[name] if name in bundled and not Path(name).exists() else name
 
 
+def bundled_name_hint(name: str) -> str:
+    """' Did you mean ...?' where `name` (not found) is a bundled model's name mistyped, else ''."""
+    names = [folder.name for folder in MODELS_DIR.iterdir() if folder.is_dir()] if MODELS_DIR.is_dir() else []
+    close = difflib.get_close_matches(Path(name).name.lower(), names, n=1, cutoff=0.8)
+    return f" Did you mean the bundled model {close[0]}?" if close else ""
+
+
 def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool = False) -> EmotionModel:
     """Load a model folder, a bundled model by its folder's name, or a Hub repo
     (`user/name[@revision]`) of either family; with `hub_only`, `name` is looked up on the Hub
@@ -306,7 +314,10 @@ def load_model(name: str = DEFAULT_MODEL, precision: str = FP32, hub_only: bool 
     hide_weight_loading_bar()
     # The config comes first and alone, so a repo that is no emotion model is refused before
     # any weights are downloaded.
-    config = read_config(fetch_model_files(name, [CONFIG_FILE], hub_only), name)
+    try:
+        config = read_config(fetch_model_files(name, [CONFIG_FILE], hub_only), name)
+    except HubError as error:
+        raise HubError(f"{error}{'' if hub_only else bundled_name_hint(name)}") from None
     family = model_family(config, name)
     labels = emotion_labels(config_labels(config, family), name)
     folder = fetch_model_files(name, MODEL_FILE_PATTERNS, hub_only)

@@ -177,6 +177,19 @@ def test_a_bundled_model_is_named_by_its_folders_name_from_any_folder(tmp_path, 
 def test_a_name_that_is_neither_folder_nor_repo_id(tmp_path):
     with pytest.raises(HubError, match="There is no model folder '.*', and it is not a Hub repo id"):
         load_model(str(tmp_path / "missing" / "model"))
+    weights = Path(BUNDLED_CNN) / "model.safetensors"  # a model's file instead of its folder
+    with pytest.raises(HubError, match=f"^{re.escape(str(weights))} is a file; .* pass {re.escape(BUNDLED_CNN)}.$"):
+        load_model(str(weights))
+
+
+def test_a_mistyped_bundled_models_name_is_answered_with_the_name_meant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for typed in ("ravdess-tess-emovo-cn", "models/ravdess-tess-emovo-cn", "Ravdess-Tess-Emovo-CNN"):
+        with pytest.raises(HubError, match=f"Did you mean the bundled model {Path(BUNDLED_CNN).name}\\?$"):
+            load_model(typed)
+    with pytest.raises(HubError) as far_from_any:
+        load_model("someone/nothing")
+    assert "Did you mean" not in str(far_from_any.value)
 
 
 def test_pickle_only_repos_are_refused(wav2vec2_dir, hub_cache, tmp_path):
