@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from ser_train.errors import HubError
+from ser_train.errors import HubError, ModelError
 
 HUB_URL = "https://huggingface.co"
 REVISION_SEPARATOR = "@"  # user/name@v1 pins a branch, tag or commit
@@ -170,12 +170,17 @@ def push_model_dir(
     leaves it byte for byte as it was. The repo (and the branch `revision`) are created if
     needed. On any failure the `HubError` names the command to retry.
     """
+    from ser_train.inference import load_model
     from ser_train.model_card import CARD_FILE, render_model_card
 
     model_dir = Path(model_dir)
     retry = retry_command(model_dir, repo_id, private, revision)
     check_repo_id(repo_id)
     files = publishable_files(model_dir)  # refuses an incomplete folder before rendering its card
+    try:  # nor is a model published that would not load (a corrupt or truncated weights file)
+        load_model(str(model_dir))
+    except ModelError as error:
+        raise ModelError(f"{error} Nothing was published.") from None
     card = render_model_card(model_dir, repo_id=repo_id)
     operations = [
         CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))

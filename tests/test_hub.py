@@ -16,7 +16,7 @@ from huggingface_hub import HfApi, ModelCard, constants
 
 from hub_helpers import HubStandIn, Route, make_tiny_wav2vec2, online_hub, write_real_eval_results  # noqa: F401 (fixture)
 from ser_train.cli import main
-from ser_train.errors import HubError
+from ser_train.errors import HubError, ModelError
 from ser_train.hub import push_model_dir
 from ser_train.model_card import render_model_card, write_model_card
 
@@ -204,6 +204,18 @@ def test_push_failures_leave_the_folder_and_say_how_to_retry(case, model_dir, on
     )
     if hub:
         assert commits(hub) == []
+
+
+def test_a_model_that_would_not_load_is_not_published(model_dir, online_hub):
+    """A QA pass pushed a folder whose model.safetensors was corrupt: the push went on to the Hub."""
+    hub = online_hub(ACCEPTING_HUB)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy broken off halfway
+    before = folder_state(model_dir)
+
+    with pytest.raises(ModelError, match=r"its weights could not be loaded .* Nothing was published\.$"):
+        push_model_dir(model_dir, REPO_ID, api=HfApi(endpoint=hub.url, token=TOKEN))
+    assert hub.requests == [] and folder_state(model_dir) == before
 
 
 def test_push_command_fails_with_exit_code_and_sentence(model_dir, capsys):
