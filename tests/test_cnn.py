@@ -205,3 +205,14 @@ def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_p
     code = main(["evaluate", "--model", str(tmp_path), "--dataset", str(synthetic_ravdess), "--test-actors", "5,6"])
     assert code == 2
     assert "already" in capsys.readouterr().err
+
+
+def test_loading_a_cnn_prints_nothing(tmp_path, capfd):
+    """huggingface_hub's mixin prints "Loading weights from local directory" at every load; a QA
+    pass saw it before every CLI answer."""
+    from ser_train.inference import load_model
+
+    EmotionCNN(channels=8, blocks=1).save_pretrained(tmp_path)
+    load_model(str(tmp_path))
+    printed = capfd.readouterr()
+    assert "Loading weights" not in printed.out + printed.err

@@ -23,8 +23,8 @@ that population's statistics as buffers too (config.json: "speaker_statistics": 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
-import sys
 
 import numpy as np
 import torch
@@ -93,8 +93,8 @@ class EmotionCNN(
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
         # The mixin loads weights non-strictly by default, which would silently keep default
         # normalisation statistics if a file lacked them. It also prints "Loading weights from
-        # local directory" on stdout, where `predict --json` writes its JSON: stderr takes it.
-        with contextlib.redirect_stdout(sys.stderr):
+        # local directory" on stdout, where `predict --json` writes its JSON, at every load: dropped.
+        with contextlib.redirect_stdout(io.StringIO()):
             return super()._from_pretrained(strict=strict, **kwargs)
 
     @classmethod
