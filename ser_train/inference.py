@@ -286,18 +286,22 @@ def hide_weight_loading_bar() -> None:
     logging.set_tqdm_hook(hook)
 
 
+def folders_in_models() -> dict[str, str]:
+    """The folders under models/ by name: the bundled models, and the Whisper encoder they share."""
+    return {folder.name: str(folder) for folder in MODELS_DIR.iterdir() if folder.is_dir()} if MODELS_DIR.is_dir() else {}
+
+
 def bundled_model_named(name: str) -> str:
     """The folder under models/ where `name` is its name (as the page and the API name the bundled
     models; the Whisper encoder there is then refused as no emotion model, not looked for on the
     Hub) and no folder of that name is here; else `name` as given."""
-    bundled = {folder.name: str(folder) for folder in MODELS_DIR.iterdir() if folder.is_dir()} if MODELS_DIR.is_dir() else {}
+    bundled = folders_in_models()
     return bundled[name] if name in bundled and not Path(name).exists() else name
 
 
 def bundled_name_hint(name: str) -> str:
     """' Did you mean ...?' where `name` (not found) is a bundled model's name mistyped, else ''."""
-    names = [folder.name for folder in MODELS_DIR.iterdir() if folder.is_dir()] if MODELS_DIR.is_dir() else []
-    close = difflib.get_close_matches(Path(name).name.lower(), names, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(Path(name).name.lower(), list(folders_in_models()), n=1, cutoff=0.8)
     return f" Did you mean the bundled model {close[0]}?" if close else ""
 
 
