@@ -446,13 +446,18 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
     from ser_train.corpora import corpus_info
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
+    from ser_train.training.runner import recorded_locations
 
     sources = args.dataset
     given = {Path(source).name for source in sources} | (set(dataset["corpus"]) if "corpus" in dataset.column_names else set())
-    heard = {Path(source).name for source in recorded_sources(recorded)} & given
-    # A known corpus is the same corpus under any folder name (a RAVDESS copy named otherwise).
-    trained_known = {info.title for source in recorded_sources(recorded) if (info := corpus_info(source))}
+    heard = {Path(source).name for source in recorded_locations(recorded)} & given
+    # A known corpus is the same corpus under any folder name (a RAVDESS copy named otherwise),
+    # and so is a copy of any training corpus, found by its clips' audio.
+    trained_known = {info.title for source in recorded_locations(recorded) if (info := corpus_info(source))}
     heard |= {Path(source).name for source in sources if (info := corpus_info(source)) and info.title in trained_known}
+    copied = heard_in_copies(recorded, dataset)
+    corpora = dataset["corpus"] if "corpus" in dataset.column_names else [Path(sources[0]).name] * dataset.num_rows
+    heard |= {corpus for actor, corpus in zip(dataset["actor"], corpora) if actor in copied}
     if heard:
         raise SERError(
             f"{args.model} was trained on {', '.join(sorted(heard))}, so it is not held out: "
@@ -479,24 +484,19 @@ def model_record(model_name: str, file_name: str) -> dict:
         raise SERError(f"{model_name}: its {file_name} is not valid JSON.") from None
 
 
-def recorded_sources(recorded: dict) -> list[str]:
-    """The dataset sources a training_args.json lists (none for {})."""
-    return [source.strip() for source in recorded.get("dataset", "").split(" + ") if source.strip()]
-
-
 def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
     """The actors of `dataset` that a model learned from or was validated on, as its
     training_args.json (`recorded`) tells: with the same data, all but its hold-out test speakers
     (all, for a model trained on everything after its folds); else every speaker of a corpus it
     trained on, and of a copy of one under another name (`heard_in_copies`); none known without
     a record."""
-    from ser_train.training.runner import same_sources
+    from ser_train.training.runner import recorded_locations, same_sources
 
     if not recorded:
         return set()
-    if same_sources(recorded.get("dataset"), sources if isinstance(sources, str) else " + ".join(sources)):
+    if same_sources(recorded, sources if isinstance(sources, str) else " + ".join(sources)):
         return set(dataset.unique("actor")) - holdout_test_actors(recorded)
-    trained_on = {Path(source).name for source in recorded_sources(recorded)}
+    trained_on = {Path(source).name for source in recorded_locations(recorded)}
     by_name = {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
     return by_name | heard_in_copies(recorded, dataset)
 
@@ -514,8 +514,9 @@ def heard_in_copies(recorded: dict, dataset) -> set[int]:
     actor ids are those the record's hold-out test speakers are named by)."""
     from ser_train.corpora import load_corpora
     from ser_train.data import clip_digests
+    from ser_train.training.runner import recorded_locations
 
-    trained_on = recorded_sources(recorded)
+    trained_on = recorded_locations(recorded)
     if not trained_on or not all(Path(source).expanduser().exists() for source in trained_on):
         return set()
     never_heard = holdout_test_actors(recorded)

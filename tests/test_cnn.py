@@ -199,6 +199,32 @@ def test_a_model_is_scored_on_the_emotions_it_trained_on(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_run_given_a_relative_dataset_path_is_judged_by_where_its_data_lay(tmp_path, monkeypatch, capsys):
+    """A QA pass trained with `--dataset base` and ran `evaluate` from another folder: a copy of
+    `base` was scored as never heard (6 speakers, 4 of them trained on), its own held-out speakers
+    were refused, and `--resume` from there was refused as other data."""
+    emotions = {name: EMOTIONS.index(name) for name in ("neutral", "happy", "sad", "angry")}
+    make_manifest_corpus(tmp_path / "base", emotions, speakers=("s0", "s1", "s2", "s3"))
+    copy = shutil.copytree(tmp_path / "base", tmp_path / "copy")
+    model_dir = tmp_path / "model"
+    training = ["train", "cnn", "--dataset", "base", "--test-speakers", "s3", "--epochs", "1", "--channel-views", "0", "--output-dir", str(model_dir)]
+    monkeypatch.chdir(tmp_path)
+    assert main(training) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+
+    evaluate = ["evaluate", "--model", str(model_dir), "--no-calibration"]
+    assert main([*evaluate, "--dataset", str(copy), "--output-dir", "copy-scores"]) == 0  # its held-out speaker only
+    assert json.loads((elsewhere / "copy-scores" / EVAL_RESULTS_FILE).read_text())["folds"][0]["test_speakers"] == ["copy/s3"]
+    assert main([*evaluate, "--dataset", str(tmp_path / "base"), "--test-speakers", "s3", "--output-dir", "own"]) == 0
+    assert main([*evaluate, "--dataset", str(copy), "--held-out-corpora", "--output-dir", "held"]) == 2
+    assert "was trained on copy, so it is not held out" in capsys.readouterr().err
+    training[training.index("base")] = str(tmp_path / "base")
+    assert main([*training, "--resume"]) == 0
+
+
 def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_path, capsys):
     (tmp_path / EVAL_RESULTS_FILE).write_text("{}")
     EmotionCNN().save_pretrained(tmp_path)

@@ -43,6 +43,7 @@ from ser_train.evaluation import classification_metrics, eval_results, format_me
 from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out_corpus_entry, leave_one_corpus_out_summary
 
 TRAINING_ARGS_FILE = "training_args.json"
+DATASET_LOCATIONS_KEY = "dataset_locations"  # in training_args.json: where each dataset source lay
 FOLD_RESULT_FILE = "fold_result.json"
 CONFIG_FILE = "config.json"
 CORPORA_DIR = "corpora"  # OUTPUT_DIR/corpora/<corpus>/: the model fitted without <corpus>
@@ -577,7 +578,7 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
     differences = [
         f"{key}: {_shown(recorded.get(key))} there, {_shown(value)} here"
         for key, value in settings.items()
-        if not (same_sources(recorded.get(key), value) if key == "dataset" else recorded.get(key) == value)
+        if not (same_sources(recorded, value) if key == "dataset" else recorded.get(key) == value)
     ]
     if differences:
         raise SERError(
@@ -586,11 +587,19 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
         )
 
 
-def same_sources(recorded: str | None, given: str) -> bool:
-    """Whether two ' + '-joined dataset sources name the same data: folders by their resolved
-    location, Hub ids by name."""
-    recorded_sources, given_sources = (recorded or "").split(" + "), given.split(" + ")
-    return list(map(source_location, recorded_sources)) == list(map(source_location, given_sources))
+def recorded_locations(recorded: dict) -> list[str]:
+    """Where a run's data lay, from its training_args.json (`recorded`; [] for {}): each folder
+    resolved where the run started, each Hub id as given. Records from before 2026-12-06 hold
+    the sources as typed only, which are resolved from here."""
+    if DATASET_LOCATIONS_KEY in recorded:
+        return recorded[DATASET_LOCATIONS_KEY]
+    return [source_location(source.strip()) for source in recorded.get("dataset", "").split(" + ") if source.strip()]
+
+
+def same_sources(recorded: dict, given: str) -> bool:
+    """Whether the data of a run's record and ' + '-joined dataset sources given here are the same:
+    folders by their resolved location, however each path is spelled, Hub ids by name."""
+    return recorded_locations(recorded) == [source_location(source) for source in given.split(" + ")]
 
 
 def _shown(value) -> str:
@@ -600,6 +609,9 @@ def _shown(value) -> str:
 
 
 def _write_training_args(output_dir: Path, settings: dict, command: list[str]) -> None:
-    args = {"command": command, **settings}
+    # The data's locations as well as its sources as typed: a relative path means another folder
+    # to an `evaluate` or `--resume` run from elsewhere.
+    locations = [source_location(source) for source in settings["dataset"].split(" + ")]
+    args = {"command": command, **settings, DATASET_LOCATIONS_KEY: locations}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")
