@@ -97,6 +97,16 @@ def per_corpus_metrics(references, predictions, corpora, labels) -> dict[str, di
     }
 
 
+# In a training run's results: test clips left out as of an emotion no training clip taught, by emotion.
+UNTRAINED_CLIPS_KEY = "untrained_test_clips"
+
+
+def left_out_clips(clips_by_emotion: dict[str, int]) -> str:
+    """The sentence that says which test clips were left out as of emotions the model never learned."""
+    counted = ", ".join(f"{count} clip(s) of {emotion}" for emotion, count in clips_by_emotion.items())
+    return f"Left out of the test, as no training clip taught their emotion: {counted}."
+
+
 def unscored_emotions(metrics: dict) -> list[str]:
     """The emotions a test set holds no clip of: its UA, macro F1 and per-class table leave them out."""
     return [name for name, scores in metrics["per_class"].items() if not scores["support"]]
@@ -253,9 +263,11 @@ def _format_test_splits(results: dict) -> list[str]:
     unscored = unscored_emotions(test)
     if unscored:
         lines.append(
-            f"Not scored, as the test set holds no clip of them: {', '.join(unscored)} "
+            f"Not scored, as no scored test clip is of them: {', '.join(unscored)} "
             f"({answers_among(test, unscored)} of the {test['num_examples']} clips were answered with one of them)."
         )
+    if UNTRAINED_CLIPS_KEY in results:
+        lines.append(left_out_clips(results[UNTRAINED_CLIPS_KEY]))
     if "scoring" in results:
         scoring = results["scoring"]
         lines.append("")

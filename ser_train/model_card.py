@@ -28,7 +28,15 @@ from ser_train.calibration import (
 from ser_train.confidence import CONFIDENCE_RESULTS_KEY
 from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
-from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, answers_among, calibration_rows, unscored_emotions
+from ser_train.evaluation import (
+    CONFUSION_MATRIX_FILE,
+    EVAL_RESULTS_FILE,
+    UNTRAINED_CLIPS_KEY,
+    answers_among,
+    calibration_rows,
+    left_out_clips,
+    unscored_emotions,
+)
 from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
 from ser_train.hub import check_repo_id
 
@@ -101,6 +109,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         test=results.get("test"),
         unscored=unscored,
         unscored_answers=answers_among(results["test"], unscored) if unscored else 0,
+        left_out=left_out_clips(results[UNTRAINED_CLIPS_KEY]) if UNTRAINED_CLIPS_KEY in results else None,
         corpora=corpora,
         corpora_titles=" + ".join(corpus["title"] for corpus in corpora),
         headline_name=_headline_name(results) if "test" in results else None,

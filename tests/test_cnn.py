@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 from ser_train.cli import main
@@ -17,7 +18,7 @@ from ser_train.features import FeatureConfig, extract_features
 from ser_train.models.cnn import MODEL_TYPE, EmotionCNN
 from ser_train.training import cnn as cnn_training
 from ser_train.training.cnn import CHECKPOINT_DIR, CNNFamily, CNNHyperparameters
-from synthetic import make_manifest_corpus
+from synthetic import make_manifest_corpus, synth_clip
 
 TEST_ACTORS = [5, 6]
 VALIDATION_ACTORS = [4]
@@ -223,6 +224,32 @@ def test_a_run_given_a_relative_dataset_path_is_judged_by_where_its_data_lay(tmp
     assert "was trained on copy, so it is not held out" in capsys.readouterr().err
     training[training.index("base")] = str(tmp_path / "base")
     assert main([*training, "--resume"]) == 0
+
+
+def test_training_scores_its_test_split_on_the_emotions_it_trained_on_as_evaluate_does(tmp_path, capsys):
+    """A QA pass's test speaker had one "surprised" clip, an emotion no training clip taught: the
+    run averaged its UA over 5 emotions, one never learned (recall 0), where `evaluate` gave 4;
+    and a run answered test clips with "calm", which it never learned either."""
+    taught = ("neutral", "happy", "sad", "angry")
+    corpus = make_manifest_corpus(tmp_path / "base", {name: EMOTIONS.index(name) for name in taught}, speakers=("s0", "s1", "s2", "s3"))
+    soundfile.write(corpus / "wav" / "s0_sur.wav", synth_clip(EMOTIONS.index("surprised"), 0, 16_000, seed=7), 16_000)
+    with (corpus / "manifest.csv").open("a") as manifest:
+        manifest.write("wav/s0_sur.wav,surprised,s0\n")
+    model_dir = tmp_path / "model"
+    assert main(["train", "cnn", "--dataset", str(corpus), "--test-speakers", "s0", "--epochs", "1", "--channel-views", "0", "--output-dir", str(model_dir)]) == 0
+    printed = capsys.readouterr().out
+    trained = json.loads((model_dir / EVAL_RESULTS_FILE).read_text())
+
+    assert trained["untrained_test_clips"] == {"surprised": 1}
+    assert "Left out of the test, as no training clip taught their emotion: 1 clip(s) of surprised." in printed
+    test = trained["test"]
+    assert test["num_examples"] == 2 * len(taught)
+    answered = np.asarray(test["confusion_matrix"]).sum(axis=0)
+    assert all(answered[EMOTIONS.index(name)] == 0 for name in EMOTIONS if name not in taught)  # never an untaught answer
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", str(corpus), "--test-speakers", "s0", "--output-dir", str(tmp_path / "evaluation")]) == 0
+    evaluated = json.loads((tmp_path / "evaluation" / EVAL_RESULTS_FILE).read_text())["test"]
+    assert evaluated["balanced_accuracy"] == test["balanced_accuracy"] and evaluated["accuracy"] == test["accuracy"]
+    assert "Left out of the test" in (model_dir / "README.md").read_text()
 
 
 def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_path, capsys):

@@ -294,7 +294,7 @@ def test_card_of_a_single_corpus_run_names_that_corpus_and_its_chance(folder_nam
     assert "into one of 7 acted emotions:\nneutral, happy, sad," in card.text
     assert "no training clip to learn from, so\ntheir probabilities mean nothing: calm." in card.text
     assert "| calm |" not in card.text and "| neutral |" in card.text
-    assert f"Not scored, as the test set holds no clip of them: calm (0 of\nthe {test['num_examples']} clips" in card.text
+    assert f"Not scored, as no scored test clip is of them: calm (0 of\nthe {test['num_examples']} clips" in card.text
 
 
 def test_emotions_without_test_clips_are_left_out_of_the_scores_and_their_answers_counted():
@@ -307,7 +307,7 @@ def test_emotions_without_test_clips_are_left_out_of_the_scores_and_their_answer
     assert metrics["balanced_accuracy"] == 0.5  # over neutral and happy only
     table = format_metrics_table(eval_results("cnn", "corpus", [{"test_actors": [1], "metrics": metrics}]))
     assert [line.split()[0] for line in table.splitlines() if line.endswith("     2")] == ["neutral", "happy"]
-    assert "Not scored, as the test set holds no clip of them: calm, sad, angry, fearful, disgust, surprised (2 of the 4 clips" in table
+    assert "Not scored, as no scored test clip is of them: calm, sad, angry, fearful, disgust, surprised (2 of the 4 clips" in table
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,12 @@ run already finished, trains the final model, and writes what a model card needs
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +41,15 @@ from ser_train.confidence import (
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, source_location, speaker_names
 from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
 from ser_train.errors import SERError
-from ser_train.evaluation import classification_metrics, eval_results, format_metrics_table, per_corpus_metrics, write_eval_results
+from ser_train.evaluation import (
+    UNTRAINED_CLIPS_KEY,
+    classification_metrics,
+    eval_results,
+    format_metrics_table,
+    left_out_clips,
+    per_corpus_metrics,
+    write_eval_results,
+)
 from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out_corpus_entry, leave_one_corpus_out_summary
 
 TRAINING_ARGS_FILE = "training_args.json"
@@ -163,6 +173,9 @@ def run(
         folds.append(_run_split(family, dataset, split, split_dir, labels, resume, several_corpora))
 
     extra = {"labels": labels}
+    untrained_clips = sum((collections.Counter(fold.get(UNTRAINED_CLIPS_KEY, {})) for fold in folds), collections.Counter())
+    if untrained_clips:
+        extra[UNTRAINED_CLIPS_KEY] = {name: untrained_clips[name] for name in labels if name in untrained_clips}
     calibrated = [fold["calibration"] for fold in folds if "calibration" in fold]
     if calibrated and len(calibrated) == len(folds):
         extra["calibration"] = calibration_summary(calibrated)
@@ -486,8 +499,13 @@ def _run_split(
         f"({', '.join(validation_speakers)}), test {parts['test'].num_rows} ({', '.join(test_speakers)})"
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
-    predictions = family.predict_proba(fitted.model, parts["test"]).argmax(axis=1)
-    metrics = classification_metrics(parts["test"]["emotion"], predictions, labels)
+    # Scored on the emotions it trained on, as `evaluate` and the held-out corpora are: a test clip
+    # of an emotion no training clip taught is left out, and no clip is answered with one.
+    trained = emotions_in(parts["train"], parts["validation"])
+    test, untrained_clips = of_trained_emotions(parts["test"], trained)
+    answer = answer_among(labels, trained)
+    predictions = answer(family.predict_proba(fitted.model, test))
+    metrics = classification_metrics(test["emotion"], predictions, labels)
     result = {
         "name": split.name,
         "test_actors": split.test_actors,
@@ -497,9 +515,12 @@ def _run_split(
         "best_epoch": fitted.best_epoch,
         "metrics": metrics,
     }
+    if untrained_clips:
+        result[UNTRAINED_CLIPS_KEY] = untrained_clips
+        print(f"{split.name}: {left_out_clips(untrained_clips)}")
     if several_corpora:
-        result["per_corpus"] = per_corpus_metrics(parts["test"]["emotion"], predictions, parts["test"]["corpus"], labels)
-    calibration = _calibration_results(split_dir, parts["test"], labels)
+        result["per_corpus"] = per_corpus_metrics(test["emotion"], predictions, test["corpus"], labels)
+    calibration = _calibration_results(split_dir, test, labels, answer)
     if calibration:
         result["calibration"] = calibration
     if is_main_process():
@@ -509,8 +530,23 @@ def _run_split(
     return result
 
 
-def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[str]) -> dict | None:
-    """The speaker-calibration protocol on the test split, for a saved model that can calibrate.
+def of_trained_emotions(test: datasets.Dataset, trained: list[str]) -> tuple[datasets.Dataset, dict[str, int]]:
+    """The test clips of emotions in `trained`, and how many of each other emotion were left out."""
+    names = test.features["emotion"].names
+    taught = [emotion in {names.index(name) for name in trained} for emotion in test["emotion"]]
+    left_out = collections.Counter(names[emotion] for emotion, kept in zip(test["emotion"], taught) if not kept)
+    return test.select(np.flatnonzero(taught)), dict(sorted(left_out.items(), key=lambda item: names.index(item[0])))
+
+
+def answer_among(labels: list[str], trained: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """Probabilities [clips, labels] -> each clip's answer: the most probable emotion of `trained`."""
+    columns = np.array([labels.index(name) for name in trained])
+    return lambda probabilities: columns[np.asarray(probabilities)[:, columns].argmax(axis=1)]
+
+
+def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[str], answer) -> dict | None:
+    """The speaker-calibration protocol on the test split, for a saved model that can calibrate
+    (`answer`: probabilities to answers, as the split is scored).
 
     The model is loaded from its folder as any user would load it, so every family that
     `ser_train.inference` can calibrate is measured; for the others this returns None.
@@ -529,7 +565,7 @@ def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[s
         test["emotion"],
         test["actor"],
         labels,
-        predict_ids=lambda probabilities: probabilities.argmax(axis=1),
+        predict_ids=answer,
         metrics=lambda references, predictions: classification_metrics(references, predictions, labels),
     )
 
