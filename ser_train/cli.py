@@ -380,7 +380,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.calibration import calibration_summary
     from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
     from ser_train.data import parse_actor_list, split_by_actor
-    from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
+    from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
     from ser_train.inference import bundled_model_named, load_model
     from ser_train.training.runner import TRAINING_ARGS_FILE
 
@@ -388,10 +388,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir or args.model)
     if output_dir.exists() and not output_dir.is_dir():
         raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")
-    if (output_dir / EVAL_RESULTS_FILE).is_file():
+    written = [name for name in (EVAL_RESULTS_FILE, CONFUSION_MATRIX_FILE) if (output_dir / name).exists()]
+    if written:  # what evaluate writes: never over a file already there
         raise SERError(
-            f"{output_dir} already holds {EVAL_RESULTS_FILE} (from training or an earlier evaluation); "
-            "pass another --output-dir."
+            f"{output_dir} already holds {' and '.join(written)} (from training, an earlier evaluation or "
+            "you); pass another --output-dir."
         )
     model = load_model(args.model, precision=args.precision)
     if not output_dir.is_dir() and not args.output_dir:

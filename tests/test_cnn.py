@@ -258,6 +258,13 @@ def test_evaluate_refuses_to_overwrite_training_results(synthetic_ravdess, tmp_p
     code = main(["evaluate", "--model", str(tmp_path), "--dataset", str(synthetic_ravdess), "--test-actors", "5,6"])
     assert code == 2
     assert "already" in capsys.readouterr().err
+    # Nor a file of the user's own of a name it writes (a QA pass lost its confusion_matrix.png).
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "confusion_matrix.png").write_text("mine")
+    code = main(["evaluate", "--model", str(tmp_path), "--dataset", str(synthetic_ravdess), "--test-actors", "5,6", "--output-dir", str(theirs)])
+    assert code == 2 and "already holds confusion_matrix.png" in capsys.readouterr().err
+    assert (theirs / "confusion_matrix.png").read_text() == "mine" and not (theirs / EVAL_RESULTS_FILE).exists()
 
 
 def test_loading_a_cnn_prints_nothing(tmp_path, capfd):
