@@ -48,7 +48,8 @@ CONFIG_FILE = "config.json"
 RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models inherit
 # Trained on several corpora, a model is bound by all their licences, which no single Hub licence
 # id names: the card's metadata says "other" and its text lists each corpus's terms.
-COMBINED_LICENSE_NAME = "non-commercial: the licences of the training corpora"
+COMBINED_LICENSE_NAME = "non-commercial: the licences of the training corpora"  # every corpus one this project knows
+OTHERS_LICENSE_NAME = "the licences of the training corpora"  # a corpus it does not know: its licence unread
 TASK = "audio-classification"
 # The card's tags; each known corpus the model trained on adds its own (e.g. "ravdess", "emovo").
 TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition"]
@@ -86,8 +87,8 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
     card_data = ModelCardData(
         model_name=model_name,
         license=RAVDESS_LICENSE if only_ravdess else "other",
-        license_name=None if only_ravdess else COMBINED_LICENSE_NAME,
-        language=sorted({corpus["language"] for corpus in corpora if corpus["language"]}) or "en",
+        license_name=None if only_ravdess else COMBINED_LICENSE_NAME if all(corpus["known"] for corpus in corpora) else OTHERS_LICENSE_NAME,
+        language=sorted({corpus["language"] for corpus in corpora if corpus["language"]}) or None,  # none claimed for unknown corpora
         datasets=hub_datasets or None,
         metrics=["accuracy", "recall", "f1"],
         pipeline_tag=TASK,

@@ -289,6 +289,11 @@ def test_card_of_a_single_corpus_run_names_that_corpus_and_its_chance(folder_nam
     assert ("emovo" in card.data.tags) == (title == "EMOVO")
     assert f"- **{title}**: {licence}" in card.text
     assert "Balanced accuracy by chance is 0.143 (1/7: 7 emotions scored)." in card.text
+    # Of a corpus it does not know, the card claims no language, licence kind or acting.
+    known = title == "EMOVO"
+    assert card.data.language == (["it"] if known else None)
+    assert ("(all\nnon-commercial)" in card.text) == known and ("non-commercial" in card.data.license_name) == known
+    assert ("**Acted, not felt:**" in card.text) == known and ("**What it learned from:**" in card.text) != known
     # It learned 7 emotions and was tested on 7: the card claims no more, and scores no calm row.
     assert read_results(folder)["trained_labels"] == [name for name in EMOTIONS if name != "calm"]
     assert "into one of 7 acted emotions:\nneutral, happy, sad," in card.text
