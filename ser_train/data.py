@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,9 +311,12 @@ def clip_digests(dataset: datasets.Dataset) -> list[str]:
     return [hashlib.sha256(wav).hexdigest() for wav in decoded_wav_bytes(dataset)]
 
 
-def decoded_wav_bytes(dataset: datasets.Dataset) -> list[bytes]:
-    """Each loaded clip's decoded audio as the 16-bit WAV bytes `datasets` keeps, unread."""
-    return [audio["bytes"] for audio in dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]]
+def decoded_wav_bytes(dataset: datasets.Dataset) -> Iterator[bytes]:
+    """Each loaded clip's decoded audio as the 16-bit WAV bytes `datasets` keeps, unread, a batch
+    of clips at a time in memory."""
+    undecoded = dataset.select_columns(["audio"]).cast_column("audio", datasets.Audio(decode=False))
+    for batch in undecoded.iter(batch_size=256):
+        yield from (audio["bytes"] for audio in batch["audio"])
 
 
 # --- Actor-disjoint splits -------------------------------------------------------------------

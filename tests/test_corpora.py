@@ -127,7 +127,8 @@ def test_combined_corpora_split_speaker_disjoint_across_them(synthetic_ravdess, 
 
 
 def test_two_corpora_of_one_name_are_told_apart_and_one_corpus_twice_is_refused(corpus, tmp_path):
-    other = shutil.copytree(corpus, tmp_path / "elsewhere" / corpus.name)
+    # Another lab's corpus of the same folder and speaker names (other recordings: longer clips).
+    other = make_manifest_corpus(tmp_path / "elsewhere" / corpus.name, CORPUS_LABELS, label_map=LABEL_MAP, clip_duration_s=2.5)
     combined = load_corpora([str(corpus), str(other)])
     assert {speaker.split("/")[0] for speaker in combined["speaker"]} == {"labcorpus-1", "labcorpus-2"}
     with pytest.raises(DataError, match="Ambiguous speaker name.*spk1 is labcorpus-1/spk1 and labcorpus-2/spk1; write the corpus too"):
@@ -135,6 +136,11 @@ def test_two_corpora_of_one_name_are_told_apart_and_one_corpus_twice_is_refused(
     assert actors_of_speakers(combined, ["labcorpus-2/spk1"]) != actors_of_speakers(combined, ["labcorpus-1/spk1"])
     with pytest.raises(DataError, match="the same corpus is given twice"):
         load_corpora([str(corpus), str(corpus.parent / ".." / corpus.parent.name / corpus.name)])
+    # A copy under another name is the same corpus too, found by its recordings (a QA pass
+    # trained on a corpus and its copy and was tested on a speaker it had trained on).
+    copy = shutil.copytree(corpus, tmp_path / "copy")
+    with pytest.raises(DataError, match=r"^labcorpus/wav/spk1_\w+_0.wav and copy/wav/spk1_\w+_0.wav are the same recording, so labcorpus and copy share clips"):
+        load_corpora([str(corpus), str(copy)])
 
 
 def test_training_on_combined_corpora_and_on_a_manifest_split(synthetic_ravdess, corpus, tmp_path):
