@@ -612,7 +612,7 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
     # ran without it: only the recorded ones are compared.
     settings = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
     differences = [
-        f"{key}: {_shown(recorded.get(key))} there, {_shown(value)} here"
+        _difference(key, recorded.get(key), value)
         for key, value in settings.items()
         if not (same_sources(recorded, value) if key == "dataset" else recorded.get(key) == value)
     ]
@@ -636,6 +636,15 @@ def same_sources(recorded: dict, given: str) -> bool:
     """Whether the data of a run's record and ' + '-joined dataset sources given here are the same:
     folders by their resolved location, however each path is spelled, Hub ids by name."""
     return recorded_locations(recorded) == [source_location(source) for source in given.split(" + ")]
+
+
+def _difference(key: str, there, here) -> str:
+    """How a recorded setting differs from the one given: within a group of settings
+    (hyperparameters), only the ones that differ."""
+    if isinstance(there, dict) and isinstance(here, dict):
+        differing = sorted(name for name in there.keys() | here.keys() if there.get(name) != here.get(name))
+        return "; ".join(_difference(f"{key}.{name}", there.get(name), here.get(name)) for name in differing)
+    return f"{key}: {_shown(there)} there, {_shown(here)} here"
 
 
 def _shown(value) -> str:
