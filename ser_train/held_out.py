@@ -43,6 +43,7 @@ from ser_train.calibration import (
 )
 from ser_train.confidence import expected_calibration_error, with_temperature
 from ser_train.data import audio_arrays
+from ser_train.errors import DataError
 from ser_train.evaluation import SharedScoring
 from ser_train.vad import first_speech
 
@@ -335,5 +336,8 @@ def evaluate_held_out_corpora(model, dataset: datasets.Dataset, single_name: str
     for corpus in corpora:
         test = dataset.filter(lambda name: name == corpus, input_columns="corpus") if len(corpora) > 1 else dataset
         probabilities = untempered.predict_batch(audio_arrays(test))
-        entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature, known_labels, calibrated_temperatures)
+        try:
+            entries[corpus] = held_out_corpus_entry(untempered, test, probabilities, model.temperature, known_labels, calibrated_temperatures)
+        except DataError as error:  # e.g. no emotion in common: said of the corpus it is true of
+            raise DataError(f"{corpus}: {error}") from None
     return leave_one_corpus_out_summary(entries, FINISHED_MODEL)

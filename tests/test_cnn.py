@@ -198,6 +198,11 @@ def test_a_model_is_scored_on_the_emotions_it_trained_on(tmp_path, capsys):
         scoring = results["scoring"] if not protocol else results["leave_one_corpus_out"]["five"]["scoring"]
         assert scoring["scored_labels"] == list(taught) and scoring["unscored_clips"] == 4  # x's and y's 2 fearful clips each
     capsys.readouterr()
+    # A corpus of emotions it never learned is refused, naming that corpus among those given.
+    untaught = make_manifest_corpus(tmp_path / "untaught", {name: EMOTIONS.index(name) for name in ("fearful", "disgust")}, speakers=("z",))
+    held = ["evaluate", "--model", str(model_dir), "--dataset", str(five), str(untaught), "--held-out-corpora", "--output-dir", str(tmp_path / "held")]
+    assert main(held) == 2
+    assert "error: untaught: The test clips share no emotion with the model" in capsys.readouterr().err
 
 
 def test_a_run_given_a_relative_dataset_path_is_judged_by_where_its_data_lay(tmp_path, monkeypatch, capsys):
