@@ -296,9 +296,15 @@ def _check_speaker_disjoint(speakers: list[str], splits: list[str], folder: Path
     seen: dict[str, str] = {}
     for speaker, split in zip(speakers, splits):
         if seen.setdefault(speaker, split) != split:
+            name = speaker.split("/", 1)[1]
+            if not (seen[speaker] and split):
+                raise DataError(
+                    f"{folder}: speaker {name} has a split for some clips ('{seen[speaker] or split}') and none for "
+                    f"others; give every clip of a speaker the same split, or leave the column empty for all."
+                )
             raise DataError(
-                f"{folder}: speaker {speaker.split('/', 1)[1]} is in both the '{seen[speaker]}' and the "
-                f"'{split}' split; splits must be speaker-disjoint."
+                f"{folder}: speaker {name} is in both the '{seen[speaker]}' and the '{split}' split; splits must be "
+                "speaker-disjoint."
             )
 
 

@@ -82,6 +82,9 @@ def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="speaker s1 is in both"):
         load_corpora(str(mixed))
+    manifest.write_text("\n".join([lines[0], lines[1].replace(",test", ","), *lines[2:]]) + "\n")  # one clip without
+    with pytest.raises(DataError, match="speaker s1 has a split for some clips \\('train'\\) and none for others"):
+        load_corpora(str(mixed))
 
     manifest.write_text("\n".join([lines[0], lines[2], lines[3], lines[2]]) + "\n")
     with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
