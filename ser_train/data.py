@@ -202,9 +202,11 @@ def _download_hub_dataset(dataset_id: str) -> Path:
             "or pass a local folder in the RAVDESS layout."
         ) from None
     except LocalEntryNotFoundError:
+        # A name without "/" is more likely a folder mistyped than a dataset of the Hub's oldest kind.
+        no_folder = f"There is no folder '{dataset_id}' here, and it" if "/" not in dataset_id else f"'{dataset_id}'"
         raise DataError(
-            f"Could not reach the Hugging Face Hub to download '{dataset_id}' and no copy is cached "
-            "(offline?). Pass a local folder in the RAVDESS layout instead, e.g. "
+            f"{no_folder} could not be downloaded from the Hugging Face Hub, which cannot be reached, nor is a "
+            "copy cached (offline?). Pass a local folder in the RAVDESS layout instead, e.g. "
             "--dataset ../shared/data/ravdess-opus-16k."
         ) from None
 

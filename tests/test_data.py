@@ -127,8 +127,10 @@ def test_bad_sources_get_one_clear_sentence(tmp_path):
 
     with pytest.raises(DataError, match="neither a local folder nor a valid Hub dataset id"):
         load_ravdess("not a valid id!!")
-    with pytest.raises(DataError, match=r"offline\?.*local folder"):
+    with pytest.raises(DataError, match=r"^'someone/ravdess-that-is-not-cached' could not be downloaded .*offline\?.*local folder"):
         load_ravdess("someone/ravdess-that-is-not-cached")
+    with pytest.raises(DataError, match=r"^There is no folder 'ravdes' here, and it could not be downloaded"):
+        load_ravdess("ravdes")  # a folder's name mistyped, not looked up on the Hub alone
 
 
 def test_unreadable_file_is_named_or_skipped(tmp_path):
