@@ -534,8 +534,9 @@ def check_never_heard(model_name: str, dataset, test_actors: list[int], heard: s
     scored_but_heard = sorted(set(test_actors) & heard)
     if scored_but_heard:
         raise SERError(
-            f"{model_name} learned from or was validated on {', '.join(speaker_names(dataset, scored_but_heard))} (its "
-            "training_args.json says so), so scoring them would not measure voices it never heard: test "
+            f"{model_name} learned from or was validated on {', '.join(speaker_names(dataset, scored_but_heard))} (by "
+            "its training_args.json, or by their recordings, found in its training data), so scoring them would not "
+            "measure voices it never heard: test "
             "its own held-out speakers, or a corpus it never trained on."
         )
 
