@@ -208,7 +208,10 @@ def _read_manifest(path: Path) -> list[dict]:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
             columns = [column.strip() for column in reader.fieldnames or []]
-            rows = [{key.strip(): (value or "").strip() for key, value in row.items() if key} for row in reader]
+            rows, line_numbers = [], []  # each row's line in the file (the reader skips blank lines)
+            for row in reader:
+                rows.append({key.strip(): (value or "").strip() for key, value in row.items() if key})
+                line_numbers.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: could not be read as a CSV manifest ({error}).") from error
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
@@ -219,19 +222,19 @@ def _read_manifest(path: Path) -> list[dict]:
         )
     if not rows:
         raise DataError(f"{path}: the manifest lists no clips.")
-    blank = next((number for number, row in enumerate(rows, start=2) if not all(row[c] for c in REQUIRED_COLUMNS)), None)
+    blank = next((number for number, row in zip(line_numbers, rows) if not all(row[c] for c in REQUIRED_COLUMNS)), None)
     if blank:
         raise DataError(f"{path}, line {blank}: path, emotion and speaker must all be filled in.")
     # A path that leaves the folder would make the corpus's name, licence and cache stand for
     # clips it does not hold, and "a/../b.wav" would slip past the check for a clip listed twice.
-    outside = next((number for number, row in enumerate(rows, start=2) if _leaves_folder(row["path"])), None)
+    outside = next(((number, row["path"]) for number, row in zip(line_numbers, rows) if _leaves_folder(row["path"])), None)
     if outside:
         raise DataError(
-            f"{path}, line {outside}: {rows[outside - 2]['path']} is not inside the corpus folder; "
+            f"{path}, line {outside[0]}: {outside[1]} is not inside the corpus folder; "
             "list each clip by its path relative to the folder, without '..'."
         )
     first_line: dict[tuple[str, ...], int] = {}
-    for number, row in enumerate(rows, start=2):  # a clip listed twice would count twice, as "./a.wav" and "a.wav" too
+    for number, row in zip(line_numbers, rows):  # a clip listed twice would count twice, as "./a.wav" and "a.wav" too
         if (earlier := first_line.setdefault(PurePosixPath(row["path"]).parts, number)) != number:
             raise DataError(f"{path}, lines {earlier} and {number}: {row['path']} is listed twice; list each clip once.")
     return rows

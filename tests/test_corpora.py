@@ -89,6 +89,9 @@ def test_unknown_labels_and_bad_manifests_are_explained(tmp_path):
     manifest.write_text("\n".join([lines[0], lines[2], lines[3], lines[2]]) + "\n")
     with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
         load_corpora(str(mixed))
+    manifest.write_text("\n".join([lines[0], "", lines[2], "", lines[3], lines[2]]) + "\n")  # blank lines count too
+    with pytest.raises(DataError, match=r"manifest.csv, lines 3 and 6: .* is listed twice; list each clip once"):
+        load_corpora(str(mixed))
     manifest.write_text("\n".join([lines[0], lines[2], lines[3], "./" + lines[2].replace("/", "//")]) + "\n")  # the same clip, spelt otherwise
     with pytest.raises(DataError, match=r"manifest.csv, lines 2 and 4: .* is listed twice; list each clip once"):
         load_corpora(str(mixed))
