@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         # On a line of its own (a progress bar may be half drawn), with how to go on after a training.
-        resuming = " Run the same command with --resume to go on from its last checkpoint." if hasattr(args, "resume") else ""
+        started = hasattr(args, "resume") and (Path(args.output_dir) / "training_args.json").is_file()
+        resuming = " Run the same command with --resume to go on from its last checkpoint." if started else ""
         print(f"\nInterrupted.{resuming}", file=sys.stderr)
         return 130
 

@@ -122,8 +122,17 @@ def test_an_interrupted_command_says_how_to_go_on(monkeypatch, synthetic_ravdess
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    def interrupted_once_started(*args, **kwargs):
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / runner.TRAINING_ARGS_FILE).write_text("{}")
+        raise KeyboardInterrupt
+
+    training = ["train", "cnn", "--dataset", str(synthetic_ravdess), "--output-dir", str(tmp_path / "run")]
     monkeypatch.setattr(runner, "run", interrupted)
-    assert cli.main(["train", "cnn", "--dataset", str(synthetic_ravdess), "--output-dir", str(tmp_path / "run")]) == 130
+    assert cli.main(training) == 130
+    assert capsys.readouterr().err == "\nInterrupted.\n"  # before the run began: nothing to resume
+    monkeypatch.setattr(runner, "run", interrupted_once_started)
+    assert cli.main(training) == 130
     assert capsys.readouterr().err == "\nInterrupted. Run the same command with --resume to go on from its last checkpoint.\n"
     monkeypatch.setattr(cli, "run_predict", interrupted)
     assert cli.main(["predict", str(tmp_path / "a.wav")]) == 130
@@ -176,8 +185,9 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
     same_data.symlink_to(synthetic_ravdess)
     (run_dir / "folds" / "fold-3" / runner.FOLD_RESULT_FILE).unlink()
     family = LaterFamily()
-    runner.run(family, str(same_data), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
+    results = runner.run(family, str(same_data), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
     assert [calls[1] for calls in family.fit_calls] == [True, False]  # fold 3, then the final model
+    assert results["command"] == "train"  # the command that started the run, the one to rerun it by
 
 
 def test_a_folder_holding_other_files_or_a_file_is_never_written_into(synthetic_ravdess, tmp_path):

@@ -162,6 +162,8 @@ def run(
     if is_main_process():  # the other processes of a distributed run take the main one's word
         if resuming:
             _check_same_run(output_dir, settings)
+            # The results, and the card, give the command that started the run: the one to rerun it.
+            command = json.loads((output_dir / TRAINING_ARGS_FILE).read_text()).get("command", command)
         else:
             _write_training_args(output_dir, settings, command)
 
