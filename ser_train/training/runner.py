@@ -534,10 +534,11 @@ def _run_split(
 
 def of_trained_emotions(test: datasets.Dataset, trained: list[str]) -> tuple[datasets.Dataset, dict[str, int]]:
     """The test clips of emotions in `trained`, and how many of each other emotion were left out."""
-    names = test.features["emotion"].names
-    taught = [emotion in {names.index(name) for name in trained} for emotion in test["emotion"]]
-    left_out = collections.Counter(names[emotion] for emotion, kept in zip(test["emotion"], taught) if not kept)
-    return test.select(np.flatnonzero(taught)), dict(sorted(left_out.items(), key=lambda item: names.index(item[0])))
+    names, emotions = test.features["emotion"].names, test["emotion"]
+    taught = {names.index(name) for name in trained}
+    left_out = collections.Counter(names[emotion] for emotion in emotions if emotion not in taught)
+    kept = [row for row, emotion in enumerate(emotions) if emotion in taught]
+    return test.select(kept), {name: left_out[name] for name in names if name in left_out}
 
 
 def answer_among(labels: list[str], trained: list[str]) -> Callable[[np.ndarray], np.ndarray]:
