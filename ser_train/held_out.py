@@ -315,6 +315,13 @@ def format_leave_one_corpus_out_table(loco: dict) -> list[str]:
         scores = mean["short_speech"][s]
         row += f"{scores['balanced_accuracy']:>8.3f} {'max ' + format(scores['most_predicted_share_max'], '.0%'):>7} {scores['ece']:.3f}".rjust(22)
     lines.append(row)
+    for corpus, entry in loco.items():  # what each row is a score of, where some clips were left out
+        scoring = entry.get("scoring", {})
+        if corpus != MEAN_KEY and scoring.get("unscored_clips"):
+            lines.append(
+                f"{corpus}: scored on {', '.join(scoring['scored_labels'])}; {scoring['unscored_clips']} clip(s) of "
+                "other emotions left out."
+            )
     return lines
 
 

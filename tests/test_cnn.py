@@ -197,7 +197,7 @@ def test_a_model_is_scored_on_the_emotions_it_trained_on(tmp_path, capsys):
         results = json.loads((evaluation_dir / EVAL_RESULTS_FILE).read_text())
         scoring = results["scoring"] if not protocol else results["leave_one_corpus_out"]["five"]["scoring"]
         assert scoring["scored_labels"] == list(taught) and scoring["unscored_clips"] == 4  # x's and y's 2 fearful clips each
-    capsys.readouterr()
+    assert "five: scored on neutral, happy, sad, angry; 4 clip(s) of other emotions left out." in capsys.readouterr().out
     # A corpus of emotions it never learned is refused, naming that corpus among those given.
     untaught = make_manifest_corpus(tmp_path / "untaught", {name: EMOTIONS.index(name) for name in ("fearful", "disgust")}, speakers=("z",))
     held = ["evaluate", "--model", str(model_dir), "--dataset", str(five), str(untaught), "--held-out-corpora", "--output-dir", str(tmp_path / "held")]
