@@ -249,8 +249,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_argument(parser)
     parser.add_argument("--output-dir", required=True, help="where the model, metrics and checkpoints go")
     split = parser.add_mutually_exclusive_group()
-    split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors, e.g. 21,22,23,24 or 21-24")
-    split.add_argument("--test-speakers", metavar="NAMES", help="hold-out test speakers of a manifest corpus, comma-separated as in its manifest")
+    split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors of a RAVDESS folder given alone, e.g. 21,22,23,24 or 21-24")
+    split.add_argument("--test-speakers", metavar="NAMES", help="hold-out test speakers of manifest corpora or several corpora, comma-separated as in a manifest (corpus/speaker where a name is in two)")
     split.add_argument("--folds", type=int, metavar="K", help="K-fold actor-disjoint cross-validation, then a final model on all actors")
     parser.add_argument(
         "--folds-within",
@@ -383,7 +383,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.data import parse_actor_list, split_by_actor
     from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
     from ser_train.inference import bundled_model_named, load_model
-    from ser_train.training.runner import TRAINING_ARGS_FILE
+    from ser_train.training.runner import TRAINING_ARGS_FILE, check_actor_numbers_apply
 
     args.model = bundled_model_named(args.model)  # its records are read from its folder below
     output_dir = Path(args.output_dir or args.model)
@@ -410,6 +410,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
     elif args.test_actors:
+        check_actor_numbers_apply(dataset)
         test_actors = parse_actor_list(args.test_actors)
     elif manifest_split_actors(dataset):
         test_actors = manifest_split_actors(dataset)[0]

@@ -227,3 +227,21 @@ def test_data_of_one_emotion_is_neither_trained_on_nor_scored(synthetic_ravdess,
 def test_split_options_are_exclusive():
     with pytest.raises(SERError, match="either --test-actors or --folds"):
         runner.plan_splits(list(range(1, 25)), [1, 2], 6)
+
+
+def test_actor_numbers_are_refused_where_speakers_have_names(synthetic_ravdess, tmp_path, capsys):
+    """With several corpora the integer actor ids interleave the corpora, so `--test-actors 21-24`
+    would test some mix of speakers; a QA pass used them on a manifest corpus too."""
+    from synthetic import make_manifest_corpus
+
+    corpus = make_manifest_corpus(tmp_path / "lab", {"ang": EMOTIONS.index("angry"), "sad": EMOTIONS.index("sad")}, speakers=("a", "b"))
+    for sources in ([str(corpus)], [str(synthetic_ravdess), str(corpus)]):
+        with pytest.raises(SERError, match=r"^--test-actors numbers the actors of a RAVDESS folder given alone; .* --test-speakers \(e\.g\. "):
+            runner.run(NearestCentroidFamily(), sources, tmp_path / "run", test_actors=[1], command=["train"])
+        assert not (tmp_path / "run").exists()
+    from ser_train.models.cnn import EmotionCNN
+
+    EmotionCNN(channels=8, blocks=1).save_pretrained(tmp_path / "cnn")
+    evaluating = ["evaluate", "--model", str(tmp_path / "cnn"), "--dataset", str(corpus), "--test-actors", "1", "--output-dir", str(tmp_path / "e")]
+    assert cli.main(evaluating) == 2
+    assert "--test-actors numbers the actors of a RAVDESS folder given alone" in capsys.readouterr().err

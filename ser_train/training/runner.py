@@ -226,6 +226,8 @@ def _plan(
     leave_one_corpus_out: bool,
 ) -> list[Split]:
     """The run's test splits (none besides the held-out corpora when only those were asked for)."""
+    if test_actors is not None:
+        check_actor_numbers_apply(dataset)
     if test_speakers:
         test_actors = actors_of_speakers(dataset, test_speakers)
     if folds_within:
@@ -241,6 +243,16 @@ def emotions_in(*parts: datasets.Dataset) -> list[str]:
     """The names of the emotions that any of `parts` holds a clip of, in label order."""
     names = parts[0].features["emotion"].names
     return [names[e] for e in sorted(set().union(*(part.unique("emotion") for part in parts)))]
+
+
+def check_actor_numbers_apply(dataset: datasets.Dataset) -> None:
+    """Actor numbers name RAVDESS's actors in a RAVDESS folder alone: with corpora of named
+    speakers (or several corpora), a number is an internal id that no user sees, so refused."""
+    if "speaker" in dataset.column_names:
+        raise SERError(
+            "--test-actors numbers the actors of a RAVDESS folder given alone; with these corpora, name the test "
+            f"speakers with --test-speakers (e.g. {dataset[0]['speaker']})."
+        )
 
 
 def corpus_names(dataset: datasets.Dataset) -> list[str]:
