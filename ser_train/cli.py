@@ -452,15 +452,13 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
     from ser_train.training.runner import recorded_locations
 
     sources = args.dataset
-    given = {Path(source).name for source in sources} | (set(dataset["corpus"]) if "corpus" in dataset.column_names else set())
-    heard = {Path(source).name for source in recorded_locations(recorded)} & given
-    # A known corpus is the same corpus under any folder name (a RAVDESS copy named otherwise),
-    # and so is a copy of any training corpus, found by its clips' audio.
+    # A corpus the model heard any speaker of (by name, or a copy found by its clips' audio) ...
+    heard_speakers = heard_actors(recorded, sources, dataset)
+    heard = {corpus for actor, corpus in zip(dataset["actor"], clip_corpora(dataset, sources)) if actor in heard_speakers}
+    # ... and a known corpus under any folder name (a RAVDESS copy named otherwise), even where its
+    # training copy is not at hand to compare clips with.
     trained_known = {info.title for source in recorded_locations(recorded) if (info := corpus_info(source))}
     heard |= {Path(source).name for source in sources if (info := corpus_info(source)) and info.title in trained_known}
-    copied = heard_in_copies(recorded, dataset)
-    corpora = dataset["corpus"] if "corpus" in dataset.column_names else [Path(sources[0]).name] * dataset.num_rows
-    heard |= {corpus for actor, corpus in zip(dataset["actor"], corpora) if actor in copied}
     if heard:
         raise SERError(
             f"{args.model} was trained on {', '.join(sorted(heard))}, so it is not held out: "
@@ -500,8 +498,16 @@ def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
     if same_sources(recorded, sources if isinstance(sources, str) else " + ".join(sources)):
         return set(dataset.unique("actor")) - holdout_test_actors(recorded)
     trained_on = {Path(source).name for source in recorded_locations(recorded)}
-    by_name = {actor for actor, corpus in zip(dataset["actor"], dataset["corpus"]) if corpus in trained_on}
+    by_name = {actor for actor, corpus in zip(dataset["actor"], clip_corpora(dataset, sources)) if corpus in trained_on}
     return by_name | heard_in_copies(recorded, dataset)
+
+
+def clip_corpora(dataset, sources: str | list[str]) -> list[str]:
+    """Each clip's corpus name: its `corpus` column, or for a single source that has none (a
+    RAVDESS folder), that folder's name."""
+    if "corpus" in dataset.column_names:
+        return dataset["corpus"]
+    return [Path(sources if isinstance(sources, str) else sources[0]).name] * dataset.num_rows
 
 
 def holdout_test_actors(recorded: dict) -> set[int]:

@@ -173,6 +173,12 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     copy = shutil.copytree(synthetic_ravdess, tmp_path / "another-name")
     assert main(["evaluate", "--model", str(model_dir), "--dataset", str(copy), "--held-out-corpora", "--output-dir", str(tmp_path / "held")]) == 2
     assert "was trained on another-name, so it is not held out" in capsys.readouterr().err
+    # Its own held-out actors in that copy are voices it never heard; the others are not (this
+    # RAVDESS folder, with no corpus column, ended in a traceback).
+    copied = ["evaluate", "--model", str(model_dir), "--dataset", str(copy), "--no-calibration"]
+    assert main([*copied, "--test-actors", "5,6", "--output-dir", str(tmp_path / "copy-held-out")]) == 0
+    assert main([*copied, "--test-actors", "1,2", "--output-dir", str(tmp_path / "copy-heard")]) == 2
+    assert "learned from or was validated on 1, 2" in capsys.readouterr().err
     a_file = tmp_path / "notes.txt"
     a_file.write_text("notes")
     assert main(["evaluate", "--model", str(model_dir), *dataset, "--output-dir", str(a_file)]) == 2
