@@ -406,11 +406,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     trained = model_record(args.model, EVAL_RESULTS_FILE).get("trained_labels")
     if args.held_out_corpora:
         return evaluate_held_out(args, model, dataset, output_dir, recorded, trained)
+    if args.test_actors:  # refused before the heard speakers are worked out, which may read every training clip
+        check_actor_numbers_apply(dataset)
     heard = heard_actors(recorded, sources, dataset)
     if args.test_speakers:
         test_actors = actors_of_speakers(dataset, split_names(args.test_speakers))
     elif args.test_actors:
-        check_actor_numbers_apply(dataset)
         test_actors = parse_actor_list(args.test_actors)
     elif manifest_split_actors(dataset):
         test_actors = manifest_split_actors(dataset)[0]
