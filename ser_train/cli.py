@@ -47,6 +47,14 @@ NON_NEGATIVE_FLOAT = number_type(float, 0)
 SHARE = number_type(float, 0, maximum=1)
 
 
+def path_or_name(text: str) -> str:
+    """An argparse type for a file, folder, model or dataset: an empty one is refused, since a shell
+    variable that was never set would otherwise quietly mean the default model or this folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("it is empty (an unset shell variable?): name a file, folder or Hub id")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unrecognized = parser.parse_known_args(argv)
@@ -110,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_epoch_arguments(wav2vec2)
     wav2vec2.add_argument(
         "--base",
+        type=path_or_name,
         default="facebook/wav2vec2-base",
         metavar="MODEL_ID_OR_PATH",
         help="pretrained wav2vec2/HuBERT/WavLM checkpoint (Hub id or local folder; default %(default)s)",
@@ -126,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(whisper)
     whisper.add_argument(
         "--base",
+        type=path_or_name,
         metavar="PATH_OR_HUB_ID",
         help="Whisper checkpoint (Hub id or local folder; default: the bundled whisper-base encoder, models/whisper-base-encoder)",
     )
@@ -168,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     whisper.set_defaults(run=run_train, family="whisper")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on held-out actors: the training metrics, for any model")
-    evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="model folder, bundled model's name or Hub id user/name[@revision]")
+    evaluate.add_argument("--model", required=True, type=path_or_name, metavar="PATH_OR_HUB_ID", help="model folder, bundled model's name or Hub id user/name[@revision]")
     add_dataset_argument(evaluate)
     who = evaluate.add_mutually_exclusive_group()
     who.add_argument("--test-actors", metavar="LIST", help="RAVDESS actors to test on, e.g. 21,22,23,24 or 21-24")
@@ -188,17 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_argument(evaluate, FP32, "default %(default)s, as training measures; int8 to measure what the app serves")
     evaluate.add_argument(
         "--output-dir",
+        type=path_or_name,
         help="where eval_results.json and confusion_matrix.png go (default: the model folder; refused "
         "when the folder already holds results, e.g. from training)",
     )
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="emotion probabilities for audio files")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    predict.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
+    predict.add_argument("files", nargs="+", type=path_or_name, metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
+    predict.add_argument("--model", type=path_or_name, metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     predict.add_argument("--json", action="store_true", help="print one JSON list with an object per file")
     predict.add_argument(
         "--calibration",
+        type=path_or_name,
         metavar="FILE",
         help="the same speaker saying a calibration prompt (see --calibration-prompt): calibrate the model to that voice first",
     )
@@ -213,22 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=run_predict)
 
     live = commands.add_parser("live", help="play an audio file as if it came live from a microphone and print the live answers")
-    live.add_argument("file", metavar="FILE", help="audio file (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
-    live.add_argument("--model", metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
+    live.add_argument("file", type=path_or_name, metavar="FILE", help="audio file (WAV, FLAC, MP3, OGG/Opus, M4A, WebM)")
+    live.add_argument("--model", type=path_or_name, metavar="PATH_OR_HUB_ID", help=f"model folder, bundled model's name or Hub id user/name[@revision] ({DEFAULT_MODEL_HELP})")
     live.add_argument("--json", action="store_true", help="print one JSON object: the answers with their time stamps, and the summary")
     live.add_argument("--realtime", action="store_true", help="feed the file at the speed it plays (default: as fast as it is answered)")
     add_precision_argument(live, DEFAULT_PRECISION, "default %(default)s, as the app (SER_PRECISION sets both)")
     live.set_defaults(run=run_live)
 
     push = commands.add_parser("push", help="publish a trained model folder to the Hugging Face Hub in one commit")
-    push.add_argument("--model-dir", required=True, help="the output folder of a training run")
+    push.add_argument("--model-dir", required=True, type=path_or_name, help="the output folder of a training run")
     push.add_argument("--repo-id", required=True, metavar="USER/NAME", help="Hub model repository (created if needed)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if needed) instead of main")
     push.set_defaults(run=run_push)
 
     card = commands.add_parser("card", help="(re)render a model folder's card (README.md) from its eval_results.json")
-    card.add_argument("--model-dir", required=True, help="the output folder of a training run")
+    card.add_argument("--model-dir", required=True, type=path_or_name, help="the output folder of a training run")
     card.add_argument("--repo-id", metavar="USER/NAME", help="where the model is published, for the usage example")
     card.set_defaults(run=run_card)
 
@@ -247,7 +259,7 @@ def add_channel_views_argument(parser: argparse.ArgumentParser, what: str, cost:
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_argument(parser)
-    parser.add_argument("--output-dir", required=True, help="where the model, metrics and checkpoints go")
+    parser.add_argument("--output-dir", required=True, type=path_or_name, help="where the model, metrics and checkpoints go")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test-actors", metavar="LIST", help="hold-out test actors of a RAVDESS folder given alone, e.g. 21,22,23,24 or 21-24")
     split.add_argument("--test-speakers", metavar="NAMES", help="hold-out test speakers of manifest corpora or several corpora, comma-separated as in a manifest (corpus/speaker where a name is in two)")
@@ -293,6 +305,7 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--dataset",
+        type=path_or_name,
         nargs="+",
         default=[DEFAULT_DATASET],
         metavar="PATH_OR_HUB_ID",

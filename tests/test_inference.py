@@ -315,6 +315,27 @@ def test_the_commands_help_names_the_default_model(command, capsys):
     assert f"models/{Path(DEFAULT_MODEL).name}" in "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens
 
 
+@pytest.mark.parametrize(
+    "arguments, option",
+    [
+        (["predict", "--model", "", "clip.wav"], "--model"),  # was the default model, silently
+        (["live", "--model", " ", "clip.wav"], "--model"),
+        (["predict", ""], "FILE"),
+        (["evaluate", "--model", ""], "--model"),
+        (["train", "cnn", "--dataset", "", "--output-dir", "run"], "--dataset"),  # was this folder
+        (["train", "cnn", "--output-dir", ""], "--output-dir"),
+        (["card", "--model-dir", ""], "--model-dir"),  # was this folder
+    ],
+)
+def test_an_empty_path_or_model_is_refused_before_anything_runs(arguments, option, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        main(arguments)
+    assert exit.value.code == 2
+    assert f"error: argument {option}: it is empty (an unset shell variable?)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):
     path = write_wav(tmp_path / "clip.wav", clips[0])
     assert main(["predict", "--model", str(wav2vec2_dir), path]) == 0
