@@ -28,7 +28,10 @@ from ser_train.errors import SERError
 
 POWER_FLOOR = 1e-10  # -100 dB: keeps the logarithm of digital silence finite
 AMPLITUDE_FLOOR = 1e-5  # -100 dB for amplitudes (RMS, spectral contrast)
-CLIPS_PER_BATCH = 16  # bounds memory: a batch's spectra and pitch frames are held at once
+CLIPS_PER_BATCH = 16  # bounds memory: a batch's spectra and pitch frames are held at once...
+# ...and so does this much padded audio (16 clips of 15 s), since a clip's spectra and pitch frames
+# take about 1.1 GB per 10 minutes of audio: a clip too long to share a batch goes alone.
+SECONDS_PER_BATCH = CLIPS_PER_BATCH * 15.0
 # A batch is zero-padded to a multiple of this many samples (0.25 s). oneDNN, torch's CPU
 # convolution library, builds and caches kernels for every input shape it meets; with lengths
 # rounded, a server's shapes repeat and that cache stops growing with each new recording.
@@ -96,16 +99,26 @@ def extract_features(
     waveforms: Sequence[np.ndarray], config: FeatureConfig = FeatureConfig()
 ) -> list[np.ndarray]:
     """Silence-trimmed `[frames, config.dim]` float32 features of each 16 kHz mono waveform."""
-    # Clips of similar length share a batch, so little time goes into padding.
-    order = np.argsort([len(waveform) for waveform in waveforms])
     features: list[np.ndarray | None] = [None] * len(waveforms)
     with torch.no_grad():
-        for start in range(0, len(order), CLIPS_PER_BATCH):
-            indices = order[start : start + CLIPS_PER_BATCH]
+        for indices in _batches([len(waveform) for waveform in waveforms], config.sampling_rate):
             batch = _features_of_batch([waveforms[i] for i in indices], config)
             for index, matrix in zip(indices, batch):
                 features[index] = matrix
     return features
+
+
+def _batches(lengths: list[int], sampling_rate: int) -> list[list[int]]:
+    """Indices of clips of similar length (so little time goes into padding), at most
+    CLIPS_PER_BATCH of them and SECONDS_PER_BATCH of audio padded to the longest."""
+    batches: list[list[int]] = []
+    for index in np.argsort(lengths):
+        # Sorted by length, so a clip added to the last batch is its longest.
+        padded_s = (len(batches[-1]) + 1) * lengths[index] / sampling_rate if batches else math.inf
+        if padded_s > SECONDS_PER_BATCH or len(batches[-1]) == CLIPS_PER_BATCH:
+            batches.append([])
+        batches[-1].append(int(index))
+    return batches
 
 
 def _features_of_batch(waveforms: list[np.ndarray], config: FeatureConfig) -> list[np.ndarray]:

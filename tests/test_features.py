@@ -10,6 +10,7 @@ import soundfile
 import torch
 import torchaudio
 
+from ser_train import features
 from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.errors import SERError
 from ser_train.features import FeatureConfig, _deltas, extract_features
@@ -73,6 +74,31 @@ def test_a_clip_gets_the_same_features_alone_and_in_a_batch():
     for clip, features in zip(clips, batched):
         # Padded rows take other FFT code paths, so only float rounding may differ.
         np.testing.assert_allclose(extract_features([clip])[0], features, rtol=1e-4, atol=1e-2)
+
+
+def test_a_clip_too_long_to_share_a_batch_goes_alone_and_keeps_its_features(monkeypatch):
+    """A batch's spectra and pitch frames take about 1.1 GB per 10 minutes of padded audio, so 16
+    clips of several minutes in one batch would not fit in memory (here: at most 4 s per batch)."""
+    monkeypatch.setattr(features, "SECONDS_PER_BATCH", 4.0)
+    batches = []
+    featurise = features._features_of_batch
+    monkeypatch.setattr(features, "_features_of_batch", lambda clips, config: batches.append([len(c) for c in clips]) or featurise(clips, config))
+    durations = (0.5, 0.5, 0.5, 0.5, 1.5, 3.0, 1.0, 5.0)
+    clips = [voice(SAMPLING_RATE, duration_s=d, f0=100 + 20 * i) for i, d in enumerate(durations)]
+    batched = extract_features(clips)
+    assert sorted(sum(batches, [])) == sorted(len(clip) for clip in clips)
+    for lengths in batches:
+        assert len(lengths) == 1 or len(lengths) * max(lengths) <= 4.0 * SAMPLING_RATE
+    assert [5 * SAMPLING_RATE] in batches and len(batches) > 1
+    for clip, matrix in zip(clips, batched):
+        np.testing.assert_allclose(extract_features([clip])[0], matrix, rtol=1e-4, atol=1e-2)
+
+
+def test_clips_of_up_to_15_s_are_batched_16_at_a_time_as_before_the_bound():
+    """So the features of RAVDESS, TESS and EMOVO (clips up to 14 s) come out of the same batches."""
+    lengths = list(np.random.default_rng(0).integers(SAMPLING_RATE, 15 * SAMPLING_RATE, 70))
+    order = np.argsort(lengths)
+    assert features._batches(lengths, SAMPLING_RATE) == [list(order[i : i + 16]) for i in range(0, 70, 16)]
 
 
 def test_stereo_48k_file_gives_the_features_of_its_mono_16k_version(tmp_path):
