@@ -122,6 +122,30 @@ def test_resuming_a_finished_run_trains_nothing(splits, feature_cache, tmp_path,
     assert again.best_epoch == first.best_epoch == 2
 
 
+def test_a_training_clip_longer_than_the_cap_is_seen_as_a_random_stretch_of_it(splits, feature_cache, tmp_path, monkeypatch):
+    """A batch of clips several minutes long would not fit in memory (a 9.5-minute clip alone took
+    4.9 GB before the cap); here the cap is 1 s, 100 frames, shorter than the synthetic clips."""
+    monkeypatch.setattr(cnn_training, "MAX_TRAINING_CLIP_S", 1.0)
+    batches = []
+    pad = cnn_training.pad_features
+    monkeypatch.setattr(cnn_training, "pad_features", lambda clips: batches.append([len(clip) for clip in clips]) or pad(clips))
+    CNNFamily(CNNHyperparameters(epochs=1, **SMALL), cache_dir=feature_cache).fit(splits["train"], None, tmp_path, resume=False)
+    lengths = sum(batches, [])
+    assert len(lengths) == len(splits["train"]) and max(lengths) == 100
+
+
+def test_random_stretches_cut_only_longer_clips_and_draw_nothing_for_the_others():
+    rng = np.random.default_rng(0)
+    short, long = np.arange(50.0)[:, None], np.arange(300.0)[:, None]
+    assert cnn_training.random_stretches([short, short], 100, rng)[0] is short
+    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state  # epochs on short clips go as before
+    stretches = [cnn_training.random_stretches([long], 100, rng)[0] for _ in range(5)]
+    for stretch in stretches:
+        start = int(stretch[0, 0])
+        np.testing.assert_array_equal(stretch, long[start : start + 100])
+    assert len({int(stretch[0, 0]) for stretch in stretches}) > 1
+
+
 def test_features_are_extracted_once_and_then_read_from_the_cache(splits, tmp_path, monkeypatch):
     family = CNNFamily(CNNHyperparameters(**SMALL), cache_dir=tmp_path)
     first = family._clean_features(splits["test"])

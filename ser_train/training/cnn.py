@@ -40,6 +40,11 @@ CHECKPOINT_FILE = "last.pt"
 CLIPS_PER_EXTRACTION = 64  # clips between two cache writes (and progress-bar steps)
 BATCHES_PER_POOL = 8  # length bucketing: batches formed from one sorted pool of clips
 VALIDATION_SMOOTHING = 0.3  # weight of the newest epoch in the moving average of validation UA
+# A training clip longer than this is seen as a random stretch this long, drawn anew each epoch:
+# a batch of clips several minutes long would not fit in memory (one 9.5-minute clip took 4.9 GB),
+# and the page answers longer recordings in stretches of 4 s anyway (timeline.MAX_SEGMENT_S).
+# The longest clip of RAVDESS, TESS and EMOVO is 14 s.
+MAX_TRAINING_CLIP_S = 20.0
 
 
 @dataclass
@@ -275,6 +280,8 @@ class CNNFamily:
         clips = [views[view][i] for i, view in enumerate(chosen_view)]
         if calibrated_views is not None:
             clips = calibrated_views.apply(clips, rng)
+        frame_rate = self.hp.feature_config.sampling_rate / self.hp.feature_config.hop_length
+        clips = random_stretches(clips, round(MAX_TRAINING_CLIP_S * frame_rate), rng)
         losses = []
         for batch in _length_bucketed_batches([len(clip) for clip in clips], self.hp.batch_size, rng):
             raw, lengths = pad_features([clips[i] for i in batch])
@@ -302,6 +309,18 @@ def from_args(args: argparse.Namespace) -> CNNFamily:
         if getattr(args, argument, None) is not None
     }
     return CNNFamily(CNNHyperparameters(seed=args.seed, **overrides))
+
+
+def random_stretches(clips: list[np.ndarray], max_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each clip's frames, or a random stretch of `max_frames` of a clip longer than that. Nothing
+    is drawn for shorter clips, so an epoch without long clips goes as it did before the cap."""
+    stretches = []
+    for clip in clips:
+        if len(clip) > max_frames:
+            start = int(rng.integers(0, len(clip) - max_frames + 1))
+            clip = clip[start : start + max_frames]
+        stretches.append(clip)
+    return stretches
 
 
 def _length_bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
