@@ -63,7 +63,7 @@ from ser_train.model_card import chance_levels, training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
 from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
-from ser_train.uploads import DELETE_CACHE, VisitorFiles
+from ser_train.uploads import DELETE_CACHE, RecordingGone, VisitorFiles
 
 # --- Configuration ----------------------------------------------------------------------------
 
@@ -436,8 +436,15 @@ def predict_handler(
         with uploads.used(audio_path, request) as audio_path:
             analysis = analyse_recording(model, required_audio(audio_path), max_duration_s=MAX_DURATION_S)
             return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations))
+    except RecordingGone as error:
+        # The recording was answered (or refused) already, and that answer is still on the page:
+        # pressing Analyse again after picking another model is how a visitor would compare them.
+        return PageOutputs(f"⚠️ {error} {COMPARE_FIRST}", *(gr.update() for _ in PageOutputs._fields[1:]))
     except SERError as error:
         return failure(str(as_page_says_it(error)))
+
+
+COMPARE_FIRST = "To hear one recording with two models, pick the second under “Compare with a second model” before you press Analyse."
 
 
 def compared(

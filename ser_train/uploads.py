@@ -66,6 +66,10 @@ GONE = (
 )
 
 
+class RecordingGone(AudioError):
+    """A recording asked for again after its one use (or another visitor's): GONE."""
+
+
 def visitor_of(cookies: Mapping[str, str]) -> str | None:
     """The visitor token among a request's cookies, or None for a client without one."""
     return cookies.get(SECURE_COOKIE) or cookies.get(PLAIN_COOKIE)
@@ -123,7 +127,7 @@ class VisitorFiles:
     @contextlib.contextmanager
     def used(self, path: str | None, request) -> Iterator[str | None]:
         """`path` while a request uses it; a file of the cache folder must be an upload of this
-        request's visitor not used yet (an AudioError says it is gone otherwise), and is removed
+        request's visitor not used yet (RecordingGone says it is gone otherwise), and is removed
         after the block unless another request awaits or uses it. Other paths (an in-process
         call's own files) and None pass through untouched."""
         if path is None or not self.holds(path):
@@ -139,7 +143,7 @@ class VisitorFiles:
     def _take(self, key: str, visitor: str | None) -> None:
         with self._lock:
             if not os.path.isfile(key) or not self._take_if_awaited(key, visitor):
-                raise AudioError(GONE)
+                raise RecordingGone(GONE)
 
     def _take_if_awaited(self, key: str, visitor: str | None) -> bool:
         """Mark `key` in use by a request of `visitor`, if they await it (the lock held)."""

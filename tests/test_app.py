@@ -516,13 +516,17 @@ def uploaded(uploads: VisitorFiles, path: Path, token: str) -> str:
     return str(stored)
 
 
-def test_a_recording_is_removed_once_analysed_and_a_second_analysis_says_so(tmp_path, tiny_model_dir, uploads):
+def test_a_recording_is_removed_once_analysed_and_a_second_analysis_says_so(tmp_path, tiny_model_dir, second_tiny_model_dir, uploads):
     clip = write_clip(tmp_path / "speech.wav")
     stored = uploaded(uploads, clip, "alice")
     first = app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice"))
     assert_shows_library_result(first, clip, tiny_model_dir)
     assert not Path(stored).exists()
-    assert_refused(app.predict_handler(stored, tiny_model_dir, "", request=visitor("alice")), GONE)
+    # Asked again (with another model, say), the page says why and where to compare two models,
+    # and leaves the first answer standing: it is still this recording's.
+    again = app.predict_handler(stored, str(second_tiny_model_dir), "", request=visitor("alice"))
+    assert again.status == f"⚠️ {GONE} {app.COMPARE_FIRST}"
+    assert all(update == gr.update() for update in again[1:])
 
 
 def test_a_model_that_cannot_be_loaded_leaves_the_recording_for_another_try(tmp_path, tiny_model_dir, uploads):
@@ -550,7 +554,8 @@ def test_predict_api_removes_the_uploads_also_when_the_model_cannot_be_loaded(tm
 
 def test_another_visitors_recording_is_refused_and_kept_for_them(tmp_path, tiny_model_dir, uploads):
     stored = uploaded(uploads, write_clip(tmp_path / "speech.wav"), "alice")
-    assert_refused(app.predict_handler(stored, tiny_model_dir, "", request=visitor("bob")), GONE)
+    refused = app.predict_handler(stored, tiny_model_dir, "", request=visitor("bob"))
+    assert refused.status.startswith(f"⚠️ {GONE}") and all(update == gr.update() for update in refused[1:])  # nothing of alice's
     with pytest.raises(gr.Error, match=GONE):
         app.predict_api(stored, tiny_model_dir, request=visitor("bob"))
     assert Path(stored).is_file()
