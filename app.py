@@ -519,7 +519,7 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     (name, analysis), *compared = results.items()
     lines = [f"## {headline(analysis)}", f"<small>{answered_by(name, analysis.calibrated)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure_by_rule and analysis.speech_seconds > 0:
-        lines.append(f"<small>{unsure_note(analysis.unsure_rule, analysis.calibrated, name)}</small>")
+        lines.append(f"<small>{unsure_reason(analysis.unsure_rule, analysis.probabilities)} {unsure_note(analysis.unsure_rule, analysis.calibrated, name)}</small>")
     if analysis.speech_seconds < SHORT_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, analysis.speech_seconds)}</small>")
     lines += [f"**Compared with {answered_by(other, other_analysis.calibrated)}:** {headline(other_analysis)}" for other, other_analysis in compared]
@@ -545,31 +545,42 @@ def probabilities_label(name: str, analysis: RecordingAnalysis) -> str:
     return answered_by(name, analysis.calibrated) + worth
 
 
-# Said under an unsure answer. A bundled model's thresholds come from measured accuracy on corpora
-# it never trained on (ser_train.confidence), for uncalibrated answers and for answers calibrated
-# from each source of the page's prompts; a model without them gets default thresholds. Where the
-# model's eval_results.json has how often each held-out corpus's unsure answers were right, the
-# note quotes that range rather than the rule's pooled "less than half".
-UNSURE_NOTE_BEGINNING = "Unsure: the top emotion is under this model's bar for a sure answer or another is close behind."
+# Said under an unsure answer: why (`unsure_reason`), then what is known of such answers. A bundled
+# model's thresholds come from measured accuracy on corpora it never trained on
+# (ser_train.confidence), for uncalibrated answers and for answers calibrated from each source of
+# the page's prompts; a model without them gets default thresholds. Where the model's
+# eval_results.json has how often each held-out corpus's unsure answers were right, the note
+# quotes that range rather than the rule's pooled "less than half".
 UNSURE_NOTE = (
-    f"{UNSURE_NOTE_BEGINNING} Answers like this were right less than half the time on voices the model "
-    "never heard, so read the probabilities, not a label."
+    "Answers like this were right less than half the time on voices the model never heard, so read the "
+    "probabilities, not a label."
 )
 UNSURE_NOTE_MEASURED = (
-    UNSURE_NOTE_BEGINNING + " On corpora it never trained on, answers like this were right {low:.0%} to {high:.0%} of "
-    "the time, depending on the corpus, so read the probabilities, not a label."
+    "On corpora it never trained on, answers like this were right {low:.0%} to {high:.0%} of the time, depending "
+    "on the corpus, so read the probabilities, not a label."
 )
 # A calibrated answer judged by thresholds chosen on uncalibrated answers (a model measured before
 # calibrated answers were, or a calibration source it was not measured with).
 UNSURE_NOTE_CALIBRATED = (
-    f"{UNSURE_NOTE_BEGINNING} Without calibration, answers like this "
-    "were right less than half the time on voices the model never heard (calibrated ones were not "
-    "measured this way), so read the probabilities, not a label."
+    "Without calibration, answers like this were right less than half the time on voices the model never heard "
+    "(calibrated ones were not measured this way), so read the probabilities, not a label."
 )
-UNSURE_NOTE_UNMEASURED = (
-    f"{UNSURE_NOTE_BEGINNING} How often such answers are right was "
-    "never measured for this model, so read the probabilities, not a label."
-)
+UNSURE_NOTE_UNMEASURED = "How often such answers are right was never measured for this model, so read the probabilities, not a label."
+
+
+def unsure_reason(rule: UnsureRule, probabilities: dict[str, float]) -> str:
+    """Which of the rule's bars the answer missed, in figures to one decimal: rounded to whole
+    percents, 72 % against 12 % would seem to clear a lead of 60.1 points (a QA pass read it so)."""
+    (first, top), (second, runner_up) = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:2]
+    needs = []
+    if top < rule.min_confidence:
+        needs.append(f"{rule.min_confidence:.1%} for its top emotion ({first}: {top:.1%})")
+    if top - runner_up < rule.min_margin:
+        needs.append(f"a lead of {100 * rule.min_margin:.1f} points over the next ({second}: {100 * (top - runner_up):.1f} behind)")
+    return f"{UNSURE_REASON_BEGINNING} {' and '.join(needs)}."
+
+
+UNSURE_REASON_BEGINNING = "Unsure: for a sure answer this model needs"
 
 
 def unsure_note(rule: UnsureRule, calibrated: bool, model_dir: str) -> str:

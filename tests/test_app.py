@@ -167,7 +167,7 @@ def test_a_sound_without_speech_gets_no_verdict(tmp_path):
     assert outputs.probabilities["value"] == pytest.approx(silent.probabilities, abs=1e-6)
     assert outputs.probabilities["label"].endswith("no speech heard: its answers to a sound, not a verdict")
     # The unsure rule's note is for answers the rule judged unsure, not for a sound without speech.
-    assert app.UNSURE_NOTE_BEGINNING not in outputs.summary
+    assert app.UNSURE_REASON_BEGINNING not in outputs.summary
     spoken_outputs = analyse(sentence, DEFAULT_MODEL)
     assert spoken_outputs.summary.startswith(f"## {shown_verdict(sentence, model)}\n\n")
     assert "no speech heard" not in spoken_outputs.probabilities["label"]

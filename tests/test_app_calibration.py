@@ -293,7 +293,7 @@ def test_an_unsure_calibrated_answer_says_how_its_rule_was_measured(calibratable
     ):
         segments = [Segment(0.0, 4.0, near_tie, speech_s=3.5)]
         said = app.summary_markdown({unmeasured_folder: RecordingAnalysis(near_tie, segments, long_recording, True, rule, calibrated)}, 600.0)
-        assert note in said and "unsure: angry 44%, then sad 42%" in said
+        assert note in said and "unsure: angry 44%, then sad 42%" in said and app.unsure_reason(rule, near_tie) in said
 
 
 def test_an_unsure_answer_says_how_often_such_answers_were_right_on_each_held_out_corpus(tmp_path):
@@ -314,6 +314,20 @@ def test_an_unsure_answer_says_how_often_such_answers_were_right_on_each_held_ou
     figures = measured_unsure_accuracies(app.eval_results_of(DEFAULT_MODEL), None)
     assert len(figures) == 3 and f"right {min(figures):.0%} to {max(figures):.0%}" in app.unsure_note(UnsureRule(0.711, 0.601), False, DEFAULT_MODEL)
 
+
+
+def test_an_unsure_answer_says_which_bar_it_missed_in_figures_that_cannot_seem_to_clear_it():
+    """A QA pass read "unsure: angry 72%, then happy 12%" under "another is close behind": the
+    bundled default needs a lead of 60.1 points, and 72 - 12 rounds to 60."""
+    default_rule = UnsureRule(0.711, 0.601)
+    far_ahead = {emotion: 0.0267 for emotion in EMOTIONS} | {"angry": 0.7199, "happy": 0.1199}
+    assert default_rule.is_unsure(list(far_ahead.values()))
+    assert app.unsure_reason(default_rule, far_ahead) == f"{app.UNSURE_REASON_BEGINNING} a lead of 60.1 points over the next (happy: 60.0 behind)."
+    weak = {emotion: 0.05 for emotion in EMOTIONS} | {"sad": 0.45, "calm": 0.15, "angry": 0.10}
+    assert app.unsure_reason(UnsureRule(0.5, 0.2), weak) == f"{app.UNSURE_REASON_BEGINNING} 50.0% for its top emotion (sad: 45.0%)."
+    assert app.unsure_reason(UnsureRule(0.5, 0.4), weak) == (
+        f"{app.UNSURE_REASON_BEGINNING} 50.0% for its top emotion (sad: 45.0%) and a lead of 40.0 points over the next (calm: 30.0 behind)."
+    )
 
 
 def test_calibrated_answers_get_the_temperature_and_unsure_rule_of_their_source(calibratable_cnn, passage, tmp_path):
