@@ -500,8 +500,13 @@ def as_page_says_it(error: SERError) -> SERError:
 
 def failure(message: str) -> PageOutputs:
     """Outputs that show `message` and clear every result of a previous analysis."""
+    return no_results()._replace(status=f"⚠️ {message}")
+
+
+def no_results() -> PageOutputs:
+    """An empty page, for a recording replaced or removed: the results were of the one before it."""
     return PageOutputs(
-        status=f"⚠️ {message}",
+        status="",
         summary="",
         probabilities=gr.update(value=None, label=PROBABILITIES_LABEL),
         comparison=gr.update(value=None, visible=False),
@@ -870,19 +875,23 @@ def build_app() -> gr.Blocks:
         calibration_prompt.change(
             prompt_instructions, inputs=calibration_prompt, outputs=calibration_instructions_note, api_visibility="private"
         )
+        result_components = list(
+            PageOutputs(
+                status=status, summary=summary, probabilities=probabilities, comparison=comparison,
+                details_section=details_section, audio_plot=audio_plot, timeline_section=timeline_section,
+                timeline_plot=timeline_plot, timeline_table=timeline_table,
+            )
+        )  # fmt: skip
         analyse_button.click(
             predict_handler,
             inputs=[audio, model, custom_id, compare, compare_custom_id, calibrations],
-            outputs=list(
-                PageOutputs(
-                    status=status, summary=summary, probabilities=probabilities, comparison=comparison,
-                    details_section=details_section, audio_plot=audio_plot, timeline_section=timeline_section,
-                    timeline_plot=timeline_plot, timeline_table=timeline_table,
-                )
-            ),  # fmt: skip
+            outputs=result_components,
             api_visibility="private",  # the page's own event; programs use /predict
             **analysis_slots,
         )
+        # A new recording or upload, or the old one cleared: its results go (unqueued, so that
+        # they go before an Analyse pressed at once can answer).
+        audio.input(no_results, outputs=result_components, queue=False, show_progress="hidden", api_visibility="private")
         with gr.Column(elem_id="live-section"):
             gr.Markdown(
                 f"### 🔴 Live\nPress record and speak: every {STEP_S:g} s the model picked above judges the "

@@ -217,8 +217,14 @@ def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_coul
     assert playing_from_memory(page)  # the page's player still has it
     page.locator("#analyse").click()
     page.get_by_text("That recording is no longer on the server").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert "Compare with a second model" in page.locator("#status").inner_text()
+    assert page.locator("#summary h2").is_visible()  # its answer stays: the page still holds that recording
     assert "Traceback" not in page.content()
     assert "Recordings and uploads are not stored" in page.locator("#privacy").inner_text()
+    # Cleared, the recording takes its answer with it (a QA pass read an old answer beside a new upload).
+    page.locator('#speech button[aria-label="Clear"]').click()
+    page.locator("#summary h2").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
+    assert not page.locator("#status p").is_visible() and not page.locator("#audio-plot img").is_visible()
 
 
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
