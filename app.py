@@ -123,6 +123,8 @@ CSS = """
 #summary h2 {margin: 0;}
 /* A long name on a phone ends in an ellipsis before the arrow; model_facts has it whole. */
 #model input, #compare-model input {text-overflow: ellipsis; padding-right: 28px;}
+/* The picker's line holds the model's key facts: body text colour, not the theme's pale grey (2.5:1). */
+#model .info-text, #compare-model .info-text {color: var(--body-text-color);}
 @media (max-width: 640px) {  /* a phone: the figures keep a readable size and scroll sideways */
   #audio-plot .matplotlib, #timeline-plot .matplotlib {overflow-x: auto; align-items: flex-start;}
   #audio-plot img, #timeline-plot img {min-width: 640px;}

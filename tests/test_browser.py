@@ -237,6 +237,18 @@ def test_webm_upload_is_accepted(page, model_name, tmp_path):
     assert analyse_and_read_result(page) == library_verdict(model_name, webm)
 
 
+def contrast_ratio(foreground: str, background: str) -> float:
+    """WCAG 2 contrast of two CSS "rgb(r, g, b)" colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(value) / 255 for value in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
 def test_the_picker_says_what_the_picked_model_learned_from(page, model_name):
     """The line under the picker follows the pick: the list's names clip on a phone, and the
     page's description speaks of the default model only."""
@@ -248,6 +260,15 @@ def test_the_picker_says_what_the_picked_model_learned_from(page, model_name):
     page.get_by_role("option", name=Path(other).name).click()
     picker.get_by_text(after).wait_for(timeout=RESULT_TIMEOUT_MS)
     assert before not in picker.inner_text()
+    # Readable: the WCAG contrast of its text on the page is at least 4.5:1 (the theme's grey gave 2.5:1).
+    text, behind = picker.locator(".info-text").evaluate(
+        """info => {
+            let element = info;  // the nearest element with a background of its own, or the canvas's white
+            while (element && /^rgba\(.*, 0\)$/.test(getComputedStyle(element).backgroundColor)) element = element.parentElement;
+            return [getComputedStyle(info).color, element ? getComputedStyle(element).backgroundColor : "rgb(255, 255, 255)"];
+        }"""
+    )
+    assert contrast_ratio(text, behind) >= 4.5, (text, behind)
     # A screen reader reads the line with the list: it is the input's description.
     described_by = picker.locator("input").get_attribute("aria-describedby")
     assert described_by and after in page.locator(f"#{described_by}").inner_text()
