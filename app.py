@@ -482,7 +482,7 @@ def page_outputs(
         audio_plot=described(audio_figure(analysis.speech), "Waveform and mel spectrogram"),
         timeline_section=gr.update(visible=bool(segments)),
         timeline_plot=described(timeline_figure(segments, analysis.duration_s, display_name(name)), "Emotion-over-time") if segments else None,
-        timeline_table=timeline_rows(segments) if segments else None,
+        timeline_table=timeline_rows(segments, analysis.unsure_rule) if segments else None,
     )
 
 
@@ -645,15 +645,21 @@ def verdict(probabilities: dict[str, float], unsure: bool = False) -> str:
     return f"{EMOJI.get(first, '')} {first} · {probabilities[first]:.0%}"
 
 
-def timeline_rows(segments: list[Segment]) -> list[list[str]]:
-    """start, end, emotion and confidence of each segment; "no speech" for another sound, whose
-    answer is not counted in the recording's."""
-    return [
-        [f"{s.start_s:.1f}", f"{s.end_s:.1f}", f"{EMOJI.get(s.top_emotion, '')} {s.top_emotion}", f"{s.confidence:.0%}"]
-        if s.is_speech
-        else [f"{s.start_s:.1f}", f"{s.end_s:.1f}", "no speech", ""]
-        for s in segments
-    ]
+def timeline_rows(segments: list[Segment], rule: UnsureRule) -> list[list[str]]:
+    """start, end, emotion and confidence of each segment, a segment the model's unsure `rule`
+    judges unsure worded as the headline words one; "no speech" for another sound, whose answer is
+    not counted in the recording's."""
+    rows = []
+    for segment in segments:
+        if not segment.is_speech:
+            emotion, confidence = "no speech", ""
+        elif rule.is_unsure(list(segment.probabilities.values())):
+            first, second = sorted(segment.probabilities, key=segment.probabilities.get, reverse=True)[:2]
+            emotion, confidence = f"🤔 unsure: {first}, then {second}", f"{segment.confidence:.0%}"
+        else:
+            emotion, confidence = f"{EMOJI.get(segment.top_emotion, '')} {segment.top_emotion}", f"{segment.confidence:.0%}"
+        rows.append([f"{segment.start_s:.1f}", f"{segment.end_s:.1f}", emotion, confidence])
+    return rows
 
 
 # --- Live mode ----------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ NO_SPEECH_HEIGHT = 0.08  # bars of no speech (timeline and live) are low: there 
 # was busy): no confidence either, but not to be taken for silence.
 UNJUDGED_COLOR = "#9fa8da"
 UNJUDGED_HEIGHT = 0.25
+# Legend entries per row under the timeline: all nine in one row overran a 10-inch figure,
+# cutting the last off and squeezing the axes to about half the width.
+LEGEND_COLUMNS = 5
 
 WAVEFORM_POINTS = 4000  # min/max pairs drawn for the waveform
 SPECTROGRAM_COLUMNS = 2000  # at most this many spectrogram frames
@@ -114,7 +117,7 @@ def timeline_figure(segments: list[Segment], duration_s: float, model_name: str)
         handles.append(axes.bar(0, 0, color=NO_SPEECH_COLOR, label="no speech"))
     # Title and legend at the left, the legend in a row under the axis: a phone shows a figure's
     # left part first (app.py's CSS lets it scroll sideways).
-    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.3), ncols=len(handles), frameon=False)
+    figure.legend(handles=handles, loc="outside lower left", ncols=min(len(handles), LEGEND_COLUMNS), frameon=False)
     axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence")
     axes.set_title(model_name, loc="left")
     return figure

@@ -30,6 +30,7 @@ from app_support import ANGRY, make_tiny_wav2vec2, utterances, write_clip
 from ser_train.analysis import analyse_files, analyse_recording
 from ser_train import cli
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, SUPPORTED_FORMATS, load_audio, read_chunk, resample
+from ser_train.confidence import UnsureRule
 from ser_train.data import EMOTIONS
 from ser_train.errors import UnreadableAudioError
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
@@ -37,7 +38,7 @@ from ser_train.live import CHUNK_S, LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.serving import LiveSessions, ModelRegistry
-from ser_train.timeline import MIN_TIMELINE_DURATION_S, average_probabilities, timeline
+from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment, average_probabilities, timeline
 from ser_train.uploads import GONE, SECURE_COOKIE, VisitorFiles
 from ser_train.vad import VAD_FRAME, speech_seconds
 from speech import SENTENCES, sentences, spoken
@@ -230,8 +231,9 @@ def test_a_long_recordings_answer_counts_its_speech_not_its_other_sounds(tmp_pat
     rows = outputs.timeline_table
     assert len(rows) == len(analysis.segments)
     assert [row[2] == "no speech" for row in rows] == [not segment.is_speech for segment in analysis.segments]
-    axes = timeline_figure(analysis.segments, analysis.duration_s, "tiny").axes[0]
-    assert [text.get_text() for text in axes.get_legend().get_texts()][-1] == "no speech"
+    figure = timeline_figure(analysis.segments, analysis.duration_s, "tiny")
+    [legend], axes = figure.legends, figure.axes[0]
+    assert [text.get_text() for text in legend.get_texts()][-1] == "no speech"
     grey = [bar for bar in axes.patches if bar.get_height() > 0 and to_hex(bar.get_facecolor()) == NO_SPEECH_COLOR]
     assert len(grey) == len(analysis.segments) - len(spoken_segments)
 
@@ -281,9 +283,39 @@ def test_long_recordings_get_a_timeline_and_its_average(tmp_path, model_name):
     assert (outputs.audio_plot.chart, outputs.timeline_plot.chart) == ("Waveform and mel spectrogram", "Emotion-over-time")
     assert outputs.timeline_plot.plot.startswith(f"data:image/{app.PLOT_FORMAT};base64,")
     assert [row[0] for row in outputs.timeline_table] == [f"{segment.start_s:.1f}" for segment in segments]
-    assert [row[2].split()[-1] for row in outputs.timeline_table] == [segment.top_emotion for segment in segments]
+    model = library_model(model_name)
+    for row, segment in zip(outputs.timeline_table, segments):
+        first, second = sorted(segment.probabilities, key=segment.probabilities.get, reverse=True)[:2]
+        said = f"🤔 unsure: {first}, then {second}" if model.is_unsure(segment.probabilities) else f"{app.EMOJI[first]} {first}"
+        assert row[2:] == [said, f"{segment.confidence:.0%}"]
     expected = average_probabilities(segments)
     assert list(outputs.probabilities["value"].values()) == pytest.approx(list(expected.values()), abs=1e-5)
+
+
+def test_the_timeline_legend_of_every_emotion_and_no_speech_fits_the_figure_beside_a_wide_axis():
+    """Nine entries in one row overran the figure: the last was cut off, the axes squeezed to about
+    half its width (a QA pass's 10-minute recording)."""
+    emotions = [{emotion: float(emotion == top) for emotion in EMOTIONS} for top in EMOTIONS]
+    segments = [Segment(4.0 * i, 4.0 * (i + 1), emotions[i % 8], speech_s=3.0 if i != 8 else 0.0) for i in range(150)]
+    figure = timeline_figure(segments, 600.0, "ravdess-tess-emovo-whisper-base (UA 43% on unheard corpora)")
+    figure.draw_without_rendering()  # lays it out as saving does
+    [legend] = figure.legends
+    assert len(legend.get_texts()) == 9
+    assert figure.bbox.contains(*legend.get_window_extent().p0) and figure.bbox.contains(*legend.get_window_extent().p1)
+    assert figure.axes[0].get_window_extent().width > 0.8 * figure.bbox.width
+
+
+def test_the_timeline_table_words_an_unsure_segment_as_the_headline_words_an_unsure_answer():
+    """A QA pass read "😠 angry 73%" in the table under a headline that called the answer unsure."""
+    rule = UnsureRule(0.7, 0.3)
+    sure = {emotion: 0.02 for emotion in EMOTIONS} | {"angry": 0.80, "sad": 0.08}
+    close = {emotion: 0.03 for emotion in EMOTIONS} | {"angry": 0.55, "sad": 0.27}
+    segments = [Segment(0.0, 4.0, sure, speech_s=3.0), Segment(4.0, 8.0, close, speech_s=3.0), Segment(8.0, 12.0, sure, speech_s=0.0)]
+    assert app.timeline_rows(segments, rule) == [
+        ["0.0", "4.0", "😠 angry", "80%"],
+        ["4.0", "8.0", "🤔 unsure: angry, then sad", "55%"],
+        ["8.0", "12.0", "no speech", ""],
+    ]
 
 
 @pytest.mark.slow
