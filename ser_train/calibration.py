@@ -112,10 +112,12 @@ class Calibration:
         """A few words for a person: what the calibration was made from and what it does."""
         kind = {"neutral": "calm speech", "moods": "speech in the prompted moods"}.get(self.source, "speech")
         stretches = f"{self.clips} stretch{'es' if self.clips != 1 else ''}"
-        effect = (
-            "answers adjusted to your voice's average and range" if self.spread_estimated
-            else "answers adjusted to your voice's average (too little speech to measure its range)"
-        )
+        if self.spread_estimated:
+            effect = "answers adjusted to your voice's average and range"
+        elif self.source == "neutral":  # never a range, however long (see speaker_affine)
+            effect = "answers adjusted to your voice's average (calm speech alone does not show its range)"
+        else:
+            effect = "answers adjusted to your voice's average (too little speech to measure its range)"
         return f"{stretches}, {self.seconds:.1f} s of your {kind}; {effect}"
 
 

@@ -101,6 +101,17 @@ def test_neutral_speech_moves_the_neutral_mean_to_the_training_speakers_neutral_
     assert np.abs(population.neutral_mean - population.mean).max() > 1
 
 
+def test_a_calibration_says_why_it_did_not_measure_the_voices_range(population):
+    """Calm speech never gives a range, however much of it: a QA pass's 15.5 s of the passage was
+    told there was "too little speech to measure its range"."""
+    clips, emotions = synthetic_speaker(np.random.default_rng(4), np.full(DIM, 2.0), clips_per_emotion=4)
+    neutral = [{"frames": clip} for clip, emotion in zip(clips, emotions) if emotion in NEUTRAL_IDS]
+    assert len(neutral) >= MIN_CLIPS_FOR_SPREAD
+    assert calibrate(neutral, {"frames": population}, "neutral", 30.0).describe().endswith("(calm speech alone does not show its range)")
+    assert calibrate([{"frames": clips[0]}], {"frames": population}, "speech", 3.0).describe().endswith("(too little speech to measure its range)")
+    assert calibrate([{"frames": clip} for clip in clips], {"frames": population}, "speech", 30.0).describe().endswith("average and range")
+
+
 def test_the_prompted_moods_are_compared_with_the_training_speakers_speech_in_those_moods(population):
     clips, emotions = synthetic_speaker(np.random.default_rng(5), np.full(DIM, 7.0), clips_per_emotion=2)
     names = [EMOTIONS[e] for e in emotions]
