@@ -264,7 +264,7 @@ def _check_finite(waveform: np.ndarray, name: str) -> None:
 
 def _check_audible(peak: float, name: str) -> None:
     if peak < SILENCE_PEAK:
-        raise AudioError(f"{name} is silent; nothing was recorded.")
+        raise AudioError(f"{name} is silent: there is no sound in it to judge (a muted microphone?).")
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:

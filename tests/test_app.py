@@ -204,7 +204,7 @@ def test_the_cli_names_a_file_it_cannot_use_once_in_a_sentence(tmp_path, tiny_mo
     assert cli.main(["predict", str(folder / "notes.wav"), str(folder / "silence.wav"), str(good), "--model", tiny_model_dir]) == cli.EXIT_USER_ERROR
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith(f"error: {folder / 'notes.wav'} could not be read as audio; it is corrupt")
-    assert printed[1] == f"error: {folder / 'silence.wav'} is silent; nothing was recorded."
+    assert printed[1] == f"error: {folder / 'silence.wav'} is silent: there is no sound in it to judge (a muted microphone?)."
     assert printed[2].startswith(f"{good}: ")  # the usable file is still analysed
 
 
