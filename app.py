@@ -838,7 +838,12 @@ def build_app() -> gr.Blocks:
                         calibration_instructions(PAGE_CALIBRATION_PROMPT), elem_id="calibration-instructions"
                     )
                     calibration_audio = gr.Audio(
-                        sources=["microphone", "upload"], type="filepath", label="Your voice", elem_id="calibration-speech", buttons=NO_PLAYER_BUTTONS
+                        sources=["microphone", "upload"],
+                        type="filepath",
+                        label="Your voice",
+                        elem_id="calibration-speech",
+                        waveform_options=gr.WaveformOptions(sample_rate=SAMPLING_RATE),  # as the recording above
+                        buttons=NO_PLAYER_BUTTONS,
                     )
                     with gr.Row():
                         calibrate_button = gr.Button("Calibrate", elem_id="calibrate")

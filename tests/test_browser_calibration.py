@@ -99,6 +99,8 @@ def test_calibrated_page_answers_as_the_library_does(page, server, calibratable_
     top = max(probabilities, key=probabilities.get)
     assert shown == (top, f"{probabilities[top]:.0%}")
     assert soundfile.info(calibration_wav).duration > 15
+    # Both recordings reach the server at the models' rate (the calibration came at 44.1 kHz, 2.8 times the bytes).
+    assert soundfile.info(calibration_wav).samplerate == soundfile.info(clip_wav).samplerate == 16_000
 
     page.locator("#reset-calibration").click()
     page.get_by_text("Calibration is off").wait_for()
