@@ -793,6 +793,10 @@ def picker_facts(choice: str | None, typed_id: str | None) -> dict:
     """The picker's line (model_facts) for the model an analysis would use: a typed id wins."""
     used = picked(choice, typed_id)
     if used != (choice or ""):
+        try:
+            models.resolve(used)
+        except SERError as error:  # said now, not only once Analyse is pressed
+            return gr.update(info=f"⚠️ {error}")
         return gr.update(info=f"The typed id {used} is used, not this pick; its card says how it was tested.")
     return gr.update(info=model_facts(used))
 

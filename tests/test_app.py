@@ -508,6 +508,10 @@ def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
     # A typed Hub id wins over the pick, and the line says so.
     assert app.picker_facts(BUNDLED_MODELS[0], " someone/model ")["info"].startswith("The typed id someone/model is used, not this pick")
     assert app.picker_facts(BUNDLED_MODELS[0], "")["info"] == app.model_facts(BUNDLED_MODELS[0])
+    # A typed id that can be no model is said to be so at once (a QA pass read "The typed id !!! not a model ?? is used").
+    assert app.picker_facts(BUNDLED_MODELS[0], "!!! not a model ??")["info"] == (
+        "⚠️ '!!! not a model ??' is not a Hub model id; type it as user/name or user/name@revision."
+    )
 
 
 # The model dropdown shows about 65 characters on a desktop page before it clips (a QA pass saw a
