@@ -626,6 +626,14 @@ def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
     (tmp_path / "eval_results.json").write_text(json.dumps(results))
     note = app.accuracy_note(str(tmp_path))
     assert "each of TESS, EMOVO left out in turn) it reached a balanced accuracy of 41% (chance: 14.3%)" in note
+    # The page's first lines, all a phone shows before the recorder, say it in one sentence; the
+    # corpora and protocols behind it are folded away.
+    assert app.first_impression(results) == (
+        " On voices it never heard it is right about 41% of the time, emotions weighted alike (chance: 14%), so it often errs, and says when it is unsure."
+    )
+    lead, details = app.description().split("<details>")
+    assert app.first_impression(app.eval_results_of(DEFAULT_MODEL)) in lead and "RAVDESS" not in lead
+    assert app.accuracy_note() in details
 
 
 # --- Live mode's handlers ---------------------------------------------------------------------
