@@ -178,6 +178,9 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
         "dataset": (NearestCentroidFamily(), str(other_data), {"num_folds": 3}),
     }
     for differing, (family, source, split) in attempts.items():
+        # Refused before the family prepares the data (for Whisper, its encoder over every clip:
+        # a QA pass waited over 10 minutes for the refusal).
+        family.prepare = lambda dataset: pytest.fail("the data was prepared before the refusal")
         with pytest.raises(SERError, match=f"holds a run started with other settings \\({differing}"):
             runner.run(family, source, run_dir, resume=True, command=["train", "--resume"], **split)
         assert family.fit_calls == [] and files_of(run_dir) == before, differing

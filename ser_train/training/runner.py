@@ -149,7 +149,7 @@ def run(
     output_dir = Path(output_dir)
     command = command if command is not None else ["python", "-m", "ser_train", *sys.argv[1:]]
     resuming = _claim_output_dir(output_dir, resume) if is_main_process() else True
-    dataset = family.prepare(load_corpora(dataset_source))
+    dataset = load_corpora(dataset_source)
     dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
     if len(dataset.unique("emotion")) < 2:
@@ -166,6 +166,8 @@ def run(
             command = json.loads((output_dir / TRAINING_ARGS_FILE).read_text()).get("command", command)
         else:
             _write_training_args(output_dir, settings, command)
+    # After every refusal: for Whisper this is its encoder over every clip and view (minutes).
+    dataset = family.prepare(dataset)
 
     several_corpora = len(corpus_names(dataset)) > 1
     folds = []
