@@ -428,13 +428,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test_actors = parse_actor_list(args.test_actors)
     elif manifest_split_actors(dataset):
         test_actors = manifest_split_actors(dataset)[0]
-    elif "speaker" in dataset.column_names:
+    elif "speaker" in dataset.column_names or recorded:
         # Every speaker the model's record does not say it heard (all of a corpus it never trained on).
         test_actors = sorted(set(dataset.unique("actor")) - heard)
         if not test_actors:
             raise SERError(f"{args.model} learned from every speaker of this data: evaluate it on a corpus it never heard.")
-    else:
-        raise SERError("Pass --test-actors (e.g. 21-24): RAVDESS models are trained on RAVDESS actors.")
+    else:  # a RAVDESS folder, which models without a record may well have trained on
+        raise SERError(
+            f"{args.model} has no training record ({TRAINING_ARGS_FILE}), so which of these actors it heard is not "
+            "known: pass --test-actors with actors it never heard (e.g. 21-24)."
+        )
     check_never_heard(args.model, dataset, test_actors, heard)
     test = split_by_actor(dataset, test_actors, validation=[])["test"]
     fold = {"test_actors": test_actors, "validation_actors": []}

@@ -188,6 +188,15 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     assert "Rendered by `python -m ser_train card`" in card and "More Information Needed" not in card
     assert f"| {trained['balanced_accuracy']:.3f} |" in card
 
+    # Without --test-actors, the actors its record says it never heard: the same figures (this
+    # RAVDESS folder was refused for "RAVDESS models are trained on RAVDESS actors").
+    default_dir = tmp_path / "evaluation-by-record"
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", str(synthetic_ravdess), "--output-dir", str(default_dir)]) == 0
+    by_record = json.loads((default_dir / EVAL_RESULTS_FILE).read_text())
+    assert by_record["folds"][0]["test_actors"] == [5, 6] and by_record["test"]["confusion_matrix"] == trained["confusion_matrix"]
+    unrecorded = shutil.copytree(model_dir, tmp_path / "no-record", ignore=shutil.ignore_patterns("training_args.json", EVAL_RESULTS_FILE))
+    assert main(["evaluate", "--model", str(unrecorded), "--dataset", str(synthetic_ravdess), "--output-dir", str(tmp_path / "unknown")]) == 2
+    assert "has no training record (training_args.json), so which of these actors it heard is not known" in capsys.readouterr().err
     # Actors it learned from (3, 4) or stopped early on (1, 2) are no test of voices it never heard.
     for actors in ("1,2", "3-6"):
         leak = ["--dataset", str(synthetic_ravdess), "--test-actors", actors, "--output-dir", str(tmp_path / "leak")]
