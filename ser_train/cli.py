@@ -18,8 +18,10 @@ EXIT_USER_ERROR = 2
 # ser_train.inference.DEFAULT_MODEL, named without importing torch (tested equal), so that
 # --help stays instant.
 DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-tess-emovo-whisper-base"
-# ser_train.calibration_prompts.CALIBRATION_PROMPTS' names, for the same reason (tested equal).
+# ser_train.calibration_prompts.CALIBRATION_PROMPTS' names and ser_train.data.DEFAULT_DATASET,
+# for the same reason (tested equal).
 CALIBRATION_PROMPT_NAMES = ("moods", "passage")
+DEFAULT_DATASET = "xbgoose/ravdess"
 
 
 def number_type(kind: type, minimum: float, maximum: float | None = None, above: bool = False):
@@ -301,8 +303,6 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str, defaul
 
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
-    from ser_train.data import DEFAULT_DATASET
-
     parser.add_argument(
         "--dataset",
         type=path_or_name,

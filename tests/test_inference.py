@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -334,6 +336,15 @@ def test_an_empty_path_or_model_is_refused_before_anything_runs(arguments, optio
     assert exit.value.code == 2
     assert f"error: argument {option}: it is empty (an unset shell variable?)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_clis_help_imports_no_torch():
+    """--help took 2.5 s (a QA pass) while the parser imported ser_train.data for one name."""
+    from ser_train import cli, data
+
+    assert cli.DEFAULT_DATASET == data.DEFAULT_DATASET
+    check = "import sys; from ser_train.cli import build_parser; build_parser(); print(sorted({'torch', 'datasets'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):
