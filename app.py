@@ -61,7 +61,7 @@ from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA,
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import chance_levels, training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
-from ser_train.serving import ANALYSES_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
+from ser_train.serving import REQUESTS_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 from ser_train.uploads import DELETE_CACHE, RecordingGone, VisitorFiles
 
@@ -897,8 +897,9 @@ def build_app() -> gr.Blocks:
                 )
 
         calibrations = gr.State({})  # this session's {model name: (CalibrationPrompt, Calibration)}
-        # Every event that runs a model on a recording shares ANALYSES_AT_ONCE slots (see ser_train.serving).
-        analysis_slots = dict(concurrency_limit=ANALYSES_AT_ONCE, concurrency_id=ANALYSIS)
+        # Every event that runs a model on a recording shares REQUESTS_AT_ONCE slots; their forward
+        # passes take turns on the cores (see ser_train.serving).
+        analysis_slots = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id=ANALYSIS)
         calibrate_button.click(
             calibrate_handler,
             inputs=[calibration_audio, model, custom_id, calibrations, calibration_prompt],

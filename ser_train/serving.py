@@ -12,7 +12,8 @@ of the time it takes on 1 on an idle machine, but the two threads wait for each 
 cores do more work per clip, and on a busy machine (a shared Space, or callers on the same
 cores) a pass on 2 threads was up to 11 times slower than on 1 (RESULTS.md). A server therefore
 runs each pass on TORCH_THREADS_PER_PASS threads and as many passes side by side as that leaves
-cores for (ANALYSES_AT_ONCE); `EmotionModel` admits that many passes at once.
+cores for (ANALYSES_AT_ONCE); `EmotionModel` admits that many passes at once, and the page takes
+more requests than that at once (REQUESTS_AT_ONCE), whose passes take turns.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ from ser_train.live import WINDOW_S, LiveStream
 SERVING_CORES = joblib.cpu_count()
 TORCH_THREADS_PER_PASS = int(os.environ.get("SER_TORCH_THREADS", 1))
 ANALYSES_AT_ONCE = max(1, SERVING_CORES // TORCH_THREADS_PER_PASS)
+# Requests a server handles at once: more than the passes its cores fit (EmotionModel admits
+# ANALYSES_AT_ONCE at once), so that a short recording's passes take turns with a long one's
+# instead of waiting for it to end. Behind two 10-minute recordings a 3.5 s clip waited 25.1 s
+# with 2 request slots, 1.1 s with 8, and the long ones took as long (27.9 / 28.3 s against 26.7);
+# 16 callers of /predict got 9.6 requests/s with 2 slots, 10.7 and 8.8 in two runs with 8: the
+# same within what runs differ by (benchmarks/app_load.py).
+REQUESTS_AT_ONCE = 4 * ANALYSES_AT_ONCE
 WARM_UP_NOISE_RMS = 0.01  # faint noise: a pass on it sets up torch's kernels, whatever it answers
 
 
