@@ -428,16 +428,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test_actors = parse_actor_list(args.test_actors)
     elif manifest_split_actors(dataset):
         test_actors = manifest_split_actors(dataset)[0]
-    elif "speaker" in dataset.column_names or recorded:
+    elif "speaker" in dataset.column_names or record_tells_heard_actors(recorded, sources):
         # Every speaker the model's record does not say it heard (all of a corpus it never trained on).
         test_actors = sorted(set(dataset.unique("actor")) - heard)
         if not test_actors:
             raise SERError(f"{args.model} learned from every speaker of this data: evaluate it on a corpus it never heard.")
-    else:  # a RAVDESS folder, which models without a record may well have trained on
-        raise SERError(
-            f"{args.model} has no training record ({TRAINING_ARGS_FILE}), so which of these actors it heard is not "
-            "known: pass --test-actors with actors it never heard (e.g. 21-24)."
-        )
+    else:  # a RAVDESS folder, perhaps a copy of one the model trained on under another name
+        why = f"has no training record ({TRAINING_ARGS_FILE})" if not recorded else "trained on data that is not here to compare with"
+        raise SERError(f"{args.model} {why}, so which of these actors it heard is not known: pass --test-actors with actors it never heard (e.g. 21-24).")
     check_never_heard(args.model, dataset, test_actors, heard)
     test = split_by_actor(dataset, test_actors, validation=[])["test"]
     fold = {"test_actors": test_actors, "validation_actors": []}
@@ -533,6 +531,23 @@ def holdout_test_actors(recorded: dict) -> set[int]:
     return set(splits[0]["test_actors"]) if len(splits) == 1 and splits[0]["name"] == "holdout" else set()
 
 
+def record_tells_heard_actors(recorded: dict, sources: str | list[str]) -> bool:
+    """Whether a model's record tells which actors of a RAVDESS folder (no speaker names) it heard:
+    the folder is its training data, or that data is here to find a copy of it by (RAVDESS under
+    another folder name has the same actors and no name to know it by)."""
+    from ser_train.training.runner import same_sources
+
+    return bool(recorded) and (same_sources(recorded, sources if isinstance(sources, str) else " + ".join(sources)) or training_data_at_hand(recorded))
+
+
+def training_data_at_hand(recorded: dict) -> bool:
+    """Whether every source a model's record says it trained on is a folder here."""
+    from ser_train.training.runner import recorded_locations
+
+    trained_on = recorded_locations(recorded)
+    return bool(trained_on) and all(Path(source).expanduser().exists() for source in trained_on)
+
+
 def heard_in_copies(recorded: dict, dataset) -> set[int]:
     """The actors of `dataset` with a clip whose audio is that of a clip the model trained on or
     was validated on: a training corpus copied to a folder of another name, which the record's
@@ -542,11 +557,10 @@ def heard_in_copies(recorded: dict, dataset) -> set[int]:
     from ser_train.data import clip_digests
     from ser_train.training.runner import recorded_locations
 
-    trained_on = recorded_locations(recorded)
-    if not trained_on or not all(Path(source).expanduser().exists() for source in trained_on):
+    if not training_data_at_hand(recorded):
         return set()
     never_heard = holdout_test_actors(recorded)
-    training = load_corpora(trained_on).filter(lambda actor: actor not in never_heard, input_columns="actor")
+    training = load_corpora(recorded_locations(recorded)).filter(lambda actor: actor not in never_heard, input_columns="actor")
     heard = set(clip_digests(training))
     return {actor for actor, digest in zip(dataset["actor"], clip_digests(dataset)) if digest in heard}
 

@@ -197,6 +197,17 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     unrecorded = shutil.copytree(model_dir, tmp_path / "no-record", ignore=shutil.ignore_patterns("training_args.json", EVAL_RESULTS_FILE))
     assert main(["evaluate", "--model", str(unrecorded), "--dataset", str(synthetic_ravdess), "--output-dir", str(tmp_path / "unknown")]) == 2
     assert "has no training record (training_args.json), so which of these actors it heard is not known" in capsys.readouterr().err
+    # A RAVDESS folder under another name may be a copy of its training data: with that data here,
+    # its copied actors are found by their audio; with it elsewhere, which they are is not known
+    # (a review found a copy's training actors all scored).
+    elsewhere = shutil.copytree(model_dir, tmp_path / "trained-elsewhere", ignore=shutil.ignore_patterns(EVAL_RESULTS_FILE))
+    record = json.loads((elsewhere / "training_args.json").read_text())
+    (elsewhere / "training_args.json").write_text(json.dumps(record | {"dataset_locations": [str(tmp_path / "gone")]}))
+    renamed = shutil.copytree(synthetic_ravdess, tmp_path / "renamed-copy")
+    assert main(["evaluate", "--model", str(elsewhere), "--dataset", str(renamed), "--output-dir", str(tmp_path / "copy-unknown")]) == 2
+    assert "trained on data that is not here to compare with, so which of these actors it heard is not known" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", str(renamed), "--no-calibration", "--output-dir", str(tmp_path / "copy-found")]) == 0
+    assert json.loads((tmp_path / "copy-found" / EVAL_RESULTS_FILE).read_text())["folds"][0]["test_actors"] == [5, 6]
     # Actors it learned from (3, 4) or stopped early on (1, 2) are no test of voices it never heard.
     for actors in ("1,2", "3-6"):
         leak = ["--dataset", str(synthetic_ravdess), "--test-actors", actors, "--output-dir", str(tmp_path / "leak")]
