@@ -449,6 +449,29 @@ def predict_handler(
 COMPARE_FIRST = "To hear one recording with two models, pick the second under “Compare with a second model” before you press Analyse."
 
 
+def analyse_on_page(
+    audio_path: str | None,
+    model_choice: str | None,
+    custom_id: str | None,
+    compare_choice: str | None,
+    compare_custom_id: str | None,
+    calibrations: dict | None,
+    request: gr.Request,
+) -> tuple[str | None, PageOutputs]:
+    """The page's Analyse: predict_handler's outputs with the recording they are of."""
+    return audio_path, predict_handler(audio_path, model_choice, custom_id, compare_choice, compare_custom_id, calibrations, request)
+
+
+def shown_if_on_page(audio_path: str | None, analysed: tuple[str | None, PageOutputs]) -> tuple:
+    """(nothing kept, then) the analysis's outputs if its recording is still the one on the page
+    (`audio_path`), else no change: the recording was replaced or cleared while it was analysed,
+    and its results went with it (a review found the old answer arriving beside a new upload)."""
+    recording, outputs = analysed
+    if recording != audio_path:
+        outputs = PageOutputs(*(gr.update() for _ in PageOutputs._fields))
+    return None, *outputs
+
+
 def compared(
     analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None
 ) -> tuple[str, RecordingAnalysis | None, str]:
@@ -918,13 +941,17 @@ def build_app() -> gr.Blocks:
                 timeline_plot=timeline_plot, timeline_table=timeline_table,
             )
         )  # fmt: skip
+        # An answer waits in `analysed` until it is shown, and is shown only if its recording is
+        # still the one on the page: one replaced or cleared meanwhile took its results with it.
+        analysed = gr.State()
         analyse_button.click(
-            predict_handler,
+            analyse_on_page,
             inputs=[audio, model, custom_id, compare, compare_custom_id, calibrations],
-            outputs=result_components,
+            outputs=analysed,
+            show_progress_on=result_components,
             api_visibility="private",  # the page's own event; programs use /predict
             **analysis_slots,
-        )
+        ).then(shown_if_on_page, inputs=[audio, analysed], outputs=[analysed, *result_components], show_progress="hidden", api_visibility="private")
         # A new recording or upload, or the old one cleared: its results go (unqueued, so that
         # they go before an Analyse pressed at once can answer).
         audio.input(no_results, outputs=result_components, queue=False, show_progress="hidden", api_visibility="private")

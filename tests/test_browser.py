@@ -27,7 +27,7 @@ from ser_train.audio import SAMPLING_RATE, load_audio
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.uploads import UPLOAD_ROUTE
-from speech import write_sentence
+from speech import sentences, write_sentence
 
 pytestmark = pytest.mark.browser
 
@@ -225,6 +225,24 @@ def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_coul
     page.locator('#speech button[aria-label="Clear"]').click()
     page.locator("#summary h2").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
     assert not page.locator("#status p").is_visible() and not page.locator("#audio-plot img").is_visible()
+
+
+def test_an_answer_for_a_recording_cleared_while_it_was_analysed_is_never_shown(page, server, tmp_path):
+    """A review found the old answer arriving beside a new upload when the recording was changed
+    while it was analysed (clearing the page's results alone did not stop it)."""
+    minute = tmp_path / "minute.wav"
+    soundfile.write(minute, sentences(20, pause_s=0.5), SAMPLING_RATE)  # about a minute: seconds to analyse
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(minute))
+    page.locator("#analyse").click()
+    page.locator('#speech button[aria-label="Clear"]').click()
+    deadline = time.monotonic() + RESULT_TIMEOUT_MS / 1000
+    while server.stored_files() and time.monotonic() < deadline:  # removed once analysed
+        time.sleep(0.2)
+    assert server.stored_files() == []
+    page.wait_for_timeout(2000)  # the answer's way to the page, had it been sent
+    assert page.locator("#summary h2").count() == 0 and not page.locator("#audio-plot img").is_visible()
+    assert "Error" not in page.locator("#probabilities").inner_text()
 
 
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
