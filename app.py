@@ -439,8 +439,9 @@ def predict_handler(
             analysis = analyse_recording(model, required_audio(audio_path), max_duration_s=MAX_DURATION_S)
             return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations))
     except RecordingGone as error:
-        # The recording was answered (or refused) already, and that answer is still on the page:
-        # pressing Analyse again after picking another model is how a visitor would compare them.
+        # Mostly a recording answered (or refused) already, whose answer is still on the page, so
+        # it stays: pressing Analyse again after picking another model is how a visitor would
+        # compare them. (Or one removed unused, or another visitor's: nothing of it is shown.)
         return PageOutputs(f"⚠️ {error} {COMPARE_FIRST}", *(gr.update() for _ in PageOutputs._fields[1:]))
     except SERError as error:
         return failure(str(as_page_says_it(error)))

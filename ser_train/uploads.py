@@ -67,7 +67,7 @@ GONE = (
 
 
 class RecordingGone(AudioError):
-    """A recording asked for again after its one use (or another visitor's): GONE."""
+    """GONE: a recording used already, removed unused after UNUSED_UPLOAD_MAX_AGE_S, or another visitor's."""
 
 
 def visitor_of(cookies: Mapping[str, str]) -> str | None:

@@ -117,3 +117,14 @@ def test_passes_run_side_by_side_when_each_runs_on_fewer_threads_than_there_are_
         assert passes_at_once() == 1
     finally:
         torch.set_num_threads(threads_before)
+
+
+def test_the_requests_taken_at_once_leave_gradio_worker_threads_for_live_steps():
+    """More requests than passes at once, so that a short clip's passes take turns with a long
+    recording's (benchmarks/app_load.py), but never every thread Gradio runs handlers on."""
+    import inspect
+
+    import gradio as gr
+
+    assert serving.GRADIO_WORKER_THREADS == inspect.signature(gr.Blocks.launch).parameters["max_threads"].default
+    assert serving.ANALYSES_AT_ONCE < serving.REQUESTS_AT_ONCE <= serving.GRADIO_WORKER_THREADS // 2
