@@ -599,19 +599,28 @@ UNSURE_NOTE_CALIBRATED = (
 UNSURE_NOTE_UNMEASURED = "How often such answers are right was never measured for this model, so read the probabilities, not a label."
 
 
+UNSURE_REASON_BEGINNING = "Unsure: for a sure answer this model needs"
+
+
 def unsure_reason(rule: UnsureRule, probabilities: dict[str, float]) -> str:
-    """Which of the rule's bars the answer missed, in figures to one decimal: rounded to whole
-    percents, 72 % against 12 % would seem to clear a lead of 60.1 points (a QA pass read it so)."""
+    """Which of the rule's bars the answer missed, in percents to one decimal, the bar rounded up
+    and the answer down, so that the answer never seems to clear it: rounded to whole percents,
+    72 % against 12 % seemed to clear a lead of 60.1 points (a QA pass read it so)."""
     (first, top), (second, runner_up) = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:2]
     needs = []
     if top < rule.min_confidence:
-        needs.append(f"{rule.min_confidence:.1%} for its top emotion ({first}: {top:.1%})")
+        needs.append(f"{percent(rule.min_confidence, math.ceil)}% for its top emotion ({first}: {percent(top, math.floor)}%)")
     if top - runner_up < rule.min_margin:
-        needs.append(f"a lead of {100 * rule.min_margin:.1f} points over the next ({second}: {100 * (top - runner_up):.1f} behind)")
+        needs.append(
+            f"a lead of {percent(rule.min_margin, math.ceil)} points over the next ({second}: {percent(top - runner_up, math.floor)} behind)"
+        )
     return f"{UNSURE_REASON_BEGINNING} {' and '.join(needs)}."
 
 
-UNSURE_REASON_BEGINNING = "Unsure: for a sure answer this model needs"
+def percent(share: float, rounding) -> str:
+    """`share` in percent to one decimal, rounded by `rounding` (math.floor or math.ceil); the
+    float error of the product (0.601 * 1000 is 601.0000000000001) is not rounded up."""
+    return f"{rounding(round(share * 1000, 6)) / 10:.1f}"
 
 
 def unsure_note(rule: UnsureRule, calibrated: bool, model_dir: str) -> str:

@@ -323,6 +323,10 @@ def test_an_unsure_answer_says_which_bar_it_missed_in_figures_that_cannot_seem_t
     far_ahead = {emotion: 0.0267 for emotion in EMOTIONS} | {"angry": 0.7199, "happy": 0.1199}
     assert default_rule.is_unsure(list(far_ahead.values()))
     assert app.unsure_reason(default_rule, far_ahead) == f"{app.UNSURE_REASON_BEGINNING} a lead of 60.1 points over the next (happy: 60.0 behind)."
+    # At the bar's own decimal the answer is rounded down and the bar up (a review's 60.06 read "60.1 behind").
+    just_under = far_ahead | {"happy": 0.7199 - 0.6006}
+    assert app.unsure_reason(default_rule, just_under).endswith("a lead of 60.1 points over the next (happy: 60.0 behind).")
+    assert app.unsure_reason(UnsureRule(0.71149, 0.0), far_ahead | {"angry": 0.71121}).endswith("71.2% for its top emotion (angry: 71.1%).")
     weak = {emotion: 0.05 for emotion in EMOTIONS} | {"sad": 0.45, "calm": 0.15, "angry": 0.10}
     assert app.unsure_reason(UnsureRule(0.5, 0.2), weak) == f"{app.UNSURE_REASON_BEGINNING} 50.0% for its top emotion (sad: 45.0%)."
     assert app.unsure_reason(UnsureRule(0.5, 0.4), weak) == (
