@@ -125,11 +125,10 @@ def test_resuming_a_finished_run_trains_nothing(splits, feature_cache, tmp_path,
 def test_a_training_clip_longer_than_the_cap_is_seen_as_a_random_stretch_of_it(splits, feature_cache, tmp_path, monkeypatch):
     """A batch of clips several minutes long would not fit in memory (a 9.5-minute clip alone took
     4.9 GB before the cap); here the cap is 1 s, 100 frames, shorter than the synthetic clips."""
-    monkeypatch.setattr(cnn_training, "MAX_TRAINING_CLIP_S", 1.0)
     batches = []
     pad = cnn_training.pad_features
     monkeypatch.setattr(cnn_training, "pad_features", lambda clips: batches.append([len(clip) for clip in clips]) or pad(clips))
-    CNNFamily(CNNHyperparameters(epochs=1, **SMALL), cache_dir=feature_cache).fit(splits["train"], None, tmp_path, resume=False)
+    CNNFamily(CNNHyperparameters(epochs=1, max_training_clip_s=1.0, **SMALL), cache_dir=feature_cache).fit(splits["train"], None, tmp_path, resume=False)
     lengths = sum(batches, [])
     assert len(lengths) == len(splits["train"]) and max(lengths) == 100
 

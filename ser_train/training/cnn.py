@@ -40,11 +40,6 @@ CHECKPOINT_FILE = "last.pt"
 CLIPS_PER_EXTRACTION = 64  # clips between two cache writes (and progress-bar steps)
 BATCHES_PER_POOL = 8  # length bucketing: batches formed from one sorted pool of clips
 VALIDATION_SMOOTHING = 0.3  # weight of the newest epoch in the moving average of validation UA
-# A training clip longer than this is seen as a random stretch this long, drawn anew each epoch:
-# a batch of clips several minutes long would not fit in memory (one 9.5-minute clip took 4.9 GB),
-# and the page answers longer recordings in stretches of 4 s anyway (timeline.MAX_SEGMENT_S).
-# The longest clip of RAVDESS, TESS and EMOVO is 14 s.
-MAX_TRAINING_CLIP_S = 20.0
 
 
 @dataclass
@@ -65,6 +60,11 @@ class CNNHyperparameters:
     # their speaker's clips (any K, or their neutral and calm clips), so that one model learns
     # both calibrated and uncalibrated inputs. 0 trains on uncalibrated features only.
     calibrated_share: float = 0.0
+    # A training clip longer than this is seen as a random stretch this long, drawn anew each
+    # epoch: a batch of clips several minutes long would not fit in memory (one 9.5-minute clip
+    # took 4.9 GB), and the page answers longer recordings in stretches of 4 s anyway
+    # (timeline.MAX_SEGMENT_S). The longest clip of RAVDESS, TESS and EMOVO is 14 s.
+    max_training_clip_s: float = 20.0
     channels: int = 96
     blocks: int = 3
     dropout: float = 0.1
@@ -281,7 +281,7 @@ class CNNFamily:
         if calibrated_views is not None:
             clips = calibrated_views.apply(clips, rng)
         frame_rate = self.hp.feature_config.sampling_rate / self.hp.feature_config.hop_length
-        clips = random_stretches(clips, round(MAX_TRAINING_CLIP_S * frame_rate), rng)
+        clips = random_stretches(clips, round(self.hp.max_training_clip_s * frame_rate), rng)
         losses = []
         for batch in _length_bucketed_batches([len(clip) for clip in clips], self.hp.batch_size, rng):
             raw, lengths = pad_features([clips[i] for i in batch])
