@@ -418,6 +418,9 @@ class PageOutputs(NamedTuple):
     timeline_table: list[list[str]] | None  # start, end, emotion, confidence
 
 
+COMPARE_FIRST = "To hear one recording with two models, pick the second under “Compare with a second model” before you press Analyse."
+
+
 def predict_handler(
     audio_path: str | None,
     model_choice: str | None,
@@ -446,8 +449,6 @@ def predict_handler(
     except SERError as error:
         return failure(str(as_page_says_it(error)))
 
-
-COMPARE_FIRST = "To hear one recording with two models, pick the second under “Compare with a second model” before you press Analyse."
 
 
 def analyse_on_page(
@@ -606,7 +607,8 @@ def unsure_reason(rule: UnsureRule, probabilities: dict[str, float]) -> str:
     """Which of the rule's bars the answer missed, in percents to one decimal, the bar rounded up
     and the answer down, so that the answer never seems to clear it: rounded to whole percents,
     72 % against 12 % seemed to clear a lead of 60.1 points (a QA pass read it so)."""
-    (first, top), (second, runner_up) = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:2]
+    first, second = top_two(probabilities)
+    top, runner_up = probabilities[first], probabilities[second]
     needs = []
     if top < rule.min_confidence:
         needs.append(f"{percent(rule.min_confidence, math.ceil)}% for its top emotion ({first}: {percent(top, math.floor)}%)")
@@ -669,10 +671,16 @@ def short_speech_note(model_dir: str, speech_s: float) -> str:
     return note + "."
 
 
+def top_two(probabilities: dict[str, float]) -> tuple[str, str]:
+    """The two most probable emotions, the first first."""
+    first, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+    return first, second
+
+
 def verdict(probabilities: dict[str, float], unsure: bool = False) -> str:
     """'😠 angry · 82%', or '🤔 unsure: angry 38%, then sad 31%' for an unsure answer (the runner-up
     however far behind: "or" read as a hesitation where a weak top emotion was the reason)."""
-    first, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+    first, second = top_two(probabilities)
     if unsure:
         return f"🤔 unsure: {first} {probabilities[first]:.0%}, then {second} {probabilities[second]:.0%}"
     return f"{EMOJI.get(first, '')} {first} · {probabilities[first]:.0%}"
@@ -687,7 +695,7 @@ def timeline_rows(segments: list[Segment], rule: UnsureRule) -> list[list[str]]:
         if not segment.is_speech:
             emotion, confidence = "no speech", ""
         elif rule.is_unsure(list(segment.probabilities.values())):
-            first, second = sorted(segment.probabilities, key=segment.probabilities.get, reverse=True)[:2]
+            first, second = top_two(segment.probabilities)
             emotion, confidence = f"🤔 unsure: {first}, then {second}", f"{segment.confidence:.0%}"
         else:
             emotion, confidence = f"{EMOJI.get(segment.top_emotion, '')} {segment.top_emotion}", f"{segment.confidence:.0%}"

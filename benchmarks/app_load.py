@@ -77,8 +77,8 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
                 clients = [client(server.url) for _ in range(callers)]
                 measurement = f"{name}, {callers} concurrent"
                 rows.append(load_row(measurement, server, clients, handle_file(str(clip)), expected[name], requests // callers))
+        default_name, default_server = next(iter(servers.items()))
         if not quick:  # what ssl_verify=False saves the callers (see the notes): no target rests on it
-            default_name, default_server = next(iter(servers.items()))
             clients = [client(default_server.url, tls_context_per_request=True) for _ in range(CONCURRENCY[-1])]
             rows.append(
                 load_row(
@@ -86,9 +86,8 @@ def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
                     default_server, clients, handle_file(str(clip)), expected[default_name], requests // CONCURRENCY[-1],
                 )
             )  # fmt: skip
-        default_server = next(iter(servers.values()))
         long_recording = write_long_recording(corpus, LONG_MINUTES, Path(folder) / "long.wav")
-        rows.append(short_behind_long_row(next(iter(servers)), default_server, clip, long_recording))
+        rows.append(short_behind_long_row(default_name, default_server, clip, long_recording))
         rows += privacy_rows(servers, clip)
     notes = [
         f"App load: `python app.py` on 127.0.0.1 with the bundled model, {SERVING_CORES} cores; /predict on {clip.name} "

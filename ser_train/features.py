@@ -30,7 +30,7 @@ POWER_FLOOR = 1e-10  # -100 dB: keeps the logarithm of digital silence finite
 AMPLITUDE_FLOOR = 1e-5  # -100 dB for amplitudes (RMS, spectral contrast)
 CLIPS_PER_BATCH = 16  # bounds memory: a batch's spectra and pitch frames are held at once...
 # ...and so does this much padded audio (16 clips of 15 s), since a clip's spectra and pitch frames
-# take about 1.1 GB per 10 minutes of audio: a clip too long to share a batch goes alone.
+# take about 1.1 GB for 9.5 minutes of audio: a clip too long to share a batch goes alone.
 SECONDS_PER_BATCH = CLIPS_PER_BATCH * 15.0
 # A batch is zero-padded to a multiple of this many samples (0.25 s). oneDNN, torch's CPU
 # convolution library, builds and caches kernels for every input shape it meets; with lengths

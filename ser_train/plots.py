@@ -115,7 +115,7 @@ def timeline_figure(segments: list[Segment], duration_s: float, model_name: str)
     handles = [axes.bar(0, 0, color=EMOTION_COLORS[emotion], label=emotion) for emotion in shown]
     if not all(segment.is_speech for segment in segments):
         handles.append(axes.bar(0, 0, color=NO_SPEECH_COLOR, label="no speech"))
-    # Title and legend at the left, the legend in a row under the axis: a phone shows a figure's
+    # Title and legend at the left, the legend in rows under the axis: a phone shows a figure's
     # left part first (app.py's CSS lets it scroll sideways).
     figure.legend(handles=handles, loc="outside lower left", ncols=min(len(handles), LEGEND_COLUMNS), frameon=False)
     axes.set(xlim=(0, duration_s), ylim=(0, 1), xlabel="time (s)", ylabel="confidence")
