@@ -198,6 +198,11 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     assert sum(re.fullmatch(r"\d+%", line) is not None for line in shown_lines) == 8  # all eight emotions listed
     # The bars carry no heading of their own: an unsure answer's top emotion is not printed large there.
     assert shown_lines.count(shown[0]) == 1, shown_lines
+    # Another upload in its place takes the answer with it (a QA pass read an old answer beside it).
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    page.locator("#summary h2").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
 
 
 def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
