@@ -450,7 +450,6 @@ def predict_handler(
         return failure(str(as_page_says_it(error)))
 
 
-
 def analyse_on_page(
     audio_path: str | None,
     model_choice: str | None,
