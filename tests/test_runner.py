@@ -193,6 +193,25 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
     assert results["command"] == "train"  # the command that started the run, the one to rerun it by
 
 
+def test_a_split_that_cannot_train_is_refused_before_the_run_claims_its_folder(synthetic_ravdess, tmp_path):
+    """A QA pass's fold trained on one speaker's one clip and was scored as any other, and a
+    refused --test-actors left a record behind that refused the corrected command."""
+    from synthetic import make_manifest_corpus
+
+    corpus = make_manifest_corpus(tmp_path / "lab", {"ang": EMOTIONS.index("angry"), "sad": EMOTIONS.index("sad")}, speakers=tuple("abcdef"))
+    shutil.copy(corpus / "wav" / "a_ang_0.wav", corpus / "wav" / "solo.wav")
+    with (corpus / "manifest.csv").open("a") as manifest:
+        manifest.write("wav/solo.wav,ang,solo\n")  # a speaker with one clip
+    run_dir = tmp_path / "run"
+    with pytest.raises(SERError, match=r"^fold-1 would train on 1 clip\(s\) of angry only: a classifier needs clips of at least two emotions"):
+        runner.run(NearestCentroidFamily(), [str(corpus)], run_dir, num_folds=3, command=["train"])
+    assert not run_dir.exists()
+    with pytest.raises(SERError, match=r"Test actors \[7, 8\] are not all in the dataset"):
+        runner.run(NearestCentroidFamily(), str(synthetic_ravdess), run_dir, test_actors=[7, 8], command=["train"])
+    assert not run_dir.exists()
+    runner.run(NearestCentroidFamily(), str(synthetic_ravdess), run_dir, test_actors=[5, 6], command=["train"])  # the corrected command
+
+
 def test_a_folder_holding_other_files_or_a_file_is_never_written_into(synthetic_ravdess, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

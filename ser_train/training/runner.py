@@ -158,6 +158,7 @@ def run(
     if leave_one_corpus_out and len(corpus_names(dataset)) < 2:
         raise SERError("Leaving one corpus out needs at least two corpora: pass several with --dataset A B ...")
     splits = _plan(dataset, test_actors, num_folds, test_speakers, folds_within, leave_one_corpus_out)
+    _check_splits(dataset, splits)  # before the run claims its folder with a record of them
     settings = _run_settings(family, dataset_source, splits, leave_one_corpus_out)
     if is_main_process():  # the other processes of a distributed run take the main one's word
         if resuming:
@@ -241,6 +242,19 @@ def _plan(
     return plan_splits(dataset.unique("actor"), test_actors, num_folds)
 
 
+def _check_splits(dataset: datasets.Dataset, splits: list[Split]) -> None:
+    """Refuse a split whose actors are not in the data, or whose training part holds one emotion
+    only: a QA pass's fold trained on one speaker's one clip and was scored as any other."""
+    for split in splits:
+        train = split_by_actor(dataset, split.test_actors, split.validation_actors)["train"]
+        if len(train.unique("emotion")) < 2:
+            taught = emotions_in(train) if train.num_rows else ["none"]
+            raise SERError(
+                f"{split.name} would train on {train.num_rows} clip(s) of {', '.join(taught)} only: a classifier needs "
+                "clips of at least two emotions to learn from; use fewer folds, or other test speakers."
+            )
+
+
 def emotions_in(*parts: datasets.Dataset) -> list[str]:
     """The names of the emotions that any of `parts` holds a clip of, in label order."""
     names = parts[0].features["emotion"].names
@@ -308,7 +322,7 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
         f"test {parts['test'].num_rows} ({corpus})"
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
-    trained = emotions_in(parts["train"], parts["validation"])
+    trained = emotions_in(parts["train"])  # validation clips choose the epoch, teach nothing
     fit = HeldOutFit(
         probabilities=np.asarray(family.predict_proba(fitted.model, parts["test"]), dtype=np.float32),
         emotions=np.asarray(parts["test"]["emotion"]),
@@ -517,7 +531,7 @@ def _run_split(
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
     # Scored on the emotions it trained on, as `evaluate` and the held-out corpora are: a test clip
     # of an emotion no training clip taught is left out, and no clip is answered with one.
-    trained = emotions_in(parts["train"], parts["validation"])
+    trained = emotions_in(parts["train"])  # validation clips choose the epoch, teach nothing
     test, untrained_clips = of_trained_emotions(parts["test"], trained)
     answer = answer_among(labels, trained)
     predictions = answer(family.predict_proba(fitted.model, test))
