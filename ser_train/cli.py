@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except SERError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:  # the machine's refusal (a read-only or full disk, a file for a folder)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         # On a line of its own (a progress bar may be half drawn), with how to go on after a training.
         started = hasattr(args, "resume") and (Path(args.output_dir) / "training_args.json").is_file()

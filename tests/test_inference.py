@@ -347,6 +347,17 @@ def test_the_clis_help_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
+def test_a_folder_the_machine_refuses_is_said_in_one_sentence(synthetic_ravdess, tmp_path, capsys):
+    """A QA pass's read-only output folder ended in a traceback; a file where a folder is needed is
+    refused by the machine the same way (read-only is no refusal to root, who runs the tests)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("notes")
+    arguments = ["train", "cnn", "--dataset", str(synthetic_ravdess), "--test-actors", "5,6", "--epochs", "1"]
+    assert main([*arguments, "--output-dir", str(notes / "run")]) == 2
+    assert capsys.readouterr().err.endswith(f"\nerror: {notes / 'run'}: Not a directory\n")
+    assert notes.read_text() == "notes"
+
+
 def test_predict_command_prints_every_emotion(wav2vec2_dir, tmp_path, clips, capsys):
     path = write_wav(tmp_path / "clip.wav", clips[0])
     assert main(["predict", "--model", str(wav2vec2_dir), path]) == 0
