@@ -177,12 +177,16 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
         "splits": (NearestCentroidFamily(), str(synthetic_ravdess), {"test_actors": [6]}),
         "dataset": (NearestCentroidFamily(), str(other_data), {"num_folds": 3}),
     }
+    # Within lists of as many splits, only the one that differs (a QA pass read two that looked alike).
+    fold = {"name": "fold-2", "test_actors": [3, 4], "validation_actors": [5, 6]}
+    assert runner._difference("splits", [{}, fold], [{}, fold | {"test_actors": [3, 5]}]) == "splits[1].test_actors: [3, 4] there, [3, 5] here"
     for differing, (family, source, split) in attempts.items():
         # Refused before the family prepares the data (for Whisper, its encoder over every clip:
         # a QA pass waited over 10 minutes for the refusal).
         family.prepare = lambda dataset: pytest.fail("the data was prepared before the refusal")
-        with pytest.raises(SERError, match=f"holds a run started with other settings \\({differing}"):
+        with pytest.raises(SERError, match=f"holds a run started with other settings \\({differing}") as refusal:
             runner.run(family, source, run_dir, resume=True, command=["train", "--resume"], **split)
+        assert differing != "family" or "hyperparameters" not in str(refusal.value)  # another family's settings go unnamed
         assert family.fit_calls == [] and files_of(run_dir) == before, differing
     same_data = tmp_path / "same-corpus"
     same_data.symlink_to(synthetic_ravdess)

@@ -642,6 +642,8 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
     # A setting added to the family since the run was started is not in its record, and the run
     # ran without it: only the recorded ones are compared.
     settings = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
+    if recorded.get("family") != settings["family"]:  # another family's settings are no difference worth naming
+        settings.pop("hyperparameters")
     differences = [
         _difference(key, recorded.get(key), value)
         for key, value in settings.items()
@@ -671,10 +673,13 @@ def same_sources(recorded: dict, given: str) -> bool:
 
 def _difference(key: str, there, here) -> str:
     """How a recorded setting differs from the one given: within a group of settings
-    (hyperparameters), only the ones that differ."""
+    (hyperparameters) or a list of as many groups (splits), only the ones that differ, so that a long
+    value is not cut off before its difference (a QA pass read two identical-looking splits)."""
     if isinstance(there, dict) and isinstance(here, dict):
         differing = sorted(name for name in there.keys() | here.keys() if there.get(name) != here.get(name))
         return "; ".join(_difference(f"{key}.{name}", there.get(name), here.get(name)) for name in differing)
+    if isinstance(there, list) and isinstance(here, list) and len(there) == len(here) and all(isinstance(item, dict) for item in there + here):
+        return "; ".join(_difference(f"{key}[{number}]", old, new) for number, (old, new) in enumerate(zip(there, here)) if old != new)
     return f"{key}: {_shown(there)} there, {_shown(here)} here"
 
 
