@@ -480,7 +480,7 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
     heard |= {Path(source).name for source in sources if (info := corpus_info(source)) and info.title in trained_known}
     if heard:
         raise SERError(
-            f"{args.model} was trained on {', '.join(sorted(heard))}, so it is not held out: "
+            f"{args.model} heard the speakers of {', '.join(sorted(heard))} (a corpus it trained on, or a copy of one), so it is not held out: "
             "pass corpora the model never heard."
         )
     loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name, known_labels=trained)

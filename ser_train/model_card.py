@@ -277,9 +277,10 @@ def _held_out_section(results: dict) -> dict | None:
     recorded = [entry["mood_calibration"] for entry in entries.values() if "mood_calibration" in entry]
     mood_rows = [row for row in recorded if "metrics" in row]  # a corpus whose speakers all lack a prompted mood has no figure
     per_mood = clips_per_mood(recorded[0]) if recorded else CLIPS_PER_PROMPTED_MOOD
-    # Why a calibration row has no figures: every speaker was left out of it.
-    neutral_lack = f"{MIN_NEUTRAL_CALIBRATION_S:.0f} s of neutral and calm speech"
-    moods_lack = f"{per_mood} clip(s) of each prompted mood"
+    # Why a calibration row has no figures: every speaker was left out of it, for too few clips to
+    # calibrate on or none left to score (a QA pass's speakers had exactly 2 of each mood).
+    neutral_lack = f"{MIN_NEUTRAL_CALIBRATION_S:.0f} s of neutral and calm speech and more clips to score"
+    moods_lack = f"{per_mood} clip(s) of each prompted mood and more clips to score"
     rows = []
     for corpus, entry in entries.items():
         rows.append(

@@ -215,7 +215,7 @@ def test_train_then_evaluate_cli_reproduce_the_same_metrics(synthetic_ravdess, t
     # Nor is the same corpus under another folder name a corpus it never heard.
     copy = shutil.copytree(synthetic_ravdess, tmp_path / "another-name")
     assert main(["evaluate", "--model", str(model_dir), "--dataset", str(copy), "--held-out-corpora", "--output-dir", str(tmp_path / "held")]) == 2
-    assert "was trained on another-name, so it is not held out" in capsys.readouterr().err
+    assert "heard the speakers of another-name (a corpus it trained on, or a copy of one), so it is not held out" in capsys.readouterr().err
     # Its own held-out actors in that copy are voices it never heard; the others are not (this
     # RAVDESS folder, with no corpus column, ended in a traceback).
     copied = ["evaluate", "--model", str(model_dir), "--dataset", str(copy), "--no-calibration"]
@@ -275,7 +275,7 @@ def test_a_run_given_a_relative_dataset_path_is_judged_by_where_its_data_lay(tmp
     assert json.loads((elsewhere / "copy-scores" / EVAL_RESULTS_FILE).read_text())["folds"][0]["test_speakers"] == ["copy/s3"]
     assert main([*evaluate, "--dataset", str(tmp_path / "base"), "--test-speakers", "s3", "--output-dir", "own"]) == 0
     assert main([*evaluate, "--dataset", str(copy), "--held-out-corpora", "--output-dir", "held"]) == 2
-    assert "was trained on copy, so it is not held out" in capsys.readouterr().err
+    assert "heard the speakers of copy (a corpus it trained on, or a copy of one), so it is not held out" in capsys.readouterr().err
     training[training.index("base")] = str(tmp_path / "base")
     assert main([*training, "--resume"]) == 0
 
