@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -102,6 +103,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         template_path=str(TEMPLATE),
         model_name=model_name,
         model_ref=repo_id or _display_path(model_dir),
+        model_ref_in_shell=shlex.quote(repo_id or _display_path(model_dir)),  # a folder's name may hold spaces
         family_title=FAMILY_TITLES.get(results["family"], results["family"]),
         family_description=_family_description(results["family"], config, corpora),
         labels=labels,

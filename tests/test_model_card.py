@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ from ser_train.cli import main
 from ser_train.data import EMOTIONS
 from ser_train.evaluation import answers_among, classification_metrics, eval_results, format_metrics_table, unscored_emotions, write_eval_results
 from ser_train.held_out import MIN_NEUTRAL_CALIBRATION_S
+from ser_train import model_card
 from ser_train.model_card import format_actors, write_model_card
 from synthetic import make_manifest_corpus
 
@@ -112,6 +114,15 @@ def test_holdout_card_body_shows_per_class_scores_usage_and_citation(holdout_mod
     assert "https://doi.org/10.1371/journal.pone.0196391" in text
     assert "spontaneous" in text and "children" in text  # the limits are spelled out
     assert "### Cross-validation" not in text
+
+
+def test_the_cards_command_line_quotes_a_folder_name_with_spaces(holdout_model, tmp_path):
+    """A QA pass pasted the card's command for a folder named with spaces into a shell."""
+    spaced = shutil.copytree(holdout_model, tmp_path / "run with spaces")
+    text = ModelCard.load(write_model_card(spaced)).text
+    [shown] = [line for line in text.splitlines() if line.startswith("From the command line:")]
+    command = shown.split("`")[1]
+    assert shlex.split(command)[5] == model_card._display_path(spaced) and "run with spaces" in command
 
 
 def test_cross_validation_card_has_fold_table_and_says_what_was_published(cross_validated_model):
