@@ -203,6 +203,7 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     page.locator('#speech button[aria-label="Upload file"]').click()
     uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
     page.locator("#summary h2").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
+    assert analyse_and_read_result(page) == shown  # and answered, the server keeps none of it (the next tests check)
 
 
 def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
