@@ -514,7 +514,7 @@ def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
 
     if not recorded:
         return set()
-    if same_sources(recorded, sources if isinstance(sources, str) else " + ".join(sources)):
+    if same_sources(recorded, sources):
         return set(dataset.unique("actor")) - holdout_test_actors(recorded)
     trained_on = {Path(source).name for source in recorded_locations(recorded)}
     by_name = {actor for actor, corpus in zip(dataset["actor"], clip_corpora(dataset, sources)) if corpus in trained_on}
@@ -541,7 +541,7 @@ def record_tells_heard_actors(recorded: dict, sources: str | list[str]) -> bool:
     another folder name has the same actors and no name to know it by)."""
     from ser_train.training.runner import same_sources
 
-    return bool(recorded) and (same_sources(recorded, sources if isinstance(sources, str) else " + ".join(sources)) or training_data_at_hand(recorded))
+    return bool(recorded) and (same_sources(recorded, sources) or training_data_at_hand(recorded))
 
 
 def training_data_at_hand(recorded: dict) -> bool:

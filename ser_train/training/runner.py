@@ -162,9 +162,8 @@ def run(
     settings = _run_settings(family, dataset_source, splits, leave_one_corpus_out)
     if is_main_process():  # the other processes of a distributed run take the main one's word
         if resuming:
-            _check_same_run(output_dir, settings)
             # The results, and the card, give the command that started the run: the one to rerun it.
-            command = json.loads((output_dir / TRAINING_ARGS_FILE).read_text()).get("command", command)
+            command = _check_same_run(output_dir, settings).get("command", command)
         else:
             _write_training_args(output_dir, settings, command)
     # After every refusal: for Whisper this is its encoder over every clip and view (minutes).
@@ -634,10 +633,11 @@ def _run_settings(family: Family, dataset_source: str, splits: list[Split], leav
     return json.loads(json.dumps(settings))
 
 
-def _check_same_run(output_dir: Path, settings: dict) -> None:
+def _check_same_run(output_dir: Path, settings: dict) -> dict:
     """Resuming continues the run that was started, never another: the family, data, splits and
     settings must be those training_args.json records (the data by where it lies, however the
-    path is spelled), or the finished folds of one run would be published as another's."""
+    path is spelled), or the finished folds of one run would be published as another's. Returns
+    that record."""
     recorded = json.loads((output_dir / TRAINING_ARGS_FILE).read_text())
     # A setting added to the family since the run was started is not in its record, and the run
     # ran without it: only the recorded ones are compared.
@@ -654,6 +654,7 @@ def _check_same_run(output_dir: Path, settings: dict) -> None:
             f"{output_dir} holds a run started with other settings ({'; '.join(differences)}); resume it with "
             f"the settings of its {TRAINING_ARGS_FILE}, or choose another --output-dir. Nothing was changed."
         )
+    return recorded
 
 
 def recorded_locations(recorded: dict) -> list[str]:
@@ -665,10 +666,15 @@ def recorded_locations(recorded: dict) -> list[str]:
     return [source_location(source.strip()) for source in recorded.get("dataset", "").split(" + ") if source.strip()]
 
 
-def same_sources(recorded: dict, given: str) -> bool:
-    """Whether the data of a run's record and ' + '-joined dataset sources given here are the same:
+def same_sources(recorded: dict, given: str | list[str]) -> bool:
+    """Whether the data of a run's record and the dataset sources given here are the same:
     folders by their resolved location, however each path is spelled, Hub ids by name."""
-    return recorded_locations(recorded) == [source_location(source) for source in given.split(" + ")]
+    return recorded_locations(recorded) == source_locations(given)
+
+
+def source_locations(sources: str | list[str]) -> list[str]:
+    """Where each source lies here (`source_location`); `sources` a list, or ' + '-joined as a run records them."""
+    return [source_location(source) for source in (sources.split(" + ") if isinstance(sources, str) else sources)]
 
 
 def _difference(key: str, there, here) -> str:
@@ -692,7 +698,6 @@ def _shown(value) -> str:
 def _write_training_args(output_dir: Path, settings: dict, command: list[str]) -> None:
     # The data's locations as well as its sources as typed: a relative path means another folder
     # to an `evaluate` or `--resume` run from elsewhere.
-    locations = [source_location(source) for source in settings["dataset"].split(" + ")]
-    args = {"command": command, **settings, DATASET_LOCATIONS_KEY: locations}
+    args = {"command": command, **settings, DATASET_LOCATIONS_KEY: source_locations(settings["dataset"])}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")
