@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -311,6 +312,16 @@ def clip_digests(dataset: datasets.Dataset) -> list[str]:
     """A digest of each loaded clip's decoded audio: the same for the same recording in any
     folder, under any name."""
     return [hashlib.sha256(wav).hexdigest() for wav in decoded_wav_bytes(dataset)]
+
+
+def data_digest(dataset: datasets.Dataset) -> str:
+    """A digest of what a loaded dataset holds: each clip's decoded audio with its emotion and
+    speaker, in order, and the emotions' names. Where the files lie and what they are called
+    do not count."""
+    stamp = hashlib.sha256(json.dumps(dataset.features["emotion"].names).encode())
+    for clip, emotion, actor in zip(clip_digests(dataset), dataset["emotion"], dataset["actor"]):
+        stamp.update(f"{clip}:{emotion}:{actor};".encode())
+    return stamp.hexdigest()
 
 
 def decoded_wav_bytes(dataset: datasets.Dataset) -> Iterator[bytes]:

@@ -197,6 +197,33 @@ def test_resume_continues_the_same_run_only(synthetic_ravdess, tmp_path):
     assert results["command"] == "train"  # the command that started the run, the one to rerun it by
 
 
+def test_resume_refuses_data_changed_in_the_same_folder(synthetic_ravdess, tmp_path):
+    """The same folder no longer holding the same clips is another run's data: its finished
+    folds were trained and scored on what the folder held then. A run recorded before the data
+    had a digest resumes as it did."""
+    import soundfile
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(synthetic_ravdess, corpus)
+    run_dir = tmp_path / "run"
+    runner.run(NearestCentroidFamily(), str(corpus), run_dir, num_folds=3, command=["train"])
+    (run_dir / "folds" / "fold-3" / runner.FOLD_RESULT_FILE).unlink()
+    before = files_of(run_dir)
+    clip = sorted(corpus.glob("Actor_01/*.wav"))[0]
+    samples, rate = soundfile.read(clip)
+    soundfile.write(clip, samples[::-1], rate)  # the same name, length and loudness; other audio
+    family = NearestCentroidFamily()
+    with pytest.raises(SERError, match="other settings \\(the data's clips, labels or speakers have changed since the run started\\)"):
+        runner.run(family, str(corpus), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
+    assert family.fit_calls == [] and files_of(run_dir) == before
+    args_file = run_dir / runner.TRAINING_ARGS_FILE
+    args = json.loads(args_file.read_text())
+    del args[runner.DATA_DIGEST_KEY]
+    args_file.write_text(json.dumps(args))
+    runner.run(family, str(corpus), run_dir, num_folds=3, resume=True, command=["train", "--resume"])
+    assert [calls[1] for calls in family.fit_calls] == [True, False]  # fold 3, then the final model
+
+
 def test_a_split_that_cannot_train_is_refused_before_the_run_claims_its_folder(synthetic_ravdess, tmp_path):
     """A QA pass's fold trained on one speaker's one clip and was scored as any other, and a
     refused --test-actors left a record behind that refused the corrected command."""

@@ -39,7 +39,7 @@ from ser_train.confidence import (
     with_temperature,
 )
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, source_location, speaker_names
-from ser_train.data import actor_folds, audio_arrays, split_by_actor, validation_actors
+from ser_train.data import actor_folds, audio_arrays, data_digest, split_by_actor, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import (
     UNTRAINED_CLIPS_KEY,
@@ -54,6 +54,7 @@ from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out
 
 TRAINING_ARGS_FILE = "training_args.json"
 DATASET_LOCATIONS_KEY = "dataset_locations"  # in training_args.json: where each dataset source lay
+DATA_DIGEST_KEY = "data_digest"  # in training_args.json: what the data held (ser_train.data.data_digest)
 FOLD_RESULT_FILE = "fold_result.json"
 CONFIG_FILE = "config.json"
 CORPORA_DIR = "corpora"  # OUTPUT_DIR/corpora/<corpus>/: the model fitted without <corpus>
@@ -159,7 +160,7 @@ def run(
         raise SERError("Leaving one corpus out needs at least two corpora: pass several with --dataset A B ...")
     splits = _plan(dataset, test_actors, num_folds, test_speakers, folds_within, leave_one_corpus_out)
     _check_splits(dataset, splits)  # before the run claims its folder with a record of them
-    settings = _run_settings(family, dataset_source, splits, leave_one_corpus_out)
+    settings = _run_settings(family, dataset, dataset_source, splits, leave_one_corpus_out)
     if is_main_process():  # the other processes of a distributed run take the main one's word
         if resuming:
             # The results, and the card, give the command that started the run: the one to rerun it.
@@ -621,11 +622,12 @@ def _claim_output_dir(output_dir: Path, resume: bool) -> bool:
     return started
 
 
-def _run_settings(family: Family, dataset_source: str, splits: list[Split], leave_one_corpus_out: bool) -> dict:
+def _run_settings(family: Family, dataset: datasets.Dataset, dataset_source: str, splits: list[Split], leave_one_corpus_out: bool) -> dict:
     """What makes a run the run it is, as training_args.json records it (JSON types)."""
     settings = {
         "family": family.name,
         "dataset": dataset_source,
+        DATA_DIGEST_KEY: data_digest(dataset),
         "splits": [asdict(split) for split in splits],
         "leave_one_corpus_out": leave_one_corpus_out,
         "hyperparameters": family.hyperparameters(),
@@ -635,13 +637,15 @@ def _run_settings(family: Family, dataset_source: str, splits: list[Split], leav
 
 def _check_same_run(output_dir: Path, settings: dict) -> dict:
     """Resuming continues the run that was started, never another: the family, data, splits and
-    settings must be those training_args.json records (the data by where it lies, however the
-    path is spelled), or the finished folds of one run would be published as another's. Returns
-    that record."""
+    settings must be those training_args.json records (the data where it lay, however the path
+    is spelled, and holding the same clips, labels and speakers), or the finished folds of one run
+    would be published as another's. Returns that record."""
     recorded = json.loads((output_dir / TRAINING_ARGS_FILE).read_text())
-    # A setting added to the family since the run was started is not in its record, and the run
-    # ran without it: only the recorded ones are compared.
+    # A setting added since the run was started is not in its record, and the run ran without
+    # it: only the recorded ones are compared (runs started before 2026-12-06 have no digest).
     settings = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
+    if DATA_DIGEST_KEY not in recorded:
+        settings.pop(DATA_DIGEST_KEY)
     if recorded.get("family") != settings["family"]:  # another family's settings are no difference worth naming
         settings.pop("hyperparameters")
     differences = [
@@ -652,7 +656,7 @@ def _check_same_run(output_dir: Path, settings: dict) -> dict:
     if differences:
         raise SERError(
             f"{output_dir} holds a run started with other settings ({'; '.join(differences)}); resume it with "
-            f"the settings of its {TRAINING_ARGS_FILE}, or choose another --output-dir. Nothing was changed."
+            f"the settings of its {TRAINING_ARGS_FILE} and its data as they were, or choose another --output-dir. Nothing was changed."
         )
     return recorded
 
@@ -681,6 +685,8 @@ def _difference(key: str, there, here) -> str:
     """How a recorded setting differs from the one given: within a group of settings
     (hyperparameters) or a list of as many groups (splits), only the ones that differ, so that a long
     value is not cut off before its difference (a QA pass read two identical-looking splits)."""
+    if key == DATA_DIGEST_KEY:  # two digests say nothing to a reader
+        return "the data's clips, labels or speakers have changed since the run started"
     if isinstance(there, dict) and isinstance(here, dict):
         differing = sorted(name for name in there.keys() | here.keys() if there.get(name) != here.get(name))
         return "; ".join(_difference(f"{key}.{name}", there.get(name), here.get(name)) for name in differing)
