@@ -30,7 +30,6 @@ import copy
 import difflib
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from ser_train.data import canonical_emotion
 from ser_train.errors import AudioError, HubError, ModelError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
+from ser_train.passes import PassQueue
 from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -100,6 +100,11 @@ def bundled_models_by_ua() -> list[str]:
 DEFAULT_MODEL = next(iter(bundled_models_by_ua()), BUNDLED_MODELS[-1])
 
 
+def seconds_of(waveforms16k: Sequence[np.ndarray]) -> float:
+    """How much audio 16 kHz waveforms hold, in seconds."""
+    return sum(len(waveform) for waveform in waveforms16k) / SAMPLING_RATE
+
+
 def passes_at_once() -> int:
     """How many forward passes may run side by side: the cores this process may use (joblib
     reads the container's CPU quota) over torch's threads per pass, at least 1."""
@@ -139,8 +144,9 @@ class EmotionModel:
         # As many forward passes at once as torch's threads per pass leave cores for (the app
         # serves requests from several threads): by default torch spreads one pass over every
         # core, so a second pass would only compete for them and add its peak memory; a server
-        # running passes on fewer threads (ser_train.serving) runs that many side by side.
-        self._passes = threading.BoundedSemaphore(passes_at_once())
+        # running passes on fewer threads (ser_train.serving) runs that many side by side, and
+        # the others wait their turn, shorter audio first (ser_train.passes).
+        self._passes = PassQueue(passes_at_once())
 
     def __repr__(self) -> str:
         return f"EmotionModel({self.name!r}, family={self.family!r}, precision={self.precision!r}, labels={self.labels})"
@@ -156,7 +162,7 @@ class EmotionModel:
         calibration = calibration or self.calibration
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
-        with self._passes, torch.inference_mode():
+        with self._passes.turn(seconds_of(waveforms16k)), torch.inference_mode():
             return self._tempered(self._forward(list(waveforms16k)), None)
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
@@ -183,8 +189,7 @@ class EmotionModel:
         """
         if not waveforms16k:
             raise ModelError("Calibration needs at least one clip of speech.")
-        seconds = sum(len(waveform) for waveform in waveforms16k) / SAMPLING_RATE
-        return self.calibration_from(self.represent(waveforms16k), source, seconds)
+        return self.calibration_from(self.represent(waveforms16k), source, seconds_of(waveforms16k))
 
     def calibrate_recording(self, waveform16k: np.ndarray, source: str = "neutral") -> Calibration:
         """A calibration from one longer recording of one speaker (e.g. a read passage): its
@@ -212,7 +217,7 @@ class EmotionModel:
         return calibrated
 
     def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        with self._passes, torch.inference_mode():
+        with self._passes.turn(seconds_of(waveforms16k)), torch.inference_mode():
             return self._calibration_support().represent(list(waveforms16k))
 
     def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
@@ -221,7 +226,9 @@ class EmotionModel:
     def predict_represented(
         self, representations: list[dict[str, np.ndarray]], calibration: Calibration | None
     ) -> np.ndarray:
-        with self._passes, torch.inference_mode():
+        # On what `represent` computed (Whisper: its head alone; the CNN: its network, about 2 ms a
+        # clip): next to no time, so it waits as a pass of no audio.
+        with self._passes.turn(0.0), torch.inference_mode():
             return self._tempered(self._calibration_support().predict_represented(representations, calibration), calibration)
 
     def untempered(self) -> EmotionModel:
