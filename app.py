@@ -434,7 +434,7 @@ def predict_handler(
     when a second model is chosen, with that one too. The file is read in blocks, never whole,
     and removed from the server once the answer is drawn; a model that cannot be loaded leaves
     it in place, for another try with another model.
-    `calibrations` is this session's {model name: Calibration} (see calibrate_handler)."""
+    `calibrations` is this session's {model name: (CalibrationPrompt, Calibration)} (see calibrate_handler)."""
     try:
         name = models.resolve(picked(model_choice, custom_id))
         model = session_model(name, calibrations)
@@ -1003,10 +1003,10 @@ def build_app() -> gr.Blocks:
             api_prompt = gr.Textbox(MOODS.name, label="calibration_prompt")
             api_probabilities = gr.JSON(label="probabilities")
             api_analysis = gr.JSON(label="analysis")
-            predict_button, analyse_button = gr.Button(), gr.Button()
+            api_predict_button, api_analyse_button = gr.Button(), gr.Button()
         api_inputs = [api_audio, api_model, api_calibration, api_prompt]
-        predict_button.click(predict_api, inputs=api_inputs, outputs=api_probabilities, api_name="predict", **analysis_slots)
-        analyse_button.click(analyse_api, inputs=api_inputs, outputs=api_analysis, api_name="analyse", **analysis_slots)
+        api_predict_button.click(predict_api, inputs=api_inputs, outputs=api_probabilities, api_name="predict", **analysis_slots)
+        api_analyse_button.click(analyse_api, inputs=api_inputs, outputs=api_analysis, api_name="analyse", **analysis_slots)
     return demo
 
 

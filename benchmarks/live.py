@@ -588,7 +588,7 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
         "Gradio's event round trip come on top; the 'on the page' row has them: the time from the microphone opening "
         "(the fake device starts its file then) to the page's first answer stamped at or after the stretch's end.",
         f"Live sessions: threads in one process, as the server runs stream events, each fed a {CHUNK_S:g} s chunk every "
-        f"{CHUNK_S:g} s as the page sends them (phases spread), the model shared behind its lock; delay is from the arrival "
+        f"{CHUNK_S:g} s as the page sends them (phases spread), sharing the model's passes at once (ser_train.passes); delay is from the arrival "
         "of the chunk that completes an answer's step to the answer. Memory per "
         "session: Python/numpy allocations (tracemalloc) held by 8 streams after 20 s each. Beside recordings: the "
         "recordings are the conversations back to back, each analysed by analyse_waveform in a thread of its own "

@@ -1,5 +1,6 @@
-"""One analysis of a recording, whichever front end asks: the page, its /predict endpoint,
-`python -m ser_train predict` and live mode all call this module.
+"""One analysis of a recording, whichever front end asks: the page, its /predict and /analyse
+endpoints and `python -m ser_train predict` all call this module (live mode answers a stream
+as it comes, in ser_train.live).
 
 A recording up to MIN_TIMELINE_DURATION_S is about one utterance and gets one answer for all of
 it. A longer one is split at its pauses (`ser_train.timeline`), each stretch is judged on its

@@ -145,7 +145,8 @@ class EmotionModel:
         # serves requests from several threads): by default torch spreads one pass over every
         # core, so a second pass would only compete for them and add its peak memory; a server
         # running passes on fewer threads (ser_train.serving) runs that many side by side, and
-        # the others wait their turn, shorter audio first (ser_train.passes).
+        # the others wait their turn, each due as long after it asked as its audio lasts
+        # (ser_train.passes), so a live step goes ahead of a long recording's batches.
         self._passes = PassQueue(passes_at_once())
 
     def __repr__(self) -> str:

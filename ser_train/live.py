@@ -258,7 +258,9 @@ class StreamResampler:
     stream at once would give (torchaudio's windowed sinc), except at its very end.
 
     Each chunk is resampled with RESAMPLE_MARGIN input samples of real context on both sides, so
-    the output lags the input by that margin (4 ms at 16 kHz), which a live stream never misses.
+    the output lags the input by that margin (RESAMPLE_MARGIN input samples, rounded up to whole
+    periods: about 1.4 ms at 48 kHz), which a live stream never misses. At 16 kHz a chunk passes
+    through as it is.
     Input is consumed in
     whole periods of the rate ratio (3 samples for 48 kHz, 441 for 44.1 kHz), which keeps every
     piece aligned with the whole stream's output grid.

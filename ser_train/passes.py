@@ -3,8 +3,8 @@
 A server analyses several recordings at once (ser_train.serving), but only a few forward passes
 run side by side (`EmotionModel` admits one per core). The others wait here. A plain semaphore
 hands a freed slot to whichever thread grabs it first, which is usually the one that just let
-it go: a 10-minute recording's next batch. A live step then waited 13-26 s behind seven long
-recordings (benchmarks/live.py measured it).
+it go: a long recording's next batch. A live step's answers then came 25-30 s late (p95) while
+seven 2-minute recordings were analysed (benchmarks/live.py measures it).
 
 So every waiting pass is given a time it is due: when it asked, plus as long as the audio it
 holds (WAIT_PER_AUDIO_S per second of audio); a freed slot goes to the waiting pass due first.

@@ -1,14 +1,18 @@
 """The family-independent training driver: actor-disjoint splits, resume, results.
 
-A model family (the CNN, wav2vec2) only knows how to fit one split and predict; this module
-decides which actors train, validate and test, runs the folds, skips folds that an interrupted
-run already finished, trains the final model, and writes what a model card needs:
+A model family (the CNN, Whisper, wav2vec2) only knows how to fit one split and predict; this
+module decides which actors train, validate and test, runs the folds, leaves each corpus out in
+turn, skips fits that an interrupted run already finished, trains the final model, fits its
+temperature, and writes what a model card needs:
 
     OUTPUT_DIR/
         config.json, model.safetensors, ...   the published model (hold-out or final)
         eval_results.json, confusion_matrix.png
         training_args.json                    the exact command, data and split
         folds/fold-1/ ...                     per-fold models, checkpoints and results (CV only)
+        corpora/<corpus>/ ...                 the model fitted without <corpus>, its answers for
+                                              it (held_out.npz), and temperature/<other corpus>/
+                                              fits nested inside it (leave one corpus out)
 """
 
 from __future__ import annotations
