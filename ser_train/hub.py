@@ -41,6 +41,9 @@ REVISION_SEPARATOR = "@"  # user/name@v1 pins a branch, tag or commit
 PUBLISHED_SUFFIXES = (".safetensors", ".json", ".md", ".png")
 TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "trainer_state", "rng_state", "fold_result")
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # single file or shards
+# What is fetched of a model: the configs (model, feature extractor) and the weights, nothing else:
+# never pickled *.bin / *.pt weights, never custom code.
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
 REQUIRED_FOR_PUBLISHING = ("config.json", "eval_results.json")  # beside one of SAFETENSORS_FILES
 
 

@@ -44,7 +44,7 @@ from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, w
 from ser_train.data import canonical_emotion
 from ser_train.errors import AudioError, HubError, ModelError, SERError
 from ser_train.evaluation import EVAL_RESULTS_FILE
-from ser_train.hub import SAFETENSORS_FILES, fetch_model_files
+from ser_train.hub import MODEL_FILE_PATTERNS, SAFETENSORS_FILES, fetch_model_files
 from ser_train.passes import PassQueue
 from ser_train.precision import FP32, checked_precision
 
@@ -57,10 +57,8 @@ CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the transformers feature-extractor settings
 CNN_MODEL_TYPE = "ser-cnn"
 WHISPER_MODEL_TYPE = "whisper-emotion"  # ser_train.models.whisper.EMOTION_MODEL_TYPE (tested equal)
-# Loading reads the configs (model, feature extractor) and the weights, nothing else: never
-# pickled *.bin / *.pt weights, never custom code (only model types that transformers itself
-# implements, or that this package does, are accepted, and trust_remote_code stays off).
-MODEL_FILE_PATTERNS = ["*.json", "*.safetensors"]
+# Loading reads what hub.MODEL_FILE_PATTERNS fetches, and only model types that transformers
+# itself implements, or that this package does, are accepted (trust_remote_code stays off).
 
 Forward = Callable[[list[np.ndarray]], np.ndarray]  # 16 kHz waveforms -> probabilities [N, labels]
 WEIGHT_LOADING_BAR = "Loading weights"  # transformers' progress bar over a folder's tensors

@@ -282,3 +282,26 @@ def test_a_base_of_another_kind_or_a_missing_folder_is_refused_with_a_sentence(t
         Wav2Vec2Family(base=str(cnn))
     with pytest.raises(SERError, match="no such folder"):
         Wav2Vec2Family(base=str(tmp_path / "no-such-base"))
+
+
+def test_a_hub_base_that_cannot_be_fetched_is_refused_with_the_hub_reason(monkeypatch):
+    """The base is fetched as every model is (ser_train.hub): a connection that breaks mid-download
+    and a revision that does not exist each get their sentence, not a traceback."""
+    import httpx2
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from ser_train import hub
+
+    def broken_connection(*args, **kwargs):
+        raise httpx2.ReadError("connection reset by peer")
+
+    monkeypatch.setattr(hub, "snapshot_download", broken_connection)
+    with pytest.raises(SERError, match=r"^--base user/encoder: The download of user/encoder failed because the network connection broke"):
+        Wav2Vec2Family(base="user/encoder")
+
+    def no_such_revision(*args, **kwargs):
+        raise RevisionNotFoundError("404", response=httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co")))
+
+    monkeypatch.setattr(hub, "snapshot_download", no_such_revision)
+    with pytest.raises(SERError, match=r"^--base user/encoder@v9: user/encoder has no branch, tag or commit called 'v9'"):
+        Wav2Vec2Family(base="user/encoder@v9")

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.errors import ModelError, SERError
+from ser_train.errors import HubError, ModelError, SERError
+from ser_train.hub import MODEL_FILE_PATTERNS, fetch_model_files
 
 DEFAULT_BASE = "facebook/wav2vec2-base"
 TRAIN_MODES = ("head", "encoder")
-BASE_FILE_PATTERNS = ["*.json", "*.safetensors"]  # configs, feature extractor settings, weights
 
 # Encoders with a convolutional feature encoder, whose audio-classification heads offer
 # use_weighted_layer_sum, freeze_feature_encoder() and freeze_base_model().
@@ -68,7 +68,10 @@ def resolve_base(base: str, model_types: Sequence[str] = SUPPORTED_MODEL_TYPES) 
     if not folder.is_dir() and base.startswith(("/", ".", "~")):  # a path, not a Hub id
         raise SERError(f"{base}: no such folder; --base needs a model folder or a Hub id.")
     if not folder.is_dir():
-        folder = _download(base)
+        try:
+            folder = fetch_model_files(base, MODEL_FILE_PATTERNS)
+        except HubError as error:
+            raise SERError(f"--base {base}: {error}") from None
     if not (folder / "config.json").is_file():
         raise SERError(
             f"{base}: no config.json there; --base needs a model folder written by save_pretrained "
@@ -81,26 +84,6 @@ def resolve_base(base: str, model_types: Sequence[str] = SUPPORTED_MODEL_TYPES) 
         )
     _check_encoder(base, folder, model_types)
     return folder
-
-
-def _download(base: str) -> Path:
-    """Configs and safetensors weights of Hub model `base`, from the Hugging Face cache or the Hub."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(base, allow_patterns=BASE_FILE_PATTERNS))
-    except LocalEntryNotFoundError:  # offline (or the Hub unreachable) and nothing cached
-        raise SERError(
-            f"The base model '{base}' is not in the Hugging Face cache and the Hub cannot be reached, "
-            f"so point --base at a local copy: a folder made with `hf download {base} --local-dir "
-            "DIR` where there is a connection, or with save_pretrained."
-        ) from None
-    except (HFValidationError, HfHubHTTPError) as error:  # malformed id, unknown, gated or private
-        raise SERError(
-            f"'{base}' is neither a local folder nor a model the Hugging Face Hub serves; pass --base "
-            "a Hub id or a model folder."
-        ) from None
 
 
 def feature_extractor_of(folder: str | Path, name: str):
