@@ -66,7 +66,7 @@ def stream_audio(
         peak = max(peak, float(mono.max()), -float(mono.min()))  # no temporary |block|
         yield mono
     _check_not_empty(num_samples, name)
-    _check_length(num_samples, sampling_rate, name, MIN_DURATION_S, max_duration_s)
+    _check_length(num_samples, sampling_rate, name, max_duration_s)
     _check_audible(peak, name)
 
 
@@ -226,14 +226,13 @@ def check_waveform(
     waveform: np.ndarray,
     sampling_rate: int,
     name: str = "The audio",
-    min_duration_s: float = MIN_DURATION_S,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> np.ndarray:
     """Return `waveform` as float32 mono, or raise `AudioError` saying why it cannot be used."""
     waveform = to_mono_float(waveform)
     _check_not_empty(waveform.size, name)
     _check_finite(waveform, name)
-    _check_length(waveform.size, sampling_rate, name, min_duration_s, max_duration_s)
+    _check_length(waveform.size, sampling_rate, name, max_duration_s)
     _check_audible(float(np.max(np.abs(waveform))), name)
     return waveform
 
@@ -243,11 +242,11 @@ def _check_not_empty(num_samples: int, name: str) -> None:
         raise AudioError(f"{name} contains no audio samples.")
 
 
-def _check_length(num_samples: int, sampling_rate: int, name: str, min_duration_s: float, max_duration_s: float) -> None:
+def _check_length(num_samples: int, sampling_rate: int, name: str, max_duration_s: float) -> None:
     duration_s = num_samples / sampling_rate
-    if duration_s < min_duration_s:
+    if duration_s < MIN_DURATION_S:
         raise AudioError(
-            f"{name} is {duration_s:.2f} s long; at least {min_duration_s:g} s of audio is needed."
+            f"{name} is {duration_s:.2f} s long; at least {MIN_DURATION_S:g} s of audio is needed."
         )
     _check_not_too_long(duration_s, name, max_duration_s)
 

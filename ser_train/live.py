@@ -135,13 +135,12 @@ class LiveStream:
         window_s: float = WINDOW_S,
         step_s: float = STEP_S,
         smoothing: float = SMOOTHING,
-        history_s: float = HISTORY_S,
     ):
         self.model = model  # calibrated to the speaker when it is model.with_calibration(...)
         self.window = round(window_s * SAMPLING_RATE)
         self.step = round(step_s * SAMPLING_RATE)
         self.smoothing = smoothing
-        self.history: deque[LiveAnswer] = deque(maxlen=math.ceil(history_s / step_s))
+        self.history: deque[LiveAnswer] = deque(maxlen=math.ceil(HISTORY_S / step_s))
         self.voice = VoiceActivity()
         self._resampler: StreamResampler | None = None
         self._recent = np.zeros(0, dtype=np.float32)  # the last `window` samples
@@ -266,22 +265,22 @@ class StreamResampler:
     piece aligned with the whole stream's output grid.
     """
 
-    def __init__(self, orig_rate: int, target_rate: int = SAMPLING_RATE):
+    def __init__(self, orig_rate: int):
         check_sampling_rate(orig_rate)
-        self.orig_rate, self.target_rate = orig_rate, target_rate
-        divisor = math.gcd(orig_rate, target_rate)
-        self.in_period, self.out_period = orig_rate // divisor, target_rate // divisor
+        self.orig_rate = orig_rate
+        divisor = math.gcd(orig_rate, SAMPLING_RATE)
+        self.in_period, self.out_period = orig_rate // divisor, SAMPLING_RATE // divisor
         self.margin = math.ceil(RESAMPLE_MARGIN / self.in_period) * self.in_period
         self._pending = np.zeros(self.margin, dtype=np.float32)  # left context (silence before the start) + unread input
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        if self.orig_rate == self.target_rate:
+        if self.orig_rate == SAMPLING_RATE:
             return samples
         self._pending = np.concatenate([self._pending, samples])
         usable = (len(self._pending) - 2 * self.margin) // self.in_period * self.in_period
         if usable <= 0:
             return np.zeros(0, dtype=np.float32)
-        resampled = resample(self._pending[: usable + 2 * self.margin], self.orig_rate, self.target_rate)
+        resampled = resample(self._pending[: usable + 2 * self.margin], self.orig_rate, SAMPLING_RATE)
         first = self.margin // self.in_period * self.out_period
         self._pending = self._pending[usable:]
         return resampled[first : first + usable // self.in_period * self.out_period]
