@@ -22,9 +22,8 @@ import numpy as np
 import pyroomacoustics
 import scipy.signal
 import torch
-import torchaudio
 
-from ser_train.audio import SAMPLING_RATE
+from ser_train.audio import SAMPLING_RATE, resample
 
 SPEED_RATE_STEP = 100  # Hz: speed factors are rounded so resampling ratios stay small fractions
 
@@ -145,10 +144,7 @@ def _with_rms_of(reference: np.ndarray, waveform: np.ndarray) -> np.ndarray:
 def _change_speed(waveform: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster by treating the audio as recorded at factor x 16 kHz."""
     source_rate = round(SAMPLING_RATE * factor / SPEED_RATE_STEP) * SPEED_RATE_STEP
-    if source_rate == SAMPLING_RATE:
-        return waveform
-    tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    return torchaudio.functional.resample(tensor, source_rate, SAMPLING_RATE).numpy()
+    return resample(np.asarray(waveform, dtype=np.float32), source_rate)
 
 
 def _crop(waveform: np.ndarray, rng: np.random.Generator, max_crop_s: float) -> np.ndarray:
