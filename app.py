@@ -55,7 +55,7 @@ from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError, UnreadableAudioError
-from ser_train.evaluation import EVAL_RESULTS_FILE
+from ser_train.evaluation import eval_results_of
 from ser_train.held_out import MEAN_KEY
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
@@ -153,12 +153,6 @@ def display_name(name: str) -> str:
         unheard = "unheard corpora" if HELD_OUT_CORPORA in eval_results_of(name) else "unheard actors"
         return Path(name).name + (f" (UA {ua:.0%} on {unheard})" if ua is not None else " (bundled)")
     return Path(name).name if Path(name).is_absolute() else name
-
-
-def eval_results_of(model_dir: str) -> dict:
-    """A local model folder's eval_results.json, or {} without one."""
-    path = Path(model_dir) / EVAL_RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora ser_train.corpora knows

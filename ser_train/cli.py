@@ -497,11 +497,9 @@ def model_record(model_name: str, file_name: str) -> dict:
     trained on)."""
     from ser_train.hub import fetch_model_files
 
-    path = fetch_model_files(model_name, [file_name]) / file_name
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        raise SERError(f"{model_name}: its {file_name} is not valid JSON.") from None
+    from ser_train.evaluation import read_record
+
+    return read_record(fetch_model_files(model_name, [file_name]) / file_name)
 
 
 def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:

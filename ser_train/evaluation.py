@@ -29,6 +29,28 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
+def read_record(path: str | Path) -> dict:
+    """A JSON record of a run or model (eval_results.json, training_args.json), or {} where there
+    is none; a damaged one (cut short, or not a JSON object) is a SERError naming it."""
+    from ser_train.errors import SERError
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SERError(f"{path} is not valid JSON ({error}); it is damaged.") from None
+    if not isinstance(content, dict):
+        raise SERError(f"{path} holds no JSON object; it is damaged.")
+    return content
+
+
+def eval_results_of(model_dir: str | Path) -> dict:
+    """A local model folder's eval_results.json, or {} without one."""
+    return read_record(Path(model_dir) / EVAL_RESULTS_FILE)
+
+
 class EmotionClassificationMetrics(evaluate.Metric):
     """Accuracy (WA), balanced accuracy (UA), macro F1, per-class scores and confusion matrix."""
 

@@ -43,7 +43,7 @@ from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
 from ser_train.errors import AudioError, HubError, ModelError, SERError
-from ser_train.evaluation import EVAL_RESULTS_FILE
+from ser_train.evaluation import eval_results_of
 from ser_train.hub import MODEL_FILE_PATTERNS, SAFETENSORS_FILES, fetch_model_files
 from ser_train.passes import PassQueue
 from ser_train.precision import FP32, checked_precision
@@ -73,10 +73,7 @@ def measured_ua(model_dir: str | os.PathLike, protocol: str | None = None) -> fl
     never heard, or None without one: by default the mean over corpora left out of its training
     where it was measured so (a visitor's voice is such a corpus), else its test on actors it
     never heard (the cross-validation mean, or the hold-out test); `protocol` asks for one."""
-    path = Path(model_dir) / EVAL_RESULTS_FILE
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
+    results = eval_results_of(model_dir)
     for key in (protocol,) if protocol else (HELD_OUT_CORPORA, HELD_OUT_ACTORS):
         if key in results:
             entry = results[key]["mean"] if key == HELD_OUT_CORPORA else results[key]

@@ -34,6 +34,7 @@ from ser_train.evaluation import (
     EVAL_RESULTS_FILE,
     UNTRAINED_CLIPS_KEY,
     answers_among,
+    read_record,
     calibration_rows,
     left_out_clips,
     unscored_emotions,
@@ -146,15 +147,7 @@ def _read_json(path: Path, required: bool) -> dict:
                 f"{path.parent} has no {path.name}; a card is rendered from a finished training run's folder."
             )
         return {}
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SERError(
-            f"{path} is not valid JSON ({error}); it is damaged, so no card can be rendered from this folder."
-        ) from None
-    if not isinstance(content, dict):
-        raise SERError(f"{path} holds no JSON object; it is damaged, so no card can be rendered from this folder.")
-    return content
+    return read_record(path)
 
 
 # What every eval_results.json that training or `evaluate` writes holds (see `eval_results`).

@@ -19,7 +19,7 @@ from hub_helpers import Route, evaluation_clips, fill_hub_cache, make_tiny_wav2v
 from ser_train.audio import SAMPLING_RATE, resample
 from ser_train.cli import main
 from ser_train.data import EMOTIONS
-from ser_train.errors import HubError, ModelError
+from ser_train.errors import HubError, ModelError, SERError
 from ser_train.inference import BUNDLED_CNN, DEFAULT_MODEL, EmotionModel, bundled_model_named, emotion_labels, load_model
 
 MAIN_COMMIT = "a" * 40
@@ -397,3 +397,14 @@ def test_a_broken_model_folder_is_one_sentence_not_a_traceback(wav2vec2_dir, cal
     (no_labels / "config.json").write_text("[1, 2]")
     with pytest.raises(ModelError, match="not a model configuration"):
         load_model(str(no_labels))
+
+
+def test_a_damaged_eval_results_is_named_in_a_sentence(tmp_path):
+    """Every reader of a model's records reads them one way (evaluation.read_record): a file cut
+    short is named as damaged, where measured_ua gave a JSONDecodeError's traceback."""
+    from ser_train.inference import measured_ua
+
+    assert measured_ua(tmp_path) is None  # no record: nothing measured
+    (tmp_path / "eval_results.json").write_text('{"leave_one_corpus_out": {"mean": ')
+    with pytest.raises(SERError, match=r"eval_results.json is not valid JSON \(.*\); it is damaged"):
+        measured_ua(tmp_path)
