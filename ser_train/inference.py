@@ -100,10 +100,11 @@ def seconds_of(waveforms16k: Sequence[np.ndarray]) -> float:
     return sum(len(waveform) for waveform in waveforms16k) / SAMPLING_RATE
 
 
-def passes_at_once() -> int:
+def passes_at_once(threads_per_pass: int | None = None) -> int:
     """How many forward passes may run side by side: the cores this process may use (joblib
-    reads the container's CPU quota) over torch's threads per pass, at least 1."""
-    return max(1, joblib.cpu_count() // torch.get_num_threads())
+    reads the container's CPU quota) over the torch threads each pass runs on (by default torch's
+    thread count now), at least 1."""
+    return max(1, joblib.cpu_count() // (threads_per_pass or torch.get_num_threads()))
 
 
 class EmotionModel:

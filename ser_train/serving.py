@@ -32,7 +32,7 @@ from huggingface_hub.utils import validate_repo_id
 from ser_train.audio import SAMPLING_RATE
 from ser_train.errors import HubError
 from ser_train.hub import split_revision
-from ser_train.inference import DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model
+from ser_train.inference import DEFAULT_MODEL, EmotionModel, bundled_models_by_ua, load_model, passes_at_once
 from ser_train.precision import DEFAULT_PRECISION
 from ser_train.live import WINDOW_S, LiveStream
 
@@ -40,7 +40,7 @@ from ser_train.live import WINDOW_S, LiveStream
 # where os.cpu_count() reports every core of the host (a Space's 2 vCPUs run on a larger host).
 SERVING_CORES = joblib.cpu_count()
 TORCH_THREADS_PER_PASS = int(os.environ.get("SER_TORCH_THREADS", 1))
-ANALYSES_AT_ONCE = max(1, SERVING_CORES // TORCH_THREADS_PER_PASS)
+ANALYSES_AT_ONCE = passes_at_once(TORCH_THREADS_PER_PASS)
 # Requests a server handles at once: more than the passes its cores fit (EmotionModel admits
 # ANALYSES_AT_ONCE at once), so that a short recording's passes take turns with a long one's
 # instead of waiting for it to end. Behind two 10-minute recordings a 3.5 s clip waited 25.1 s
