@@ -52,6 +52,7 @@ from ser_train.evaluation import (
     format_metrics_table,
     left_out_clips,
     per_corpus_metrics,
+    read_record,
     write_eval_results,
 )
 from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out_corpus_entry, leave_one_corpus_out_summary
@@ -644,18 +645,11 @@ def _check_same_run(output_dir: Path, settings: dict) -> dict:
     settings must be those training_args.json records (the data where it lay, however the path
     is spelled, and holding the same clips, labels and speakers), or the finished folds of one run
     would be published as another's. Returns that record."""
-    recorded = json.loads((output_dir / TRAINING_ARGS_FILE).read_text())
-    # A setting added since the run was started is not in its record, and the run ran without
-    # it: only the recorded ones are compared (runs started before 2026-12-06 have no digest).
-    settings = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
-    if DATA_DIGEST_KEY not in recorded:
-        settings.pop(DATA_DIGEST_KEY)
-    if recorded.get("family") != settings["family"]:  # another family's settings are no difference worth naming
-        settings.pop("hyperparameters")
+    recorded = read_record(output_dir / TRAINING_ARGS_FILE)
     differences = [
         _difference(key, recorded.get(key), value)
-        for key, value in settings.items()
-        if not (same_sources(recorded, value) if key == "dataset" else recorded.get(key) == value)
+        for key, value in _comparable(settings, recorded).items()
+        if not _same_setting(key, recorded, value)
     ]
     if differences:
         raise SERError(
@@ -663,6 +657,24 @@ def _check_same_run(output_dir: Path, settings: dict) -> dict:
             f"the settings of its {TRAINING_ARGS_FILE} and its data as they were, or choose another --output-dir. Nothing was changed."
         )
     return recorded
+
+
+def _comparable(settings: dict, recorded: dict) -> dict:
+    """The settings given here that a run's record can be held to. A setting added since the run
+    was started is not in its record, and the run ran without it (runs started before 2026-12-06
+    have no data digest); another family's settings are no difference worth naming."""
+    comparable = {**settings, "hyperparameters": {key: value for key, value in settings["hyperparameters"].items() if key in recorded.get("hyperparameters", {})}}
+    if DATA_DIGEST_KEY not in recorded:
+        comparable.pop(DATA_DIGEST_KEY)
+    if recorded.get("family") != settings["family"]:
+        comparable.pop("hyperparameters")
+    return comparable
+
+
+def _same_setting(key: str, recorded: dict, value) -> bool:
+    """Whether the run's record holds `value` for setting `key`: the data by where it lies, however
+    its path is spelled, every other setting as it is."""
+    return same_sources(recorded, value) if key == "dataset" else recorded.get(key) == value
 
 
 def recorded_locations(recorded: dict) -> list[str]:
