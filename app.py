@@ -545,7 +545,7 @@ def summary_markdown(results: dict[str, RecordingAnalysis], duration_s: float) -
     lines = [f"## {headline(analysis)}", f"<small>{answered_by(name, analysis.calibrated)} · {duration_s:.1f} s of audio</small>"]
     if analysis.unsure_by_rule and analysis.speech_seconds > 0:
         lines.append(f"<small>{unsure_reason(analysis.unsure_rule, analysis.probabilities)} {unsure_note(analysis.unsure_rule, analysis.calibrated, name)}</small>")
-    if analysis.speech_seconds < SHORT_SPEECH_S:
+    if analysis.speech_seconds < LITTLE_SPEECH_S:
         lines.append(f"<small>{short_speech_note(name, analysis.speech_seconds)}</small>")
     lines += [f"**Compared with {answered_by(other, other_analysis.calibrated)}:** {headline(other_analysis)}" for other, other_analysis in compared]
     return "\n\n".join(lines)
@@ -633,7 +633,7 @@ def unsure_note(rule: UnsureRule, calibrated: bool, model_dir: str) -> str:
 # speech, so their whole-clip figures already stand for that much; nearer to 1 s, the models were
 # right far less often on corpora they never trained on and leaned on one emotion (the default:
 # 33 % against 43 %; README, Generalisation).
-SHORT_SPEECH_S = 1.5
+LITTLE_SPEECH_S = 1.5
 
 
 # Silero misses some shouted or screamed speech: it heard none in 5 of 1500 corpus clips (500 drawn
@@ -646,12 +646,12 @@ NO_SPEECH_NOTE = (
 
 
 def short_speech_note(model_dir: str, speech_s: float) -> str:
-    """Said under the answer for a recording with under SHORT_SPEECH_S of speech: what the model
+    """Said under the answer for a recording with under LITTLE_SPEECH_S of speech: what the model
     measured on its shortest speech of corpora it never trained on, where its eval_results.json says."""
     if speech_s <= 0:
         return NO_SPEECH_NOTE
     held_out = eval_results_of(model_dir).get(HELD_OUT_CORPORA, {}).get(MEAN_KEY, {})
-    # Rounded down, so that 1.47 s does not read "1.5 s" against SHORT_SPEECH_S.
+    # Rounded down, so that 1.47 s does not read "1.5 s" against LITTLE_SPEECH_S.
     note = f"Only {math.floor(speech_s * 10) / 10:.1f} s of speech heard, little to judge by"
     if short := held_out.get("short_speech"):
         seconds = min(short, key=float)  # the shortest speech measured, 1 s

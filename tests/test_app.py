@@ -138,11 +138,11 @@ def test_a_recording_with_little_speech_says_how_little_was_heard(tmp_path, tiny
     path = tmp_path / "few-words.wav"
     soundfile.write(path, spoken("Kids are talking."), SAMPLING_RATE)  # about 1.1 s of speech to Silero
     heard = speech_seconds(load_audio(path))
-    assert 0 < heard < app.SHORT_SPEECH_S
+    assert 0 < heard < app.LITTLE_SPEECH_S
     assert f"Only {math.floor(heard * 10) / 10:.1f} s of speech heard, little to judge by." in analyse(path, tiny_model_dir).summary
     # A sentence is enough to say nothing; harmonic tones are no speech to a voice-activity model.
     soundfile.write(path, spoken(SENTENCES[0]), SAMPLING_RATE)
-    assert speech_seconds(load_audio(path)) >= app.SHORT_SPEECH_S
+    assert speech_seconds(load_audio(path)) >= app.LITTLE_SPEECH_S
     assert "of speech heard" not in analyse(path, tiny_model_dir).summary
     assert "No speech heard" in analyse(write_clip(tmp_path / "tones.wav"), tiny_model_dir).summary
 
@@ -266,7 +266,7 @@ def test_the_short_speech_note_quotes_the_models_figures_for_its_shortest_speech
     assert "on the first 1 s of speech of corpora it never trained on, its balanced accuracy was 33% (whole clips: 43%)" in said
     assert "one emotion took up to 81% of a corpus's answers" in said
     assert app.short_speech_note(str(tmp_path / "no-such-model"), 1.2) == "Only 1.2 s of speech heard, little to judge by."
-    # Just under SHORT_SPEECH_S is not rounded up to it (a QA pass read "Only 1.5 s" for 1.47 s).
+    # Just under LITTLE_SPEECH_S is not rounded up to it (a QA pass read "Only 1.5 s" for 1.47 s).
     assert app.short_speech_note(str(tmp_path / "no-such-model"), 1.47).startswith("Only 1.4 s of speech heard")
 
 
