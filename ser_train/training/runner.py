@@ -193,15 +193,7 @@ def run(
         extra["leave_one_corpus_out"] = _leave_one_corpus_out(family, dataset, output_dir, resume)
     holdout = len(splits) == 1 and splits[0].name == "holdout"
     if not holdout:
-        # The published model hears every speaker; it trains for the epoch count that validation
-        # chose in the folds, since no speaker is left over to validate it.
-        best_epochs = [fold["best_epoch"] for fold in folds if fold["best_epoch"] is not None]
-        if not folds and leave_one_corpus_out:
-            best_epochs = [fit.best_epoch for fit in _held_out_fits(family, dataset, output_dir / CORPORA_DIR, resume).values() if fit.best_epoch]
-        epochs = max(1, round(statistics.median(best_epochs))) if best_epochs else None
-        print(f"Training the final model on all {len(dataset.unique('actor'))} speakers" + (f" for {epochs} epochs" if epochs else ""))
-        family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
-        extra["final_model"] = {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
+        extra["final_model"] = _fit_final_model(family, dataset, folds, output_dir, resume)
     published_training = split_by_actor(dataset, splits[0].test_actors, [])["train"] if holdout else dataset
     extra["trained_labels"] = emotions_in(published_training)
     confidence = _calibrate_probabilities(family, published_training, output_dir, output_dir / (TEMPERATURE_DIR if holdout else CORPORA_DIR), resume)
@@ -214,6 +206,20 @@ def run(
         readable_as(written, output_dir.rglob("*.safetensors"))
         print(format_metrics_table(results))
     return results
+
+
+def _fit_final_model(family: Family, dataset: datasets.Dataset, folds: list[dict], output_dir: Path, resume: bool) -> dict:
+    """Train the published model on every speaker; return its record for eval_results.json.
+
+    No speaker is left over to validate it, so it trains for the epoch count that validation
+    chose in the folds (with no folds, in the models fitted leaving each corpus out)."""
+    best_epochs = [fold["best_epoch"] for fold in folds if fold["best_epoch"] is not None]
+    if not folds:
+        best_epochs = [fit.best_epoch for fit in _held_out_fits(family, dataset, output_dir / CORPORA_DIR, resume).values() if fit.best_epoch]
+    epochs = max(1, round(statistics.median(best_epochs))) if best_epochs else None
+    print(f"Training the final model on all {len(dataset.unique('actor'))} speakers" + (f" for {epochs} epochs" if epochs else ""))
+    family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
+    return {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
 
 
 def readable_as(example: Path, files) -> None:
