@@ -728,6 +728,8 @@ def live_step(chunk_path: str | None, request: gr.Request) -> LiveOutputs | dict
     """A chunk of microphone audio (a short file, removed once read): the newest answer and the
     timeline, or gr.skip() (the page unchanged) when it brings none. Gradio 6 takes an empty dict
     for one value and fails the event ("Error" on the page), so skip() it is."""
+    if uploads.repeats_last_chunk(request.session_hash, chunk_path):  # heard already: not gone, not new
+        return gr.skip()
     try:
         with (
             uploads.used(chunk_path, request) as chunk_path,

@@ -105,6 +105,7 @@ class VisitorFiles:
         self._recorded: dict[str, tuple[float, int]] = {}  # file -> (when, inode) at its last upload
         self._in_use: Counter[str] = Counter()  # file -> requests using it now
         self._stream_chunks: dict[str, list[str]] = {}  # session -> chunk files sent to its streams, oldest first
+        self._last_stream_chunk: dict[str, str] = {}  # session -> the chunk its stream's handler took last
         self._lock = threading.Lock()
 
     def holds(self, path: str | os.PathLike) -> bool:
@@ -190,6 +191,7 @@ class VisitorFiles:
             skipped = chunks[: chunks.index(key)] if key in chunks else []
             if key in chunks:
                 self._stream_chunks[session] = chunks[len(skipped) + 1 :]
+            self._last_stream_chunk[session] = key
             taken = [skipped_key for skipped_key in skipped if self._take_if_awaited(skipped_key, visitor)]
         try:
             yield [chunk for chunk in taken if os.path.isfile(chunk)]
@@ -200,11 +202,19 @@ class VisitorFiles:
                 for skipped_key in dict.fromkeys(chunk for chunk in skipped if chunk not in taken):
                     self._remove_if_unused(skipped_key)
 
+    def repeats_last_chunk(self, session: str, path: str | None) -> bool:
+        """Whether `path` is the chunk `session`'s stream handler took last. Gradio's stream route
+        sometimes runs a handler again on the chunk it just had (when the next chunk's POST lands
+        as the run begins), and that chunk is gone by then: it was heard, and is no loss."""
+        with self._lock:
+            return path is not None and self.holds(path) and self._last_stream_chunk.get(session) == _key(path)
+
     def forget_stream(self, session: str) -> None:
         """`session`'s stream stopped: a chunk still waiting for its handler is left to it (or,
         when none comes, to the sweep)."""
         with self._lock:
             self._stream_chunks.pop(session, None)
+            self._last_stream_chunk.pop(session, None)
 
     def _remove(self, key: str, inode: int | None) -> None:
         """Remove the file `key` (and its folder, left empty), unless an upload of the same bytes

@@ -745,6 +745,29 @@ def test_live_chunks_the_stream_route_replaced_are_heard_not_lost(monkeypatch, t
     assert not any(Path(chunk).exists() for chunk in stored[: 2 * len(shown)])  # every one up to the last taken
 
 
+def test_a_live_chunk_handed_twice_is_skipped_not_taken_for_gone(monkeypatch, tiny_model_dir, tmp_path, uploads):
+    """Gradio's stream route sometimes runs the handler again on the chunk it just had, by then
+    removed: a QA pass's live streams under load closed with "That recording is no longer on the
+    server" in 4 of 24 runs. The repeat is skipped and the stream goes on."""
+    from speech import spoken
+
+    monkeypatch.setattr(app, "live_sessions", LiveSessions())
+    app.live_start(tiny_model_dir, "", None, visitor("alice"))
+    chunks = [uploaded(uploads, Path(chunk), "alice") for chunk in microphone_chunks(spoken("Dogs are sitting by the door."), tmp_path / "talk")]
+    for chunk in chunks:
+        uploads.record_stream_chunk("alice", chunk)
+    app.live_step(chunks[0], visitor("alice"))
+    again = app.live_step(chunks[0], visitor("alice"))
+    assert not isinstance(again, app.LiveOutputs) and app.live_sessions.get("alice") is not None  # skipped; still live
+    later = [app.live_step(chunk, visitor("alice")) for chunk in chunks[1:]]
+    assert any(isinstance(outputs, app.LiveOutputs) and "%" in outputs.now for outputs in later)
+    # A chunk that is gone for another reason (here: never sent by this visitor) still ends the stream.
+    bobs_chunk = Path(microphone_chunks(spoken("Kids are talking."), tmp_path / "theirs")[0])
+    theirs = uploaded(uploads, bobs_chunk.rename(bobs_chunk.with_name("bob.wav")), "bob")
+    assert "no longer on the server" in app.live_step(theirs, visitor("alice")).now
+    assert app.live_sessions.get("alice") is None
+
+
 def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_path, uploads):
     from speech import spoken
 
