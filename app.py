@@ -963,6 +963,9 @@ def build_app() -> gr.Blocks:
             outputs=analysed,
             show_progress_on=result_components,
             api_visibility="private",  # the page's own event; programs use /predict
+            # Pressed while the last press is still answered (its recording replaced meanwhile),
+            # it runs once that ends; Gradio's default for a click drops it.
+            trigger_mode="always_last",
             **analysis_slots,
         ).then(shown_if_on_page, inputs=[audio, analysed], outputs=[analysed, *result_components], show_progress="hidden", api_visibility="private")
         # A new recording or upload, or the old one cleared: its results go (unqueued, so that

@@ -251,6 +251,22 @@ def test_an_answer_for_a_recording_cleared_while_it_was_analysed_is_never_shown(
     assert "Error" not in page.locator("#probabilities").inner_text()
 
 
+def test_analyse_pressed_while_an_earlier_analysis_runs_answers_the_new_recording(page, server, model_name, speech_wav, tmp_path):
+    """A QA pass cleared a long recording being analysed, uploaded a short clip and pressed
+    Analyse: Gradio dropped the press (an event already pending), and the page stayed blank."""
+    long = tmp_path / "long.wav"
+    soundfile.write(long, sentences(40, pause_s=0.5), SAMPLING_RATE)  # about two minutes: seconds to analyse
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(long))
+    page.locator("#analyse").click()
+    page.locator('#speech button[aria-label="Clear"]').click()
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    assert any(path.name == long.name for path in server.stored_files())  # still being analysed
+    assert analyse_and_read_result(page) == library_verdict(model_name, speech_wav)
+    assert server.stored_files() == []
+
+
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
     webm = write_sentence(tmp_path / "speech.webm")
     page.locator('#speech button[aria-label="Upload file"]').click()
