@@ -267,7 +267,10 @@ def _check_audible(peak: float, name: str) -> None:
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:
-    return f"{name} is {_in_words(duration_s)} long; the limit is {_in_words(max_duration_s)}."
+    duration, limit = _in_words(duration_s), _in_words(max_duration_s)
+    # Rounded, a recording just over the limit would read as long as it (a QA pass got "602s.wav
+    # is 10 minutes long; the limit is 10 minutes").
+    return f"{name} is {'over ' + limit if duration == limit else duration} long; the limit is {limit}."
 
 
 def _in_words(seconds: float) -> str:

@@ -159,6 +159,16 @@ def test_a_recording_over_the_limit_is_refused_while_streaming(recording, tmp_pa
         map_speech(path, max_duration_s=60)
 
 
+def test_a_recording_just_over_the_limit_is_not_said_to_be_as_long_as_it():
+    from ser_train.audio import check_waveform
+
+    noise = np.random.default_rng(0).normal(0, 0.1, round(602 * SAMPLING_RATE)).astype(np.float32)
+    with pytest.raises(AudioError, match=r"^602s.wav is over 10 minutes long; the limit is 10 minutes\.$"):
+        check_waveform(noise, SAMPLING_RATE, "602s.wav")
+    with pytest.raises(AudioError, match=r"^long.wav is 61 s long; the limit is 60 s\.$"):
+        check_waveform(noise[: 61 * SAMPLING_RATE], SAMPLING_RATE, "long.wav", max_duration_s=60)
+
+
 def test_memory_does_not_grow_with_the_recordings_length(tmp_path):
     # 3 s utterances and 0.5 s pauses; 10 minutes are 38 MB as float32.
     cycle = utterances([2], speech_s=3.0, pause_s=0.5)
