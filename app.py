@@ -61,7 +61,7 @@ from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA,
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import chance_levels, training_corpora
 from ser_train.plots import EMOJI, audio_figure, live_timeline_html, timeline_figure
-from ser_train.serving import REQUESTS_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
+from ser_train.serving import ANALYSIS_GROUPS, REQUESTS_AT_ONCE, LiveSessions, ModelRegistry, configure_torch, offered_models
 from ser_train.timeline import MIN_TIMELINE_DURATION_S, Segment
 from ser_train.uploads import DELETE_CACHE, RecordingGone, VisitorFiles
 
@@ -143,7 +143,6 @@ NO_PLAYER_BUTTONS: list = []
 # browsers call a .webm or .mp4 file video, which the box refuses whatever it holds; the API and
 # the CLI take WebM (ser_train.audio.SUPPORTED_FORMATS).
 PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
-ANALYSIS = "analysis"  # the concurrency group of every event that runs a model on a recording
 
 
 def display_name(name: str) -> str:
@@ -933,15 +932,18 @@ def build_app() -> gr.Blocks:
                 )
 
         calibrations = gr.State({})  # this session's {model name: (CalibrationPrompt, Calibration)}
-        # Every event that runs a model on a recording shares REQUESTS_AT_ONCE slots; their forward
-        # passes take turns on the cores (see ser_train.serving).
-        analysis_slots = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id=ANALYSIS)
+        # Every event of the page that runs a model on a recording shares REQUESTS_AT_ONCE slots,
+        # and the API's events as many others; all their forward passes take turns on the cores
+        # (see ser_train.serving).
+        page_group, api_group = ANALYSIS_GROUPS
+        page_slots = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id=page_group)
+        api_slots = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id=api_group)
         calibrate_button.click(
             calibrate_handler,
             inputs=[calibration_audio, model, custom_id, calibrations, calibration_prompt],
             outputs=[calibrations, calibration_note],
             api_visibility="private",
-            **analysis_slots,
+            **page_slots,
         )
         reset_button.click(reset_calibration, outputs=[calibrations, calibration_note], api_visibility="private")
         calibration_prompt.change(
@@ -966,7 +968,7 @@ def build_app() -> gr.Blocks:
             # Pressed while the last press is still answered (its recording replaced meanwhile),
             # it runs once that ends; Gradio's default for a click drops it.
             trigger_mode="always_last",
-            **analysis_slots,
+            **page_slots,
         ).then(shown_if_on_page, inputs=[audio, analysed], outputs=[analysed, *result_components], show_progress="hidden", api_visibility="private")
         # A new recording or upload, or the old one cleared: its results go (unqueued, so that
         # they go before an Analyse pressed at once can answer).
@@ -1004,8 +1006,8 @@ def build_app() -> gr.Blocks:
             api_analysis = gr.JSON(label="analysis")
             api_predict_button, api_analyse_button = gr.Button(), gr.Button()
         api_inputs = [api_audio, api_model, api_calibration, api_prompt]
-        api_predict_button.click(predict_api, inputs=api_inputs, outputs=api_probabilities, api_name="predict", **analysis_slots)
-        api_analyse_button.click(analyse_api, inputs=api_inputs, outputs=api_analysis, api_name="analyse", **analysis_slots)
+        api_predict_button.click(predict_api, inputs=api_inputs, outputs=api_probabilities, api_name="predict", **api_slots)
+        api_analyse_button.click(analyse_api, inputs=api_inputs, outputs=api_analysis, api_name="analyse", **api_slots)
     return demo
 
 

@@ -46,11 +46,15 @@ ANALYSES_AT_ONCE = passes_at_once(TORCH_THREADS_PER_PASS)
 # instead of waiting for it to end. Behind two 10-minute recordings a 3.5 s clip waited 25.1 s
 # with 2 request slots, 1.1 s with 8, and the long ones took as long (27.9 / 28.3 s against 26.7);
 # 16 callers of /predict got 9.6 requests/s with 2 slots, 10.7 and 8.8 in two runs with 8: the
-# same within what runs differ by (benchmarks/app_load.py). At most half of Gradio's worker
-# threads, so that live steps and the page's small events always find one.
+# same within what runs differ by (benchmarks/app_load.py). The page's visitors and programs
+# calling the API have REQUESTS_AT_ONCE each (ANALYSIS_GROUPS), so that no flood of API calls
+# keeps a visitor of the page waiting for a slot (a QA pass's 4 s clip waited 65 s behind eight
+# /predict callers' 5-minute recordings). Together at most half of Gradio's worker threads, so
+# that live steps and the page's small events always find one.
 REQUESTS_PER_PASS = 4
 GRADIO_WORKER_THREADS = 40  # gr.Blocks.launch's max_threads, left at its default
-REQUESTS_AT_ONCE = min(REQUESTS_PER_PASS * ANALYSES_AT_ONCE, GRADIO_WORKER_THREADS // 2)
+ANALYSIS_GROUPS = ("page", "api")  # Gradio concurrency groups: the page's events, the API's
+REQUESTS_AT_ONCE = min(REQUESTS_PER_PASS * ANALYSES_AT_ONCE, GRADIO_WORKER_THREADS // 2 // len(ANALYSIS_GROUPS))
 WARM_UP_NOISE_RMS = 0.01  # faint noise: a pass on it sets up torch's kernels, whatever it answers
 
 

@@ -768,6 +768,17 @@ def test_a_live_chunk_handed_twice_is_skipped_not_taken_for_gone(monkeypatch, ti
     assert app.live_sessions.get("alice") is None
 
 
+def test_the_pages_analyses_and_the_apis_have_request_slots_of_their_own():
+    """A QA pass's 4 s clip on the page waited 65 s behind eight /predict callers' 5-minute
+    recordings: every slot was theirs. Each side now has REQUESTS_AT_ONCE, and live steps none."""
+    events = {fn.fn: fn for fn in app.demo.fns.values()}
+    page_events = [events[handler] for handler in (app.analyse_on_page, app.calibrate_handler)]
+    api_events = [events[handler] for handler in (app.predict_api, app.analyse_api)]
+    assert {(event.concurrency_id, event.concurrency_limit) for event in page_events} == {("page", app.REQUESTS_AT_ONCE)}
+    assert {(event.concurrency_id, event.concurrency_limit) for event in api_events} == {("api", app.REQUESTS_AT_ONCE)}
+    assert events[app.live_step].concurrency_limit is None
+
+
 def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_path, uploads):
     from speech import spoken
 

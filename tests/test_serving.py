@@ -127,4 +127,5 @@ def test_the_requests_taken_at_once_leave_gradio_worker_threads_for_live_steps()
     import gradio as gr
 
     assert serving.GRADIO_WORKER_THREADS == inspect.signature(gr.Blocks.launch).parameters["max_threads"].default
-    assert serving.ANALYSES_AT_ONCE < serving.REQUESTS_AT_ONCE <= serving.GRADIO_WORKER_THREADS // 2
+    assert serving.ANALYSES_AT_ONCE < serving.REQUESTS_AT_ONCE
+    assert serving.REQUESTS_AT_ONCE * len(serving.ANALYSIS_GROUPS) <= serving.GRADIO_WORKER_THREADS // 2
