@@ -137,6 +137,20 @@ def uploaded(page, send, elem_id: str = "speech") -> str:
     return urljoin(page.url, f"gradio_api/file={path}")
 
 
+def upload(page, file) -> str:
+    """Give the page's upload box `file` (a path, or Playwright's dict of name, type and bytes) and
+    wait until the server holds it (`uploaded`); the URL of the file the server received."""
+    page.locator('#speech button[aria-label="Upload file"]').click()
+    return uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(file))
+
+
+def cleared_while_analysed(page, recording: Path) -> None:
+    """Upload `recording`, press Analyse, and clear it at once, while it is being analysed."""
+    upload(page, recording)
+    page.locator("#analyse").click()
+    page.locator('#speech button[aria-label="Clear"]').click()
+
+
 def fetch_received(page, url: str, destination: Path) -> Path:
     """What the server received at `url`, fetched with this page's cookies (as its player does)."""
     response = page.request.get(url)
@@ -177,8 +191,7 @@ def library_verdict(model_name: str, path: Path) -> tuple[str, str]:
 
 
 def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    upload(page, speech_wav)
     # The player offers no Download or Share: both would fetch a file the server removes once analysed.
     assert page.locator('#speech button[aria-label="Download"], #speech button[aria-label="Share"], #speech a[download]').count() == 0
     shown = analyse_and_read_result(page)
@@ -200,8 +213,7 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
     assert shown_lines.count(shown[0]) == 1, shown_lines
     # Another upload in its place takes the answer with it (a QA pass read an old answer beside it).
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    upload(page, speech_wav)
     page.locator("#summary h2").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
     assert analyse_and_read_result(page) == shown  # and answered, the server keeps none of it (the next tests check)
 
@@ -209,8 +221,7 @@ def test_uploaded_file_shows_the_librarys_emotion(page, model_name, speech_wav):
 def test_an_analysed_recording_is_gone_from_the_server_and_no_other_visitor_could_fetch_it(
     page, browser, server, model_name, speech_wav
 ):
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    url = uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    url = upload(page, speech_wav)
     assert page.request.get(url).body() == speech_wav.read_bytes()
     stranger = browser.new_context()  # another visitor: a browser profile of their own
     try:
@@ -238,10 +249,7 @@ def test_an_answer_for_a_recording_cleared_while_it_was_analysed_is_never_shown(
     while it was analysed (clearing the page's results alone did not stop it)."""
     minute = tmp_path / "minute.wav"
     soundfile.write(minute, sentences(20, pause_s=0.5), SAMPLING_RATE)  # about a minute: seconds to analyse
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(minute))
-    page.locator("#analyse").click()
-    page.locator('#speech button[aria-label="Clear"]').click()
+    cleared_while_analysed(page, minute)
     deadline = time.monotonic() + RESULT_TIMEOUT_MS / 1000
     while server.stored_files() and time.monotonic() < deadline:  # removed once analysed
         time.sleep(0.2)
@@ -256,12 +264,8 @@ def test_analyse_pressed_while_an_earlier_analysis_runs_answers_the_new_recordin
     Analyse: Gradio dropped the press (an event already pending), and the page stayed blank."""
     long = tmp_path / "long.wav"
     soundfile.write(long, sentences(40, pause_s=0.5), SAMPLING_RATE)  # about two minutes: seconds to analyse
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(long))
-    page.locator("#analyse").click()
-    page.locator('#speech button[aria-label="Clear"]').click()
-    page.locator('#speech button[aria-label="Upload file"]').click()
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(speech_wav))
+    cleared_while_analysed(page, long)
+    upload(page, speech_wav)
     assert any(path.name == long.name for path in server.stored_files())  # still being analysed
     assert analyse_and_read_result(page) == library_verdict(model_name, speech_wav)
     assert server.stored_files() == []
@@ -269,11 +273,8 @@ def test_analyse_pressed_while_an_earlier_analysis_runs_answers_the_new_recordin
 
 def test_webm_upload_is_accepted(page, model_name, tmp_path):
     webm = write_sentence(tmp_path / "speech.webm")
-    page.locator('#speech button[aria-label="Upload file"]').click()
     # Given as video/webm (the default guess), Gradio's audio input drops the file silently.
-    uploaded(page, lambda: page.locator("#speech input[type=file]").set_input_files(
-        {"name": webm.name, "mimeType": "audio/webm", "buffer": webm.read_bytes()}
-    ))
+    upload(page, {"name": webm.name, "mimeType": "audio/webm", "buffer": webm.read_bytes()})
     assert analyse_and_read_result(page) == library_verdict(model_name, webm)
 
 
