@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ser_train.calibration import calibrated_as, clips_per_mood
+from ser_train.errors import DataError, SERError
 
 EVAL_RESULTS_FILE = "eval_results.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -32,8 +33,6 @@ SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 def read_record(path: str | Path) -> dict:
     """A JSON record of a run or model (eval_results.json, training_args.json), or {} where there
     is none; a damaged one (cut short, or not a JSON object) is a SERError naming it."""
-    from ser_train.errors import SERError
-
     path = Path(path)
     if not path.is_file():
         return {}
@@ -368,8 +367,6 @@ class SharedScoring:
     def of(cls, test: datasets.Dataset, model_labels, known_labels=None) -> SharedScoring:
         """`known_labels`: the emotions the model can be expected to answer (those it trained on;
         default all of its labels)."""
-        from ser_train.errors import DataError
-
         names = test.features["emotion"].names
         emotions = np.asarray(test["emotion"])
         known = set(model_labels if known_labels is None else known_labels) & set(model_labels)
