@@ -61,7 +61,8 @@ class CorpusInfo:
 
 # The corpora this project was measured on, recognised by their folder (or Hub id) name, of which
 # each key must be a whole word (see `corpus_info`), and a RAVDESS copy by its layout too. A model
-# trained on them is bound by every one of their licences: all three are non-commercial.
+# trained on them is bound by every one of their licences: all are non-commercial or research only.
+# EmoDB, URDU and TurEV are public GitHub copies converted by experiments/extra_corpora.py.
 KNOWN_CORPORA = {
     "ravdess": CorpusInfo(
         "RAVDESS",
@@ -87,6 +88,31 @@ KNOWN_CORPORA = {
         "free for non-commercial research use with acknowledgment of the source",
         "Costantini G, Iaderola I, Paoloni A, Todisco M (2014) EMOVO Corpus: an Italian Emotional Speech "
         "Database. Proceedings of LREC 2014, 3501-3504.",
+    ),
+    "emodb": CorpusInfo(
+        "EmoDB",
+        "10 German actors (5 female, 5 male), 10 German sentences in 7 emotions (boredom left out), "
+        "recorded in an anechoic chamber in Berlin",
+        "de",
+        "made freely available by its authors for research use, with citation (no licence file)",
+        "Burkhardt F, Paeschke A, Rolfes M, Sendlmeier W, Weiss B (2005) A Database of German Emotional "
+        "Speech. Proceedings of Interspeech 2005, 1517-1520.",
+    ),
+    "urdu": CorpusInfo(
+        "URDU",
+        "400 utterances of Urdu talk-show speech from YouTube, 29 speakers, in 4 emotions (natural, not acted)",
+        "ur",
+        "research purposes only",
+        "Latif S, Qayyum A, Usman M, Qadir J (2018) Cross Lingual Speech Emotion Recognition: Urdu vs. "
+        "Western Languages. FIT 2018. https://arxiv.org/abs/1812.10411",
+    ),
+    "turev": CorpusInfo(
+        "TurEV-DB",
+        "6 Turkish actors, 82 single words in 4 emotions (angry, calm, happy, sad)",
+        "tr",
+        "CC BY-NC-ND 4.0 (non-commercial, no derivatives)",
+        "Canpolat SF, Ormanoglu Z, Zeyrek D (2020) Turkish Emotion Voice Database (TurEV-DB). "
+        "Proceedings of SLTU-CCURL 2020, 368-375.",
     ),
 }
 

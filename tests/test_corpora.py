@@ -239,6 +239,9 @@ def test_evaluate_scores_only_the_emotions_a_corpus_shares_with_the_model(synthe
         ("../shared/data/ravdess-opus-16k", "ravdess"),
         ("tess-opus-16k", "tess"),
         ("EMOVO", "emovo"),
+        ("emodb-opus-16k", "emodb"),
+        ("urdu-opus-16k", "urdu"),
+        ("turev-opus-16k", "turev"),
         ("xbgoose/ravdess", "ravdess"),  # a Hub id, by its repo name
         ("someone/RAVDESS_speech", "ravdess"),
         ("contessa-recordings", None),  # "tess" inside a word is not TESS
