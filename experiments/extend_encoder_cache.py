@@ -1,0 +1,83 @@
+"""Issue #18 probe's shortcut: the encoder cache of a run over more corpora, from a cached run over
+the first of them.
+
+    PYTHONPATH=. .venv/bin/python experiments/extend_encoder_cache.py FIRST_CORPORA... -- MORE_CORPORA...
+
+`train whisper` caches the encoder's statistics of every clip and view under a key of the whole
+dataset (`WhisperFamily._cache_key`), so adding corpora to a run encodes every clip again (about 70
+minutes for the 7415 clips of six corpora in 7 views on this 2-core machine). A clip's views
+depend only on its audio, the settings and its index in the dataset (`_encode_batch` seeds them by
+(seed, index, view)), and corpora added after the first ones keep those clips' indices. So this
+writes the larger run's cache where `datasets.map` will look for it: the first corpora's rows read
+from their run's cache, the new corpora's rows encoded by the family's own `_encode_batch`. Before
+that it encodes two batches of the old clips again and checks they match the cached rows to
+float32 rounding (max |difference| printed). The defaults are those of `train whisper` with no
+options, the bundled default's recipe. A probe's helper, not part of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from ser_train.corpora import load_corpora
+from ser_train.models import whisper
+from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily
+
+CHECKED_BATCHES = 2
+
+
+def cache_path(dataset: datasets.Dataset, key: str) -> Path:
+    return Path(dataset.cache_files[0]["filename"]).parent / f"cache-{key}.arrow"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("first", nargs="+")
+    parser.add_argument("--more", nargs="+", required=True)
+    args = parser.parse_args()
+    family = WhisperFamily()
+    first = load_corpora(args.first)
+    cached = cache_path(first, family._cache_key(first))
+    if not cached.exists():
+        raise SystemExit(f"no cache of the first corpora at {cached}: run train whisper on them first")
+    old = datasets.Dataset.from_file(str(cached)).with_format("numpy", columns=[STATISTICS_COLUMN])
+    n_old = len(old)
+
+    everything = load_corpora(args.first + args.more)
+    assert everything.num_rows == n_old + load_corpora(args.more).num_rows
+    batch = whisper.CLIPS_PER_FORWARD
+    worst = 0.0
+    for start in np.linspace(0, n_old - batch, CHECKED_BATCHES).astype(int):
+        rows = list(range(start, start + batch))
+        fresh = family._encode_batch(everything[rows[0] : rows[-1] + 1], rows)[STATISTICS_COLUMN]
+        worst = max(worst, float(np.abs(fresh - old[rows][STATISTICS_COLUMN]).max()))
+    print(f"old rows encoded again: max |difference| {worst:.2e}", flush=True)
+
+    started = time.time()
+
+    def statistics(rows: dict, indices: list[int]) -> dict:
+        new = [i for i in indices if i >= n_old]
+        out = [None] * len(indices)
+        for position, i in enumerate(indices):
+            if i < n_old:
+                out[position] = old[i][STATISTICS_COLUMN]
+        if new:
+            first_new = indices.index(new[0])
+            encoded = family._encode_batch({k: v[first_new:] for k, v in rows.items()}, new)[STATISTICS_COLUMN]
+            out[first_new:] = list(encoded)
+            if new[0] % 400 < batch:
+                print(f"{new[0] - n_old} new clips encoded, {time.time() - started:.0f} s", flush=True)
+        return {STATISTICS_COLUMN: np.stack(out)}
+
+    key = family._cache_key(everything)
+    everything.map(statistics, batched=True, batch_size=batch, with_indices=True, new_fingerprint=key, desc="statistics")
+    print(f"written {cache_path(everything, key)}")
+
+
+if __name__ == "__main__":
+    main()
