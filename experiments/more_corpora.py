@@ -67,33 +67,29 @@ def combined() -> tuple[np.ndarray, dict]:
     }
 
 
+def three_held_out(statistics: np.ndarray, data: dict, setting: str, added: list[str]) -> dict:
+    """RAVDESS, TESS and EMOVO each held out of a head on the other two and `added`."""
+    row = {"training": setting}
+    for corpus in THREE:
+        row[corpus] = held_out_scores(statistics, data, corpus, EVERY_LAYER, [c for c in THREE if c != corpus] + added)
+    row["mean_ua"] = float(np.mean([row[c]["ua"] for c in THREE]))
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def score() -> None:
     torch.set_num_threads(2)
     statistics, data = combined()
     further = sorted(set(data["corpus"].tolist()) - set(THREE))
     settings = {"the other two": []} | {f"+ {name}": [name] for name in further} | {"+ " + ", ".join(further): further}
-    # TurEV's calm clips are the only calm ones besides RAVDESS's: with them in training, a model
-    # that never heard RAVDESS claims calm and RAVDESS is scored on 8 emotions instead of 7. The
-    # last row leaves them out to show how much of RAVDESS's change that is (looked at after the
-    # rows above, so not a setting chosen beforehand).
-    without_calm = dict(data, corpus=np.where((data["corpus"] == "turev-opus-16k") & (data["emotion"] == CALM), "(left out)", data["corpus"]))
-    results = []
-    for setting, added in settings.items():
-        row = {"training": setting}
-        for corpus in THREE:
-            training = [c for c in THREE if c != corpus] + added
-            row[corpus] = held_out_scores(statistics, data, corpus, EVERY_LAYER, training)
-        row["mean_ua"] = float(np.mean([row[c]["ua"] for c in THREE]))
-        results.append(row)
-        print(json.dumps(row), flush=True)
+    results = [three_held_out(statistics, data, setting, added) for setting, added in settings.items()]
     if "turev-opus-16k" in further:
-        row = {"training": "+ " + ", ".join(further) + ", TurEV's calm clips left out"}
-        for corpus in THREE:
-            training = [c for c in THREE if c != corpus] + further
-            row[corpus] = held_out_scores(statistics, without_calm, corpus, EVERY_LAYER, training)
-        row["mean_ua"] = float(np.mean([row[c]["ua"] for c in THREE]))
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        # TurEV's calm clips are the only calm ones besides RAVDESS's: with them in training, a
+        # model that never heard RAVDESS claims calm and RAVDESS is scored on 8 emotions instead of
+        # 7. This row leaves them out to show how much of RAVDESS's change that is (looked at after
+        # the rows above, so not a setting chosen beforehand).
+        calm_left_out = np.where((data["corpus"] == "turev-opus-16k") & (data["emotion"] == CALM), "(left out)", data["corpus"])
+        results.append(three_held_out(statistics, dict(data, corpus=calm_left_out), "+ " + ", ".join(further) + ", TurEV's calm clips left out", further))
     for corpus in further:
         training = [c for c in THREE + further if c != corpus]
         row = {"training": "every other corpus", corpus: held_out_scores(statistics, data, corpus, EVERY_LAYER, training)}
