@@ -35,10 +35,6 @@ CHECKED_BATCHES = 2
 MAX_RELATIVE_DIFFERENCE = 1e-4  # float32 carries about 7 digits; accumulation order costs a few
 
 
-def cache_path(dataset: datasets.Dataset, key: str) -> Path:
-    return Path(dataset.cache_files[0]["filename"]).parent / f"cache-{key}.arrow"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("first", nargs="+")
@@ -46,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     family = WhisperFamily()
     first = load_corpora(args.first)
-    cached = cache_path(first, family._cache_key(first))
+    # Where `datasets.map` keeps (and looks for) its output under a fingerprint.
+    cached = Path(first._get_cache_file_path(family._cache_key(first)))
     if not cached.exists():
         raise SystemExit(f"no cache of the first corpora at {cached}: run train whisper on them first")
     old = datasets.Dataset.from_file(str(cached)).with_format("numpy", columns=[STATISTICS_COLUMN])
@@ -68,22 +65,20 @@ def main() -> None:
     started = time.time()
 
     def statistics(rows: dict, indices: list[int]) -> dict:
-        new = [i for i in indices if i >= n_old]
-        out = [None] * len(indices)
-        for position, i in enumerate(indices):
-            if i < n_old:
-                out[position] = old[i][STATISTICS_COLUMN]
-        if new:
-            first_new = indices.index(new[0])
-            encoded = family._encode_batch({k: v[first_new:] for k, v in rows.items()}, new)[STATISTICS_COLUMN]
-            out[first_new:] = list(encoded)
-            if new[0] % 400 < batch:
-                print(f"{new[0] - n_old} new clips encoded, {time.time() - started:.0f} s", flush=True)
-        return {STATISTICS_COLUMN: np.stack(out)}
+        """The batch's rows: the old clips' (first, indices being in order) from their cache, the
+        new clips' encoded."""
+        old_count = sum(i < n_old for i in indices)
+        parts = [old[indices[:old_count]][STATISTICS_COLUMN]] if old_count else []
+        if old_count < len(indices):
+            new = {column: values[old_count:] for column, values in rows.items()}
+            parts.append(family._encode_batch(new, indices[old_count:])[STATISTICS_COLUMN])
+            if indices[old_count] % 400 < batch:
+                print(f"{indices[old_count] - n_old} new clips encoded, {time.time() - started:.0f} s", flush=True)
+        return {STATISTICS_COLUMN: np.concatenate(parts)}
 
     key = family._cache_key(everything)
     everything.map(statistics, batched=True, batch_size=batch, with_indices=True, new_fingerprint=key, desc="statistics")
-    print(f"written {cache_path(everything, key)}")
+    print(f"the run's cache: {everything._get_cache_file_path(key)}")
 
 
 if __name__ == "__main__":
