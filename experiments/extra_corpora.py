@@ -20,9 +20,10 @@ from pathlib import Path
 
 import soundfile
 
+from ser_train.audio import MIN_DURATION_S  # the shortest audio ser_train reads
+
 OPUS_BITRATE = "24k"  # as ../shared/data's corpora
 SAMPLE_RATE_HZ = 16000
-MIN_DURATION_S = 0.5  # the shortest audio ser_train reads
 
 URDU_README = """# URDU (Urdu emotional speech from talk shows), 16 kHz mono Opus
 
