@@ -91,7 +91,7 @@ KNOWN_CORPORA = {
     ),
     "emodb": CorpusInfo(
         "EmoDB",
-        "10 German actors (5 female, 5 male), 10 German sentences in 7 emotions (boredom left out), "
+        "10 German actors (5 female, 5 male), 10 German sentences in 6 emotions (its seventh, boredom, left out), "
         "recorded in an anechoic chamber in Berlin",
         "de",
         "made freely available by its authors for research use, with citation (no licence file)",
