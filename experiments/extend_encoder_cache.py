@@ -6,7 +6,7 @@ the first of them.
 (the corpora as the run's `--dataset` names them, in its order: the first corpora, then the more)
 
 `train whisper` caches the encoder's statistics of every clip and view under a key of the whole
-dataset (`WhisperFamily._cache_key`), so adding corpora to a run encodes every clip again (about 70
+dataset (`WhisperFamily._cache_key`), so adding corpora to a run encodes every clip again (about 75
 minutes for the 7415 clips of six corpora in 7 views on this 2-core machine). A clip's views
 depend only on its audio, the settings and its index in the dataset (`_encode_batch` seeds them by
 (seed, index, view)), and corpora added after the first ones keep those clips' indices. So this
