@@ -63,6 +63,7 @@ def held_out_corpus_entry(
     temperature: float,
     known_labels=None,
     calibrated_temperatures: dict[str, float] | None = None,
+    representations: list[dict[str, np.ndarray]] | None = None,
 ) -> dict:
     """The leave-one-corpus-out entry of one held-out corpus.
 
@@ -70,7 +71,8 @@ def held_out_corpus_entry(
     `probabilities` are its answers for every clip of `test`, in order; `known_labels` are the
     emotions it trained on (default: all of its labels). `temperature` is judged on uncalibrated
     answers, `calibrated_temperatures` (by calibration source) on calibrated ones; a source
-    without one gets `temperature`.
+    without one gets `temperature`. `representations`: `model.represent` of every clip where
+    training kept them (else computed here).
     """
     scoring = SharedScoring.of(test, model.labels, known_labels)
     waveforms = audio_arrays(test)
@@ -91,7 +93,7 @@ def held_out_corpus_entry(
         },
     }
     if model.can_calibrate:
-        calibration = SpeakerCalibrationRows(model, test, waveforms, scoring, temperature, calibrated_temperatures)
+        calibration = SpeakerCalibrationRows(model, test, waveforms, scoring, temperature, calibrated_temperatures, representations)
         entry["neutral_calibration"] = calibration.neutral()
         entry["mood_calibration"] = calibration.prompted_moods()
     return entry
@@ -120,6 +122,7 @@ class SpeakerCalibrationRows:
         scoring: SharedScoring,
         temperature: float = 1.0,
         calibrated_temperatures: dict[str, float] | None = None,
+        representations: list[dict[str, np.ndarray]] | None = None,
     ):
         self.model, self.scoring, self.temperature = model, scoring, temperature
         self.calibrated_temperatures = calibrated_temperatures or {}
@@ -128,7 +131,7 @@ class SpeakerCalibrationRows:
         self.speakers = np.asarray(test["actor"])
         self.seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
         self.position = {row: i for i, row in enumerate(scoring.kept)}  # test row -> index into scoring.references
-        self.representations = model.represent(waveforms)
+        self.representations = model.represent(waveforms) if representations is None else representations
         # What the uncalibrated model answers for each clip, computed once for every row and draw.
         self.uncalibrated = model.predict_represented(self.representations, None)
 
@@ -223,15 +226,17 @@ class CalibratedAnswers:
         return scoring.probabilities(self.probabilities), self.references
 
 
-def calibrated_answers(model, test: datasets.Dataset, known_labels=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def calibrated_answers(
+    model, test: datasets.Dataset, known_labels=None, representations: list[dict[str, np.ndarray]] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A model's answers for a held-out corpus with each calibration row's speaker calibration, by
     the source it calibrated as: (probabilities over the shared emotions, references), the
-    answers a temperature and unsure rule for calibrated answers are fitted on. `model` as for
-    `held_out_corpus_entry`; {} for a model that cannot calibrate."""
+    answers a temperature and unsure rule for calibrated answers are fitted on. `model` and
+    `representations` as for `held_out_corpus_entry`; {} for a model that cannot calibrate."""
     if not model.can_calibrate:
         return {}
     scoring = SharedScoring.of(test, model.labels, known_labels)
-    rows = SpeakerCalibrationRows(model, test, audio_arrays(test), scoring)
+    rows = SpeakerCalibrationRows(model, test, audio_arrays(test), scoring, representations=representations)
     found = {}
     for answers in (rows.neutral_answers(), rows.mood_answers()):
         if answers.calibrated_as and len(answers.scored):

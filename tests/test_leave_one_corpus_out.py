@@ -55,6 +55,7 @@ class SpyCNNFamily(CNNFamily):
                 "dir": str(output_dir),
                 "train": set(train["corpus"]),
                 "validation": set(validation["corpus"]) if validation is not None else set(),
+                "rows": (train["actor"], validation["actor"] if validation is not None else []),
             }
         )
         return super().fit(train, validation, output_dir, resume, max_epochs)
@@ -90,18 +91,44 @@ def held_out_corpus(fit_dir: str) -> list[str]:
 def test_no_clip_of_a_held_out_corpus_reaches_training_or_early_stopping(run):
     family, output_dir, _ = run
     held_out_fits = [fit for fit in family.fits if runner.CORPORA_DIR in fit["dir"]]
-    # 3 held-out corpora; each temperature from 2 fits that also leave out one of the other two.
-    assert len(held_out_fits) == 3 + 3 * 2
+    # 3 held-out corpora; each temperature from 2 fits that also leave out one of the other two,
+    # and those 6 are 3 twin pairs (each pair leaves out the same two corpora): 3 fits.
+    assert len(held_out_fits) == 3 + 3
     for fit in held_out_fits:
         left_out = held_out_corpus(fit["dir"])
         assert left_out and not (fit["train"] | fit["validation"]) & set(left_out), fit
-    # Every held-out prediction is of exactly the corpus its model never saw.
+    # Every held-out prediction is of one corpus its model never saw: a nested fit answers for
+    # its own held-out corpus, then for its twin's.
     for prediction in family.predictions:
         if runner.CORPORA_DIR in prediction["after_fit"]:
-            assert prediction["corpora"] == {held_out_corpus(prediction["after_fit"])[-1]}
+            left_out = held_out_corpus(prediction["after_fit"])
+            assert len(prediction["corpora"]) == 1 and prediction["corpora"] <= set(left_out)
     # The published model hears all three.
     final = [fit for fit in family.fits if fit["dir"] == str(output_dir)]
     assert len(final) == 1 and final[0]["train"] == set(CORPORA)
+
+
+def test_a_nested_fit_answers_for_its_twin_which_would_train_on_the_same_clips(run, corpora):
+    family, output_dir, results = run
+    dataset = load_corpora(corpora)
+    nested = {fit["dir"]: fit["rows"] for fit in family.fits if runner.TEMPERATURE_DIR in fit["dir"]}
+    for corpus in CORPORA:
+        for other in set(CORPORA) - {corpus}:
+            fit_dir = output_dir / runner.CORPORA_DIR / corpus / runner.TEMPERATURE_DIR / other
+            twin_dir = output_dir / runner.CORPORA_DIR / other / runner.TEMPERATURE_DIR / corpus
+            fitted_dir = fit_dir if str(fit_dir) in nested else twin_dir
+            assert (str(fit_dir) in nested) != (str(twin_dir) in nested)  # exactly one of the pair was fitted
+            # What the unfitted one would have trained and validated on is what its twin did.
+            without_corpus = dataset.filter(lambda name: name != corpus, input_columns="corpus")
+            parts = runner.corpus_split(without_corpus, other)
+            assert nested[str(fitted_dir)] == (parts["train"]["actor"], parts["validation"]["actor"])
+            # Its answers for its held-out corpus are the fitted model's.
+            test = dataset.filter(lambda name: name == other, input_columns="corpus")
+            model = load_model(str(fitted_dir)).untempered()
+            fit = held_out_record(fit_dir)
+            np.testing.assert_array_equal(fit.emotions, test["emotion"])
+            # The same network on the same features, batched otherwise: float32 rounding apart.
+            np.testing.assert_allclose(fit.probabilities, model.predict_batch(audio_arrays(test)), atol=1e-5)
 
 
 def test_each_corpus_temperature_comes_from_fits_that_never_saw_it(run):
@@ -255,7 +282,7 @@ def test_the_published_model_carries_a_temperature_and_unsure_rule_per_calibrati
 def test_a_resumed_run_refits_nothing(run, corpora):
     family, output_dir, results = run
     # A record from before calibrated answers were kept gets them from its saved model.
-    nested = output_dir / runner.CORPORA_DIR / "beta" / runner.TEMPERATURE_DIR / "alpha"
+    nested = output_dir / runner.CORPORA_DIR / "beta" / runner.TEMPERATURE_DIR / "gamma"  # a fit, not a twin's answers
     kept = held_out_record(nested)
     with np.load(nested / runner.HELD_OUT_FILE) as saved:
         np.savez(nested / runner.HELD_OUT_FILE, **{key: saved[key] for key in ("probabilities", "emotions", "trained_labels", "best_epoch")})

@@ -53,6 +53,9 @@ class NearestCentroidFamily:
         scores = np.exp(-(distances - distances.min(axis=1, keepdims=True)))
         return scores / scores.sum(axis=1, keepdims=True)
 
+    def representations(self, dataset):
+        return None  # it saves no model that could calibrate
+
     def hyperparameters(self):
         return {"distance": "euclidean"}
 

@@ -173,6 +173,20 @@ def test_saved_model_answers_alike_through_load_model_pipeline_and_the_training_
     np.testing.assert_allclose(classifier_of_folder.probabilities(cached)[kept], from_library[kept], rtol=1e-4, atol=1e-5)
 
 
+def test_the_training_cache_gives_what_speaker_calibration_sees_of_each_clip(holdout_run, synthetic_ravdess):
+    """Held-out answers with speaker calibration read each clip's representation from the cache
+    instead of encoding the clip again; it must be what the saved model computes from the audio."""
+    family, output_dir, _ = holdout_run
+    dataset = family.prepare(load_ravdess(str(synthetic_ravdess))).select(range(6))
+    from_audio = load_model(str(output_dir)).represent(audio_arrays(dataset))
+    from_cache = family.representations(dataset)
+    assert [set(clip) for clip in from_cache] == [set(clip) for clip in from_audio]
+    for cached, computed in zip(from_cache, from_audio):
+        # The same float32 encoder on the same clip, batched with other clips: rounding apart.
+        np.testing.assert_allclose(cached[whisper.REPRESENTATION], computed[whisper.REPRESENTATION], rtol=1e-4, atol=1e-5)
+    assert family.representations(load_ravdess(str(synthetic_ravdess))) is None  # not prepared: nothing kept
+
+
 def test_statistics_pool_the_clips_own_frames_not_the_windows_padding(tiny_base, synthetic_ravdess):
     [clip] = audio_arrays(load_ravdess(str(synthetic_ravdess)))[:1]
     classifier = whisper.EmotionWhisper(whisper.new_classifier(tiny_base, ["_"], WINDOW_S), whisper.window_feature_extractor(tiny_base, WINDOW_S))

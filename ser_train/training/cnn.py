@@ -181,6 +181,9 @@ class CNNFamily:
         torch.set_num_threads(self.hp.threads)
         return model.predict_proba_of_features(self._clean_features(dataset))
 
+    def representations(self, dataset: datasets.Dataset) -> None:
+        return None  # calibration's representations are computed from the audio when needed
+
     # --- Features ------------------------------------------------------------------------------
 
     def _clean_features(self, dataset: datasets.Dataset) -> list[np.ndarray]:

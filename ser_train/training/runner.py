@@ -12,7 +12,10 @@ temperature, and writes what a model card needs:
         folds/fold-1/ ...                     per-fold models, checkpoints and results (CV only)
         corpora/<corpus>/ ...                 the model fitted without <corpus>, its answers for
                                               it (held_out.npz), and temperature/<other corpus>/
-                                              fits nested inside it (leave one corpus out)
+                                              fits nested inside it (leave one corpus out); a
+                                              nested fit whose twin (corpora/<other corpus>/
+                                              temperature/<corpus>) trained on the same clips
+                                              holds only answers, from the twin's model
 """
 
 from __future__ import annotations
@@ -111,6 +114,10 @@ class Family(Protocol):
 
     def predict_proba(self, model: Any, dataset: datasets.Dataset) -> np.ndarray:
         """Class probabilities [rows, labels] for every row of `dataset` (the model's own, untempered)."""
+
+    def representations(self, dataset: datasets.Dataset) -> list[dict[str, np.ndarray]] | None:
+        """What speaker calibration sees of every row (a saved model's `represent`) where `prepare`
+        already computed it, so held-out answers take no second pass over the audio; else None."""
 
     def hyperparameters(self) -> dict:
         """JSON-ready settings, recorded in training_args.json and the model card."""
@@ -311,20 +318,42 @@ class HeldOutFit:
     calibrated: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
-def _held_out_fits(family: Family, dataset: datasets.Dataset, work_dir: Path, resume: bool) -> dict[str, HeldOutFit]:
+@dataclass(frozen=True)
+class OuterCorpus:
+    """The corpus a nested fit's training also lacks (leave one corpus out, temperature fits):
+    its clips, and the run's folder of fits without each corpus."""
+
+    name: str
+    test: datasets.Dataset
+    corpora_dir: Path
+
+    def twin_record(self, inner: str) -> Path:
+        """Where the nested fit without `inner`, then this corpus, keeps its answers: that fit
+        trains on exactly the clips this one does (both leave out the same two corpora, and
+        `corpus_split` takes the same validation speakers from the rest)."""
+        return self.corpora_dir / inner / TEMPERATURE_DIR / self.name / HELD_OUT_FILE
+
+
+def _held_out_fits(
+    family: Family, dataset: datasets.Dataset, work_dir: Path, resume: bool, outer: OuterCorpus | None = None
+) -> dict[str, HeldOutFit]:
     """For each corpus of `dataset`: a model fitted on the others (in work_dir/<corpus>), and its
-    answers on that corpus. A fit an earlier run finished is read back, not repeated."""
-    return {corpus: _held_out_fit(family, dataset, corpus, work_dir / corpus, resume) for corpus in corpus_names(dataset)}
+    answers on that corpus. A fit an earlier run finished is read back, not repeated; nested in
+    `outer`, one a twin fit already answered for (see `OuterCorpus`) is not fitted at all."""
+    return {corpus: _held_out_fit(family, dataset, corpus, work_dir / corpus, resume, outer) for corpus in corpus_names(dataset)}
 
 
-def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_dir: Path, resume: bool) -> HeldOutFit:
+def _held_out_fit(
+    family: Family, dataset: datasets.Dataset, corpus: str, split_dir: Path, resume: bool, outer: OuterCorpus | None
+) -> HeldOutFit:
     record = split_dir / HELD_OUT_FILE
     # Inside a run's output folder a record is this run's own (a new run refuses a used folder),
     # so the final model's temperature reads the held-out corpora's fits instead of repeating them.
     if record.is_file():
         fit = _read_held_out_fit(record)
         if fit.calibrated is None:  # a record from before calibrated answers were kept: add them
-            fit = replace(fit, calibrated=_calibrated_answers(split_dir, corpus_split(dataset, corpus)["test"], fit.trained_labels))
+            test = corpus_split(dataset, corpus)["test"]
+            fit = replace(fit, calibrated=_calibrated_answers(family, split_dir, test, fit.trained_labels))
             _write_held_out_fit(record, fit)
         return fit
     parts = corpus_split(dataset, corpus)
@@ -334,27 +363,35 @@ def _held_out_fit(family: Family, dataset: datasets.Dataset, corpus: str, split_
     )
     fitted = family.fit(parts["train"], parts["validation"], split_dir, resume)
     trained = emotions_in(parts["train"])  # validation clips choose the epoch, teach nothing
-    fit = HeldOutFit(
-        probabilities=np.asarray(family.predict_proba(fitted.model, parts["test"]), dtype=np.float32),
-        emotions=np.asarray(parts["test"]["emotion"]),
-        trained_labels=trained,
-        best_epoch=fitted.best_epoch,
-        calibrated=_calibrated_answers(split_dir, parts["test"], trained),
-    )
+    fit = _held_out_answers(family, fitted, split_dir, parts["test"], trained)
     _write_held_out_fit(record, fit)
+    if outer is not None and not outer.twin_record(corpus).is_file():
+        # The twin fit would learn from the same clips: this model answers for it, once, here.
+        _write_held_out_fit(outer.twin_record(corpus), _held_out_answers(family, fitted, split_dir, outer.test, trained))
     return fit
 
 
-def _calibrated_answers(split_dir: Path, test: datasets.Dataset, trained_labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _held_out_answers(family: Family, fitted: FitResult, model_dir: Path, test: datasets.Dataset, trained: list[str]) -> HeldOutFit:
+    """What a fit (saved in `model_dir`) answers for `test`, a corpus it never heard."""
+    return HeldOutFit(
+        probabilities=np.asarray(family.predict_proba(fitted.model, test), dtype=np.float32),
+        emotions=np.asarray(test["emotion"]),
+        trained_labels=trained,
+        best_epoch=fitted.best_epoch,
+        calibrated=_calibrated_answers(family, model_dir, test, trained),
+    )
+
+
+def _calibrated_answers(family: Family, model_dir: Path, test: datasets.Dataset, trained_labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The saved fit's untempered answers for its held-out corpus with speaker calibration, by
     source; {} where the fit cannot calibrate (or, like the tests' stand-in families, saves no
     model folder)."""
     from ser_train.inference import load_model
 
-    if not (split_dir / CONFIG_FILE).is_file():
+    if not (model_dir / CONFIG_FILE).is_file():
         return {}
-    print(f"{split_dir}: answers with speaker calibration")
-    return calibrated_answers(load_model(str(split_dir)).untempered(), test, trained_labels)
+    print(f"{model_dir}: answers with speaker calibration")
+    return calibrated_answers(load_model(str(model_dir)).untempered(), test, trained_labels, family.representations(test))
 
 
 def _read_held_out_fit(record: Path) -> HeldOutFit:
@@ -448,12 +485,15 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
             entries[corpus] = json.loads(record.read_text())
             continue
         others = dataset.filter(lambda name: name != corpus, input_columns="corpus")
-        inner = _held_out_fits(family, others, split_dir / TEMPERATURE_DIR, resume) if len(corpus_names(others)) > 1 else {}
-        temperature, calibrated_temperatures = _temperature(inner, labels), _calibrated_temperatures(inner)
         test = dataset.filter(lambda name: name == corpus, input_columns="corpus")
+        outer = OuterCorpus(corpus, test, output_dir / CORPORA_DIR)
+        inner = _held_out_fits(family, others, split_dir / TEMPERATURE_DIR, resume, outer) if len(corpus_names(others)) > 1 else {}
+        temperature, calibrated_temperatures = _temperature(inner, labels), _calibrated_temperatures(inner)
         print(f"Held-out corpus {corpus}: temperature {temperature:.2f}; short speech and speaker calibration")
         model = load_model(str(split_dir)).untempered()
-        entry = held_out_corpus_entry(model, test, fit.probabilities, temperature, fit.trained_labels, calibrated_temperatures)
+        entry = held_out_corpus_entry(
+            model, test, fit.probabilities, temperature, fit.trained_labels, calibrated_temperatures, family.representations(test)
+        )
         entry["training_corpora"] = corpus_names(others)
         entry["temperature_from"] = list(inner) or "no other corpus to hold out: probabilities untempered"
         if is_main_process():

@@ -143,6 +143,9 @@ class Wav2Vec2Family:
     def predict_proba(self, model: EmotionWav2Vec2, dataset: datasets.Dataset) -> np.ndarray:
         return model.predict_proba(audio_arrays(dataset))
 
+    def representations(self, dataset: datasets.Dataset) -> None:
+        return None  # calibration's representations are computed from the audio when needed
+
     def _training_arguments(self, output_dir: Path, epochs: int, validating: bool, feature_extractor):
         from transformers import TrainingArguments
 

@@ -252,6 +252,13 @@ class WhisperFamily:
             return model.predict_proba(audio_arrays(dataset))
         return model.probabilities(_statistics(dataset)[:, 0])
 
+    def representations(self, dataset: datasets.Dataset) -> list[dict[str, np.ndarray]] | None:
+        """`EmotionWhisper.represent` of every clip, read from its cached clean statistics (the
+        same numbers, as `predict_proba` uses them); None before `prepare`."""
+        if STATISTICS_COLUMN not in dataset.column_names:
+            return None
+        return [{whisper.REPRESENTATION: row[None]} for row in _statistics(dataset)[:, 0]]
+
     def _new_model(self, labels: list[str]) -> whisper.WhisperForEmotionRecognition:
         try:
             return whisper.new_classifier(self.base_folder, labels, self.hp.window_s, self.hp.trim_silence)
