@@ -154,7 +154,8 @@ def display_name(name: str) -> str:
     return Path(name).name if Path(name).is_absolute() else name
 
 
-LANGUAGES = {"en": "English", "it": "Italian"}  # the languages of the corpora ser_train.corpora knows
+# The languages of the corpora ser_train.corpora knows.
+LANGUAGES = {"en": "English", "it": "Italian", "de": "German", "ur": "Urdu", "tr": "Turkish"}
 
 
 def learned_from(results: dict) -> tuple[list[dict], list[str]]:
@@ -799,20 +800,26 @@ def live_summary_markdown(summary: LiveSummary, model: EmotionModel) -> str:
 # --- Page ---------------------------------------------------------------------------------------
 
 
-def description() -> str:
+def description(model_dir: str = DEFAULT_MODEL) -> str:
     """What the page says the default model learned from (its training corpora and their
-    languages), how well it did on voices it never heard, and what to expect elsewhere."""
-    results = eval_results_of(DEFAULT_MODEL)
+    languages, acted or not), how well it did on voices it never heard, and what to expect elsewhere."""
+    results = eval_results_of(model_dir)
     corpora, languages = learned_from(results)
     learned = "; ".join(f"{corpus['title']}, {corpus['description']}" for corpus in corpora)
+    kind = "acted" if all(corpus["acted"] is not False for corpus in corpora) else "mostly acted"
     # A phone shows the first sentences only before the recorder: the claim a visitor needs is
     # there, the corpora and protocols behind it one click away.
     return (
         f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech.{first_impression(results)}\n\n"
         f"<details><summary>What the default model learned from, and how it was measured</summary>\n\n"
-        f"The default model learned from acted {' and '.join(languages) or 'English'} speech ({learned}), so "
-        f"expect less on spontaneous speech, other languages or noisy rooms.{accuracy_note()}\n\n</details>"
+        f"The default model learned from {kind} {spoken_list(languages) or 'English'} speech ({learned}), so "
+        f"expect less on spontaneous speech, other languages or noisy rooms.{accuracy_note(model_dir)}\n\n</details>"
     )
+
+
+def spoken_list(words: list[str]) -> str:
+    """'English', 'English and Italian', 'English, German and Italian'."""
+    return " and ".join(filter(None, [", ".join(words[:-1]), *words[-1:]]))
 
 
 def first_impression(results: dict) -> str:

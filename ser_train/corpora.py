@@ -57,6 +57,7 @@ class CorpusInfo:
     language: str  # ISO 639-1 code, for the card's metadata
     licence: str  # as the corpus states it
     citation: str
+    acted: bool = True  # actors portraying emotions, not speech as it came
 
 
 # The corpora this project was measured on, recognised by their folder (or Hub id) name, of which
@@ -105,6 +106,7 @@ KNOWN_CORPORA = {
         "research purposes only",
         "Latif S, Qayyum A, Usman M, Qadir J (2018) Cross Lingual Speech Emotion Recognition: Urdu vs. "
         "Western Languages. FIT 2018. https://arxiv.org/abs/1812.10411",
+        acted=False,
     ),
     "turev": CorpusInfo(
         "TurEV-DB",

@@ -235,7 +235,7 @@ def training_corpora(dataset: str) -> list[dict]:
             corpora.append(
                 {"source": source, "id": _hub_id(source) or name, "known": False, "title": name,
                  "description": f"the corpus in `{name}`", "language": None,
-                 "licence": "see the corpus's own licence", "citation": None}
+                 "licence": "see the corpus's own licence", "citation": None, "acted": None}
             )
     return corpora
 

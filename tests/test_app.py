@@ -636,6 +636,15 @@ def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
     assert app.accuracy_note() in details
 
 
+def test_the_description_names_the_languages_and_says_when_some_speech_was_not_acted(tmp_path):
+    sources = ["../data/ravdess-opus-16k", "../data/emovo-opus-16k", "/x/emodb-opus-16k"]
+    (tmp_path / "eval_results.json").write_text(json.dumps({"dataset": " + ".join(sources)}))
+    assert "learned from acted English, German and Italian speech (RAVDESS, 24 professional" in app.description(str(tmp_path))
+    (tmp_path / "eval_results.json").write_text(json.dumps({"dataset": " + ".join([*sources, "/x/urdu-opus-16k"])}))
+    said = app.description(str(tmp_path))
+    assert "learned from mostly acted English, German, Italian and Urdu speech" in said and "talk-show speech" in said
+
+
 # --- Live mode's handlers ---------------------------------------------------------------------
 
 
