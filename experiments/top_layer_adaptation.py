@@ -46,7 +46,7 @@ from ser_train.vad import trim_silence
 
 DATA = "../shared/data"
 CORPORA = [f"{DATA}/ravdess-opus-16k", f"{DATA}/tess-opus-16k", f"{DATA}/emovo-opus-16k"]
-MODEL = "models/ravdess-tess-emovo-whisper-base"
+MODEL = "models/six-corpora-whisper-base"  # its frozen encoder and window only: those of every bundled Whisper model
 CACHE = Path("runs/probe/top_layer_cache.npz")
 WINDOW_FRAMES = DEFAULT_WINDOW_S * ENCODER_FRAMES_PER_S  # the bundled model's 5 s window
 ADAPTED = 5  # the layer trained (whisper-base has 6: 0-5)

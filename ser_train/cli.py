@@ -17,7 +17,7 @@ from ser_train.precision import DEFAULT_PRECISION, FP32, PRECISIONS
 EXIT_USER_ERROR = 2
 # ser_train.inference.DEFAULT_MODEL, named without importing torch (tested equal), so that
 # --help stays instant.
-DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/ravdess-tess-emovo-whisper-base"
+DEFAULT_MODEL_HELP = "default: the bundled model that measured best, models/six-corpora-whisper-base"
 # ser_train.calibration_prompts.CALIBRATION_PROMPTS' names and ser_train.data.DEFAULT_DATASET,
 # for the same reason (tested equal).
 CALIBRATION_PROMPT_NAMES = ("moods", "passage")

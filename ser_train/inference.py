@@ -49,7 +49,7 @@ from ser_train.passes import PassQueue
 from ser_train.precision import FP32, checked_precision
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-BUNDLED_WHISPER = str(MODELS_DIR / "ravdess-tess-emovo-whisper-base")
+BUNDLED_WHISPER = str(MODELS_DIR / "six-corpora-whisper-base")
 BUNDLED_CNN = str(MODELS_DIR / "ravdess-tess-emovo-cnn")
 BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 

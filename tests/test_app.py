@@ -33,7 +33,7 @@ from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, SUPPORTED_FORMATS, lo
 from ser_train.confidence import UnsureRule
 from ser_train.data import EMOTIONS
 from ser_train.errors import UnreadableAudioError
-from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, load_model, measured_ua
+from ser_train.inference import BUNDLED_CNN, BUNDLED_MODELS, BUNDLED_WHISPER, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.live import CHUNK_S, LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
 from ser_train.precision import DEFAULT_PRECISION
@@ -491,9 +491,13 @@ def test_the_players_offer_no_download_or_share_of_a_recording_the_server_remove
 def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
     """The list's names clip on a phone and the description speaks of the default only, so the
     picker's own line names the picked model's corpora, languages and measured UA."""
+    learned = {
+        BUNDLED_WHISPER: "RAVDESS, TESS, EMOVO, EmoDB, URDU, TurEV-DB (English, German, Italian, Turkish, Urdu)",
+        BUNDLED_CNN: "RAVDESS, TESS, EMOVO (English, Italian)",
+    }
     for name in BUNDLED_MODELS:
         facts = app.model_facts(name)
-        assert facts == f"Learned from RAVDESS, TESS, EMOVO (English, Italian); UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on."
+        assert facts == f"Learned from {learned[name]}; UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on."
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "eval_results.json").write_text(json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.614}}))
     assert app.model_facts(str(tmp_path / "actors")) == "Learned from RAVDESS (English); UA (balanced accuracy) 61% on actors it never heard."
