@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python experiments/calibrated_confidence.py runs/whisper-3corpora-channel
     PYTHONPATH=. .venv/bin/python experiments/calibrated_confidence.py runs/cnn-3corpora-channel
+    PYTHONPATH=. .venv/bin/python experiments/calibrated_confidence.py runs/whisper-6corpora-cv --bias-only
 
 On a finished `train ... --leave-one-corpus-out` run over RAVDESS, TESS and EMOVO (its saved
 held-out fits, corpora/<corpus>/, and their nested fits, corpora/<corpus>/temperature/<other>/),
@@ -19,7 +20,8 @@ scored corpus never tunes anything), and their ECE compared:
 Also the temperature that would have minimised each row's ECE (chosen on the scored answers: a
 bound, not a method), and a per-class bias beside the temperature (vector scaling's bias,
 L2 0 / 0.01 / 0.1), fitted on the nested fits' uncalibrated answers: it moves answers, so UA and
-the most-predicted share are reported for it too. Every clip is represented once (representations do not depend on the head);
+the most-predicted share are reported for it too. `--bias-only` fits just that rule, from the
+run's saved answers alone (seconds), on every corpus of any run (the six-corpus one). Every clip is represented once (representations do not depend on the head);
 each fit then answers from them. A probe behind a README figure (Generalisation), not part of the
 package; it writes runs/confidence/<run>.json.
 """
@@ -122,7 +124,7 @@ def biased(log_probabilities: np.ndarray, shared: list[int], parameters: np.ndar
 
 def bias_entry(run: Path, corpus: str, l2: float) -> dict:
     """Temperature and per-class bias fitted on the nested fits' answers, applied to the held-out fit's."""
-    nested = [shared_log_probabilities(run / CORPORA_DIR / corpus / TEMPERATURE_DIR / other) for other in CORPORA if other != corpus]
+    nested = [shared_log_probabilities(fit.parent) for fit in sorted((run / CORPORA_DIR / corpus / TEMPERATURE_DIR).glob(f"*/{HELD_OUT_FILE}"))]
 
     def loss(parameters):
         likelihood = [-np.log(np.maximum(biased(lp, sh, parameters)[np.arange(len(r)), r], PROBABILITY_FLOOR)).mean() for lp, r, sh in nested]
@@ -198,5 +200,18 @@ def main(run: Path) -> None:
             print(f"| {corpus} | {l2} | {got['ua']:.3f} | {got['top_share']:.2f} | {got['ece']:.3f} |")
 
 
+def bias_only(run: Path) -> None:
+    """The per-class bias rule alone, on every held-out corpus of `run`, from its saved answers."""
+    corpora = sorted(path.parent.name for path in (run / CORPORA_DIR).glob(f"*/{HELD_OUT_FILE}"))
+    print("| held-out corpus | bias L2 | UA | top share | ECE | temperature |")
+    for l2 in BIAS_L2:
+        for corpus in corpora:
+            got = bias_entry(run, corpus, l2)
+            print(f"| {corpus} | {l2} | {got['ua']:.3f} | {got['top_share']:.2f} | {got['ece']:.3f} | {got['temperature']:.2f} |", flush=True)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if "--bias-only" in sys.argv:
+        bias_only(Path(sys.argv[1]))
+    else:
+        main(Path(sys.argv[1]))
