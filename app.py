@@ -155,7 +155,7 @@ def display_name(name: str) -> str:
 
 
 # The languages of the corpora ser_train.corpora knows.
-LANGUAGES = {"en": "English", "it": "Italian", "de": "German", "ur": "Urdu", "tr": "Turkish"}
+LANGUAGES = {"en": "English", "it": "Italian", "de": "German", "ur": "Urdu", "tr": "Turkish", "pl": "Polish", "am": "Amharic"}
 
 
 def learned_from(results: dict) -> tuple[list[dict], list[str]]:

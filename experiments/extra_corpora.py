@@ -97,10 +97,66 @@ def turev_clips(source: Path):
             yield wav, emotion, speaker
 
 
+NEMO_README = """# nEMO (emotional speech in Polish), 16 kHz mono Opus
+
+4481 utterances of 9 actors (speaker IDs EB0, IC0, KD0, KS0, MK0, MP0, SM0, TP0, WR0; 4 female,
+5 male, aged 20-30) reading Polish sentences in anger, fear, happiness, sadness, surprise and a
+neutral state, about 2 s each. Layout: `<speaker>/<speaker>_<emotion>_<sentence>.opus`.
+
+Converted from the 24 kHz WAV of github.com/amu-cai/nEMO (commit 66de999, `samples/`): mono,
+16 kHz, Ogg Opus at 24 kbit/s, the same encoding as ../shared/data's corpora; clips under 0.5 s
+(the shortest audio `ser_train` reads) left out.
+
+License: Creative Commons Attribution-NonCommercial-ShareAlike 4.0 International (CC BY-NC-SA 4.0).
+Cite: Christop I (2024) nEMO: Dataset of Emotional Speech in Polish. Proceedings of LREC-COLING
+2024, 12111-12116.
+Do not copy these files into the project repository.
+"""
+
+
+def nemo_clips(source: Path):
+    """(wav, emotion, speaker) of every clip: files are samples/<speaker>_<emotion>_<sentence>.wav."""
+    for wav in sorted(source.glob("samples/*.wav")):
+        speaker, emotion, _ = wav.stem.split("_")
+        if soundfile.info(wav).duration >= MIN_DURATION_S:
+            yield wav, emotion, speaker
+
+
+ASED_README = """# ASED (Amharic Speech Emotion Dataset) v1, 16 kHz mono Opus
+
+2474 utterances of Amharic sentences by 65 speakers (25 female, 40 male), recorded by each
+participant at a time and place of their choosing, in their own dialect, in five emotions:
+neutral (`n`), fearful (`f`), happy (`h`), sad (`s`) and angry (`a`); about 3 s each. Only
+recordings that at least five of eight judges accepted are in the corpus. Layout:
+`<speaker>/<file>.opus`; the speaker is the last field of the file name (01-65; a few files
+carry the other gender code than the rest of their speaker's, so the gender field is not used).
+
+Converted from the 16 kHz WAV of github.com/Ethio2021/ASED_V1 (commit 30fee03): Ogg Opus at 24
+kbit/s, the same encoding as ../shared/data's corpora.
+
+License: none stated; the authors ask that the article below be cited. Treat it as research use
+only.
+Cite: Retta EA, Almekhlafi E, Sutcliffe R, Mhamed M, Ali H, Feng J (2022) A New Amharic Speech
+Emotion Dataset and Classification Benchmark. ACM Transactions on Asian and Low-Resource Language
+Information Processing. https://doi.org/10.1145/3529759
+Do not copy these files into the project repository.
+"""
+
+
+def ased_clips(source: Path):
+    """(wav, emotion letter, speaker) of every clip: files are <emotion><folder>-<sentence>-<take>-<gender>-<speaker>.wav."""
+    for wav in sorted(source.glob("*/*.wav")):
+        fields = wav.stem.split("-")
+        if soundfile.info(wav).duration >= MIN_DURATION_S:
+            yield wav, fields[0][0].lower(), fields[4]
+
+
 CORPORA = {
     "urdu": (urdu_clips, {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}, URDU_README),
     "turev": (turev_clips, {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}, TUREV_README),
     "emodb": (emodb_clips, {"W": "angry", "L": None, "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}, EMODB_README),
+    "nemo": (nemo_clips, {"anger": "angry", "fear": "fearful", "happiness": "happy", "neutral": "neutral", "sadness": "sad", "surprised": "surprised"}, NEMO_README),
+    "ased": (ased_clips, {"n": "neutral", "f": "fearful", "h": "happy", "s": "sad", "a": "angry"}, ASED_README),
 }
 
 

@@ -9,11 +9,15 @@ layer probe's cache (`top_layer_adaptation.encoded`, then the top layer over the
 layer-5 frames, as `layer_choice.frozen_statistics`), so the new rows sit beside the cached
 statistics of the three corpora. The encoder is whisper-base's, trained on none of these corpora.
 
+`cache` adds the corpora not cached yet to the further corpora's cache, so corpora found later
+(nEMO, ASED) join those cached before (EmoDB, URDU, TurEV-DB).
+
 Then the head `train whisper` fits (every layer's statistics, rows weighted so every training
 corpus and every emotion within it counts the same), leaving one corpus out: RAVDESS, TESS and
 EMOVO each held out of a head trained on the other two, without and with the further corpora in
-training (all of them, then each alone), and each further corpus held out of a head trained on
-all the rest. Settings fixed beforehand; a probe behind a README figure, not part of the package.
+training (all of them, each alone, all but each one, and those the bundled default learned from),
+and each further corpus held out of a head trained on all the rest. Settings fixed beforehand; a
+probe behind a README figure, not part of the package.
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ RESULTS = Path("runs/probe/more_corpora.json")
 EVERY_LAYER = range(7)
 THREE = ["emovo-opus-16k", "ravdess-opus-16k", "tess-opus-16k"]
 CALM = 1  # the emotion's index in the cache's labels (ser_train.data.EMOTIONS)
+BUNDLED_FURTHER = ["emodb-opus-16k", "turev-opus-16k", "urdu-opus-16k"]  # models/six-corpora-whisper-base's
 
 
 def cache(folders: list[str]) -> None:
+    cached = dict(np.load(EXTRA_CACHE)) if EXTRA_CACHE.is_file() else None
+    if cached is not None:
+        folders = [folder for folder in folders if Path(folder).name not in set(cached["corpus"].tolist())]
     dataset = load_corpora(folders)
     base = WhisperForEmotionRecognition.from_pretrained(MODEL, use_safetensors=True).eval()
     low, frames = [], []
@@ -46,13 +54,15 @@ def cache(folders: list[str]) -> None:
         low.append(torch.cat([frame_statistics(h, n) for h in hidden[:6]], dim=-1).numpy())
         frames += [hidden[5][clip, :length].half().numpy() for clip, length in enumerate(n.tolist())]
     top = top_statistics(TopLayer(base), frames, np.arange(len(frames))).numpy()
-    np.savez(
-        EXTRA_CACHE,
-        statistics=np.concatenate([np.concatenate(low), top], axis=1).astype(np.float32),
-        emotion=np.array(dataset["emotion"]),
-        corpus=np.array(dataset["corpus"]),
-        speaker=np.array(dataset["speaker"]),
-    )
+    found = {
+        "statistics": np.concatenate([np.concatenate(low), top], axis=1).astype(np.float32),
+        "emotion": np.array(dataset["emotion"]),
+        "corpus": np.array(dataset["corpus"]),
+        "speaker": np.array(dataset["speaker"]),
+    }
+    if cached is not None:
+        found = {name: np.concatenate([cached[name], found[name]]) for name in found}
+    np.savez(EXTRA_CACHE, **found)
 
 
 def combined() -> tuple[np.ndarray, dict]:
@@ -82,6 +92,10 @@ def score() -> None:
     statistics, data = combined()
     further = sorted(set(data["corpus"].tolist()) - set(THREE))
     settings = {"the other two": []} | {f"+ {name}": [name] for name in further} | {"+ " + ", ".join(further): further}
+    if len(further) > 2:
+        settings |= {f"+ all further but {name}": [c for c in further if c != name] for name in further}
+    if set(BUNDLED_FURTHER) < set(further):
+        settings |= {"+ the bundled default's (" + ", ".join(BUNDLED_FURTHER) + ")": BUNDLED_FURTHER}
     results = [three_held_out(statistics, data, setting, added) for setting, added in settings.items()]
     if "turev-opus-16k" in further:
         # TurEV's calm clips are the only calm ones besides RAVDESS's: with them in training, a

@@ -63,7 +63,7 @@ class CorpusInfo:
 # The corpora this project was measured on, recognised by their folder (or Hub id) name, of which
 # each key must be a whole word (see `corpus_info`), and a RAVDESS copy by its layout too. A model
 # trained on them is bound by every one of their licences: all are non-commercial or research only.
-# EmoDB, URDU and TurEV are public GitHub copies converted by experiments/extra_corpora.py.
+# EmoDB, URDU, TurEV, nEMO and ASED are public GitHub copies converted by experiments/extra_corpora.py.
 KNOWN_CORPORA = {
     "ravdess": CorpusInfo(
         "RAVDESS",
@@ -115,6 +115,22 @@ KNOWN_CORPORA = {
         "CC BY-NC-ND 4.0 (non-commercial, no derivatives)",
         "Canpolat SF, Ormanoglu Z, Zeyrek D (2020) Turkish Emotion Voice Database (TurEV-DB). "
         "Proceedings of SLTU-CCURL 2020, 368-375.",
+    ),
+    "nemo": CorpusInfo(
+        "nEMO",
+        "9 Polish actors (4 female, 5 male), Polish sentences in 6 emotions (angry, fearful, happy, neutral, sad, surprised)",
+        "pl",
+        "CC BY-NC-SA 4.0 (non-commercial, share-alike)",
+        "Christop I (2024) nEMO: Dataset of Emotional Speech in Polish. Proceedings of LREC-COLING 2024, 12111-12116.",
+    ),
+    "ased": CorpusInfo(
+        "ASED",
+        "65 Amharic speakers (25 female, 40 male), each recorded where they chose, sentences in 5 emotions, "
+        "kept where most of 8 judges agreed",
+        "am",
+        "none stated; the authors ask to be cited (research use only)",
+        "Retta EA, Almekhlafi E, Sutcliffe R, Mhamed M, Ali H, Feng J (2022) A New Amharic Speech Emotion Dataset "
+        "and Classification Benchmark. ACM TALLIP. https://doi.org/10.1145/3529759",
     ),
 }
 

@@ -242,6 +242,9 @@ def test_evaluate_scores_only_the_emotions_a_corpus_shares_with_the_model(synthe
         ("emodb-opus-16k", "emodb"),
         ("urdu-opus-16k", "urdu"),
         ("turev-opus-16k", "turev"),
+        ("nemo-opus-16k", "nemo"),
+        ("/data/ASED_V1", "ased"),
+        ("based-on-speech", None),
         ("xbgoose/ravdess", "ravdess"),  # a Hub id, by its repo name
         ("someone/RAVDESS_speech", "ravdess"),
         ("contessa-recordings", None),  # "tess" inside a word is not TESS
