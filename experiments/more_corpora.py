@@ -91,11 +91,12 @@ def score() -> None:
     torch.set_num_threads(2)
     statistics, data = combined()
     further = sorted(set(data["corpus"].tolist()) - set(THREE))
-    settings = {"the other two": []} | {f"+ {name}": [name] for name in further} | {"+ " + ", ".join(further): further}
-    if len(further) > 2:
-        settings |= {f"+ all further but {name}": [c for c in further if c != name] for name in further}
+    settings = {"the other two": []}
     if set(BUNDLED_FURTHER) < set(further):
         settings |= {"+ the bundled default's (" + ", ".join(BUNDLED_FURTHER) + ")": BUNDLED_FURTHER}
+    settings |= {"+ " + ", ".join(further): further} | {f"+ {name}": [name] for name in further}
+    if len(further) > 2:
+        settings |= {f"+ all further but {name}": [c for c in further if c != name] for name in further}
     results = [three_held_out(statistics, data, setting, added) for setting, added in settings.items()]
     if "turev-opus-16k" in further:
         # TurEV's calm clips are the only calm ones besides RAVDESS's: with them in training, a
