@@ -20,10 +20,13 @@ scored corpus never tunes anything), and their ECE compared:
 Also the temperature that would have minimised each row's ECE (chosen on the scored answers: a
 bound, not a method), and a per-class bias beside the temperature (vector scaling's bias,
 L2 0 / 0.01 / 0.1), fitted on the nested fits' uncalibrated answers: it moves answers, so UA and
-the most-predicted share are reported for it too. `--bias-only` fits just that rule, from the
-run's saved answers alone (seconds), on every corpus of any run (the six-corpus one). Every clip is represented once (representations do not depend on the head);
-each fit then answers from them. A probe behind a README figure (Generalisation), not part of the
-package; it writes runs/confidence/<run>.json.
+the most-predicted share are reported for it too. Every clip is represented once (representations
+do not depend on the head); each fit then answers from them. A probe behind a README figure
+(Generalisation), not part of the package; it writes runs/confidence/<run>.json.
+
+`--bias-only` fits just the per-class bias rule, from the run's saved answers alone (seconds, no
+clip represented again), on every held-out corpus of any run (the six-corpus one among them), and
+prints its table.
 """
 
 from __future__ import annotations
