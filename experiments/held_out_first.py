@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from ser_train.corpora import load_corpora
+from ser_train.evaluation import SharedScoring, classification_metrics
 from ser_train.training import runner
 from ser_train.training.whisper import WhisperFamily
 
@@ -35,11 +34,15 @@ def main() -> None:
     labels = dataset.features["emotion"].names
     for corpus in args.corpora:
         fit = runner._held_out_fit(family, dataset, corpus, args.output / runner.CORPORA_DIR / corpus, resume=True, outer=None)
-        probabilities, references = runner._scored(fit, labels)
-        predicted = probabilities.argmax(axis=1)
-        recalls = [np.mean(predicted[references == k] == k) for k in np.unique(references)]
-        top = np.bincount(predicted).max() / len(predicted)
-        print(f"{corpus}: UA {np.mean(recalls):.3f} over {len(recalls)} emotions, most-predicted share {top:.0%}", flush=True)
+        scoring = SharedScoring.of(runner.corpus_split(dataset, corpus)["test"], labels, fit.trained_labels)
+        predicted = scoring.probabilities(fit.probabilities[scoring.kept]).argmax(axis=1)
+        metrics = classification_metrics(scoring.references, predicted, scoring.labels)
+        most = metrics["most_predicted"]
+        print(
+            f"{corpus}: UA {metrics['balanced_accuracy']:.3f} over {len(scoring.labels)} emotions, "
+            f"most-predicted {most['emotion']} {most['share']:.0%}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 
 from experiments.layer_choice import frozen_statistics, held_out_scores
 from experiments.top_layer_adaptation import MODEL, TopLayer, encoded, load_cache, top_statistics
-from ser_train.corpora import load_corpora
+from ser_train.corpora import corpus_names_of, load_corpora
 from ser_train.models.whisper import WhisperForEmotionRecognition, frame_statistics
 
 EXTRA_CACHE = Path("runs/probe/more_corpora.npz")
@@ -46,7 +46,8 @@ BUNDLED_FURTHER = ["emodb-opus-16k", "turev-opus-16k", "urdu-opus-16k"]  # model
 def cache(folders: list[str]) -> None:
     cached = dict(np.load(EXTRA_CACHE)) if EXTRA_CACHE.is_file() else None
     if cached is not None:
-        folders = [folder for folder in folders if Path(folder).name not in set(cached["corpus"].tolist())]
+        known = set(cached["corpus"].tolist())
+        folders = [folder for folder, name in zip(folders, corpus_names_of(folders)) if name not in known]
     dataset = load_corpora(folders)
     base = WhisperForEmotionRecognition.from_pretrained(MODEL, use_safetensors=True).eval()
     low, frames = [], []
