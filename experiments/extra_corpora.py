@@ -2,7 +2,14 @@
 
     PYTHONPATH=. .venv/bin/python experiments/extra_corpora.py urdu SOURCE OUTPUT
 
-SOURCE is a checkout of a public corpus (the workplace's `fetch` of its GitHub repository);
+SOURCE is the folder of a public corpus's audio in a checkout of its GitHub repository (the
+workplace's `fetch`, then `git clone` of the mirror):
+    emodb  zhufeiyao/Berlin-Database-of-Emotional-Speech_2020 at commit 1b79ba1 (the newest
+           commit holds a README only), download/wav
+    urdu   siddiquelatif/URDU-Dataset, the repository's root
+    turev  Xeonen/TurEV-DB, "Sound Source"
+    nemo   amu-cai/nEMO, the repository's root
+    ased   Ethio2021/ASED_V1, the repository's root
 OUTPUT gets `<speaker>/<file>.opus` (16 kHz mono Ogg Opus at 24 kbit/s, as the corpora in
 ../shared/data), `manifest.csv` (path, emotion, speaker), `label_map.json` and a README with the
 corpus's licence and citation. OUTPUT stays outside the repository. A probe's helper, not part of
@@ -169,6 +176,8 @@ def to_opus(wav: Path, opus: Path) -> None:
 def convert(name: str, source: Path, output: Path) -> None:
     clips, label_map, readme = CORPORA[name]
     rows = [(f"{speaker}/{wav.stem}.opus", emotion, speaker, wav) for wav, emotion, speaker in clips(source)]
+    if not rows:
+        raise SystemExit(f"No {name} clips under {source}: pass the folder named in this script's docstring.")
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda row: to_opus(row[3], output / row[0]), rows))
     with open(output / "manifest.csv", "w", newline="") as f:

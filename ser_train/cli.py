@@ -397,7 +397,7 @@ def run_data(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.calibration import calibration_summary
     from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
-    from ser_train.data import parse_actor_list, split_by_actor
+    from ser_train.data import parse_actor_list, split_by_actor, unique_values
     from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
     from ser_train.inference import bundled_model_named, load_model
     from ser_train.training.runner import TRAINING_ARGS_FILE, check_actor_numbers_apply
@@ -434,7 +434,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test_actors = manifest_split_actors(dataset)[0]
     elif "speaker" in dataset.column_names or record_tells_heard_actors(recorded, sources):
         # Every speaker the model's record does not say it heard (all of a corpus it never trained on).
-        test_actors = sorted(set(dataset.unique("actor")) - heard)
+        test_actors = sorted(set(unique_values(dataset, "actor")) - heard)
         if not test_actors:
             raise SERError(f"{args.model} learned from every speaker of this data: evaluate it on a corpus it never heard.")
     else:  # a RAVDESS folder, perhaps a copy of one the model trained on under another name
@@ -508,12 +508,13 @@ def heard_actors(recorded: dict, sources: str | list[str], dataset) -> set[int]:
     (all, for a model trained on everything after its folds); else every speaker of a corpus it
     trained on, and of a copy of one under another name (`heard_in_copies`); none known without
     a record."""
+    from ser_train.data import unique_values
     from ser_train.training.runner import recorded_locations, same_sources
 
     if not recorded:
         return set()
     if same_sources(recorded, sources):
-        return set(dataset.unique("actor")) - holdout_test_actors(recorded)
+        return set(unique_values(dataset, "actor")) - holdout_test_actors(recorded)
     trained_on = {Path(source).name for source in recorded_locations(recorded)}
     by_name = {actor for actor, corpus in zip(dataset["actor"], clip_corpora(dataset, sources)) if corpus in trained_on}
     return by_name | heard_in_copies(recorded, dataset)

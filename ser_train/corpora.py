@@ -45,6 +45,7 @@ from ser_train.data import (
     files_fingerprint,
     load_ravdess,
     parse_file_name,
+    unique_values,
 )
 from ser_train.errors import DataError
 
@@ -196,7 +197,7 @@ def load_corpora(sources: str | list[str]) -> datasets.Dataset:
     parts = [_common_columns(load_corpus(source), name) for source, name in zip(sources, names)]
     combined = datasets.concatenate_datasets(parts)
     _check_no_recording_in_two_corpora(combined)
-    return _with_actor_ids(combined, interleave_speakers([part.unique("speaker") for part in parts]))
+    return _with_actor_ids(combined, interleave_speakers([unique_values(part, "speaker") for part in parts]))
 
 
 def load_corpus(source: str) -> datasets.Dataset:

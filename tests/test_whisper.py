@@ -7,13 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForAudioClassification, WhisperConfig, pipeline
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from ser_train.data import audio_arrays, load_ravdess
+from ser_train.data import EMOTIONS, audio_arrays, load_ravdess
 from ser_train.errors import SERError
 from ser_train.hub import publishable_files
 from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, HELD_OUT_ACTORS, WHISPER_MODEL_TYPE, load_model, measured_ua
@@ -22,7 +23,7 @@ from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, 
 from ser_train.training import runner
 from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters, speaker_directions
 from ser_train.vad import trim_silence
-from synthetic import synth_clip
+from synthetic import make_manifest_corpus, synth_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERTED = ROOT / "models" / "whisper-base-encoder"
@@ -265,6 +266,32 @@ def test_fitting_again_gives_the_same_weights_so_a_rerun_fold_reproduces_its_mod
     for name, weights in first.model.model.state_dict().items():
         torch.testing.assert_close(again.model.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
     assert (tmp_path / "first" / POSITIONS_SHARD).read_bytes() == (tmp_path / "again" / POSITIONS_SHARD).read_bytes()
+
+
+class CacheWatchingFamily(WhisperFamily):
+    """The real family, noting the datasets cache files there are once the encoder's output is cached."""
+
+    def prepare(self, dataset):
+        prepared = super().prepare(dataset)
+        self.cache_folders = {Path(datasets.config.HF_DATASETS_CACHE)} | {Path(file["filename"]).parent for file in prepared.cache_files}
+        self.files_after_encoder = self.cache_files()
+        return prepared
+
+    def cache_files(self) -> set[Path]:
+        return {path for folder in self.cache_folders for path in folder.rglob("*.arrow")}
+
+
+@pytest.mark.slow
+def test_a_run_writes_no_copy_of_the_cached_statistics_after_the_encoder(tiny_base, tmp_path):
+    """Every fold, held-out corpus and nested fit works on a subset of the cached statistics
+    (gigabytes on real corpora); none may write a copy of it to the cache (`Dataset.unique` on a
+    subset did: one to three GB per fit, never removed)."""
+    labels = {"neu": EMOTIONS.index("neutral"), "ang": EMOTIONS.index("angry"), "sad": EMOTIONS.index("sad")}
+    speakers = {"alpha": ("a1", "a2", "a3", "a4"), "beta": ("b1", "b2"), "gamma": ("c1", "c2")}
+    corpora = [str(make_manifest_corpus(tmp_path / name, labels, voices)) for name, voices in speakers.items()]
+    family = CacheWatchingFamily(tiny_family(tiny_base).hp)
+    runner.run(family, corpora, tmp_path / "run", num_folds=2, folds_within="alpha", leave_one_corpus_out=True, command=["test"])
+    assert family.cache_files() == family.files_after_encoder
 
 
 def test_speaker_directions_are_where_voices_differ_not_where_emotions_do():

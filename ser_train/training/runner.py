@@ -46,7 +46,7 @@ from ser_train.confidence import (
     with_temperature,
 )
 from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, source_location, speaker_names
-from ser_train.data import actor_folds, audio_arrays, data_digest, split_by_actor, validation_actors
+from ser_train.data import actor_folds, audio_arrays, data_digest, split_by_actor, unique_values, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import (
     UNTRAINED_CLIPS_KEY,
@@ -165,7 +165,7 @@ def run(
     dataset = load_corpora(dataset_source)
     dataset_source = dataset_source if isinstance(dataset_source, str) else " + ".join(dataset_source)
     labels = dataset.features["emotion"].names
-    if len(dataset.unique("emotion")) < 2:
+    if len(unique_values(dataset, "emotion")) < 2:
         held = labels[dataset[0]["emotion"]] if dataset.num_rows else "none"
         raise SERError(f"The data holds one emotion only ({held}): a classifier needs clips of at least two to learn from.")
     if leave_one_corpus_out and len(corpus_names(dataset)) < 2:
@@ -224,9 +224,9 @@ def _fit_final_model(family: Family, dataset: datasets.Dataset, folds: list[dict
     if not folds:
         best_epochs = [fit.best_epoch for fit in _held_out_fits(family, dataset, output_dir / CORPORA_DIR, resume).values() if fit.best_epoch]
     epochs = max(1, round(statistics.median(best_epochs))) if best_epochs else None
-    print(f"Training the final model on all {len(dataset.unique('actor'))} speakers" + (f" for {epochs} epochs" if epochs else ""))
+    print(f"Training the final model on all {len(unique_values(dataset, 'actor'))} speakers" + (f" for {epochs} epochs" if epochs else ""))
     family.fit(dataset, None, output_dir, resume, max_epochs=epochs)
-    return {"actors": sorted(dataset.unique("actor")), **({"epochs": epochs} if epochs else {})}
+    return {"actors": sorted(unique_values(dataset, "actor")), **({"epochs": epochs} if epochs else {})}
 
 
 def readable_as(example: Path, files) -> None:
@@ -257,7 +257,7 @@ def _plan(
         return plan_splits(corpus_actors(dataset, folds_within), None, num_folds)
     if test_actors is None and num_folds is None:
         return [] if leave_one_corpus_out else [_manifest_split(dataset)]
-    return plan_splits(dataset.unique("actor"), test_actors, num_folds)
+    return plan_splits(unique_values(dataset, "actor"), test_actors, num_folds)
 
 
 def _check_splits(dataset: datasets.Dataset, splits: list[Split]) -> None:
@@ -265,7 +265,7 @@ def _check_splits(dataset: datasets.Dataset, splits: list[Split]) -> None:
     only: a QA pass's fold trained on one speaker's one clip and was scored as any other."""
     for split in splits:
         train = split_by_actor(dataset, split.test_actors, split.validation_actors)["train"]
-        if len(train.unique("emotion")) < 2:
+        if len(unique_values(train, "emotion")) < 2:
             taught = emotions_in(train) if train.num_rows else ["none"]
             raise SERError(
                 f"{split.name} would train on {train.num_rows} clip(s) of {', '.join(taught)} only: a classifier needs "
@@ -276,7 +276,7 @@ def _check_splits(dataset: datasets.Dataset, splits: list[Split]) -> None:
 def emotions_in(*parts: datasets.Dataset) -> list[str]:
     """The names of the emotions that any of `parts` holds a clip of, in label order."""
     names = parts[0].features["emotion"].names
-    return [names[e] for e in sorted(set().union(*(part.unique("emotion") for part in parts)))]
+    return [names[e] for e in sorted(set().union(*(unique_values(part, "emotion") for part in parts)))]
 
 
 def check_actor_numbers_apply(dataset: datasets.Dataset) -> None:
@@ -291,7 +291,7 @@ def check_actor_numbers_apply(dataset: datasets.Dataset) -> None:
 
 def corpus_names(dataset: datasets.Dataset) -> list[str]:
     """The corpora a combined dataset holds ([] for a single RAVDESS source, which has no corpus column)."""
-    return sorted(dataset.unique("corpus")) if "corpus" in dataset.column_names else []
+    return sorted(unique_values(dataset, "corpus")) if "corpus" in dataset.column_names else []
 
 
 def corpus_actors(dataset: datasets.Dataset, corpus: str) -> list[int]:
@@ -484,8 +484,9 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
         if record.is_file():
             entries[corpus] = json.loads(record.read_text())
             continue
-        others = dataset.filter(lambda name: name != corpus, input_columns="corpus")
-        test = dataset.filter(lambda name: name == corpus, input_columns="corpus")
+        # In memory: a filter's row list in the cache would be one more file per corpus and run.
+        others = dataset.filter(lambda name: name != corpus, input_columns="corpus", keep_in_memory=True)
+        test = dataset.filter(lambda name: name == corpus, input_columns="corpus", keep_in_memory=True)
         outer = OuterCorpus(corpus, test, output_dir / CORPORA_DIR)
         inner = _held_out_fits(family, others, split_dir / TEMPERATURE_DIR, resume, outer) if len(corpus_names(others)) > 1 else {}
         temperature, calibrated_temperatures = _temperature(inner, labels), _calibrated_temperatures(inner)
@@ -546,7 +547,7 @@ def _manifest_split(dataset: datasets.Dataset) -> Split:
     if given is None:
         raise SERError("Pass --test-actors / --test-speakers or --folds K: the dataset gives no test split.")
     test, validation = given
-    actors = tuple(sorted(dataset.unique("actor")))
+    actors = tuple(sorted(unique_values(dataset, "actor")))
     return Split("holdout", test, validation or validation_actors(test, actors))
 
 
