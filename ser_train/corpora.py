@@ -409,7 +409,10 @@ def _common_columns(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
             dataset = dataset.add_column("corpus", [name] * dataset.num_rows)
     features = CORPUS_FEATURES.copy()
     features["audio"] = dataset.features["audio"]
-    return dataset.select_columns(list(features)).cast(features)
+    dataset = dataset.select_columns(list(features))
+    # `cast` writes the whole corpus, audio and all, to a new cache file (a GB for a large one):
+    # only where a column's type differs.
+    return dataset if dataset.features == features else dataset.cast(features)
 
 
 def interleave_speakers(speakers_per_corpus: list[list[str]]) -> dict[str, int]:

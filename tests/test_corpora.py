@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,18 @@ def test_combined_corpora_split_speaker_disjoint_across_them(synthetic_ravdess, 
     first = split_by_actor(combined, actor_folds(3, tuple(actors))[0])["test"]
     assert set(first["corpus"]) == {synthetic_ravdess.name, "labcorpus"}
     assert interleave_speakers([["a2", "a1"], ["b1"]]) == {"a1": 1, "b1": 2, "a2": 3}
+
+
+def test_combining_corpora_writes_no_copy_of_their_audio(tmp_path):
+    """Each corpus's decoded audio is cached once; combining them must not write it again (a
+    `cast` to the combined columns did: a GB for a large corpus, at every first run)."""
+    sources = [str(make_ravdess_folder(tmp_path / "ravdess")), str(make_manifest_corpus(tmp_path / "lab", CORPUS_LABELS, label_map=LABEL_MAP))]
+    parts = [load_corpora(source) for source in sources]
+    cache = {Path(file["filename"]).parent for part in parts for file in part.cache_files}
+    decoded = {path for folder in cache for path in folder.rglob("*.arrow")}
+    combined = load_corpora(sources)
+    assert combined.num_rows == sum(part.num_rows for part in parts)
+    assert {path for folder in cache for path in folder.rglob("*.arrow")} == decoded
 
 
 def test_two_corpora_of_one_name_are_told_apart_and_one_corpus_twice_is_refused(corpus, tmp_path):
