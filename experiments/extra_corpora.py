@@ -4,7 +4,7 @@
 
 SOURCE is the folder of a public corpus's audio in a checkout of its GitHub repository (the
 workplace's `fetch`, then `git clone` of the mirror):
-    emodb  zhufeiyao/Berlin-Database-of-Emotional-Speech_2020 at commit 1b79ba1 (the newest
+    emodb  zhufeiyao/Berlin-Database-of-Emotional-Speech_2020 at commit 0ab7cbe (the newest
            commit holds a README only), download/wav
     urdu   siddiquelatif/URDU-Dataset, the repository's root
     turev  Xeonen/TurEV-DB, "Sound Source"
