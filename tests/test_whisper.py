@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForAudioClassification, WhisperConfig, pipeline
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess
 from ser_train.errors import SERError
 from ser_train.hub import publishable_files
@@ -214,6 +215,57 @@ def test_channel_views_are_encoded_after_the_views_before_them_which_stay_as_the
     # The same clips through the same encoder in the same batches: the same floats.
     np.testing.assert_array_equal(with_channel[:, : before.shape[1]], before)
     assert not np.allclose(with_channel[:, -1], with_channel[:, 0], rtol=1e-3)  # another room, band or codec
+
+
+class CountingFamily(WhisperFamily):
+    """The real family, counting the clips it encodes; `fail_after` batches, it stops as a killed run would."""
+
+    def __init__(self, hyperparameters, fail_after: int | None = None):
+        super().__init__(hyperparameters)
+        self.encoded, self.batches_left = 0, fail_after
+
+    def _encode_batch(self, batch, indices, first_index=0):
+        if self.batches_left is not None:
+            if self.batches_left == 0:
+                raise KeyboardInterrupt
+            self.batches_left -= 1
+        self.encoded += len(indices)
+        return super()._encode_batch(batch, indices, first_index)
+
+
+def statistics_of(dataset) -> np.ndarray:
+    return np.asarray(dataset.with_format("numpy")[STATISTICS_COLUMN])
+
+
+def test_encoding_interrupted_or_extended_by_a_corpus_redoes_one_piece_at_most(tiny_base, synthetic_ravdess, tmp_path, monkeypatch):
+    """The encoder's output is cached in pieces: a run killed while encoding (hours on real
+    corpora) keeps the pieces it finished, and a run over more corpora reuses those of the clips
+    it begins with; the statistics are those of one uninterrupted pass."""
+    hp = tiny_family(tiny_base).hp
+    labels = {"neu": EMOTIONS.index("neutral"), "ang": EMOTIONS.index("angry")}
+    ravdess, more = str(synthetic_ravdess), str(make_manifest_corpus(tmp_path / "more", labels))
+    whole = statistics_of(WhisperFamily(hp).prepare(load_corpora([ravdess, more])))  # one piece: 96 + 16 clips
+    monkeypatch.setattr("ser_train.training.whisper.PIECE_CLIPS", 16)
+
+    interrupted = CountingFamily(hp, fail_after=3)  # the first piece (2 batches of 8), then 1 batch of the next
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.prepare(load_ravdess(ravdess))
+    resumed = CountingFamily(hp)
+    resumed.prepare(load_ravdess(ravdess))
+    assert resumed.encoded == 96 - 16
+
+    extended = CountingFamily(hp)
+    combined = load_corpora([ravdess, more])
+    prepared = extended.prepare(combined)
+    assert extended.encoded == 16  # the other corpus's clips only
+    # Every other column is this run's, not that of the run that cached a piece: the actor ids
+    # of RAVDESS alone are not those of RAVDESS among other corpora.
+    assert set(prepared.column_names) == {*combined.column_names, STATISTICS_COLUMN}
+    actors = list(combined["actor"])
+    assert list(prepared["actor"]) == actors != list(load_ravdess(ravdess)["actor"]) + actors[96:]
+    statistics = statistics_of(prepared)
+    # The same clips through the same encoder in the same batches of 8: the same floats.
+    np.testing.assert_array_equal(statistics, whole)
 
 
 def test_population_statistics_of_the_training_speakers_are_stored_and_calibration_is_per_speaker(holdout_run, synthetic_ravdess):

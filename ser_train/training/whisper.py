@@ -4,9 +4,11 @@
 
 The encoder is frozen, so what it makes of a clip is computed once: `prepare` adds each clip's
 pooled statistics (see `ser_train.models.whisper`) to the whole dataset with `datasets.map`,
-which caches them as Arrow on disk, memory-mapped, keyed by the dataset, the encoder's weights
-and the settings (a second run, a resumed run and every fold read the same cache; `map` could
-also fill it with `num_proc` workers or on a GPU). Beside the clean clip, `augmented_views`
+which caches them as Arrow on disk, memory-mapped, in pieces of PIECE_CLIPS clips, each keyed by
+its clips' audio and place, the encoder's weights and the settings (a second run, a resumed run
+and every fold read the same cache; a run interrupted while encoding, hours on 2 cores for eight
+corpora, keeps every piece it finished; `map` could also fill it with `num_proc` workers or on a
+GPU). Beside the clean clip, `augmented_views`
 waveform-augmented copies of every clip can be encoded too (each costs one more encoder pass);
 only training clips' augmented views are ever used.
 
@@ -15,8 +17,8 @@ with a fixed L2 penalty, so there is no epoch to stop early at and validation ac
 (never test actors). It learns from the clean statistics and from `calibrated_views` copies in
 which each training speaker is calibrated as inference would calibrate them (random K clips, or
 their neutral clips), so the same model answers with and without a calibration. An interrupted
-run resumes at the next unfinished fold (the runner) with the encoder output cached, which is
-all the work there is to keep.
+run resumes at the next unfinished fold (the runner), or at the next piece of the encoder's
+output it had not cached.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 
 from ser_train.augment import AugmentConfig, ChannelConfig, augment_waveform, channel_view, random_crop, room_impulse_responses
 from ser_train.calibration import CalibratedTrainingViews, population_statistics, write_population
-from ser_train.data import audio_arrays
+from ser_train.data import audio_arrays, clip_digests
 from ser_train.errors import SERError
 from ser_train.models import whisper
 from ser_train.models.wav2vec2 import resolve_base
@@ -45,6 +47,7 @@ from ser_train.vad import trim_silence
 STATISTICS_COLUMN = "whisper_statistics"  # [views, statistics_size]: view 0 is the clean clip
 MIN_CROP_S = 0.5  # the shortest stretch a cropped view holds: the shortest clip audio checks accept
 MIN_STD = 1e-6  # floor of the standardisation's spread
+PIECE_CLIPS = 256  # clips per cached piece of the encoder's output: about 2 minutes of the 2 cores in 7 views
 
 
 @dataclass
@@ -107,20 +110,33 @@ class WhisperFamily:
     # --- The frozen encoder's output, once per clip ------------------------------------------
 
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
-        """`dataset` with every clip's statistics in STATISTICS_COLUMN (computed once, then cached)."""
-        return dataset.map(
+        """`dataset` with every clip's statistics in STATISTICS_COLUMN, computed once and cached
+        in pieces of PIECE_CLIPS clips (see `_cache_key`)."""
+        if not dataset.num_rows:
+            raise SERError("There are no clips to encode.")
+        pieces = [self._encoded_piece(dataset, start) for start in range(0, dataset.num_rows, PIECE_CLIPS)]
+        return datasets.concatenate_datasets([dataset, datasets.concatenate_datasets(pieces)], axis=1)
+
+    def _encoded_piece(self, dataset: datasets.Dataset, first_index: int) -> datasets.Dataset:
+        """STATISTICS_COLUMN alone, of the PIECE_CLIPS clips from `first_index` on: a piece found in
+        the cache brings no other column of the run that cached it (its actor ids, say)."""
+        piece = dataset.select(range(first_index, min(first_index + PIECE_CLIPS, dataset.num_rows)))
+        return piece.map(
             self._encode_batch,
             batched=True,
             batch_size=whisper.CLIPS_PER_FORWARD,
             with_indices=True,
-            new_fingerprint=self._cache_key(dataset),
-            desc="Whisper encoder (cached)",
+            fn_kwargs={"first_index": first_index},
+            remove_columns=piece.column_names,
+            new_fingerprint=self._cache_key(piece, first_index),
+            desc=f"Whisper encoder (cached), clips {first_index + 1}-{first_index + piece.num_rows} of {dataset.num_rows}",
         )
 
-    def _encode_batch(self, batch: dict, indices: list[int]) -> dict:
+    def _encode_batch(self, batch: dict, indices: list[int], first_index: int = 0) -> dict:
         """Each clip's views: the clean clip (its speech, if trimmed), `augmented_views` perturbed
         copies, `cropped_views` random stretches, `channel_views` copies through another room,
-        band and codec; every view's randomness keyed by (seed, clip, view)."""
+        band and codec; every view's randomness keyed by (seed, clip's index in the dataset, view)."""
+        indices = [first_index + index for index in indices]
         waveforms = [np.asarray(audio["array"], dtype=np.float32) for audio in batch["audio"]]
         if self.hp.trim_silence:
             waveforms = [trim_silence(waveform) for waveform in waveforms]
@@ -146,10 +162,13 @@ class WhisperFamily:
             self._encoder = whisper.EmotionWhisper(self._new_model(["_"]), self.feature_extractor)
         return self._encoder
 
-    def _cache_key(self, dataset: datasets.Dataset) -> str:
-        """What the cached statistics depend on: the clips, the encoder, the views and the code
-        that computes them (not the head's settings, so head experiments share one cache)."""
-        digest = hashlib.sha256(dataset._fingerprint.encode())
+    def _cache_key(self, piece: datasets.Dataset, first_index: int) -> str:
+        """What a piece's cached statistics depend on: its clips' audio and where they start in
+        the dataset (which seeds their views), the encoder, the views and the code that computes
+        them; not the head's settings (head experiments share one cache), nor the rest of the
+        dataset: a run over more corpora reuses the pieces of the clips an earlier run began with,
+        and an interrupted one redoes one piece at most."""
+        digest = hashlib.sha256(f"{first_index}:{','.join(clip_digests(piece))}".encode())
         for shard in (whisper.ENCODER_SHARD, whisper.HEAD_SHARD):
             digest.update((Path(self.base_folder) / shard).read_bytes())
         views = (self.hp.window_s, self.hp.augmented_views, self.hp.cropped_views, self.hp.channel_views, self.hp.trim_silence, self.hp.seed)
