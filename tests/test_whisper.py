@@ -22,7 +22,7 @@ from ser_train.inference import BUNDLED_CNN, BUNDLED_WHISPER, DEFAULT_MODEL, HEL
 from ser_train.models import whisper, whisper_conversion
 from ser_train.models.whisper_conversion import ENCODER_SHARD, POSITIONS_SHARD, convert
 from ser_train.training import runner
-from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters, speaker_directions
+from ser_train.training.whisper import STATISTICS_COLUMN, WhisperFamily, WhisperHyperparameters, _statistics, speaker_directions
 from ser_train.vad import trim_silence
 from synthetic import make_manifest_corpus, synth_clip
 
@@ -233,10 +233,6 @@ class CountingFamily(WhisperFamily):
         return super()._encode_batch(batch, indices, first_index)
 
 
-def statistics_of(dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("numpy")[STATISTICS_COLUMN])
-
-
 def test_encoding_interrupted_or_extended_by_a_corpus_redoes_one_piece_at_most(tiny_base, synthetic_ravdess, tmp_path, monkeypatch):
     """The encoder's output is cached in pieces: a run killed while encoding (hours on real
     corpora) keeps the pieces it finished, and a run over more corpora reuses those of the clips
@@ -244,7 +240,7 @@ def test_encoding_interrupted_or_extended_by_a_corpus_redoes_one_piece_at_most(t
     hp = tiny_family(tiny_base).hp
     labels = {"neu": EMOTIONS.index("neutral"), "ang": EMOTIONS.index("angry")}
     ravdess, more = str(synthetic_ravdess), str(make_manifest_corpus(tmp_path / "more", labels))
-    whole = statistics_of(WhisperFamily(hp).prepare(load_corpora([ravdess, more])))  # one piece: 96 + 16 clips
+    whole = _statistics(WhisperFamily(hp).prepare(load_corpora([ravdess, more])))  # one piece: 96 + 16 clips
     monkeypatch.setattr("ser_train.training.whisper.PIECE_CLIPS", 16)
 
     interrupted = CountingFamily(hp, fail_after=3)  # the first piece (2 batches of 8), then 1 batch of the next
@@ -263,7 +259,7 @@ def test_encoding_interrupted_or_extended_by_a_corpus_redoes_one_piece_at_most(t
     assert set(prepared.column_names) == {*combined.column_names, STATISTICS_COLUMN}
     actors = list(combined["actor"])
     assert list(prepared["actor"]) == actors != list(load_ravdess(ravdess)["actor"]) + actors[96:]
-    statistics = statistics_of(prepared)
+    statistics = _statistics(prepared)
     # The same clips through the same encoder in the same batches of 8: the same floats.
     np.testing.assert_array_equal(statistics, whole)
 
