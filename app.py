@@ -55,7 +55,7 @@ from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError, UnreadableAudioError
-from ser_train.evaluation import eval_results_of
+from ser_train.evaluation import EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE, eval_results_of
 from ser_train.held_out import MEAN_KEY
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
@@ -192,8 +192,9 @@ def model_choices() -> list[tuple[str, str]]:
 
 def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     """How well the default model did on voices it never heard, from its eval_results.json: on
-    whole corpora left out of its training (the better guess for a visitor's voice) and on new
-    actors of its own corpora, each beside chance for the emotions it was scored on."""
+    whole corpora left out of its training (the better guess for a visitor's voice), then (from
+    outside_eval_results.json) the model itself on corpora none of its training heard, and on new
+    actors of its own corpora; each beside chance for the emotions it was scored on."""
     results = eval_results_of(model_dir)
     own_chance, held_out_chance = chance_levels(results) if results else (None, None)
     notes = []
@@ -203,6 +204,12 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
             f"on a corpus it never trained on (other speakers, rooms and languages; each of "
             f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
             f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {held_out_chance:.1%})" if held_out_chance else "")
+        )
+    if HELD_OUT_CORPORA in (outside := eval_results_of(model_dir, OUTSIDE_RESULTS_FILE)):
+        mean, chance = outside[HELD_OUT_CORPORA][MEAN_KEY], chance_levels(outside)[1]
+        notes.append(
+            f"the model itself, on {' and '.join(held_out_titles(mean['corpora']))}, which none of its training heard, "
+            f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {chance:.1%})" if chance else "")
         )
     if "test" in results:
         how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
@@ -810,7 +817,7 @@ def description(model_dir: str = DEFAULT_MODEL) -> str:
     # A phone shows the first sentences only before the recorder: the claim a visitor needs is
     # there, the corpora and protocols behind it one click away.
     return (
-        f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech.{first_impression(results)}\n\n"
+        f"Recognises eight emotions ({', '.join(EMOTIONS)}) in speech.{first_impression(model_dir)}\n\n"
         f"<details><summary>What the default model learned from, and how it was measured</summary>\n\n"
         f"The default model learned from {kind} {spoken_list(languages) or 'English'} speech ({learned}), so "
         f"expect less on spontaneous speech, other languages or noisy rooms.{accuracy_note(model_dir)}\n\n</details>"
@@ -822,18 +829,27 @@ def spoken_list(words: list[str]) -> str:
     return " and ".join(filter(None, [", ".join(words[:-1]), *words[-1:]]))
 
 
-def first_impression(results: dict) -> str:
+def first_impression(model_dir: str = DEFAULT_MODEL) -> str:
     """How often the default model is right on voices it never heard, in one sentence ("" where
-    that was never measured)."""
-    if HELD_OUT_CORPORA not in results:
+    that was never measured): on corpora left out of its training and, where measured, the model
+    itself on corpora none of its training heard, as a range where the two differ."""
+    files = (EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE)
+    measured = [results for file in files if HELD_OUT_CORPORA in (results := eval_results_of(model_dir, file))]
+    if not measured:
         return ""
-    _, chance = chance_levels(results)
-    ua = results[HELD_OUT_CORPORA][MEAN_KEY]["balanced_accuracy"]
+    accuracies = [results[HELD_OUT_CORPORA][MEAN_KEY]["balanced_accuracy"] for results in measured]
+    chances = [chance for results in measured if (chance := chance_levels(results)[1])]
     return (
-        f" On voices it never heard it is right about {ua:.0%} of the time, emotions weighted alike"
-        + (f" (chance: {chance:.0%})" if chance else "")
+        f" On voices it never heard it is right about {percent_range(accuracies)} of the time, emotions weighted alike"
+        + (f" (chance: {percent_range(chances)})" if chances else "")
         + ", so it often errs, and says when it is unsure."
     )
+
+
+def percent_range(values: list[float]) -> str:
+    """'47%', or '47-52%' where the values differ once rounded."""
+    low, high = f"{min(values):.0%}", f"{max(values):.0%}"
+    return low if low == high else f"{low.rstrip('%')}-{high}"
 
 
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:

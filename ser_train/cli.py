@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -206,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=path_or_name,
         help="where eval_results.json and confusion_matrix.png go (default: the model folder; refused "
-        "when the folder already holds results, e.g. from training)",
+        "when the folder already holds results, e.g. from training). With --held-out-corpora and no "
+        "--output-dir, a model folder gets outside_eval_results.json beside training's results, which "
+        "its card then shows",
     )
     evaluate.set_defaults(run=run_evaluate)
 
@@ -245,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if needed) instead of main")
     push.set_defaults(run=run_push)
 
-    card = commands.add_parser("card", help="(re)render a model folder's card (README.md) from its eval_results.json")
+    card = commands.add_parser("card", help="(re)render a model folder's card (README.md) from its eval_results.json (and outside_eval_results.json)")
     card.add_argument("--model-dir", required=True, type=path_or_name, help="the output folder of a training run")
     card.add_argument("--repo-id", metavar="USER/NAME", help="where the model is published, for the usage example")
     card.set_defaults(run=run_card)
@@ -398,7 +401,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ser_train.calibration import calibration_summary
     from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_actors, speaker_names
     from ser_train.data import parse_actor_list, split_by_actor, unique_values
-    from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, eval_results, evaluate_model, format_metrics_table, write_eval_results
+    from ser_train.evaluation import (
+        CONFUSION_MATRIX_FILE,
+        EVAL_RESULTS_FILE,
+        OUTSIDE_RESULTS_FILE,
+        eval_results,
+        evaluate_model,
+        format_metrics_table,
+        write_eval_results,
+    )
     from ser_train.inference import bundled_model_named, load_model
     from ser_train.training.runner import TRAINING_ARGS_FILE, check_actor_numbers_apply
 
@@ -406,7 +417,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir or args.model)
     if output_dir.exists() and not output_dir.is_dir():
         raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")
-    written = [name for name in (EVAL_RESULTS_FILE, CONFUSION_MATRIX_FILE) if (output_dir / name).exists()]
+    # Corpora the model never heard, scored into its own folder, sit beside what training measured
+    # there; the card shows both.
+    into_model = args.held_out_corpora and not args.output_dir
+    results_file = OUTSIDE_RESULTS_FILE if into_model else EVAL_RESULTS_FILE
+    would_write = [OUTSIDE_RESULTS_FILE] if into_model else [EVAL_RESULTS_FILE, CONFUSION_MATRIX_FILE]
+    written = [name for name in would_write if (output_dir / name).exists()]
     if written:  # what evaluate writes: never over a file already there
         raise SERError(
             f"{output_dir} already holds {' and '.join(written)} (from training, an earlier evaluation or "
@@ -422,7 +438,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # before 2026-12-06 do not say: all of its emotions).
     trained = model_record(args.model, EVAL_RESULTS_FILE).get("trained_labels")
     if args.held_out_corpora:
-        return evaluate_held_out(args, model, dataset, output_dir, recorded, trained)
+        return evaluate_held_out(args, model, dataset, output_dir / results_file, recorded, trained)
     if args.test_actors:  # refused before the heard speakers are worked out, which may read every training clip
         check_actor_numbers_apply(dataset)
     heard = heard_actors(recorded, sources, dataset)
@@ -461,10 +477,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, recorded: dict, trained: list[str] | None) -> int:
+def evaluate_held_out(args: argparse.Namespace, model, dataset, results_path: Path, recorded: dict, trained: list[str] | None) -> int:
     """`evaluate --held-out-corpora`: each corpus given, as one the model never trained on
     (`recorded`: the model's training_args.json, {} without one; `trained`: the emotions it
-    trained on, None where unknown), scored on the emotions it trained on."""
+    trained on, None where unknown), scored on the emotions it trained on; the results are
+    written to `results_path`."""
     from ser_train.corpora import corpus_info
     from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
@@ -485,9 +502,12 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, output_dir, reco
         )
     loco = evaluate_held_out_corpora(model, dataset, single_name=Path(sources[0]).name, known_labels=trained)
     results = eval_results(model.family, " + ".join(sources), [], leave_one_corpus_out=loco, model=args.model)
-    write_eval_results(output_dir, results)
+    write_eval_results(results_path.parent, results, results_path.name)
     print(format_metrics_table(results))
-    print(f"Wrote {output_dir / EVAL_RESULTS_FILE}")
+    print(f"Wrote {results_path}")
+    if results_path.name != EVAL_RESULTS_FILE and (results_path.parent / EVAL_RESULTS_FILE).is_file():
+        # Not rendered here: the folder's README.md may hold the user's own edits.
+        print(f"Its card shows these once rendered again: python -m ser_train card --model-dir {shlex.quote(str(results_path.parent))}")
     return 0
 
 

@@ -26,6 +26,9 @@ from ser_train.calibration import calibrated_as, clips_per_mood
 from ser_train.errors import DataError, SERError
 
 EVAL_RESULTS_FILE = "eval_results.json"
+# `evaluate --held-out-corpora` into a model's own folder: the model itself scored on corpora none
+# of its training heard, kept beside (never over) what training measured in eval_results.json.
+OUTSIDE_RESULTS_FILE = "outside_eval_results.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -45,9 +48,10 @@ def read_record(path: str | Path) -> dict:
     return content
 
 
-def eval_results_of(model_dir: str | Path) -> dict:
-    """A local model folder's eval_results.json, or {} without one."""
-    return read_record(Path(model_dir) / EVAL_RESULTS_FILE)
+def eval_results_of(model_dir: str | Path, file_name: str = EVAL_RESULTS_FILE) -> dict:
+    """A local model folder's eval_results.json (or `file_name`, e.g. OUTSIDE_RESULTS_FILE), or {}
+    without one."""
+    return read_record(Path(model_dir) / file_name)
 
 
 class EmotionClassificationMetrics(evaluate.Metric):
@@ -202,11 +206,12 @@ def metrics_from_confusion_matrix(matrix, labels) -> dict:
     return classification_metrics(references, predictions, labels)
 
 
-def write_eval_results(output_dir: str | Path, results: dict) -> Path:
-    """Write `eval_results.json` and the confusion-matrix PNG of the reported test figure."""
+def write_eval_results(output_dir: str | Path, results: dict, file_name: str = EVAL_RESULTS_FILE) -> Path:
+    """Write `results` as `file_name` (eval_results.json), and the confusion-matrix PNG of the
+    reported test figure where there is one."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / EVAL_RESULTS_FILE
+    path = output_dir / file_name
     path.write_text(json.dumps(results, indent=2) + "\n")
     if "test" not in results:
         return path

@@ -32,6 +32,7 @@ from ser_train.errors import SERError
 from ser_train.evaluation import (
     CONFUSION_MATRIX_FILE,
     EVAL_RESULTS_FILE,
+    OUTSIDE_RESULTS_FILE,
     UNTRAINED_CLIPS_KEY,
     answers_among,
     read_record,
@@ -39,7 +40,7 @@ from ser_train.evaluation import (
     left_out_clips,
     unscored_emotions,
 )
-from ser_train.held_out import MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
+from ser_train.held_out import FINISHED_MODEL, FITTED_WITHOUT_EACH, MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
 from ser_train.hub import check_repo_id
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
@@ -56,6 +57,11 @@ TASK = "audio-classification"
 # The card's tags; each known corpus the model trained on adds its own (e.g. "ravdess", "emovo").
 TAGS = ["audio-classification", "speech-emotion-recognition", "emotion-recognition"]
 FAMILY_TITLES = {"cnn": "CNN", "wav2vec2": "wav2vec2", "whisper": "Whisper"}
+# Which model answered a held-out corpus (its results' "models"), as the card's sentence says it.
+TESTED_BY = {
+    FITTED_WITHOUT_EACH: "a model trained like this one on the other corpora only (one for each corpus)",
+    FINISHED_MODEL: "this model itself, which never trained on any of them",
+}
 
 
 def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
@@ -74,6 +80,9 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         check_repo_id(repo_id)
     results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)
     _check_eval_results(results, model_dir / EVAL_RESULTS_FILE)
+    outside = _read_json(model_dir / OUTSIDE_RESULTS_FILE, required=False)  # `evaluate --held-out-corpora` of this model
+    if outside:
+        _check_eval_results(outside, model_dir / OUTSIDE_RESULTS_FILE, held_out=True)
     config = _read_json(model_dir / CONFIG_FILE, required=True)
     training_args = _read_json(model_dir / TRAINING_ARGS_FILE, required=False)
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
@@ -97,7 +106,7 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         library_name="transformers" if is_transformers else None,
         base_model=base_model,
         tags=TAGS + [corpus["id"] for corpus in corpora if corpus["known"]] + [results["family"]],
-        eval_results=_eval_results(results),
+        eval_results=_eval_results(results) + _outside_eval_results(outside),
     )
     return ModelCard.from_template(
         card_data,
@@ -120,6 +129,9 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         chance=_chance_sentence(results),
         evaluation_description=_evaluation_description(results) if "test" in results else None,
         held_out=_held_out_section(results),
+        outside=_held_out_section(outside),
+        outside_chance=chance_levels(outside)[1] if outside else None,
+        outside_command=outside.get("command"),
         confidence=_confidence_section(results),
         folds=_fold_rows(results),
         cv_mean=results.get("cross_validation", {}).get("mean"),
@@ -154,9 +166,10 @@ def _read_json(path: Path, required: bool) -> dict:
 REQUIRED_RESULTS = ("family", "dataset", "folds", "command")
 
 
-def _check_eval_results(results: dict, path: Path) -> None:
-    """Refuse, in one sentence, an eval_results.json that training or evaluation did not write."""
-    missing = [key for key in REQUIRED_RESULTS if key not in results]
+def _check_eval_results(results: dict, path: Path, held_out: bool = False) -> None:
+    """Refuse, in one sentence, an eval_results.json that training or evaluation did not write
+    (`held_out`: nor `evaluate --held-out-corpora`, whose results are per held-out corpus)."""
+    missing = [key for key in REQUIRED_RESULTS + (("leave_one_corpus_out",) if held_out else ()) if key not in results]
     if missing:
         raise SERError(
             f"{path} lacks {', '.join(repr(key) for key in missing)}, so it is not the results of a training "
@@ -192,6 +205,16 @@ def _eval_results(results: dict) -> list[EvalResult]:
             title = _corpus_title(corpus, results["dataset"])
             entries += _metric_entries(entry["metrics"], corpus, title, "held out of training (every speaker)")
     return entries
+
+
+def _outside_eval_results(outside: dict) -> list[EvalResult]:
+    """The model-index entries of corpora none of its training heard, scored by the model itself."""
+    return [
+        entry
+        for corpus, scores in outside.get("leave_one_corpus_out", {}).items()
+        if corpus != MEAN_KEY
+        for entry in _metric_entries(scores["metrics"], corpus, _corpus_title(corpus, outside["dataset"]), "never heard by this model (every speaker)")
+    ]
 
 
 def _metric_entries(metrics: dict, dataset_id: str, dataset_name: str, split: str) -> list[EvalResult]:
@@ -259,7 +282,8 @@ def _corpus_title(corpus: str, dataset: str) -> str:
 
 
 def _held_out_section(results: dict) -> dict | None:
-    """Rows of the leave-one-corpus-out table (per held-out corpus, then the mean)."""
+    """Rows of a table of corpora held out of training (per corpus, then the mean): those of
+    leave-one-corpus-out, or of `evaluate --held-out-corpora`."""
     loco = results.get("leave_one_corpus_out")
     if not loco:
         return None
@@ -304,6 +328,7 @@ def _held_out_section(results: dict) -> dict | None:
     return {
         "rows": rows,
         "mean": mean,
+        "tested_by": TESTED_BY.get(mean["models"], mean["models"]),
         "mean_neutral": mean_cells("neutral_calibration", neutral_lack),
         "mean_moods": mean_cells("mood_calibration", moods_lack),
         "short_seconds": list(SHORT_SPEECH_S),

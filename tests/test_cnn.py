@@ -254,6 +254,52 @@ def test_a_model_is_scored_on_the_emotions_it_trained_on(tmp_path, capsys):
     assert "error: untaught: The test clips share no emotion with the model" in capsys.readouterr().err
 
 
+def test_corpora_a_model_never_heard_are_scored_into_its_folder_beside_training_and_shown_on_its_card(tmp_path, capsys):
+    """`evaluate --held-out-corpora` with no --output-dir: the model's own folder gets
+    outside_eval_results.json, training's results and the card are left as they were (the card
+    may hold the user's edits), it is never written over, and `card` then shows it."""
+    from huggingface_hub import ModelCard
+
+    from ser_train.evaluation import OUTSIDE_RESULTS_FILE
+
+    emotions = {name: EMOTIONS.index(name) for name in ("neutral", "happy", "sad", "angry")}
+    trained_on = make_manifest_corpus(tmp_path / "trained-on", emotions, speakers=("a", "b", "c", "d"))
+    unheard = make_manifest_corpus(tmp_path / "unheard", emotions, speakers=("x", "y"))
+    model_dir = tmp_path / "model"
+    training = ["train", "cnn", "--dataset", str(trained_on), "--test-speakers", "d", "--epochs", "1", "--channel-views", "0"]
+    assert main([*training, "--output-dir", str(model_dir)]) == 0
+    before = {name: (model_dir / name).read_bytes() for name in (EVAL_RESULTS_FILE, "README.md")}
+    capsys.readouterr()
+
+    evaluate = ["evaluate", "--model", str(model_dir), "--dataset", str(unheard), "--held-out-corpora"]
+    assert main(evaluate) == 0
+    assert f"Its card shows these once rendered again: python -m ser_train card --model-dir {model_dir}" in capsys.readouterr().out
+    assert {name: (model_dir / name).read_bytes() for name in before} == before
+    outside = json.loads((model_dir / OUTSIDE_RESULTS_FILE).read_text())
+    scores = outside["leave_one_corpus_out"]["unheard"]
+    assert outside["leave_one_corpus_out"]["mean"]["corpora"] == ["unheard"]
+    assert scores["speakers"] == ["unheard/x", "unheard/y"] and scores["metrics"]["num_examples"] == 2 * 2 * len(emotions)
+
+    written = (model_dir / OUTSIDE_RESULTS_FILE).read_bytes()
+    assert main(evaluate) == 2  # never over an earlier evaluation
+    assert f"already holds {OUTSIDE_RESULTS_FILE}" in capsys.readouterr().err
+    assert (model_dir / OUTSIDE_RESULTS_FILE).read_bytes() == written
+
+    assert main(["card", "--model-dir", str(model_dir)]) == 0
+    card = ModelCard.load(model_dir / "README.md")
+    metrics = scores["metrics"]
+    headline = f"| this model on corpora none of its training heard (mean over 1: unheard) | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} | {metrics['macro_f1']:.3f} |"
+    assert headline in card.text
+    section = card.text.split("### Corpora none of its training heard")[1]
+    assert "tested by this model itself, which never trained on any of them" in section
+    assert f"| unheard | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} |" in section
+    assert f"`{outside['command']}`" in section
+    entries = [entry for entry in card.data.eval_results if entry.dataset_split == "never heard by this model (every speaker)"]
+    assert {(entry.dataset_type, entry.metric_type, entry.metric_value) for entry in entries} == {
+        ("unheard", name, round(metrics[key], 4)) for name, key in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy"), ("f1", "macro_f1"))
+    }
+
+
 def test_a_run_given_a_relative_dataset_path_is_judged_by_where_its_data_lay(tmp_path, monkeypatch, capsys):
     """A QA pass trained with `--dataset base` and ran `evaluate` from another folder: a copy of
     `base` was scored as never heard (6 speakers, 4 of them trained on), its own held-out speakers

@@ -327,17 +327,20 @@ def test_emotions_without_test_clips_are_left_out_of_the_scores_and_their_answer
 
 
 @pytest.mark.parametrize(
-    "content, says",
+    "file, content, says",
     [
-        ('{"family": "cnn"', "eval_results.json is not valid JSON"),  # cut short, as by an interrupted copy
-        ("{}", "eval_results.json lacks 'family', 'dataset', 'folds', 'command'"),
-        ("[1, 2]", "eval_results.json holds no JSON object"),
+        ("eval_results.json", '{"family": "cnn"', "eval_results.json is not valid JSON"),  # cut short, as by an interrupted copy
+        ("eval_results.json", "{}", "eval_results.json lacks 'family', 'dataset', 'folds', 'command'"),
+        ("eval_results.json", "[1, 2]", "eval_results.json holds no JSON object"),
+        # What `evaluate --held-out-corpora` writes into a model folder, damaged or of another evaluation.
+        ("outside_eval_results.json", '{"family": "cnn"', "outside_eval_results.json is not valid JSON"),
+        ("outside_eval_results.json", json.dumps({"family": "cnn", "dataset": "x", "folds": [], "command": "evaluate"}), "outside_eval_results.json lacks 'leave_one_corpus_out'"),
     ],
 )
-def test_card_and_push_explain_a_damaged_eval_results_in_one_line(content, says, holdout_model, tmp_path, capsys):
+def test_card_and_push_explain_a_damaged_eval_results_in_one_line(file, content, says, holdout_model, tmp_path, capsys):
     folder = shutil.copytree(holdout_model, tmp_path / "damaged")
     (folder / "README.md").unlink(missing_ok=True)
-    (folder / "eval_results.json").write_text(content)
+    (folder / file).write_text(content)
 
     for command in (["card", "--model-dir", str(folder)], ["push", "--model-dir", str(folder), "--repo-id", "someone/damaged"]):
         assert main(command) == 2
