@@ -148,10 +148,25 @@ PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
 def display_name(name: str) -> str:
     """How the page names a model: a bundled one with the UA it measured on voices it never heard."""
     if name in BUNDLED_MODELS:
+        if corpora_figures := unheard_corpora_results(name):
+            return Path(name).name + f" (UA {percent_range([ua for ua, _ in corpora_figures])} on unheard corpora)"
         ua = measured_ua(name)
-        unheard = "unheard corpora" if HELD_OUT_CORPORA in eval_results_of(name) else "unheard actors"
-        return Path(name).name + (f" (UA {ua:.0%} on {unheard})" if ua is not None else " (bundled)")
+        return Path(name).name + (f" (UA {ua:.0%} on unheard actors)" if ua is not None else " (bundled)")
     return Path(name).name if Path(name).is_absolute() else name
+
+
+def unheard_corpora_results(model_dir: str) -> list[tuple[float, float | None]]:
+    """The mean UA and its chance on corpora a local model folder never heard: left out of its
+    training in turn (eval_results.json), then the model itself on corpora none of its training
+    heard (outside_eval_results.json); [] where neither was measured."""
+    measured = [results for file in (EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE) if HELD_OUT_CORPORA in (results := eval_results_of(model_dir, file))]
+    return [(results[HELD_OUT_CORPORA][MEAN_KEY]["balanced_accuracy"], chance_levels(results)[1]) for results in measured]
+
+
+def percent_range(values: list[float]) -> str:
+    """'47%', or '47-52%' where the values differ once rounded."""
+    low, high = f"{min(values):.0%}", f"{max(values):.0%}"
+    return low if low == high else f"{low.rstrip('%')}-{high}"
 
 
 # The languages of the corpora ser_train.corpora knows.
@@ -178,7 +193,11 @@ def model_facts(name: str) -> str:
     corpora, languages = learned_from(results)
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
-    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}."
+    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}"
+    if HELD_OUT_CORPORA in (outside := eval_results_of(name, OUTSIDE_RESULTS_FILE)):
+        mean = outside[HELD_OUT_CORPORA][MEAN_KEY]
+        measured += f", {mean['balanced_accuracy']:.0%} on {' and '.join(held_out_titles(mean['corpora']))}, which none of its training heard"
+    measured += "."
     facts = f"Learned from {learned}; {measured}" if learned else measured
     taught = results.get("trained_labels", results.get("labels", []))
     if len(taught) < len(results.get("labels", [])):
@@ -833,23 +852,14 @@ def first_impression(model_dir: str = DEFAULT_MODEL) -> str:
     """How often the default model is right on voices it never heard, in one sentence ("" where
     that was never measured): on corpora left out of its training and, where measured, the model
     itself on corpora none of its training heard, as a range where the two differ."""
-    files = (EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE)
-    measured = [results for file in files if HELD_OUT_CORPORA in (results := eval_results_of(model_dir, file))]
-    if not measured:
+    if not (figures := unheard_corpora_results(model_dir)):
         return ""
-    accuracies = [results[HELD_OUT_CORPORA][MEAN_KEY]["balanced_accuracy"] for results in measured]
-    chances = [chance for results in measured if (chance := chance_levels(results)[1])]
+    chances = [chance for _, chance in figures if chance]
     return (
-        f" On voices it never heard it is right about {percent_range(accuracies)} of the time, emotions weighted alike"
+        f" On voices it never heard it is right about {percent_range([ua for ua, _ in figures])} of the time, emotions weighted alike"
         + (f" (chance: {percent_range(chances)})" if chances else "")
         + ", so it often errs, and says when it is unsure."
     )
-
-
-def percent_range(values: list[float]) -> str:
-    """'47%', or '47-52%' where the values differ once rounded."""
-    low, high = f"{min(values):.0%}", f"{max(values):.0%}"
-    return low if low == high else f"{low.rstrip('%')}-{high}"
 
 
 def model_picker(label: str, elem_id: str, with_none: bool) -> tuple[gr.Dropdown, gr.Textbox]:
