@@ -193,11 +193,7 @@ def model_facts(name: str) -> str:
     corpora, languages = learned_from(results)
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
-    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}"
-    if HELD_OUT_CORPORA in (outside := eval_results_of(name, OUTSIDE_RESULTS_FILE)):
-        mean = outside[HELD_OUT_CORPORA][MEAN_KEY]
-        measured += f", {mean['balanced_accuracy']:.0%} on {' and '.join(held_out_titles(mean['corpora']))}, which none of its training heard"
-    measured += "."
+    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}" + (f", {outside}" if (outside := never_heard_figure(name)) else "") + "."
     facts = f"Learned from {learned}; {measured}" if learned else measured
     taught = results.get("trained_labels", results.get("labels", []))
     if len(taught) < len(results.get("labels", [])):
@@ -224,12 +220,9 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
             f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
             f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {held_out_chance:.1%})" if held_out_chance else "")
         )
-    if HELD_OUT_CORPORA in (outside := eval_results_of(model_dir, OUTSIDE_RESULTS_FILE)):
-        mean, chance = outside[HELD_OUT_CORPORA][MEAN_KEY], chance_levels(outside)[1]
-        notes.append(
-            f"the model itself, on {' and '.join(held_out_titles(mean['corpora']))}, which none of its training heard, "
-            f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {chance:.1%})" if chance else "")
-        )
+    if outside := never_heard_figure(model_dir):
+        chance = chance_levels(eval_results_of(model_dir, OUTSIDE_RESULTS_FILE))[1]
+        notes.append(f"the model itself, {outside}" + (f" (chance: {chance:.1%})" if chance else ""))
     if "test" in results:
         how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
         chance = f"; chance: {own_chance:.1%}" if own_chance else ""
@@ -237,6 +230,16 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     if not notes:
         return ""
     return f" The default model ({Path(model_dir).name}): " + "; ".join(notes) + "."
+
+
+def never_heard_figure(model_dir: str) -> str:
+    """'47% on ASED and nEMO, which none of its training heard': a model folder's UA where
+    `evaluate --held-out-corpora` scored it on corpora none of its training heard ("" where not)."""
+    outside = eval_results_of(model_dir, OUTSIDE_RESULTS_FILE)
+    if HELD_OUT_CORPORA not in outside:
+        return ""
+    mean = outside[HELD_OUT_CORPORA][MEAN_KEY]
+    return f"{mean['balanced_accuracy']:.0%} on {' and '.join(held_out_titles(mean['corpora']))}, which none of its training heard"
 
 
 def held_out_titles(corpora: list[str]) -> list[str]:

@@ -653,7 +653,7 @@ def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
     outside = {"nemo-opus-16k": five, "ased-opus-16k": four, "mean": {"balanced_accuracy": 0.4678, "corpora": ["nemo-opus-16k", "ased-opus-16k"]}}
     (tmp_path / "outside_eval_results.json").write_text(json.dumps({"leave_one_corpus_out": outside}))
     note = app.accuracy_note(str(tmp_path))
-    assert f"; the model itself, on nEMO and ASED, which none of its training heard, 47% (chance: {(1 / 4 + 1 / 5) / 2:.1%});" in note
+    assert f"; the model itself, 47% on nEMO and ASED, which none of its training heard (chance: {(1 / 4 + 1 / 5) / 2:.1%});" in note
     assert note.index("left out in turn") < note.index("the model itself") < note.index("on actors of its own corpora")
     assert " right about 41-47% of the time, emotions weighted alike (chance: 14-22%)," in app.first_impression(str(tmp_path))
 
