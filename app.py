@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,8 +56,8 @@ from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError, SERError, UnreadableAudioError
-from ser_train.evaluation import EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE, eval_results_of
-from ser_train.held_out import MEAN_KEY
+from ser_train.evaluation import eval_results_of
+from ser_train.held_out import MEAN_KEY, outside_results_of
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
 from ser_train.live import CHUNK_S, HISTORY_S, MIN_SURE_SPEECH_S, STEP_S, WINDOW_S, LiveAnswer, LiveSummary
 from ser_train.model_card import chance_levels, training_corpora
@@ -159,8 +160,18 @@ def unheard_corpora_results(model_dir: str) -> list[tuple[float, float | None]]:
     """The mean UA and its chance on corpora a local model folder never heard: left out of its
     training in turn (eval_results.json), then the model itself on corpora none of its training
     heard (outside_eval_results.json); [] where neither was measured."""
-    measured = [results for file in (EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE) if HELD_OUT_CORPORA in (results := eval_results_of(model_dir, file))]
+    measured = [results for results in (eval_results_of(model_dir), outside_results(model_dir)) if HELD_OUT_CORPORA in results]
     return [(results[HELD_OUT_CORPORA][MEAN_KEY]["balanced_accuracy"], chance_levels(results)[1]) for results in measured]
+
+
+def outside_results(model_dir: str) -> dict:
+    """A model folder's outside_eval_results.json (`outside_results_of`), or {} where it is damaged:
+    an optional record, which must not keep the page from starting (a warning says why)."""
+    try:
+        return outside_results_of(model_dir)
+    except SERError as error:
+        warnings.warn(f"Not quoted on the page: {error}", stacklevel=2)
+        return {}
 
 
 def percent_range(values: list[float]) -> str:
@@ -193,7 +204,7 @@ def model_facts(name: str) -> str:
     corpora, languages = learned_from(results)
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
-    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}" + (f", {outside}" if (outside := never_heard_figure(name)) else "") + "."
+    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}" + (f"; as finished, {outside}" if (outside := never_heard_figure(name)) else "") + "."
     facts = f"Learned from {learned}; {measured}" if learned else measured
     taught = results.get("trained_labels", results.get("labels", []))
     if len(taught) < len(results.get("labels", [])):
@@ -221,8 +232,8 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
             f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {held_out_chance:.1%})" if held_out_chance else "")
         )
     if outside := never_heard_figure(model_dir):
-        chance = chance_levels(eval_results_of(model_dir, OUTSIDE_RESULTS_FILE))[1]
-        notes.append(f"the model itself, {outside}" + (f" (chance: {chance:.1%})" if chance else ""))
+        chance = chance_levels(outside_results(model_dir))[1]
+        notes.append(f"the finished model itself reached {outside}" + (f" (chance: {chance:.1%})" if chance else ""))
     if "test" in results:
         how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
         chance = f"; chance: {own_chance:.1%}" if own_chance else ""
@@ -235,7 +246,7 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
 def never_heard_figure(model_dir: str) -> str:
     """'47% on ASED and nEMO, which none of its training heard': a model folder's UA where
     `evaluate --held-out-corpora` scored it on corpora none of its training heard ("" where not)."""
-    outside = eval_results_of(model_dir, OUTSIDE_RESULTS_FILE)
+    outside = outside_results(model_dir)
     if HELD_OUT_CORPORA not in outside:
         return ""
     mean = outside[HELD_OUT_CORPORA][MEAN_KEY]
@@ -855,12 +866,14 @@ def first_impression(model_dir: str = DEFAULT_MODEL) -> str:
     """How often the default model is right on voices it never heard, in one sentence ("" where
     that was never measured): on corpora left out of its training and, where measured, the model
     itself on corpora none of its training heard, as a range where the two differ."""
-    if not (figures := unheard_corpora_results(model_dir)):
+    if not (figures := sorted(unheard_corpora_results(model_dir))):
         return ""
-    chances = [chance for _, chance in figures if chance]
+    # Each figure's chance, in the same order; one where they read the same.
+    chances = list(dict.fromkeys(f"{chance:.0%}" for _, chance in figures if chance))
+    said_chance = f" (chance: {' and '.join(chances)})" if chances and all(chance for _, chance in figures) else ""
     return (
         f" On voices it never heard it is right about {percent_range([ua for ua, _ in figures])} of the time, emotions weighted alike"
-        + (f" (chance: {percent_range(chances)})" if chances else "")
+        + said_chance
         + ", so it often errs, and says when it is unsure."
     )
 

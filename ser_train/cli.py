@@ -207,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=path_or_name,
         help="where eval_results.json and confusion_matrix.png go (default: the model folder; refused "
-        "when the folder already holds results, e.g. from training). With --held-out-corpora and no "
-        "--output-dir, a model folder gets outside_eval_results.json beside training's results, which "
-        "its card then shows",
+        "when the folder already holds results, e.g. from training). With --held-out-corpora, a model "
+        "folder that holds training's results gets outside_eval_results.json beside them, which its "
+        "card then shows",
     )
     evaluate.set_defaults(run=run_evaluate)
 
@@ -418,8 +418,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if output_dir.exists() and not output_dir.is_dir():
         raise SERError(f"{output_dir} is a file, not a folder; choose another --output-dir.")
     # Corpora the model never heard, scored into its own folder, sit beside what training measured
-    # there; the card shows both.
-    into_model = args.held_out_corpora and not args.output_dir
+    # there (a folder without it gets eval_results.json, as any other); the card shows both.
+    model_folder = Path(args.model)
+    into_model = (
+        args.held_out_corpora
+        and (model_folder / EVAL_RESULTS_FILE).is_file()
+        and output_dir.resolve() == model_folder.resolve()
+    )
     results_file = OUTSIDE_RESULTS_FILE if into_model else EVAL_RESULTS_FILE
     would_write = [OUTSIDE_RESULTS_FILE] if into_model else [EVAL_RESULTS_FILE, CONFUSION_MATRIX_FILE]
     written = [name for name in would_write if (output_dir / name).exists()]
@@ -483,7 +488,7 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, results_path: Pa
     trained on, None where unknown), scored on the emotions it trained on; the results are
     written to `results_path`."""
     from ser_train.corpora import corpus_info
-    from ser_train.evaluation import EVAL_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
+    from ser_train.evaluation import OUTSIDE_RESULTS_FILE, eval_results, format_metrics_table, write_eval_results
     from ser_train.held_out import evaluate_held_out_corpora
     from ser_train.training.runner import recorded_locations
 
@@ -505,8 +510,7 @@ def evaluate_held_out(args: argparse.Namespace, model, dataset, results_path: Pa
     write_eval_results(results_path.parent, results, results_path.name)
     print(format_metrics_table(results))
     print(f"Wrote {results_path}")
-    if results_path.name != EVAL_RESULTS_FILE and (results_path.parent / EVAL_RESULTS_FILE).is_file():
-        # Not rendered here: the folder's README.md may hold the user's own edits.
+    if results_path.name == OUTSIDE_RESULTS_FILE:  # not rendered here: the folder's README.md may hold the user's own edits
         print(f"Its card shows these once rendered again: python -m ser_train card --model-dir {shlex.quote(str(results_path.parent))}")
     return 0
 

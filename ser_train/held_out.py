@@ -28,6 +28,7 @@ their `mean` over corpora.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -43,8 +44,8 @@ from ser_train.calibration import (
 )
 from ser_train.confidence import expected_calibration_error, with_temperature
 from ser_train.data import audio_arrays
-from ser_train.errors import DataError
-from ser_train.evaluation import SharedScoring
+from ser_train.errors import DataError, SERError
+from ser_train.evaluation import OUTSIDE_RESULTS_FILE, SharedScoring, read_record
 from ser_train.vad import first_speech
 
 SHORT_SPEECH_S = (1, 2)  # seconds of speech from each clip's onset
@@ -245,6 +246,20 @@ def calibrated_answers(
 
 
 # --- Summaries ---------------------------------------------------------------------------------
+
+
+def outside_results_of(model_dir: str | Path) -> dict:
+    """A model folder's outside_eval_results.json (the model itself scored on corpora none of its
+    training heard, by `evaluate --held-out-corpora`), or {} without one. A SERError names one that
+    is damaged or holds other results (e.g. a training run's, whose held-out corpora were scored
+    by other models)."""
+    path = Path(model_dir) / OUTSIDE_RESULTS_FILE
+    results = read_record(path)
+    corpora = results.get("leave_one_corpus_out")
+    mean = corpora.get(MEAN_KEY) if isinstance(corpora, dict) else None
+    if results and not (isinstance(mean, dict) and mean.get("models") == FINISHED_MODEL and isinstance(mean.get("balanced_accuracy"), float)):
+        raise SERError(f"{path} does not hold the model itself scored on corpora it never heard (what `evaluate --held-out-corpora` writes there).")
+    return results
 
 
 def leave_one_corpus_out_summary(entries: dict[str, dict], models: str) -> dict:

@@ -40,7 +40,14 @@ from ser_train.evaluation import (
     left_out_clips,
     unscored_emotions,
 )
-from ser_train.held_out import FINISHED_MODEL, FITTED_WITHOUT_EACH, MEAN_KEY, MIN_NEUTRAL_CALIBRATION_S, SHORT_SPEECH_S
+from ser_train.held_out import (
+    FINISHED_MODEL,
+    FITTED_WITHOUT_EACH,
+    MEAN_KEY,
+    MIN_NEUTRAL_CALIBRATION_S,
+    SHORT_SPEECH_S,
+    outside_results_of,
+)
 from ser_train.hub import check_repo_id
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
@@ -80,9 +87,9 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         check_repo_id(repo_id)
     results = _read_json(model_dir / EVAL_RESULTS_FILE, required=True)
     _check_eval_results(results, model_dir / EVAL_RESULTS_FILE)
-    outside = _read_json(model_dir / OUTSIDE_RESULTS_FILE, required=False)  # `evaluate --held-out-corpora` of this model
+    outside = outside_results_of(model_dir)  # `evaluate --held-out-corpora` of this model, into its folder
     if outside:
-        _check_eval_results(outside, model_dir / OUTSIDE_RESULTS_FILE, held_out=True)
+        _check_eval_results(outside, model_dir / OUTSIDE_RESULTS_FILE)
     config = _read_json(model_dir / CONFIG_FILE, required=True)
     training_args = _read_json(model_dir / TRAINING_ARGS_FILE, required=False)
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
@@ -126,11 +133,10 @@ def render_model_card(model_dir: str | Path, repo_id: str | None = None) -> Mode
         corpora=corpora,
         corpora_titles=" + ".join(corpus["title"] for corpus in corpora),
         headline_name=_headline_name(results) if "test" in results else None,
-        chance=_chance_sentence(results),
+        chance=_chance_sentence(results, outside),
         evaluation_description=_evaluation_description(results) if "test" in results else None,
         held_out=_held_out_section(results),
         outside=_held_out_section(outside),
-        outside_chance=chance_levels(outside)[1] if outside else None,
         outside_command=outside.get("command"),
         confidence=_confidence_section(results),
         folds=_fold_rows(results),
@@ -166,10 +172,9 @@ def _read_json(path: Path, required: bool) -> dict:
 REQUIRED_RESULTS = ("family", "dataset", "folds", "command")
 
 
-def _check_eval_results(results: dict, path: Path, held_out: bool = False) -> None:
-    """Refuse, in one sentence, an eval_results.json that training or evaluation did not write
-    (`held_out`: nor `evaluate --held-out-corpora`, whose results are per held-out corpus)."""
-    missing = [key for key in REQUIRED_RESULTS + (("leave_one_corpus_out",) if held_out else ()) if key not in results]
+def _check_eval_results(results: dict, path: Path) -> None:
+    """Refuse, in one sentence, an eval_results.json that training or evaluation did not write."""
+    missing = [key for key in REQUIRED_RESULTS if key not in results]
     if missing:
         raise SERError(
             f"{path} lacks {', '.join(repr(key) for key in missing)}, so it is not the results of a training "
@@ -430,20 +435,31 @@ def chance_levels(results: dict) -> tuple[float | None, float | None]:
     return (1 / count if count else None, sum(1 / k for k in counts) / len(counts) if counts else None)
 
 
-def _chance_sentence(results: dict) -> str:
-    """`chance_levels` as the card says them, with how each was counted."""
+def _chance_sentence(results: dict, outside: dict) -> str:
+    """`chance_levels` as the card says them, with how each was counted: on new speakers of its own
+    corpora, on the corpora held out of training and on those none of its training heard (`outside`)."""
     count, counts = _chance_counts(results)
     parts = []
     if count:
-        where = " on new speakers of its own corpora" if counts else ""
+        where = " on new speakers of its own corpora" if counts or outside else ""
         parts.append(f"{1 / count:.3f}{where} (1/{count}: {count} emotions scored)")
     if counts:
-        how = (
-            f"{counts[0]} emotions scored on each" if len(set(counts)) == 1
-            else f"the mean of 1/k, k the emotions scored on each: {', '.join(map(str, counts))}"
-        )
-        parts.append(f"{sum(1 / k for k in counts) / len(counts):.3f} on the corpora held out of training ({how})")
-    return f"Balanced accuracy by chance is {' and '.join(parts)}." if parts else ""
+        parts.append(_corpora_chance(counts, "on the corpora held out of training"))
+    if outside and (outside_counts := _chance_counts(outside)[1]):
+        parts.append(_corpora_chance(outside_counts, "on those none of its training heard"))
+    if not parts:
+        return ""
+    said = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Balanced accuracy by chance is {said}."
+
+
+def _corpora_chance(counts: list[int], where: str) -> str:
+    """Chance over several corpora (the mean of theirs), where, and how it was counted."""
+    how = (
+        f"{counts[0]} emotions scored on each" if len(set(counts)) == 1
+        else f"the mean of 1/k, k the emotions scored on each: {', '.join(map(str, counts))}"
+    )
+    return f"{sum(1 / k for k in counts) / len(counts):.3f} {where} ({how})"
 
 
 def _headline_name(results: dict) -> str:

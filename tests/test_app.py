@@ -33,6 +33,7 @@ from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, SUPPORTED_FORMATS, lo
 from ser_train.confidence import UnsureRule
 from ser_train.data import EMOTIONS
 from ser_train.errors import UnreadableAudioError
+from ser_train.held_out import FINISHED_MODEL, FITTED_WITHOUT_EACH
 from ser_train.inference import BUNDLED_CNN, BUNDLED_MODELS, BUNDLED_WHISPER, DEFAULT_MODEL, load_model, measured_ua
 from ser_train.live import CHUNK_S, LiveAnswer, LiveStream
 from ser_train.plots import NO_SPEECH_COLOR, timeline_figure
@@ -499,8 +500,8 @@ def test_the_picker_says_what_each_model_learned_from_and_how_it_did(tmp_path):
         facts = app.model_facts(name)
         outside = outside_ua(name)
         assert facts == (
-            f"Learned from {learned[name]}; UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on, "
-            f"{outside:.0%} on ASED and nEMO, which none of its training heard."
+            f"Learned from {learned[name]}; UA (balanced accuracy) {measured_ua(name):.0%} on corpora it never trained on; "
+            f"as finished, {outside:.0%} on ASED and nEMO, which none of its training heard."
         )
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "eval_results.json").write_text(json.dumps({"dataset": "../data/ravdess", "test": {"balanced_accuracy": 0.614}}))
@@ -535,6 +536,13 @@ def test_the_model_choices_name_each_bundled_models_measured_ua_within_the_dropd
         low, high = sorted((measured_ua(value), outside_ua(value)))
         figures = f"{low:.0%}" if f"{low:.0%}" == f"{high:.0%}" else f"{low * 100:.0f}-{high:.0%}"
         assert label == f"{Path(value).name} (UA {figures} on unheard corpora)"
+
+
+@pytest.mark.parametrize(
+    "values, said", [([0.52, 0.4678], "47-52%"), ([0.471, 0.4749], "47%"), ([0.4649, 0.4751], "46-48%"), ([0.3], "30%")]
+)
+def test_figures_read_as_one_percentage_where_they_round_alike_else_as_a_range(values, said):
+    assert app.percent_range(values) == said
 
 
 def outside_ua(model_dir: str) -> float:
@@ -650,12 +658,22 @@ def test_the_description_quotes_the_bundled_models_measured_accuracy(tmp_path):
     # The model itself, later scored on corpora none of its training heard (`evaluate
     # --held-out-corpora` into its folder): 4 emotions scored on one, 5 on the other.
     four, five = ({"metrics": {"per_class": {e: {"support": int(e in EMOTIONS[2 : 2 + k])} for e in EMOTIONS}}} for k in (4, 5))
-    outside = {"nemo-opus-16k": five, "ased-opus-16k": four, "mean": {"balanced_accuracy": 0.4678, "corpora": ["nemo-opus-16k", "ased-opus-16k"]}}
+    mean = {"balanced_accuracy": 0.4678, "corpora": ["nemo-opus-16k", "ased-opus-16k"], "models": FINISHED_MODEL}
+    outside = {"nemo-opus-16k": five, "ased-opus-16k": four, "mean": mean}
     (tmp_path / "outside_eval_results.json").write_text(json.dumps({"leave_one_corpus_out": outside}))
     note = app.accuracy_note(str(tmp_path))
-    assert f"; the model itself, 47% on nEMO and ASED, which none of its training heard (chance: {(1 / 4 + 1 / 5) / 2:.1%});" in note
-    assert note.index("left out in turn") < note.index("the model itself") < note.index("on actors of its own corpora")
-    assert " right about 41-47% of the time, emotions weighted alike (chance: 14-22%)," in app.first_impression(str(tmp_path))
+    assert f"; the finished model itself reached 47% on nEMO and ASED, which none of its training heard (chance: {(1 / 4 + 1 / 5) / 2:.1%});" in note
+    assert note.index("left out in turn") < note.index("the finished model itself") < note.index("on actors of its own corpora")
+    # Both figures, each chance in the same order (41% beside 1/7, 47% beside 22.5%).
+    assert " right about 41-47% of the time, emotions weighted alike (chance: 14% and 22%)," in app.first_impression(str(tmp_path))
+
+    # A damaged record, or one of other results, is not quoted, and the page still starts.
+    for damaged in ('{"leave_one_corpus_out": {"mean": ', json.dumps({"leave_one_corpus_out": {**outside, "mean": {**mean, "models": FITTED_WITHOUT_EACH}}})):
+        (tmp_path / "outside_eval_results.json").write_text(damaged)
+        with pytest.warns(UserWarning, match="Not quoted on the page: .*outside_eval_results.json"):
+            assert "41% of the time" in app.first_impression(str(tmp_path))
+        with pytest.warns(UserWarning):
+            assert "finished model" not in app.accuracy_note(str(tmp_path))
 
     lead, details = app.description().split("<details>")
     assert app.first_impression() in lead and "RAVDESS" not in lead

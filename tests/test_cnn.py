@@ -281,9 +281,15 @@ def test_corpora_a_model_never_heard_are_scored_into_its_folder_beside_training_
     assert scores["speakers"] == ["unheard/x", "unheard/y"] and scores["metrics"]["num_examples"] == 2 * 2 * len(emotions)
 
     written = (model_dir / OUTSIDE_RESULTS_FILE).read_bytes()
-    assert main(evaluate) == 2  # never over an earlier evaluation
-    assert f"already holds {OUTSIDE_RESULTS_FILE}" in capsys.readouterr().err
+    for again in ([], ["--output-dir", str(model_dir)]):  # the folder named or not: never over an earlier evaluation
+        assert main([*evaluate, *again]) == 2
+        assert f"already holds {OUTSIDE_RESULTS_FILE}" in capsys.readouterr().err
     assert (model_dir / OUTSIDE_RESULTS_FILE).read_bytes() == written
+    # A model folder without training's results gets its results as any evaluation's.
+    bare = shutil.copytree(model_dir, tmp_path / "bare", ignore=shutil.ignore_patterns(EVAL_RESULTS_FILE, OUTSIDE_RESULTS_FILE, "*.png", "README.md"))
+    assert main(["evaluate", "--model", str(bare), "--dataset", str(unheard), "--held-out-corpora"]) == 0
+    assert json.loads((bare / EVAL_RESULTS_FILE).read_text())["leave_one_corpus_out"] == outside["leave_one_corpus_out"]
+    assert not (bare / OUTSIDE_RESULTS_FILE).exists() and "python -m ser_train card" not in capsys.readouterr().out
 
     assert main(["card", "--model-dir", str(model_dir)]) == 0
     card = ModelCard.load(model_dir / "README.md")
