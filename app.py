@@ -204,7 +204,7 @@ def model_facts(name: str) -> str:
     corpora, languages = learned_from(results)
     learned = ", ".join(corpus["title"] for corpus in corpora) + (f" ({', '.join(languages)})" if languages else "")
     unheard = "corpora it never trained on" if HELD_OUT_CORPORA in results else "actors it never heard"
-    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}" + (f"; as finished, {outside}" if (outside := never_heard_figure(name)) else "") + "."
+    measured = f"UA (balanced accuracy) {ua:.0%} on {unheard}" + (f"; as finished, {outside}" if (outside := never_heard_figure(outside_results(name))) else "") + "."
     facts = f"Learned from {learned}; {measured}" if learned else measured
     taught = results.get("trained_labels", results.get("labels", []))
     if len(taught) < len(results.get("labels", [])):
@@ -231,9 +231,10 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
             f"{', '.join(held_out_titles(mean['corpora']))} left out in turn) it reached a balanced accuracy of "
             f"{mean['balanced_accuracy']:.0%}" + (f" (chance: {held_out_chance:.1%})" if held_out_chance else "")
         )
-    if outside := never_heard_figure(model_dir):
-        chance = chance_levels(outside_results(model_dir))[1]
-        notes.append(f"the finished model itself reached {outside}" + (f" (chance: {chance:.1%})" if chance else ""))
+    outside = outside_results(model_dir)
+    if figure := never_heard_figure(outside):
+        chance = chance_levels(outside)[1]
+        notes.append(f"the finished model itself reached {figure}" + (f" (chance: {chance:.1%})" if chance else ""))
     if "test" in results:
         how = f"{len(results['folds'])}-fold cross-validation" if results.get("protocol") == "cross_validation" else "a held-out test set"
         chance = f"; chance: {own_chance:.1%}" if own_chance else ""
@@ -243,10 +244,10 @@ def accuracy_note(model_dir: str = DEFAULT_MODEL) -> str:
     return f" The default model ({Path(model_dir).name}): " + "; ".join(notes) + "."
 
 
-def never_heard_figure(model_dir: str) -> str:
-    """'47% on ASED and nEMO, which none of its training heard': a model folder's UA where
-    `evaluate --held-out-corpora` scored it on corpora none of its training heard ("" where not)."""
-    outside = outside_results(model_dir)
+def never_heard_figure(outside: dict) -> str:
+    """'47% on ASED and nEMO, which none of its training heard': a model's UA in its
+    outside_eval_results.json (`outside_results`), where `evaluate --held-out-corpora` scored it
+    on corpora none of its training heard ("" where it did not)."""
     if HELD_OUT_CORPORA not in outside:
         return ""
     mean = outside[HELD_OUT_CORPORA][MEAN_KEY]

@@ -48,10 +48,9 @@ def read_record(path: str | Path) -> dict:
     return content
 
 
-def eval_results_of(model_dir: str | Path, file_name: str = EVAL_RESULTS_FILE) -> dict:
-    """A local model folder's eval_results.json (or `file_name`, e.g. OUTSIDE_RESULTS_FILE), or {}
-    without one."""
-    return read_record(Path(model_dir) / file_name)
+def eval_results_of(model_dir: str | Path) -> dict:
+    """A local model folder's eval_results.json, or {} without one."""
+    return read_record(Path(model_dir) / EVAL_RESULTS_FILE)
 
 
 class EmotionClassificationMetrics(evaluate.Metric):
