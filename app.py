@@ -50,12 +50,12 @@ from gradio.processing_utils import encode_plot_to_base64
 from matplotlib.figure import Figure
 
 from ser_train.analysis import RecordingAnalysis, analyse_recording, analyse_speech
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, read_chunk
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SUPPORTED_FORMATS, read_chunk
 from ser_train.calibration_prompts import CALIBRATION_PROMPTS, MOODS, CalibrationPrompt, calibration_prompt_named
 from ser_train.confidence import UnsureRule, measured_unsure_accuracies
 from ser_train.corpora import corpus_info
 from ser_train.data import EMOTIONS
-from ser_train.errors import AudioError, SERError, UnreadableAudioError
+from ser_train.errors import AudioError, SERError
 from ser_train.evaluation import eval_results_of
 from ser_train.held_out import MEAN_KEY, outside_results_of
 from ser_train.inference import BUNDLED_MODELS, DEFAULT_MODEL, HELD_OUT_CORPORA, EmotionModel, measured_ua
@@ -91,6 +91,43 @@ RAW_MICROPHONE_SCRIPT = """
     }
     return getUserMedia(constraints);
   };
+})();
+</script>
+"""
+
+# Gradio's upload boxes accept a file by the type the browser gives it, and browsers type a .webm
+# or .mp4 file as video whatever it holds: a browser recorder's WebM was refused ("Invalid file
+# type ... Only ... audio/webm ... allowed"). The server reads the sound of any of these
+# (ser_train.audio, the same decoder as the API's and the CLI's), so this script hands such a file
+# to the box typed as audio, whether it was picked or dropped; a video without sound is then
+# refused by the server in a sentence, as any file it cannot read.
+VIDEO_AS_AUDIO_SCRIPT = """
+<script>
+(() => {
+  const asAudio = (files) => {
+    if (![...files].some((file) => file.type.startsWith("video/"))) return null;
+    const retyped = new DataTransfer();
+    for (const file of files) {
+      const type = file.type.replace(/^video\//, "audio/");
+      retyped.items.add(type === file.type ? file : new File([file], file.name, {type, lastModified: file.lastModified}));
+    }
+    return retyped;
+  };
+  // Capture phase: these run before the box's own listeners see the files.
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (input instanceof HTMLInputElement && input.type === "file" && input.files) {
+      const retyped = asAudio(input.files);
+      if (retyped) input.files = retyped.files;
+    }
+  }, true);
+  document.addEventListener("drop", (event) => {
+    const retyped = event.dataTransfer && asAudio(event.dataTransfer.files);
+    if (!retyped) return;  // the drop goes on as it came (a retyped one comes back here as audio)
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    event.target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, composed: true, dataTransfer: retyped}));
+  }, true);
 })();
 </script>
 """
@@ -140,10 +177,6 @@ uploads = VisitorFiles()  # told the page once it is built (see build_app's call
 # The players' Download and Share buttons fetch the recording from the server, which removes it
 # once analysed; playing uses the browser's own copy and keeps working.
 NO_PLAYER_BUTTONS: list = []
-# What the page's upload box takes. Gradio's box checks the type the browser gives a file, and
-# browsers call a .webm or .mp4 file video, which the box refuses whatever it holds; the API and
-# the CLI take WebM (ser_train.audio.SUPPORTED_FORMATS).
-PAGE_UPLOAD_FORMATS = "WAV, FLAC, MP3, OGG/Opus or M4A/AAC"
 
 
 def display_name(name: str) -> str:
@@ -353,7 +386,7 @@ def calibrate_handler(
         with uploads.used(audio_path, request) as audio_path:
             calibrations[name] = (prompt, prompt.calibrate(model, audio_path))
     except SERError as error:
-        return calibrations, f"⚠️ {as_page_says_it(error)}\n\n{calibration_status(calibrations)}"
+        return calibrations, f"⚠️ {error}\n\n{calibration_status(calibrations)}"
     return calibrations, calibration_status(calibrations)
 
 
@@ -482,7 +515,7 @@ def predict_handler(
         # compare them. (Or one removed unused, or another visitor's: nothing of it is shown.)
         return PageOutputs(f"⚠️ {error} {COMPARE_FIRST}", *(gr.update() for _ in PageOutputs._fields[1:]))
     except SERError as error:
-        return failure(str(as_page_says_it(error)))
+        return failure(str(error))
 
 
 def analyse_on_page(
@@ -551,12 +584,6 @@ def picked(choice: str | None, typed_id: str | None) -> str:
 
 
 PROBABILITIES_LABEL = "Emotions"  # the bars' heading before a model has answered
-
-
-def as_page_says_it(error: SERError) -> SERError:
-    """`error` as the page words it: an unreadable upload's refusal names the formats the upload
-    box takes, not every one the decoder reads."""
-    return error.naming_formats(PAGE_UPLOAD_FORMATS) if isinstance(error, UnreadableAudioError) else error
 
 
 def failure(message: str) -> PageOutputs:
@@ -919,7 +946,7 @@ def build_app() -> gr.Blocks:
                     buttons=NO_PLAYER_BUTTONS,
                 )
                 gr.Markdown(
-                    f"<small>Upload {PAGE_UPLOAD_FORMATS} (up to {MAX_UPLOAD_MB} MB), "
+                    f"<small>Upload {SUPPORTED_FORMATS} (up to {MAX_UPLOAD_MB} MB), "
                     f"{MIN_DURATION_S:g} s to {MAX_DURATION_S / 60:g} min. 🎙️ The microphone records "
                     "raw sound, without echo cancellation, noise suppression or automatic gain: "
                     "those call filters reshape loudness and pitch, the cues emotion is read from. "
@@ -1081,7 +1108,7 @@ def serve(**launch_options):
     preload_default_model()
     return demo.queue().launch(
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        head=RAW_MICROPHONE_SCRIPT + ACCESSIBILITY_SCRIPT,
+        head=RAW_MICROPHONE_SCRIPT + VIDEO_AS_AUDIO_SCRIPT + ACCESSIBILITY_SCRIPT,
         css=CSS,
         theme=gr.themes.Soft(),
         run_history=False,

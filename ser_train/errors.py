@@ -25,10 +25,6 @@ class UnreadableAudioError(AudioError):
     def __reduce__(self):  # as it was made, so that it crosses process boundaries (datasets' workers)
         return UnreadableAudioError, (self.name, self.formats)
 
-    def naming_formats(self, formats: str) -> UnreadableAudioError:
-        """The same refusal naming other formats: the page's upload box takes fewer than the decoder."""
-        return UnreadableAudioError(self.name, formats)
-
 
 class DataError(SERError):
     """A dataset source that cannot be loaded as RAVDESS."""
