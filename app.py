@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -497,18 +498,20 @@ def predict_handler(
     compare_custom_id: str | None = None,
     calibrations: dict | None = None,
     request: gr.Request = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> PageOutputs:
     """Analyse a recording with the chosen model (a typed Hub id wins over the picker) and,
     when a second model is chosen, with that one too. The file is read in blocks, never whole,
     and removed from the server once the answer is drawn; a model that cannot be loaded leaves
     it in place, for another try with another model.
-    `calibrations` is this session's {model name: (CalibrationPrompt, Calibration)} (see calibrate_handler)."""
+    `calibrations` is this session's {model name: (CalibrationPrompt, Calibration)} (see calibrate_handler).
+    `progress`, if given, is told (share done, which model) as a long recording is analysed."""
     try:
         name = models.resolve(picked(model_choice, custom_id))
         model = session_model(name, calibrations)
         with uploads.used(audio_path, request) as audio_path:
-            analysis = analyse_recording(model, required_audio(audio_path), max_duration_s=MAX_DURATION_S)
-            return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations))
+            analysis = analyse_recording(model, required_audio(audio_path), MAX_DURATION_S, progress_of(name, progress))
+            return page_outputs(name, analysis, *compared(analysis, picked(compare_choice, compare_custom_id), calibrations, progress))
     except RecordingGone as error:
         # Mostly a recording answered (or refused) already, whose answer is still on the page, so
         # it stays: pressing Analyse again after picking another model is how a visitor would
@@ -526,9 +529,22 @@ def analyse_on_page(
     compare_custom_id: str | None,
     calibrations: dict | None,
     request: gr.Request,
+    progress=gr.Progress(),  # Gradio passes its progress tracker in through this default
 ) -> tuple[str | None, PageOutputs]:
-    """The page's Analyse: predict_handler's outputs with the recording they are of."""
-    return audio_path, predict_handler(audio_path, model_choice, custom_id, compare_choice, compare_custom_id, calibrations, request)
+    """The page's Analyse: predict_handler's outputs with the recording they are of. A long
+    recording's analysis shows how far it has got: Gradio's own estimate, from earlier requests
+    of any length, read 50 s for a 10-minute recording that took about 100 s."""
+
+    def report(share: float, model: str) -> None:
+        progress(share, desc=f"Analysing with {model}")
+
+    return audio_path, predict_handler(audio_path, model_choice, custom_id, compare_choice, compare_custom_id, calibrations, request, report)
+
+
+def progress_of(name: str, progress: Callable[[float, str], None] | None) -> Callable[[float], None] | None:
+    """The library's progress callback (share done) for an analysis by model `name`, told to
+    `progress` with the model's name as the page shows it."""
+    return None if progress is None else lambda share: progress(share, display_name(name))
 
 
 def shown_if_on_page(audio_path: str | None, analysed: tuple[str | None, PageOutputs]) -> tuple:
@@ -542,7 +558,7 @@ def shown_if_on_page(audio_path: str | None, analysed: tuple[str | None, PageOut
 
 
 def compared(
-    analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None
+    analysis: RecordingAnalysis, compare_name: str, calibrations: dict | None, progress: Callable[[float, str], None] | None = None
 ) -> tuple[str, RecordingAnalysis | None, str]:
     """(the comparison model's name, its analysis of the same speech map or None, status): a
     comparison model that cannot be used leaves the main result standing."""
@@ -550,7 +566,7 @@ def compared(
         return "", None, ""
     try:
         compare_name = models.resolve(compare_name)
-        return compare_name, analyse_speech(session_model(compare_name, calibrations), analysis.speech), ""
+        return compare_name, analyse_speech(session_model(compare_name, calibrations), analysis.speech, progress_of(compare_name, progress)), ""
     except SERError as error:
         return compare_name, None, f"⚠️ The comparison model was not used: {error}"
 

@@ -24,6 +24,7 @@ Calibration to one speaker needs nothing here: pass the calibrated view of the m
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -96,24 +97,27 @@ def analyse_recording(
     model,
     path: str | os.PathLike,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    progress: Callable[[float], None] | None = None,
 ) -> RecordingAnalysis:
     """Map the speech of the audio file `path` and analyse it with `model` (an EmotionModel).
 
     Every check of `ser_train.audio.load_audio` applies (an AudioError says what is wrong).
+    `progress`: see `analyse_speech`.
     """
-    return analyse_speech(model, map_speech(path, max_duration_s=max_duration_s))
+    return analyse_speech(model, map_speech(path, max_duration_s=max_duration_s), progress)
 
 
-def analyse_speech(model, speech: SpeechMap) -> RecordingAnalysis:
+def analyse_speech(model, speech: SpeechMap, progress: Callable[[float], None] | None = None) -> RecordingAnalysis:
     """The analysis of a mapped file, without holding a long recording in memory.
 
     A short recording is judged whole (the first pass kept its samples), a long one streamed
-    through the timeline a batch of segments at a time.
+    through the timeline a batch of segments at a time; `progress`, if given, is told the share
+    of a long recording's segments answered after each batch (a short one is a single pass).
     """
     if is_one_utterance(speech.duration_s):  # well under a stream block, so samples are kept
         probabilities, segments = analyse_waveform(model, speech.samples)
     else:
-        segments = timeline_file(model, speech)
+        segments = timeline_file(model, speech, progress)
         probabilities = average_probabilities(segments)
     return RecordingAnalysis(
         probabilities, segments, speech, model.is_unsure(probabilities), model.unsure_rule, model.calibration is not None

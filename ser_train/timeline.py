@@ -137,13 +137,15 @@ def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURA
     return SpeechMap(Path(path), num_samples, bounds, max_duration_s, whole)
 
 
-def timeline_file(model, speech: SpeechMap) -> list[Segment]:
+def timeline_file(model, speech: SpeechMap, progress: Callable[[float], None] | None = None) -> list[Segment]:
     """`timeline` of the file `speech` maps, decoding it again block by block.
 
     Segments are cut from the stream as it passes and predicted BATCH_SIZE at a time in
     recording order, so memory holds a block and a batch, never the recording. The models here
     answer for a clip independently of its batch-mates, and Silero hears the stream as it passes
     (its state carried from block to block), so this equals `timeline` of the whole waveform.
+    `progress`, if given, is told the share of the segments answered after each batch (a
+    10-minute recording takes minutes on 2 cores).
     """
     voice = vad.VoiceActivity(keep_all=True)
     pieces = cut_segments(fed_to(voice, speech.blocks()), speech.bounds)
@@ -151,6 +153,8 @@ def timeline_file(model, speech: SpeechMap) -> list[Segment]:
     for first in range(0, len(speech.bounds), BATCH_SIZE):
         batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
         probabilities[first : first + len(batch)] = model.predict_batch(batch)
+        if progress is not None:
+            progress((first + len(batch)) / len(speech.bounds))
     # Every segment has been cut, so Silero has heard the stream past the last one's end.
     speech_s = vad.speech_seconds_within(np.array(voice.probabilities), speech.bounds)
     return labelled_segments(model, speech.bounds, probabilities, speech_s)

@@ -416,6 +416,22 @@ def test_two_models_side_by_side(tmp_path, tiny_model_dir, second_tiny_model_dir
     assert f"**Compared with other-tiny-wav2vec2:** {shown_verdict(path, library_model(second_tiny_model_dir))}" in outputs.summary
 
 
+def test_a_long_recording_shows_how_far_each_models_analysis_has_got(tmp_path, tiny_model_dir, second_tiny_model_dir):
+    """Gradio's own estimate comes from earlier requests of any length, so the page reports the
+    share of the segments each model has answered, as the library tells it."""
+    path = tmp_path / "long.wav"
+    soundfile.write(path, utterances([1, 3, 4, 5, 6] * 2, speech_s=2.0, pause_s=1.0), SAMPLING_RATE)
+    reported = []
+    _, outputs = app.analyse_on_page(
+        str(path), tiny_model_dir, "", second_tiny_model_dir, "", None, None, progress=lambda share, desc: reported.append((share, desc))
+    )
+    assert outputs.status == "" and len(outputs.timeline_table) >= 10  # ten utterances, ten segments or more
+    for model in ("tiny-wav2vec2", "other-tiny-wav2vec2"):
+        shares = [share for share, desc in reported if desc == f"Analysing with {model}"]
+        assert len(shares) > 1 and shares == sorted(shares) and shares[-1] == 1.0, reported
+    assert {desc for _, desc in reported} == {"Analysing with tiny-wav2vec2", "Analysing with other-tiny-wav2vec2"}
+
+
 def test_a_failing_comparison_model_leaves_the_main_result(tmp_path, tiny_model_dir):
     path = write_clip(tmp_path / "speech.wav")
     outputs = analyse(path, tiny_model_dir, compare_typed_id="nobody/no-such-model")

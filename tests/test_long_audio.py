@@ -124,13 +124,18 @@ def test_the_streamed_timeline_is_the_whole_waveforms(recording, tmp_path, exten
     speech = map_speech(path)
     model = SegmentRecorder()
 
+    shares = []
+
     assert speech.num_samples == len(waveform)
-    assert timeline_file(model, speech) == expected  # same bounds, same probabilities
+    assert timeline_file(model, speech, progress=shares.append) == expected  # same bounds, same probabilities
     # The model heard exactly the whole waveform's samples, BATCH_SIZE segments at a time.
     for heard, segment in zip(model.segments, expected, strict=True):
         start, end = round(segment.start_s * SAMPLING_RATE), round(segment.end_s * SAMPLING_RATE)
         np.testing.assert_array_equal(heard, waveform[start:end])
     assert [len(batch) for batch in model.batches[:-1]] == [BATCH_SIZE] * (len(model.batches) - 1)
+    # After each batch, the share of the segments answered so far.
+    assert shares == [sum(map(len, model.batches[: i + 1])) / len(expected) for i in range(len(model.batches))]
+    assert shares[-1] == 1.0 and len(shares) > 1
 
 
 def test_a_recording_of_one_block_is_kept_from_the_first_pass_and_a_longer_one_is_not(recording, tmp_path):
