@@ -23,6 +23,7 @@ Calibration to one speaker needs nothing here: pass the calibrated view of the m
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,18 +140,21 @@ def is_one_utterance(duration_s: float) -> bool:
     return duration_s <= MIN_TIMELINE_DURATION_S
 
 
-def analyse_files(model, paths: list[str | os.PathLike] | str | os.PathLike) -> list[dict]:
+def analyse_files(
+    model, paths: list[str | os.PathLike] | str | os.PathLike, progress: Callable[[str, float], None] | None = None
+) -> list[dict]:
     """One result per file (or for the one file `paths` names), in order: {"file", **the
     analysis's `summary()`} or {"file", "error"}.
 
-    A file that cannot be used gets an error entry and the rest are still analysed.
+    A file that cannot be used gets an error entry and the rest are still analysed. `progress`,
+    if given, is told (the file, the share of its segments answered) as a long file is analysed.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     results = []
     for path in paths:
         try:
-            analysis = analyse_recording(model, path)
+            analysis = analyse_recording(model, path, progress=None if progress is None else functools.partial(progress, str(path)))
         except SERError as error:
             results.append({"file": str(path), "error": str(error)})
             continue

@@ -7,6 +7,7 @@ analysis of a recording (`ser_train.analysis`, behind the page and /predict) use
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ser_train.analysis import analyse_recording, analyse_waveform
 from app_support import make_tiny_wav2vec2, utterances
 from bad_inputs import write_refused
 from ser_train.audio import SAMPLING_RATE, STREAM_BLOCK_S, load_audio, resample, stream_audio
+from ser_train.cli import main
 from ser_train.errors import AudioError
 from ser_train.inference import load_model
 from ser_train.timeline import (
@@ -69,8 +71,13 @@ class SegmentRecorder(LoudnessModel):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return load_model(str(make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny")))
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    return load_model(str(tiny_model_dir))
 
 
 def blocks_of(waveform: np.ndarray, size: int) -> list[np.ndarray]:
@@ -218,6 +225,15 @@ def test_the_api_streams_long_recordings_and_answers_like_the_page(tiny_model, t
     expected, expected_segments = analyse_waveform(tiny_model, load_audio(path))
     assert analysis.segments == pytest.approx(expected_segments) and len(analysis.segments) > 1
     assert analysis.probabilities == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_predict_command_shows_a_long_files_progress_on_stderr_and_keeps_stdout_json(tiny_model_dir, tmp_path, capsys):
+    path = write_repeated(tmp_path / "long.wav", utterances([1, 4, 6], speech_s=2.0, pause_s=1.0), minutes=0.6)
+    assert main(["predict", "--model", str(tiny_model_dir), str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    [result] = json.loads(captured.out)
+    assert result["file"] == str(path)
+    assert "long.wav: 100%" in captured.err
 
 
 def test_the_api_reads_short_recordings_whole(tiny_model, tmp_path):
