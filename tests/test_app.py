@@ -341,8 +341,10 @@ def test_a_ten_minute_recording_is_analysed(tmp_path, model_name):
         (lambda folder: _write_waveform(folder / "blip.wav", synth_clip(ANGRY, 1, SAMPLING_RATE, 0, 0.2)), ["0.20 s", "at least 0.5 s"]),
         (lambda folder: _write_bytes(folder / "notes.wav", b"These are my notes, not a recording.\n" * 20), ["notes.wav", "could not be read as audio"]),
         (lambda folder: _corrupt(write_clip(folder / "broken.mp3")), ["broken.mp3", "could not be read as audio"]),
+        # The page hands a video-typed file to the server (VIDEO_AS_AUDIO_SCRIPT): one without sound.
+        (lambda folder: _silent_video(folder / "clip.mp4"), ["clip.mp4", "could not be read as audio"]),
     ],
-    ids=["no audio", "empty file", "silence", "0.2 s", "text file named .wav", "corrupt mp3"],
+    ids=["no audio", "empty file", "silence", "0.2 s", "text file named .wav", "corrupt mp3", "video without sound"],
 )
 def test_unusable_audio_gets_one_clear_sentence(tmp_path, tiny_model_dir, make, phrases):
     assert_refused(analyse(make(tmp_path), tiny_model_dir), *phrases)
@@ -369,6 +371,15 @@ def _write_bytes(path: Path, content: bytes) -> Path:
 
 def _write_waveform(path: Path, waveform: np.ndarray) -> Path:
     soundfile.write(path, waveform, SAMPLING_RATE)
+    return path
+
+
+def _silent_video(path: Path) -> Path:
+    """One second of black frames, no sound track."""
+    import torch
+    from torchcodec.encoders import VideoEncoder
+
+    VideoEncoder(torch.zeros(10, 3, 64, 64, dtype=torch.uint8), frame_rate=10).to_file(str(path))
     return path
 
 
