@@ -543,8 +543,12 @@ def analyse_on_page(
 
 def progress_of(name: str, progress: Callable[[float, str], None] | None) -> Callable[[float], None] | None:
     """The library's progress callback (share done) for an analysis by model `name`, told to
-    `progress` with the model's name as the page shows it."""
-    return None if progress is None else lambda share: progress(share, display_name(name))
+    `progress` with the model's name as the page shows it. That name is looked up once: a bundled
+    model's reads its results files, and a long recording reports after every batch."""
+    if progress is None:
+        return None
+    shown = display_name(name)
+    return lambda share: progress(share, shown)
 
 
 def shown_if_on_page(audio_path: str | None, analysed: tuple[str | None, PageOutputs]) -> tuple:
