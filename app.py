@@ -133,6 +133,51 @@ VIDEO_AS_AUDIO_SCRIPT = """
 </script>
 """
 
+# Gradio's streaming microphone loads its WAV recorder (extendable-media-recorder) only once the
+# box is on the page, and a Record pressed before that load ends fails in the browser ("... is not
+# a constructor"): the box stays "recording", the page says "listening…" and nothing reaches the
+# server, with the microphone left open. The page cannot see when that load ends, but it sees the
+# failure: this script then presses Stop (closing the microphone) and Record again, a little later
+# each time, until a Record starts; if the recorder never loads, it says so under the box.
+LIVE_RECORDER_NOT_LOADED = "The browser could not load the live recorder. Reload the page, then press Record."
+LIVE_RECORD_RETRIES_S = (0.25, 0.5, 1, 2, 2, 2, 2)  # waits before each new Record: about 10 s in all
+LIVE_RECORD_RETRY_SCRIPT = f"""
+<script>
+(() => {{
+  const RECORD = "#live-speech button.record-button", STOP = "#live-speech button.stop-button";
+  const RETRIES_MS = {json.dumps([round(1000 * s) for s in LIVE_RECORD_RETRIES_S])};
+  let retries = 0;
+  const visible = (selector) => {{ const button = document.querySelector(selector); return button && button.offsetParent ? button : null; }};
+  const whenVisible = (selector) => new Promise((resolve) => {{
+    const poll = () => {{ const button = visible(selector); button ? resolve(button) : setTimeout(poll, 50); }};
+    poll();
+  }});
+  const giveUp = () => {{
+    const alert = document.createElement("p");
+    alert.id = "live-recorder-error";
+    alert.setAttribute("role", "alert");
+    alert.textContent = "⚠️ " + {json.dumps(LIVE_RECORDER_NOT_LOADED)};
+    document.querySelector("#live-recorder-error")?.remove();
+    document.querySelector("#live-speech").after(alert);
+  }};
+  document.addEventListener("click", (event) => {{
+    if (!event.isTrusted || !event.target.closest || !event.target.closest(RECORD)) return;
+    retries = 0;  // the visitor's own press: a new series of tries
+    document.querySelector("#live-recorder-error")?.remove();
+  }}, true);
+  window.addEventListener("unhandledrejection", async (event) => {{
+    const notLoaded = event.reason instanceof TypeError && /is not a constructor/.test(event.reason.message);
+    if (!notLoaded || !visible(STOP)) return;
+    event.preventDefault();
+    (await whenVisible(STOP)).click();
+    const record = await whenVisible(RECORD);
+    if (retries === RETRIES_MS.length) return giveUp();
+    setTimeout(() => record.click(), RETRIES_MS[retries++]);
+  }});
+}})();
+</script>
+"""
+
 # A screen reader hears what changes in these areas (the answer, a refusal, the calibration's
 # state, live mode's summary) without having to look for it; Gradio has no option for it. Live
 # mode's running answer is left out: it changes every STEP_S.
@@ -1128,7 +1173,7 @@ def serve(**launch_options):
     preload_default_model()
     return demo.queue().launch(
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        head=RAW_MICROPHONE_SCRIPT + VIDEO_AS_AUDIO_SCRIPT + ACCESSIBILITY_SCRIPT,
+        head=RAW_MICROPHONE_SCRIPT + VIDEO_AS_AUDIO_SCRIPT + LIVE_RECORD_RETRY_SCRIPT + ACCESSIBILITY_SCRIPT,
         css=CSS,
         theme=gr.themes.Soft(),
         run_history=False,
