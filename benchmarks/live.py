@@ -14,7 +14,8 @@ emotion. Five measurements:
                       ends it (an answer every STEP_S) plus the answer's computation, per model
     sessions          CPU share of one live session, how many simultaneous sessions (threads fed in
                       real time, as the server runs them) keep each answer under 1 s, memory per session;
-                      one session's answers while the page analyses as many recordings as it takes
+                      one session's answers while the page analyses as many recordings as it takes,
+                      and a calibration's time beside them
     agreement         the chosen settings' live answers against the offline timeline of the same file
 
 The settings are judged on actors 21-24 with `--live-model`, a model trained without them
@@ -24,11 +25,13 @@ so its accuracy here would flatter it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,8 @@ SESSION_COUNTS = {False: (1, 2, 4, 8, 16, 32), True: (4, 16, 32)}  # by --quick:
 SESSION_SECONDS = {False: 30.0, True: 3.0}  # each count's streams run this long, by --quick
 BUSY_RECORDING_S = 120.0  # each recording analysed, again and again, beside a live session
 PAGE_STREAM_S = {False: 60.0, True: 15.0}  # the conversation the page hears, by --quick (3 stretches)
+CALIBRATION_S = 30.0  # what the page's mood prompt asks for (20-35 s)
+CALIBRATIONS = {False: 6, True: 2}  # timed, idle and beside recordings, by --quick
 
 
 # --- Conversations --------------------------------------------------------------------------
@@ -397,10 +402,12 @@ def sessions_rows(model, talks, counts: tuple[int, ...], seconds: float) -> list
     return rows
 
 
-def beside_recordings_row(talks, seconds: float) -> Row:
-    """One live session's answer delay while the page analyses all the recordings it takes at
-    once but one (serving.REQUESTS_AT_ONCE - 1) of BUSY_RECORDING_S each, on the server's torch
-    settings: their passes and the live steps' share the model's slots (ser_train.passes)."""
+@contextlib.contextmanager
+def recordings_analysed(talks) -> Iterator[tuple[object, str]]:
+    """The default model, on the server's torch settings, while the page analyses all the
+    recordings it takes at once but one (serving.REQUESTS_AT_ONCE - 1) of BUSY_RECORDING_S each,
+    again and again: their passes and whatever runs inside the block share the model's slots
+    (ser_train.passes). Gives the model and what is analysed, in words."""
     import torch
 
     from ser_train.analysis import analyse_waveform
@@ -423,20 +430,61 @@ def beside_recordings_row(talks, seconds: float) -> Row:
         for thread in busy:
             thread.start()
         try:
-            delays, _ = run_sessions(model, talks[0][0], 1, seconds)
+            yield model, f"{recordings} recordings of {len(recording) / SAMPLING_RATE / 60:.1f} minutes are analysed"
         finally:
             stop.set()
             for thread in busy:
                 thread.join()
     finally:
         torch.set_num_threads(threads_before)
+
+
+def beside_recordings_row(talks, seconds: float) -> Row:
+    """One live session's answer delay while the page analyses as many recordings as it takes."""
+    with recordings_analysed(talks) as (model, analysed):
+        delays, _ = run_sessions(model, talks[0][0], 1, seconds)
     p95 = float(np.percentile(delays, 95))
     return Row(
         SECTION,
-        f"1 live session while {recordings} recordings of {len(recording) / SAMPLING_RATE / 60:.1f} minutes are analysed ({DEFAULT_NAME}, the server's threads)",
+        f"1 live session while {analysed} ({DEFAULT_NAME}, the server's threads)",
         f"answer delay median {np.median(delays) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms",
         f"p95 < {ANSWER_TARGET_S:g} s",
         p95 < ANSWER_TARGET_S,
+    )
+
+
+def calibration_beside_recordings_row(talks, calibrations: int) -> Row:
+    """A visitor's calibration (CALIBRATION_S of a conversation through the mood prompt's
+    source, as the page calibrates) while the page analyses as many recordings as it takes,
+    against the same calibration on the idle model: each batch of its speech takes its own turn."""
+    import torch
+
+    from ser_train.calibration_prompts import MOODS
+    from ser_train.inference import load_model
+    from ser_train.serving import configure_torch
+
+    calibration_audio = talks[-1][0][: round(CALIBRATION_S * SAMPLING_RATE)]
+
+    def calibration_times(model) -> list[float]:
+        times = []
+        for _ in range(calibrations):
+            start = time.perf_counter()
+            model.calibrate_recording(calibration_audio, MOODS.source)
+            times.append(time.perf_counter() - start)
+        return times
+
+    threads_before = torch.get_num_threads()
+    configure_torch()
+    try:
+        idle = calibration_times(load_model(DEFAULT_MODEL))
+    finally:
+        torch.set_num_threads(threads_before)
+    with recordings_analysed(talks) as (model, analysed):
+        busy = calibration_times(model)
+    return Row(
+        SECTION,
+        f"a {CALIBRATION_S:g} s calibration while {analysed} ({DEFAULT_NAME}, the server's threads; {calibrations} calibrations)",
+        f"median {np.median(busy):.1f} s, max {max(busy):.1f} s (idle: median {np.median(idle):.1f} s)",
     )
 
 
@@ -571,6 +619,7 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
         rows += page_latency_rows(server, *talks[0], PAGE_STREAM_S[quick])
         rows += sessions_rows(bundled, talks, SESSION_COUNTS[quick], SESSION_SECONDS[quick])
         rows.append(beside_recordings_row(talks, SESSION_SECONDS[quick]))
+        rows.append(calibration_beside_recordings_row(talks, CALIBRATIONS[quick]))
     rows.append(agreement_row(*agreement))
     minutes = sum(len(waveform) for waveform, _ in talks) / SAMPLING_RATE / 60
     judged_by = f"{live_model} (trained without actors {TEST_ACTORS[0]}-{TEST_ACTORS[-1]})" if live_model else f"the {DEFAULT_NAME}, which heard these actors in training: accuracy flatters it"
@@ -592,6 +641,8 @@ def run(corpus: Path, quick: bool, live_model: str | None = None) -> tuple[list[
         "of the chunk that completes an answer's step to the answer. Memory per "
         "session: Python/numpy allocations (tracemalloc) held by 8 streams after 20 s each. Beside recordings: the "
         "recordings are the conversations back to back, each analysed by analyse_waveform in a thread of its own "
-        "(as the page's analyses run), again until the session ends; torch as the server sets it (configure_torch).",
+        "(as the page's analyses run), again until the session ends; torch as the server sets it (configure_torch). "
+        f"The calibration beside them is the last conversation's first {CALIBRATION_S:g} s, calibrated as the page calibrates "
+        "the mood prompt's recording.",
     ]
     return rows, notes

@@ -214,8 +214,18 @@ class EmotionModel:
         return calibrated
 
     def represent(self, waveforms16k: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        with self._passes.turn(seconds_of(waveforms16k)), torch.inference_mode():
-            return self._calibration_support().represent(list(waveforms16k))
+        """Each clip's representation for calibration, a batch of the timeline's size at a time,
+        each batch taking its own turn (ser_train.passes): a calibration's 20-36 s of speech in one
+        pass would be due that long after it asked, behind every long recording's batch asked
+        meanwhile."""
+        from ser_train.timeline import BATCH_SIZE
+
+        calibratable, representations = self._calibration_support(), []
+        for first in range(0, len(waveforms16k), BATCH_SIZE):
+            batch = list(waveforms16k[first : first + BATCH_SIZE])
+            with self._passes.turn(seconds_of(batch)), torch.inference_mode():
+                representations += calibratable.represent(batch)
+        return representations
 
     def calibration_from(self, representations: list[dict[str, np.ndarray]], source: str, seconds: float) -> Calibration:
         return self._calibration_support().calibration_from(representations, source, seconds)

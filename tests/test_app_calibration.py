@@ -31,9 +31,9 @@ from ser_train import cli
 from ser_train.cli import CALIBRATION_PROMPT_NAMES
 from ser_train.data import EMOTIONS
 from ser_train.errors import AudioError
-from ser_train.inference import DEFAULT_MODEL, load_model
+from ser_train.inference import DEFAULT_MODEL, load_model, seconds_of
 from ser_train.serving import ModelRegistry
-from ser_train.timeline import Segment, SpeechMap
+from ser_train.timeline import BATCH_SIZE, Segment, SpeechMap, speech_bounds
 from speech import sentences
 
 @pytest.fixture(autouse=True)
@@ -360,3 +360,23 @@ def test_calibrated_answers_get_the_temperature_and_unsure_rule_of_their_source(
     assert model.temperature == 2.0 and model.unsure_rule == UnsureRule(0.7, 0.6)
     untempered = model.untempered()
     np.testing.assert_allclose(untempered.predict_batch(clip, by_passage), raw.predict_batch(clip, by_passage), atol=tolerance)
+
+
+def test_a_calibration_takes_a_turn_per_batch_of_its_speech_as_a_long_recording_does(calibratable_cnn, mood_lines, monkeypatch):
+    """One pass over a calibration's 20-36 s of speech would be due that long after it asked
+    (ser_train.passes), behind every long recording's batch asked meanwhile: beside seven 2-minute
+    recordings a 30 s calibration took 8.1-8.5 s so, 4.7-5.0 s a batch at a time (benchmarks/live.py)."""
+    model = load_model(str(calibratable_cnn))
+    speech = load_audio(mood_lines)
+    segments = [speech[start:end] for start, end in speech_bounds(speech)]
+    turns, take_turn = [], model._passes.turn
+    monkeypatch.setattr(model._passes, "turn", lambda audio_s: turns.append(audio_s) or take_turn(audio_s))
+    calibration = model.calibrate_recording(speech, MOODS.source)
+    batches = [segments[first : first + BATCH_SIZE] for first in range(0, len(segments), BATCH_SIZE)]
+    assert len(batches) == 2 and turns == [seconds_of(batch) for batch in batches]
+    # A clip's representation is its own whatever its batch-mates: the calibration of one pass.
+    whole = model.calibration_from(model._calibration_support().represent(segments), MOODS.source, seconds_of(segments))
+    assert (calibration.clips, calibration.seconds) == (whole.clips, whole.seconds) == (8, seconds_of(segments))
+    for name in whole.shift:
+        np.testing.assert_array_equal(calibration.scale[name], whole.scale[name])
+        np.testing.assert_array_equal(calibration.shift[name], whole.shift[name])
