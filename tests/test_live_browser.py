@@ -105,9 +105,14 @@ def launch(playwright, microphone_file: Path):
     )
 
 
-def open_page(browser, url: str):
+def open_page(browser, url: str, early_script: str | None = None, blocked_files: str | None = None):
+    """The page, with `early_script` run before its own and requests for `blocked_files` failing."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.add_init_script(TRACK_SETTINGS_SCRIPT)
+    if early_script:
+        page.add_init_script(early_script)
+    if blocked_files:
+        page.route(blocked_files, lambda route: route.abort())
     page.goto(url)
     page.wait_for_selector("#live-speech")
     return page
@@ -217,9 +222,7 @@ def test_a_record_pressed_before_the_live_recorder_loaded_still_streams(playwrig
     path, _ = talk_wav
     browser = launch(playwright, path)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.add_init_script(EARLY_RECORD_SCRIPT)
-        page.goto(server_url)
+        page = open_page(browser, server_url, early_script=EARLY_RECORD_SCRIPT)
         page.locator("#live-now h2").wait_for(timeout=START_TIMEOUT_MS)
         [shown] = follow([page], soundfile.info(path).duration / 2)
         screenshot(page, "live-early-record")
@@ -239,10 +242,7 @@ def test_a_live_recorder_that_never_loads_is_named_and_the_microphone_closed(pla
     path, _ = talk_wav
     browser = launch(playwright, path)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.add_init_script(TRACK_SETTINGS_SCRIPT)
-        page.route(RECORDER_MODULES, lambda route: route.abort())
-        page.goto(server_url)
+        page = open_page(browser, server_url, blocked_files=RECORDER_MODULES)
         page.locator("#live-speech button.record-button").click()
         error = page.locator("#live-recorder-error")
         error.wait_for(timeout=1000 * (sum(app.LIVE_RECORD_RETRIES_S) + 10))
