@@ -167,9 +167,10 @@ LIVE_RECORD_RETRY_SCRIPT = f"""
   }}, true);
   window.addEventListener("unhandledrejection", async (event) => {{
     const notLoaded = event.reason instanceof TypeError && /is not a constructor/.test(event.reason.message);
-    if (!notLoaded || !visible(STOP)) return;
+    const stop = visible(STOP);
+    if (!notLoaded || !stop) return;
     event.preventDefault();
-    (await whenVisible(STOP)).click();
+    stop.click();
     const record = await whenVisible(RECORD);
     if (retries === RETRIES_MS.length) return giveUp();
     setTimeout(() => record.click(), RETRIES_MS[retries++]);

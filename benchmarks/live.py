@@ -403,45 +403,53 @@ def sessions_rows(model, talks, counts: tuple[int, ...], seconds: float) -> list
 
 
 @contextlib.contextmanager
-def recordings_analysed(talks) -> Iterator[tuple[object, str]]:
-    """The default model, on the server's torch settings, while the page analyses all the
-    recordings it takes at once but one (serving.REQUESTS_AT_ONCE - 1) of BUSY_RECORDING_S each,
-    again and again: their passes and whatever runs inside the block share the model's slots
-    (ser_train.passes). Gives the model and what is analysed, in words."""
+def server_model() -> Iterator[object]:
+    """The default model as the server runs it: torch set by serving.configure_torch (restored
+    afterwards) and the model loaded under it, sized for the server's passes at once."""
     import torch
 
-    from ser_train.analysis import analyse_waveform
     from ser_train.inference import load_model
-    from ser_train.serving import REQUESTS_AT_ONCE, configure_torch
+    from ser_train.serving import configure_torch
 
-    recordings = REQUESTS_AT_ONCE - 1
-    recording = np.concatenate([waveform for waveform, _ in talks])[: round(BUSY_RECORDING_S * SAMPLING_RATE)]
     threads_before = torch.get_num_threads()
     configure_torch()
     try:
-        model = load_model(DEFAULT_MODEL)  # sized for the server's passes at once
-        stop = threading.Event()
-
-        def analyse_again_and_again() -> None:
-            while not stop.is_set():
-                analyse_waveform(model, recording)
-
-        busy = [threading.Thread(target=analyse_again_and_again) for _ in range(recordings)]
-        for thread in busy:
-            thread.start()
-        try:
-            yield model, f"{recordings} recordings of {len(recording) / SAMPLING_RATE / 60:.1f} minutes are analysed"
-        finally:
-            stop.set()
-            for thread in busy:
-                thread.join()
+        yield load_model(DEFAULT_MODEL)
     finally:
         torch.set_num_threads(threads_before)
 
 
+@contextlib.contextmanager
+def recordings_analysed(model, talks) -> Iterator[str]:
+    """`model` analysing all the recordings the page takes at once but one
+    (serving.REQUESTS_AT_ONCE - 1) of BUSY_RECORDING_S each, again and again: their passes and
+    whatever runs inside the block share the model's slots (ser_train.passes). Gives what is
+    analysed, in words."""
+    from ser_train.analysis import analyse_waveform
+    from ser_train.serving import REQUESTS_AT_ONCE
+
+    recordings = REQUESTS_AT_ONCE - 1
+    recording = np.concatenate([waveform for waveform, _ in talks])[: round(BUSY_RECORDING_S * SAMPLING_RATE)]
+    stop = threading.Event()
+
+    def analyse_again_and_again() -> None:
+        while not stop.is_set():
+            analyse_waveform(model, recording)
+
+    busy = [threading.Thread(target=analyse_again_and_again) for _ in range(recordings)]
+    for thread in busy:
+        thread.start()
+    try:
+        yield f"{recordings} recordings of {len(recording) / SAMPLING_RATE / 60:.1f} minutes are analysed"
+    finally:
+        stop.set()
+        for thread in busy:
+            thread.join()
+
+
 def beside_recordings_row(talks, seconds: float) -> Row:
     """One live session's answer delay while the page analyses as many recordings as it takes."""
-    with recordings_analysed(talks) as (model, analysed):
+    with server_model() as model, recordings_analysed(model, talks) as analysed:
         delays, _ = run_sessions(model, talks[0][0], 1, seconds)
     p95 = float(np.percentile(delays, 95))
     return Row(
@@ -457,11 +465,7 @@ def calibration_beside_recordings_row(talks, calibrations: int) -> Row:
     """A visitor's calibration (CALIBRATION_S of a conversation through the mood prompt's
     source, as the page calibrates) while the page analyses as many recordings as it takes,
     against the same calibration on the idle model: each batch of its speech takes its own turn."""
-    import torch
-
     from ser_train.calibration_prompts import MOODS
-    from ser_train.inference import load_model
-    from ser_train.serving import configure_torch
 
     calibration_audio = talks[-1][0][: round(CALIBRATION_S * SAMPLING_RATE)]
 
@@ -473,14 +477,10 @@ def calibration_beside_recordings_row(talks, calibrations: int) -> Row:
             times.append(time.perf_counter() - start)
         return times
 
-    threads_before = torch.get_num_threads()
-    configure_torch()
-    try:
-        idle = calibration_times(load_model(DEFAULT_MODEL))
-    finally:
-        torch.set_num_threads(threads_before)
-    with recordings_analysed(talks) as (model, analysed):
-        busy = calibration_times(model)
+    with server_model() as model:
+        idle = calibration_times(model)
+        with recordings_analysed(model, talks) as analysed:
+            busy = calibration_times(model)
     return Row(
         SECTION,
         f"a {CALIBRATION_S:g} s calibration while {analysed} ({DEFAULT_NAME}, the server's threads; {calibrations} calibrations)",
