@@ -178,6 +178,7 @@ LIVE_RECORD_RETRY_SCRIPT = f"""
 }})();
 </script>
 """
+LIVE_CONTROL_GROUP = "live-control"  # Gradio concurrency group of a stream's start and stop (one slot)
 
 # A screen reader hears what changes in these areas (the answer, a refusal, the calibration's
 # state, live mode's summary) without having to look for it; Gradio has no option for it. Live
@@ -1134,11 +1135,16 @@ def build_app() -> gr.Blocks:
         live_outputs = list(LiveOutputs(now=live_now, timeline=live_timeline, summary=live_summary))
         # No progress overlay: the answers replace each other every STEP_S.
         live_events = dict(outputs=live_outputs, show_progress="hidden", api_visibility="private")
-        live_audio.start_recording(live_start, inputs=[model, custom_id, calibrations], **live_events)
+        # A stream's start and stop share one slot, so they run in the order pressed (Gradio's queue
+        # is first come, first served within a group, and picks among groups at random): the
+        # early-Record retry (LIVE_RECORD_RETRY_SCRIPT) presses Stop and then Record, and a start run
+        # before that stop would be closed by it. One slot is what each had alone (Gradio's default).
+        live_turns = dict(concurrency_id=LIVE_CONTROL_GROUP, concurrency_limit=1)
+        live_audio.start_recording(live_start, inputs=[model, custom_id, calibrations], **live_turns, **live_events)
         live_audio.stream(
             live_step, inputs=live_audio, stream_every=CHUNK_S, time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, **live_events
         )
-        live_audio.stop_recording(live_stop, **live_events)
+        live_audio.stop_recording(live_stop, **live_turns, **live_events)
         demo.unload(live_close)
         with gr.Row(visible=False):  # the API endpoints' own (hidden) inputs and outputs
             api_audio = gr.Audio(type="filepath", label="audio")

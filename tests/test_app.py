@@ -858,6 +858,15 @@ def test_the_pages_analyses_and_the_apis_have_request_slots_of_their_own():
     assert events[app.live_step].concurrency_limit is None
 
 
+def test_a_live_stop_and_the_record_pressed_after_it_run_in_the_order_pressed():
+    """The early-Record retry presses Stop, then Record 0.25 s later. Gradio's queue picks among
+    concurrency groups at random, so in groups of their own the start could run first and the stop
+    then close the stream just started; within one group of one slot they run first come, first served."""
+    events = {fn.fn: fn for fn in app.demo.fns.values()}
+    turns = {(events[handler].concurrency_id, events[handler].concurrency_limit) for handler in (app.live_start, app.live_stop)}
+    assert turns == {(app.LIVE_CONTROL_GROUP, 1)}
+
+
 def test_a_live_chunk_is_removed_once_heard(monkeypatch, tiny_model_dir, tmp_path, uploads):
     from speech import spoken
 
