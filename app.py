@@ -410,8 +410,8 @@ def required_audio(audio_path: str | None, missing: str = NO_AUDIO_ON_PAGE) -> s
 
 # The page's first choice: on corpora held out of the bundled model's training, calibration from
 # two clips of each prompted mood, compared with the training speakers' speech in those moods,
-# raised its mean UA from 0.428 to 0.596 (one clip compared with all speech: 0.556), from
-# neutral speech only to 0.449 (README, Speaker calibration and Generalisation).
+# raised its mean UA from 0.458 to 0.558, where neutral speech left it at 0.458 (README,
+# Generalisation; how the prompt was chosen: docs/CALIBRATION.md).
 PAGE_CALIBRATION_PROMPT = MOODS
 
 
@@ -767,7 +767,7 @@ def unsure_note(rule: UnsureRule, calibrated: bool, model_dir: str) -> str:
 # Under this much speech the page says how little it heard. The corpora's clips hold about 2 s of
 # speech, so their whole-clip figures already stand for that much; nearer to 1 s, the models were
 # right far less often on corpora they never trained on and leaned on one emotion (the default:
-# 33 % against 43 %; README, Generalisation).
+# UA 38 % against 46 %, one emotion up to 47 % of the answers; README, Generalisation).
 LITTLE_SPEECH_S = 1.5
 
 

@@ -21,8 +21,8 @@ Also the temperature that would have minimised each row's ECE (chosen on the sco
 bound, not a method), and a per-class bias beside the temperature (vector scaling's bias,
 L2 0 / 0.01 / 0.1), fitted on the nested fits' uncalibrated answers: it moves answers, so UA and
 the most-predicted share are reported for it too. Every clip is represented once (representations
-do not depend on the head); each fit then answers from them. A probe behind a README figure
-(Generalisation), not part of the package; it writes runs/confidence/<run>.json.
+do not depend on the head); each fit then answers from them. A probe behind a figure in
+docs/GENERALISATION.md, not part of the package; it writes runs/confidence/<run>.json.
 
 `--bias-only` fits just the per-class bias rule, from the run's saved answers alone (seconds, no
 clip represented again), on every held-out corpus of any run (the six-corpus one among them), and

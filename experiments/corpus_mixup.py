@@ -8,7 +8,7 @@ training clip, one extra row, lambda * its statistics + (1 - lambda) * those of 
 the same emotion from another training corpus, lambda uniform in [0, 1], labelled with that
 emotion; the head `train whisper` fits (`experiments/layer_choice.held_out_scores`), leaving each
 corpus out, against the same head on the clean rows alone. Settings fixed beforehand. A probe
-behind a README figure, not part of the package.
+behind a figure in docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

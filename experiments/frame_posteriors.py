@@ -15,7 +15,8 @@ full-batch L-BFGS), on frames weighted so that every clip counts as one row weig
 pass cached in runs/probe/ (3.4 GB); `--stride n` keeps every n-th frame, to fit in memory.
 Against the same head on the same hidden states' pooled statistics (mean and spread), leaving each
 corpus out in turn. Settings fixed beforehand; the mean of the frames' probabilities is printed
-beside, not chosen between. A probe behind a README figure, not part of the package.
+beside, not chosen between. A probe behind a figure in docs/GENERALISATION.md, not part of the
+package.
 """
 
 from __future__ import annotations

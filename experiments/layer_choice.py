@@ -14,7 +14,7 @@ other corpora in turn (a head on one, scored on the other), then scored once on 
 corpus. Clean clips only (no crops, augmented or calibrated views), so the "every layer" row is
 the top-layer probe's frozen row.
 
-A probe behind a README figure (Generalisation), not part of the package; it writes under runs/.
+A probe behind a figure in docs/GENERALISATION.md, not part of the package; it writes under runs/.
 """
 
 from __future__ import annotations

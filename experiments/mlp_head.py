@@ -15,8 +15,8 @@ Only the head changes: the split, standardisation, row weights and scoring are
 leave one corpus out. If an MLP beats the linear head, the figure is the nested choice between
 {linear, MLP 256, MLP 64} (as `nested_penalty.py`'s): for each held-out corpus, the head that
 did best when each of the other two corpora was held out of a head trained on the remaining
-one, then scored once on the held-out corpus. A probe behind a README figure, not part of the
-package.
+one, then scored once on the held-out corpus. A probe behind a figure in docs/GENERALISATION.md,
+not part of the package.
 """
 
 from __future__ import annotations

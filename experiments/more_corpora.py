@@ -17,7 +17,7 @@ corpus and every emotion within it counts the same), leaving one corpus out: RAV
 EMOVO each held out of a head trained on the other two, without and with the further corpora in
 training (all of them, each alone, all but each one, and those the bundled default learned from),
 and each further corpus held out of a head trained on all the rest. Settings fixed beforehand; a
-probe behind a README figure, not part of the package.
+probe behind a figure in docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

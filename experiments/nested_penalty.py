@@ -9,7 +9,7 @@ would let the held-out corpora choose, so the figure is the nested choice (as
 `layer_choice.py`'s): for each held-out corpus, the penalty that did best when each of the other
 two corpora was held out of a head trained on the remaining one, then scored once on the
 held-out corpus. Every layer's frozen statistics of the clean trimmed clips. A probe behind a
-README figure, not part of the package.
+figure in docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

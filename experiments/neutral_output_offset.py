@@ -14,7 +14,7 @@ answering "neutral" less is free; here half of each speaker's neutral and calm c
 MIN_NEUTRAL_CALIBRATION_S) calibrate and the other half is scored as neutral, so it is not.
 Caveat: the reference profile comes from the other corpora's held-out answers, given by models
 that trained on the scored corpus; shipping this would need it from the nested fits instead. A
-probe behind a README figure, not part of the package.
+probe behind a figure in docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ L_g its mean loss (each emotion within it weighing the same): eta -> 0 is the sh
 large eta its worst group. Convex like the shipped objective, so L-BFGS from zeros as there.
 Groups are the training speakers (the figure, eta = 5 fixed beforehand, 1 and 20 beside it) or
 the training corpora (eta = 5). On every layer's frozen statistics of the clean trimmed clips
-(`layer_choice.frozen_statistics`), leave one corpus out. A probe behind a README figure, not
-part of the package.
+(`layer_choice.frozen_statistics`), leave one corpus out. A probe behind a figure in
+docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

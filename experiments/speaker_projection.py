@@ -13,7 +13,7 @@ less than the training speakers, 7 when RAVDESS is held out) are projected out o
 training and test alike, and the head `train whisper` fits is trained on what remains
 (nuisance-attribute projection, as speaker verification uses it for channels). K = 10 is the figure, fixed
 beforehand; K = 5 and 20 are printed beside it, not chosen between. Leave one corpus out, clean
-trimmed clips. A probe behind a README figure, not part of the package.
+trimmed clips. A probe behind a figure in docs/GENERALISATION.md, not part of the package.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ corpus and every emotion within it counts the same (as `train whisper`). The fro
 same head on the unadapted layer: the comparison. Settings are fixed beforehand (no held-out
 corpus chooses anything); every epoch is printed, the last is the figure.
 
-A probe behind a README figure (Generalisation), not part of the package; it writes under runs/.
+A probe behind a figure in docs/GENERALISATION.md, not part of the package; it writes under runs/.
 """
 
 from __future__ import annotations

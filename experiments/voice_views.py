@@ -17,8 +17,8 @@ formants differ by about 15-20 %).
 Scored as `experiments/layer_choice.py` scores its every-layer row (the head `train whisper`
 fits, rows weighted per corpus and emotion), leaving each corpus out, on statistics computed here
 for the clean clips too (that probe's cache holds the top layer's from float16 frames): clean training clips, against clean plus VIEWS voice views of every training clip.
-Test clips are always clean. A probe behind a README figure, not part of the package; it writes
-under runs/.
+Test clips are always clean. A probe behind a figure in docs/GENERALISATION.md, not part of the
+package; it writes under runs/.
 """
 
 from __future__ import annotations

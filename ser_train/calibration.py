@@ -50,7 +50,7 @@ NEUTRAL_EMOTIONS = ("neutral", "calm")  # the emotions a read neutral passage st
 PROMPTED_MOODS = (NEUTRAL_EMOTIONS, ("happy",), ("sad",), ("angry",))
 # How many times the mood prompt asks for each mood. On corpora held out of the bundled Whisper
 # model's training, two clips per mood gave a mean UA of 0.586 against 0.556 from one (three:
-# 0.595), for 20-35 s of speech against 10-20 s (README, Speaker calibration).
+# 0.595), for 20-35 s of speech against 10-20 s (docs/CALIBRATION.md).
 CLIPS_PER_PROMPTED_MOOD = 2
 MIN_CLIPS_FOR_SPREAD = 3  # fewer clips (or a neutral sample) move the mean only
 SPREAD_PRIOR_CLIPS = 5.0  # the population spread counts as this many clips of the speaker

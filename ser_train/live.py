@@ -47,8 +47,8 @@ SMOOTHING = 0.5  # weight of the newest answer in the moving average (1.0: no sm
 MIN_JUDGED_SPEECH_S = 1.0
 # The first answers of an utterance are about its first second or so of speech: the case measured
 # on corpora the models never trained on as the first 1 s of each clip, where the default was right
-# far less often than on whole clips and gave one emotion up to 81 % of a corpus's answers (README,
-# Generalisation). Until the utterance holds this much speech its answers are unsure, whatever the
+# far less often than on whole clips and gave one emotion up to 47 % of a corpus's answers (the
+# previous default: 81 %; README, Generalisation). Until the utterance holds this much speech its answers are unsure, whatever the
 # probabilities. (A short upload is a whole utterance, as the corpora's clips are, and is judged by
 # the model's rule, which was measured on those.)
 MIN_SURE_SPEECH_S = 1.5

@@ -70,7 +70,7 @@ REPRESENTATION = "encoder_statistics"  # the name calibrations give the pooled s
 # config.json: the model pools over each clip's speech only. The share of silence around a clip
 # differs between corpora (RAVDESS clips hold about a second of it, TESS's much less), and
 # statistics over every frame learned that share as part of the emotion: measured leaving each
-# corpus out, trimming raised the mean UA by 4 points (README, Generalisation).
+# corpus out, trimming raised the mean UA by 4 points (docs/GENERALISATION.md).
 TRIM_SILENCE_KEY = "trim_silence"
 
 

@@ -54,7 +54,7 @@ class CNNHyperparameters:
     augmented_views: int = 2  # waveform-augmented copies of each training clip, beside the clean one
     # Copies of each training clip as if recorded in another room, microphone band and codec
     # (augment.channel_view), beside the augmented ones. Measured leaving each of RAVDESS, TESS
-    # and EMOVO out, 2 views raised the mean held-out UA from 0.293 to 0.365 (README, Generalisation).
+    # and EMOVO out, 2 views raised the mean held-out UA from 0.293 to 0.365 (docs/GENERALISATION.md).
     channel_views: int = 2
     # Share of training clips seen, each epoch, through a calibration from a random sample of
     # their speaker's clips (any K, or their neutral and calm clips), so that one model learns

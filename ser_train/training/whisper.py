@@ -71,7 +71,7 @@ class WhisperHyperparameters:
     # Copies of every clip's speech in another simulated room, microphone band and codec
     # (augment.channel_view): what differs between corpora besides the voices. Measured leaving
     # each of RAVDESS, TESS and EMOVO out, 2 views raised the mean held-out UA from 0.395 to 0.428
-    # (README, Generalisation).
+    # (docs/GENERALISATION.md).
     channel_views: int = 2
     # Pool over each clip's speech only (see whisper.TRIM_SILENCE_KEY); views are made of the
     # trimmed clip.
@@ -81,7 +81,8 @@ class WhisperHyperparameters:
     balance_corpora: bool = True
     # Directions in which the training speakers' voices differ most (speaker_directions), removed
     # from what the head sees, so that it cannot tell emotions apart by who is speaking. 0: none.
-    # 10 moved the mean held-out UA over RAVDESS, TESS and EMOVO from 0.428 to 0.425 (README).
+    # 10 moved the mean held-out UA over RAVDESS, TESS and EMOVO from 0.428 to 0.425
+    # (docs/GENERALISATION.md).
     speaker_directions: int = 0
     seed: int = 0
 
