@@ -48,9 +48,9 @@ MIN_JUDGED_SPEECH_S = 1.0
 # The first answers of an utterance are about its first second or so of speech: the case measured
 # on corpora the models never trained on as the first 1 s of each clip, where the default was right
 # far less often than on whole clips and gave one emotion up to 47 % of a corpus's answers (the
-# previous default: 81 %; README, Generalisation). Until the utterance holds this much speech its answers are unsure, whatever the
-# probabilities. (A short upload is a whole utterance, as the corpora's clips are, and is judged by
-# the model's rule, which was measured on those.)
+# previous default: 81 %; README, Generalisation). Until the utterance holds this much speech its
+# answers are unsure, whatever the probabilities. (A short upload is a whole utterance, as the
+# corpora's clips are, and is judged by the model's rule, which was measured on those.)
 MIN_SURE_SPEECH_S = 1.5
 HISTORY_S = 60.0  # answers kept for the page's rolling timeline
 # The page's microphone sends what it recorded every CHUNK_S, and `play` feeds recordings in chunks
