@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ser_train.audio import SAMPLING_RATE
-from ser_train.calibration import PROMPTED_MOODS, PROTOCOL_REPEATS, PROTOCOL_SEED, prompted_mood_clips
+from ser_train.calibration import CLIPS_PER_PROMPTED_MOOD, PROMPTED_MOODS, PROTOCOL_REPEATS, PROTOCOL_SEED, prompted_mood_clips
 from ser_train.corpora import load_corpus
 from ser_train.data import audio_arrays
 from ser_train.evaluation import SharedScoring
@@ -44,40 +44,36 @@ def mood_columns(labels: list[str]) -> list[list[int]]:
     return [[labels.index(name) for name in mood if name in labels] for mood in PROMPTED_MOODS]
 
 
+def with_bias(log_probabilities: np.ndarray, bias: np.ndarray, columns: list[list[int]]) -> np.ndarray:
+    """Log-probabilities with each prompted mood's columns moved by its bias, renormalised."""
+    moved = log_probabilities.astype(np.float64)  # float32 would hide the optimiser's finite steps
+    for mood, mood_columns in enumerate(columns):
+        moved[:, mood_columns] += bias[mood]
+    return moved - np.logaddexp.reduce(moved, axis=1, keepdims=True)
+
+
 def fit_mood_bias(log_probabilities: np.ndarray, moods: np.ndarray, columns: list[list[int]], penalty: float) -> np.ndarray:
     """[len(PROMPTED_MOODS)] zero-mean biases maximising the calibration clips' likelihood of
     their prompted mood (a mood's probability: the sum over its columns) minus penalty * |b|^2."""
 
-    log_probabilities = log_probabilities.astype(np.float64)  # float32 hides the optimiser's finite steps
-
     def loss(raw: np.ndarray) -> float:
         bias = raw - raw.mean()
-        shifted = log_probabilities.copy()
-        for mood, mood_cols in enumerate(columns):
-            shifted[:, mood_cols] += bias[mood]
-        shifted -= np.logaddexp.reduce(shifted, axis=1, keepdims=True)
-        mood_log_p = np.array([np.logaddexp.reduce(shifted[i, columns[m]]) for i, m in enumerate(moods)])
-        return float(-mood_log_p.sum() + penalty * np.sum(bias**2))
+        moved = with_bias(log_probabilities, bias, columns)
+        mood_log_p = [np.logaddexp.reduce(moved[clip, columns[mood]]) for clip, mood in enumerate(moods)]
+        return float(-np.sum(mood_log_p) + penalty * np.sum(bias**2))
 
     raw = minimize(loss, np.zeros(len(columns)), method="L-BFGS-B").x
     return raw - raw.mean()
 
 
-def with_bias(log_probabilities: np.ndarray, bias: np.ndarray, columns: list[list[int]]) -> np.ndarray:
-    shifted = log_probabilities.astype(np.float64)
-    for mood, mood_cols in enumerate(columns):
-        shifted[:, mood_cols] += bias[mood]
-    return np.exp(shifted - np.logaddexp.reduce(shifted, axis=1, keepdims=True))
-
-
-def representations_of(model, corpus_folder: str, dataset) -> list[dict[str, np.ndarray]]:
+def representations_of(model, corpus_folder: str, waveforms: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Each clip's representation, computed once and cached (one array per clip per name)."""
     path = CACHE / f"{Path(corpus_folder).name}.npz"
     if path.exists():
         stored = np.load(path)
         names = sorted({key.split("/", 1)[1] for key in stored.files})
-        return [{name: stored[f"{i}/{name}"] for name in names} for i in range(dataset.num_rows)]
-    representations = model.represent(audio_arrays(dataset))
+        return [{name: stored[f"{i}/{name}"] for name in names} for i in range(len(waveforms))]
+    representations = model.represent(waveforms)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{f"{i}/{name}": value for i, clip in enumerate(representations) for name, value in clip.items()})
     return representations
@@ -99,11 +95,13 @@ def main() -> None:
         names = dataset.features["emotion"].names
         emotions = np.array([names[e] for e in dataset["emotion"]])
         speakers = np.asarray(dataset["actor"])
-        seconds = np.array([len(w) for w in audio_arrays(dataset)]) / SAMPLING_RATE
+        waveforms = audio_arrays(dataset)
+        seconds = np.array([len(w) for w in waveforms]) / SAMPLING_RATE
         scoring = SharedScoring.of(dataset, labels)  # the bundled models trained on all their labels
         position = {row: i for i, row in enumerate(scoring.kept)}
-        representations = representations_of(model, folder, dataset)
+        representations = representations_of(model, folder, waveforms)
         rng = np.random.default_rng(PROTOCOL_SEED)
+        moods = np.repeat(np.arange(len(PROMPTED_MOODS)), CLIPS_PER_PROMPTED_MOOD)  # prompted_mood_clips' order
         uncalibrated = model.predict_represented(representations, None)
         scored, calibrated, biased, used = [], [], {p: [] for p in penalties}, set()
         for _ in range(PROTOCOL_REPEATS):
@@ -129,19 +127,17 @@ def main() -> None:
                     for clip in calibration_clips
                 ])
                 answers = model.predict_represented([representations[i] for i in rest], calibration)
-                moods = np.array([next(m for m, mood in enumerate(PROMPTED_MOODS) if emotions[i] in mood) for i in calibration_clips])
                 log_own, log_answers = np.log(np.maximum(own_answers, 1e-12)), np.log(np.maximum(answers, 1e-12))
                 for penalty in penalties:
-                    biased[penalty].append(with_bias(log_answers, fit_mood_bias(log_own, moods, columns, penalty), columns))
+                    biased[penalty].append(np.exp(with_bias(log_answers, fit_mood_bias(log_own, moods, columns, penalty), columns)))
                 calibrated.append(answers)
                 scored += rest
         references = scoring.references[[position[row] for row in scored]]
 
         def ua(probabilities: np.ndarray) -> tuple[float, str]:
-            predicted = scoring.predict_ids(probabilities)
-            counts = np.bincount(predicted, minlength=len(scoring.labels))
-            top = f"{scoring.labels[counts.argmax()]} {100 * counts.max() / len(predicted):.0f} %"
-            return scoring.metrics(references, predicted)["balanced_accuracy"], top
+            metrics = scoring.metrics(references, scoring.predict_ids(probabilities))
+            top = metrics["most_predicted"]
+            return metrics["balanced_accuracy"], f"{top['emotion']} {100 * top['share']:.0f} %"
 
         plain, plain_top = ua(np.concatenate(calibrated))
         with_biases = [ua(np.concatenate(biased[p])) for p in penalties]
