@@ -10,7 +10,7 @@
 decides it: int8 only if, on the bundled Whisper recipe's cross-validation folds, int8's mean
 UA stays within 0.5 points of fp32's and the top emotion agrees on at least 99 % of RAVDESS
 clips (`python -m benchmarks.int8_check RUN_DIR`). Measured, it does not (UA 1.5 points lower,
-91 % agreement; README, Benchmarks), so the default is fp32 and int8 is there to ask for.
+91 % agreement; README, Precision), so the default is fp32 and int8 is there to ask for.
 This module imports nothing heavy, so the CLI's --help stays instant.
 """
 

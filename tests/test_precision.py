@@ -151,7 +151,7 @@ def test_ser_precision_sets_the_default_and_fp32_is_the_default_otherwise():
         env = {key: value for key, value in os.environ.items() if key != PRECISION_ENV}
         return subprocess.run([sys.executable, "-c", code], env={**env, **environment}, capture_output=True, text=True, check=True).stdout.strip()
 
-    assert default_with({}) == FP32  # issue #19's rule does not hold for int8 (README, Benchmarks)
+    assert default_with({}) == FP32  # issue #19's rule does not hold for int8 (README, Precision)
     assert default_with({PRECISION_ENV: INT8}) == INT8
 
 

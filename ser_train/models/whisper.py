@@ -172,7 +172,8 @@ def quantize_encoder(model: WhisperForEmotionRecognition) -> None:
     multiply-adds; the convolutions, layer norms, attention itself and the classifier stay fp32.
     The quantisation takes about a second, so nothing is stored: every Whisper folder has an
     int8 form. `torch.ao.quantization` is deprecated in favour of torchao, whose int8 linear
-    layers measured slower here (README, Benchmarks); the API is kept while torch is pinned.
+    layers measured slower here when this path was chosen (2026-12-01; those figures were not
+    kept); the API is kept while torch is pinned.
     """
     torch.ao.quantization.quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
