@@ -31,6 +31,7 @@ pytestmark = pytest.mark.browser
 
 UPDATE_POLL_S = 0.1
 START_TIMEOUT_MS = 60_000  # the first answer loads the model on a busy 2-core machine
+AFTER_TALK_S = 1.0  # followed past the talk's end: its last answers reach the page after it
 UNLOAD_TIMEOUT_S = 30  # Gradio notices a closed page when its heartbeat connection drops
 # Records each microphone track the page opens with the settings it got: the page's own
 # raw-capture script runs after this and wraps it, so what is recorded is what the page asked for.
@@ -161,7 +162,7 @@ def test_live_mode_follows_the_speaker_and_sums_up(playwright, server_url, talk_
         page = open_page(browser, server_url)
         start_live(page)
         page.locator("#live-now h2").wait_for(timeout=START_TIMEOUT_MS)
-        [shown] = follow([page], soundfile.info(path).duration + 1.0)
+        [shown] = follow([page], soundfile.info(path).duration + AFTER_TALK_S)
         screenshot(page, "live-following")
         summary = stop_live(page)
         screenshot(page, "live-summary")
@@ -237,7 +238,7 @@ def test_a_record_pressed_before_the_live_recorder_loaded_still_streams(playwrig
         page.locator("#live-now h2").wait_for(timeout=START_TIMEOUT_MS)
         # The whole talk, as the other tests follow it: half of it held only the first sentence,
         # whose three or four answers a loaded CI machine's page can fall behind on (it showed one).
-        [shown] = follow([page], soundfile.info(path).duration + 1.0)
+        [shown] = follow([page], soundfile.info(path).duration + AFTER_TALK_S)
         screenshot(page, "live-early-record")
         summary = stop_live(page)
     finally:
