@@ -26,6 +26,8 @@ from ser_train.calibration import calibrated_as, clips_per_mood
 from ser_train.errors import DataError, SERError
 
 EVAL_RESULTS_FILE = "eval_results.json"
+CONFIG_FILE = "config.json"  # a model's settings; a multi-corpus run adds its confidence to it
+TRAINING_ARGS_FILE = "training_args.json"  # how a run was started: command, data, splits, settings
 # `evaluate --held-out-corpora` into a model's own folder: the model itself scored on corpora none
 # of its training heard, kept beside (never over) what training measured in eval_results.json.
 OUTSIDE_RESULTS_FILE = "outside_eval_results.json"
@@ -46,6 +48,15 @@ def read_record(path: str | Path) -> dict:
     if not isinstance(content, dict):
         raise SERError(f"{path} holds no JSON object; it is damaged.")
     return content
+
+
+def write_record(path: str | Path, content: dict) -> None:
+    """Write a JSON record whole or not at all: to a partial file first, then renamed over `path`,
+    so a run killed while writing leaves the earlier record (or none), never half of one."""
+    path = Path(path)
+    partial = path.with_name(f"partial-{path.name}")
+    partial.write_text(json.dumps(content, indent=2) + "\n")
+    partial.replace(path)
 
 
 def eval_results_of(model_dir: str | Path) -> dict:
@@ -211,7 +222,7 @@ def write_eval_results(output_dir: str | Path, results: dict, file_name: str = E
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / file_name
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_record(path, results)
     if "test" not in results:
         return path
     test = results["test"]

@@ -43,7 +43,7 @@ from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
 from ser_train.errors import AudioError, HubError, ModelError, SERError
-from ser_train.evaluation import eval_results_of
+from ser_train.evaluation import CONFIG_FILE, eval_results_of
 from ser_train.hub import MODEL_FILE_PATTERNS, SAFETENSORS_FILES, fetch_model_files
 from ser_train.passes import PassQueue
 from ser_train.precision import FP32, checked_precision
@@ -53,9 +53,8 @@ BUNDLED_WHISPER = str(MODELS_DIR / "six-corpora-whisper-base")
 BUNDLED_CNN = str(MODELS_DIR / "ravdess-tess-emovo-cnn")
 BUNDLED_MODELS = (BUNDLED_WHISPER, BUNDLED_CNN)
 
-CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the transformers feature-extractor settings
-CNN_MODEL_TYPE = "ser-cnn"
+CNN_MODEL_TYPE = "ser-cnn"  # ser_train.models.cnn.MODEL_TYPE (tested equal)
 WHISPER_MODEL_TYPE = "whisper-emotion"  # ser_train.models.whisper.EMOTION_MODEL_TYPE (tested equal)
 # Loading reads what hub.MODEL_FILE_PATTERNS fetches, and only model types that transformers
 # itself implements, or that this package does, are accepted (trust_remote_code stays off).

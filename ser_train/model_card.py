@@ -30,9 +30,11 @@ from ser_train.confidence import CONFIDENCE_RESULTS_KEY
 from ser_train.corpora import KNOWN_CORPORA, corpus_info, corpus_names_of
 from ser_train.errors import SERError
 from ser_train.evaluation import (
+    CONFIG_FILE,
     CONFUSION_MATRIX_FILE,
     EVAL_RESULTS_FILE,
     OUTSIDE_RESULTS_FILE,
+    TRAINING_ARGS_FILE,
     UNTRAINED_CLIPS_KEY,
     answers_among,
     read_record,
@@ -52,8 +54,6 @@ from ser_train.hub import check_repo_id
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
-TRAINING_ARGS_FILE = "training_args.json"
-CONFIG_FILE = "config.json"
 
 RAVDESS_LICENSE = "cc-by-nc-sa-4.0"  # the corpus licence, which trained models inherit
 # Trained on several corpora, a model is bound by all their licences, which no single Hub licence

@@ -15,6 +15,7 @@ from ser_train.cli import main
 from ser_train.data import EMOTIONS, audio_arrays, load_ravdess, split_by_actor
 from ser_train.evaluation import EVAL_RESULTS_FILE
 from ser_train.features import FeatureConfig, extract_features
+from ser_train.inference import CNN_MODEL_TYPE
 from ser_train.models.cnn import MODEL_TYPE, EmotionCNN
 from ser_train.training import cnn as cnn_training
 from ser_train.training.cnn import CHECKPOINT_DIR, CNNFamily, CNNHyperparameters
@@ -60,7 +61,7 @@ def test_short_training_beats_chance_on_held_out_actors(splits, trained):
 def test_saved_model_is_hub_format_and_reloads_to_identical_probabilities(splits, trained):
     _, fitted, output_dir = trained
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["model_type"] == MODEL_TYPE
+    assert config["model_type"] == MODEL_TYPE == CNN_MODEL_TYPE  # what ser_train.inference knows a CNN by
     assert config["labels"] == list(EMOTIONS)
     assert FeatureConfig.from_dict(config["feature_config"]) == fitted.model.feature_config
     assert (output_dir / "model.safetensors").is_file()

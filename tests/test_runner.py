@@ -13,7 +13,7 @@ from ser_train import cli
 from ser_train.corpora import load_corpora
 from ser_train.data import EMOTIONS, audio_arrays
 from ser_train.errors import SERError
-from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, SharedScoring
+from ser_train.evaluation import CONFUSION_MATRIX_FILE, EVAL_RESULTS_FILE, SharedScoring, write_record
 from ser_train.training import runner
 
 
@@ -106,6 +106,35 @@ def test_resume_skips_finished_folds(synthetic_ravdess, tmp_path):
     assert resumed["cross_validation"] == first["cross_validation"]
     # The record of how the run was started is kept, not replaced by the resume command.
     assert json.loads((tmp_path / runner.TRAINING_ARGS_FILE).read_text())["command"] == ["train"]
+
+
+def test_a_record_cut_off_while_written_leaves_the_earlier_one(synthetic_ravdess, tmp_path, monkeypatch):
+    """A run killed while it writes a fold's record (or a model's config.json) must leave a record
+    that --resume reads, not half of one that stops it with a JSONDecodeError."""
+    first = runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, num_folds=3, command=["train"])
+    record = tmp_path / "folds" / "fold-3" / runner.FOLD_RESULT_FILE
+    finished = record.read_text()
+
+    def killed_half_way(path: Path, text: str) -> None:
+        with open(path, "w") as file:
+            file.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        write_record(record, {**json.loads(finished), "best_epoch": 7})
+    monkeypatch.undo()
+    assert record.read_text() == finished
+    resumed = runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, num_folds=3, resume=True, command=["train", "--resume"])
+    assert resumed["cross_validation"] == first["cross_validation"]
+
+
+def test_a_damaged_fold_record_is_named_when_resuming(synthetic_ravdess, tmp_path):
+    runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, num_folds=3, command=["train"])
+    record = tmp_path / "folds" / "fold-2" / runner.FOLD_RESULT_FILE
+    record.write_text(record.read_text()[:40])  # cut short, as by a copy broken off
+    with pytest.raises(SERError, match=r"fold-2/fold_result.json is not valid JSON \(.*\); it is damaged"):
+        runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, num_folds=3, resume=True, command=["train", "--resume"])
 
 
 def test_an_earlier_run_is_never_overwritten(synthetic_ravdess, tmp_path):

@@ -49,6 +49,8 @@ from ser_train.corpora import actors_of_speakers, load_corpora, manifest_split_a
 from ser_train.data import actor_folds, audio_arrays, data_digest, split_by_actor, unique_values, validation_actors
 from ser_train.errors import SERError
 from ser_train.evaluation import (
+    CONFIG_FILE,
+    TRAINING_ARGS_FILE,
     UNTRAINED_CLIPS_KEY,
     classification_metrics,
     eval_results,
@@ -57,14 +59,13 @@ from ser_train.evaluation import (
     per_corpus_metrics,
     read_record,
     write_eval_results,
+    write_record,
 )
 from ser_train.held_out import FITTED_WITHOUT_EACH, calibrated_answers, held_out_corpus_entry, leave_one_corpus_out_summary
 
-TRAINING_ARGS_FILE = "training_args.json"
 DATASET_LOCATIONS_KEY = "dataset_locations"  # in training_args.json: where each dataset source lay
 DATA_DIGEST_KEY = "data_digest"  # in training_args.json: what the data held (ser_train.data.data_digest)
 FOLD_RESULT_FILE = "fold_result.json"
-CONFIG_FILE = "config.json"
 CORPORA_DIR = "corpora"  # OUTPUT_DIR/corpora/<corpus>/: the model fitted without <corpus>
 TEMPERATURE_DIR = "temperature"  # <model dir>/temperature/<corpus>/: fits that set its temperature
 HELD_OUT_FILE = "held_out.npz"  # a fit's untempered answers for the corpus it never heard, calibrated or not
@@ -482,7 +483,7 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
         split_dir = output_dir / CORPORA_DIR / corpus
         record = split_dir / HELD_OUT_RESULT_FILE
         if record.is_file():
-            entries[corpus] = json.loads(record.read_text())
+            entries[corpus] = read_record(record)
             continue
         # In memory: a filter's row list in the cache would be one more file per corpus and run.
         others = dataset.filter(lambda name: name != corpus, input_columns="corpus", keep_in_memory=True)
@@ -498,7 +499,7 @@ def _leave_one_corpus_out(family: Family, dataset: datasets.Dataset, output_dir:
         entry["training_corpora"] = corpus_names(others)
         entry["temperature_from"] = list(inner) or "no other corpus to hold out: probabilities untempered"
         if is_main_process():
-            record.write_text(json.dumps(entry, indent=2) + "\n")
+            write_record(record, entry)
         entries[corpus] = entry
     return leave_one_corpus_out_summary(entries, FITTED_WITHOUT_EACH)
 
@@ -518,10 +519,10 @@ def _calibrate_probabilities(family: Family, training: datasets.Dataset, model_d
     calibrated = {source: _confidence_on(answers, temperatures[source], source) for source, answers in _calibrated_by_source(fits).items()}
     config_path = model_dir / CONFIG_FILE
     if config_path.is_file():  # every real family's folder has one; the tests' stand-in families do not
-        config = json.loads(config_path.read_text())
+        config = read_record(config_path)
         config.update({TEMPERATURE_KEY: results["temperature"], UNSURE_RULE_KEY: results["unsure_rule"]})
         config[CALIBRATED_CONFIDENCE_KEY] = {source: Confidence.from_dict(found).as_dict() for source, found in calibrated.items()}
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        write_record(config_path, config)
     return {**results, "measured_on": list(fits), "calibrated": calibrated}
 
 
@@ -572,7 +573,7 @@ def _run_split(
     record = split_dir / FOLD_RESULT_FILE
     if resume and record.is_file():
         print(f"{split.name}: already finished, reusing {record}")
-        return json.loads(record.read_text())
+        return read_record(record)
     parts = split_by_actor(dataset, split.test_actors, split.validation_actors)
     # The ids are interleaved across corpora: records and cards name the speakers.
     test_speakers, validation_speakers = speaker_names(dataset, split.test_actors), speaker_names(dataset, split.validation_actors)
@@ -607,7 +608,7 @@ def _run_split(
         result["calibration"] = calibration
     if is_main_process():
         split_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(result, indent=2) + "\n")
+        write_record(record, result)
     print(f"{split.name}: test WA {metrics['accuracy']:.3f}  UA {metrics['balanced_accuracy']:.3f}")
     return result
 
@@ -636,7 +637,7 @@ def _calibration_results(model_dir: Path, test: datasets.Dataset, labels: list[s
     """
     from ser_train.inference import load_model
 
-    if not is_main_process() or not (model_dir / "config.json").is_file():
+    if not is_main_process() or not (model_dir / CONFIG_FILE).is_file():
         return None
     model = load_model(str(model_dir))
     if not model.can_calibrate:
@@ -769,4 +770,4 @@ def _write_training_args(output_dir: Path, settings: dict, command: list[str]) -
     # to an `evaluate` or `--resume` run from elsewhere.
     args = {"command": command, **settings, DATASET_LOCATIONS_KEY: source_locations(settings["dataset"])}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(args, indent=2) + "\n")
+    write_record(output_dir / TRAINING_ARGS_FILE, args)
