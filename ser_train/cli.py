@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_channel_views_argument(cnn, "clip", "extract features of (each costs one more feature pass over the corpus)", default=2)
     cnn.set_defaults(run=run_train, family="cnn")
+    # The families' defaults below, passed or stated in a help text, are named without importing
+    # the families, for the same reason (tested equal).
     wav2vec2 = families.add_parser("wav2vec2", help="fine-tune a pretrained speech encoder (transformers)")
     add_training_arguments(wav2vec2)
     add_epoch_arguments(wav2vec2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -135,6 +137,47 @@ def test_a_damaged_fold_record_is_named_when_resuming(synthetic_ravdess, tmp_pat
     record.write_text(record.read_text()[:40])  # cut short, as by a copy broken off
     with pytest.raises(SERError, match=r"fold-2/fold_result.json is not valid JSON \(.*\); it is damaged"):
         runner.run(NearestCentroidFamily(), str(synthetic_ravdess), tmp_path, num_folds=3, resume=True, command=["train", "--resume"])
+
+
+def train_options(family: str) -> dict[str, argparse.Action]:
+    """The options of `train FAMILY`, by flag."""
+    commands = cli.build_parser()._subparsers._group_actions[0]
+    families = commands.choices["train"]._subparsers._group_actions[0]
+    return {flag: action for action in families.choices[family]._actions for flag in action.option_strings}
+
+
+def test_the_train_options_give_the_families_own_defaults():
+    """cli.py names the families' defaults without importing them (so that --help stays instant):
+    each one it passes or states in a help text must be the family's."""
+    from ser_train.models.wav2vec2 import DEFAULT_BASE, TRAIN_MODES
+    from ser_train.training.cnn import CNNHyperparameters
+    from ser_train.training.wav2vec2 import DEFAULT_TRAIN_MODE
+    from ser_train.training.whisper import WhisperHyperparameters
+
+    wav2vec2 = train_options("wav2vec2")
+    assert wav2vec2["--base"].default == DEFAULT_BASE
+    assert (wav2vec2["--train-mode"].default, tuple(wav2vec2["--train-mode"].choices)) == (DEFAULT_TRAIN_MODE, TRAIN_MODES)
+    stated = {  # family: (its hyperparameters, {option: hyperparameter})
+        "whisper": (
+            WhisperHyperparameters(),
+            {
+                "--window-s": "window_s",
+                "--l2": "l2",
+                "--augmented-views": "augmented_views",
+                "--cropped-views": "cropped_views",
+                "--channel-views": "channel_views",
+                "--calibrated-views": "calibrated_views",
+                "--speaker-directions": "speaker_directions",
+            },
+        ),
+        "cnn": (CNNHyperparameters(), {"--calibrated-share": "calibrated_share", "--channel-views": "channel_views"}),
+    }
+    for family, (hyperparameters, options) in stated.items():
+        found = train_options(family)
+        for option, name in options.items():
+            assert found[option].default is None  # so from_args leaves the family's own default
+            value = getattr(hyperparameters, name)
+            assert re.search(rf"default {value:g}\b", found[option].help), (family, option, value)
 
 
 def test_an_earlier_run_is_never_overwritten(synthetic_ravdess, tmp_path):
