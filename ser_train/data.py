@@ -43,8 +43,6 @@ FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".opus", ".ogg", ".mp3", ".m4a", ".webm"}
 
 # Other spellings seen in community uploads of RAVDESS, mapped to ours.
-EMOTION_ALIASES = {"fear": "fearful", "surprise": "surprised", "disgusted": "disgust"}
-
 FEATURES = datasets.Features(
     {
         "audio": datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1),
@@ -165,7 +163,7 @@ def _index_folder(folder: Path, include_song: bool) -> datasets.Dataset:
         raise DataError(f"{folder}: only song files found; pass include_song to use them.")
     index = datasets.Dataset.from_dict(rows, features=UNDECODED_FEATURES)
     # from_dict keeps no cache of its own: name the index after what it holds, so that
-    # `_decode`'s cache (and every cache computed from it) is found again on the next load.
+    # `decode_index`'s cache (and every cache computed from it) is found again on the next load.
     index._fingerprint = f"ravdess-{files_fingerprint(files)[:24]}-song{int(include_song)}"
     return index
 
@@ -232,9 +230,8 @@ def _index_hub_copy(folder: Path, name: str) -> datasets.Dataset:
 
 def _hub_row(row: dict) -> dict:
     """Map one row of a Hub upload (string `emotion`, int `actor`) to our columns."""
-    emotion = str(row["emotion"]).strip().lower()
-    emotion = EMOTION_ALIASES.get(emotion, emotion)
-    if emotion not in EMOTIONS:
+    emotion = canonical_emotion(row["emotion"])  # the same spellings a corpus folder's labels may use
+    if emotion is None:
         raise DataError(f"Unknown emotion label {row['emotion']!r} in the Hub dataset.")
     file_name = Path(row["audio"].get("path") or "").name
     try:  # most uploads keep the official file names, which carry the other labels

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import datasets
@@ -149,7 +148,7 @@ def test_unreadable_file_is_named_or_skipped(tmp_path):
 
 HUB_ROWS = [  # (emotion as the Hub upload spells it, actor, file name)
     ("neutral", 1, "03-01-01-01-01-01-01.wav"),
-    ("angry", 2, "03-01-05-02-01-02-02.wav"),
+    ("ANG", 2, "03-01-05-02-01-02-02.wav"),  # an abbreviation, as some corpora spell them
     ("surprise", 3, "03-01-08-01-02-01-03.wav"),
     ("fearful", 4, "03-01-06-02-02-02-04.wav"),
 ]
@@ -193,6 +192,15 @@ def test_hub_id_loads_offline_from_a_prefilled_cache(hermetic_hub_cache):
     (snapshot / "data").mkdir()
     hub_layout_dataset().to_parquet(str(snapshot / "data" / "train-00000-of-00001.parquet"))
     check_hub_mapping(load_ravdess("xbgoose/ravdess"))
+
+
+def test_hub_dataset_with_a_label_that_is_no_emotion_is_refused(tmp_path):
+    dataset = hub_layout_dataset()
+    dataset = dataset.map(lambda row, index: {"emotion": "other" if index == 2 else row["emotion"]}, with_indices=True)
+    (tmp_path / "data").mkdir()
+    dataset.to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
+    with pytest.raises(DataError, match="Unknown emotion label 'other' in the Hub dataset"):
+        load_ravdess(str(tmp_path))
 
 
 def test_hub_dataset_without_ravdess_columns_is_refused(tmp_path):
