@@ -1,6 +1,6 @@
 """`python -m benchmarks`: measure speed, memory and load, print one table, write RESULTS.md.
 
-    python -m benchmarks                          # every section, full size (about 12 minutes on 2 cores)
+    python -m benchmarks                          # every section, full size (8 to 31 minutes on 2 cores)
     python -m benchmarks --quick                  # every section, shortened (under 2 minutes): fewer clips
                                                   # and calls, no comparison that no target rests on (Whisper's
                                                   # 30 s window, wav2vec2-base, gradio_client's TLS defaults),
@@ -48,7 +48,7 @@ SECTIONS = {
     "long_audio": lambda args: long_audio.run(args.corpus, args.minutes or LONG_AUDIO_MINUTES[args.quick], args.quick),
     "training": lambda args: training.run(args.corpus, args.training_run, args.quick),
     "app_load": lambda args: app_load.run(args.corpus, args.quick),
-    "app_start": lambda args: app_start.run(args.corpus, args.quick),
+    "app_start": lambda args: app_start.run(),
     "live": lambda args: live.run(args.corpus, args.quick, args.live_model),
 }
 
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of: %(default)s")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, clips and minutes")
-    parser.add_argument("--clips", type=int, help="corpus clips for the features section (default: all; --quick: 240)")
+    parser.add_argument("--clips", type=int, help=f"corpus clips for the features section (default: all; --quick: {features.QUICK_CLIPS})")
     parser.add_argument("--minutes", type=lambda text: [float(m) for m in text.split(",")], help="long-audio lengths, e.g. 1,5,10")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="RAVDESS folder (default %(default)s)")
     parser.add_argument("--training-run", type=Path, default=DEFAULT_TRAINING_RUN, help="a finished CNN run folder to time (default %(default)s)")

@@ -34,7 +34,7 @@ def measure() -> list[dict]:
     return steps
 
 
-def run(corpus: Path, quick: bool) -> tuple[list[Row], list[str]]:
+def run() -> tuple[list[Row], list[str]]:
     job = [sys.executable, "-m", __spec__.name, "--child"]
     steps = json.loads(subprocess.run(job, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
     rows = [Row(SECTION, step["step"], f"{step['seconds']:.1f} s; RSS {step['rss_mib']:.0f} MiB after it") for step in steps]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.corpus import PROJECT_ROOT
+
 
 @dataclass(frozen=True)
 class Row:
@@ -24,7 +26,6 @@ class Row:
 
 
 COLUMNS = ("section", "measurement", "result", "target")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def verdict(row: Row) -> str:
