@@ -12,11 +12,15 @@ left alone).
 
 Environment variables:
     SER_MODELS          comma-separated Hub model ids (or model folders) offered besides the
-                        bundled model, e.g. "user/ravdess-wav2vec2,user/other@v2"
+                        bundled models, e.g. "user/ravdess-wav2vec2,user/other@v2"
     SER_MAX_DURATION_S  longest recording accepted, in seconds (default 600: 10 minutes)
     SER_MAX_UPLOAD_MB   largest file accepted, in MB (default 128)
     SER_LIVE_TIME_LIMIT_S  longest live stream, in seconds (default 3600)
+    SER_UNUSED_UPLOAD_MAX_AGE_S  an upload not analysed within this is removed, in seconds
+                        (default 900)
     SER_TORCH_THREADS   torch threads per forward pass (default 1; see ser_train.serving)
+    SER_PRECISION       fp32 (default) or int8: the precision Whisper models run at (see
+                        ser_train.precision)
     GRADIO_TEMP_DIR     where uploads wait for their analysis: a folder for this app alone, since
                         it removes what it finds there (default: a new folder in the system's
                         temporary folder, removed when the server stops)

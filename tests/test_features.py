@@ -71,9 +71,9 @@ def test_a_clip_gets_the_same_features_alone_and_in_a_batch():
     rng = np.random.default_rng(1)
     clips = [voice(SAMPLING_RATE, duration_s=d, f0=f) * rng.uniform(0.3, 1) for d, f in ((0.7, 120), (1.3, 200), (1.0, 300))]
     batched = extract_features(clips)
-    for clip, features in zip(clips, batched):
+    for clip, in_batch in zip(clips, batched):
         # Padded rows take other FFT code paths, so only float rounding may differ.
-        np.testing.assert_allclose(extract_features([clip])[0], features, rtol=1e-4, atol=1e-2)
+        np.testing.assert_allclose(extract_features([clip])[0], in_batch, rtol=1e-4, atol=1e-2)
 
 
 def test_a_clip_too_long_to_share_a_batch_goes_alone_and_keeps_its_features(monkeypatch):

@@ -22,7 +22,6 @@ import soundfile
 import app
 from app_support import free_port
 from ser_train.audio import resample
-from ser_train.live import STEP_S
 from ser_train.uploads import PLAIN_COOKIE, SECURE_COOKIE
 from speech import talk_with_pauses
 from test_browser import CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE_RATE, screenshot
