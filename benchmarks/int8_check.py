@@ -41,10 +41,9 @@ from ser_train.audio import SAMPLING_RATE
 from ser_train.corpora import load_corpora
 from ser_train.data import audio_arrays, split_by_actor
 from ser_train.errors import SERError
-from ser_train.evaluation import classification_metrics
-from ser_train.inference import CONFIG_FILE, load_model
+from ser_train.evaluation import CONFIG_FILE, TRAINING_ARGS_FILE, classification_metrics, read_record
+from ser_train.inference import load_model
 from ser_train.precision import FP32, INT8, PRECISIONS
-from ser_train.training.runner import TRAINING_ARGS_FILE
 
 SECTION = "int8 check"
 CHECK_FILE = "int8_check.json"
@@ -66,7 +65,7 @@ def run_folds(run_dir: Path) -> tuple[list[Fold], str]:
     args_file = run_dir / TRAINING_ARGS_FILE
     if not args_file.is_file():
         raise SERError(f"{run_dir} is not a training run: it has no {TRAINING_ARGS_FILE}.")
-    args = json.loads(args_file.read_text())
+    args = read_record(args_file)
     if args["family"] != "whisper":
         raise SERError(f"{run_dir} trained the {args['family']} family; int8 applies to Whisper models.")
     folds = [Fold(split["name"], split["test_actors"], run_dir / "folds" / split["name"]) for split in args["splits"]]

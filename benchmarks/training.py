@@ -14,7 +14,6 @@ validation pass, checkpoint) and what a fit costs once before its first epoch.
 
 from __future__ import annotations
 
-import json
 import shlex
 import tempfile
 import time
@@ -33,10 +32,11 @@ def bundled_hyperparameters():
     """The CNN hyperparameters the bundled model was trained with."""
     from ser_train.augment import AugmentConfig, ChannelConfig
     from ser_train.features import FeatureConfig
+    from ser_train.evaluation import TRAINING_ARGS_FILE, read_record
     from ser_train.inference import BUNDLED_CNN
     from ser_train.training.cnn import CNNHyperparameters
 
-    recorded = json.loads((Path(BUNDLED_CNN) / "training_args.json").read_text())["hyperparameters"]
+    recorded = read_record(Path(BUNDLED_CNN) / TRAINING_ARGS_FILE)["hyperparameters"]
     nested = {
         "feature_config": FeatureConfig.from_dict(recorded.pop("feature_config")),
         "augment": _settings(AugmentConfig, recorded.pop("augment")),
@@ -82,14 +82,14 @@ def full_run_rows(run_dir: Path) -> list[Row]:
     """Wall time and epochs of a finished CNN run, from the files it wrote."""
     import torch
 
-    from ser_train.evaluation import EVAL_RESULTS_FILE
+    from ser_train.evaluation import EVAL_RESULTS_FILE, TRAINING_ARGS_FILE, read_record
     from ser_train.training.cnn import CHECKPOINT_DIR, CHECKPOINT_FILE
-    from ser_train.training.runner import CORPORA_DIR, TRAINING_ARGS_FILE
+    from ser_train.training.runner import CORPORA_DIR
 
     started, finished = run_dir / TRAINING_ARGS_FILE, run_dir / EVAL_RESULTS_FILE
     if not finished.is_file():
         return [Row(SECTION, "default CNN, full training run", f"not available: no finished run in {run_dir}")]
-    results = json.loads(finished.read_text())
+    results = read_record(finished)
     if "--resume" in shlex.split(results.get("command", "")):
         # A resumed run's files span both processes and the time between them.
         return [Row(SECTION, "default CNN, full training run", f"not available: {run_dir} was finished by a resumed run")]

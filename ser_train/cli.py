@@ -408,13 +408,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         CONFUSION_MATRIX_FILE,
         EVAL_RESULTS_FILE,
         OUTSIDE_RESULTS_FILE,
+        TRAINING_ARGS_FILE,
         eval_results,
         evaluate_model,
         format_metrics_table,
         write_eval_results,
     )
     from ser_train.inference import bundled_model_named, load_model
-    from ser_train.training.runner import TRAINING_ARGS_FILE, check_actor_numbers_apply
+    from ser_train.training.runner import check_actor_numbers_apply
 
     args.model = bundled_model_named(args.model)  # its records are read from its folder below
     output_dir = Path(args.output_dir or args.model)
