@@ -26,6 +26,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024  # refuse before decoding: nothing sensible i
 MIN_RECORDED_RATE = 8_000  # Hz, telephone quality: a lower rate keeps too little of a voice (under 4 kHz)
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this at every sample there is nothing to hear
 STREAM_BLOCK_S = 30.0  # seconds per block when streaming a file: 1.9 MB of 16 kHz float32
+# Channels in opposite phase (a stereo microphone with one side wired in reverse) cancel in their
+# average, leaving silence or a thin residue; where the average keeps under this share of the
+# loudest channel's energy, that channel is heard instead.
+MIN_MIX_ENERGY_SHARE = 0.1
 
 SUPPORTED_FORMATS = "WAV, FLAC, MP3, OGG/Opus, M4A/AAC or WebM"
 
@@ -59,7 +63,7 @@ def stream_audio(
     decoder = _open_decoder(str(path), sampling_rate, name, max_duration_s)
     num_samples, peak = 0, 0.0
     for block in _decoded_blocks(decoder, block_s, name):
-        mono = block.mean(dim=0).numpy()
+        mono = downmix(block.numpy())
         _check_finite(mono, name)
         num_samples += mono.size
         _check_not_too_long(num_samples / sampling_rate, name, max_duration_s)
@@ -71,7 +75,7 @@ def stream_audio(
 
 
 def read_chunk(path: str | os.PathLike) -> tuple[int, np.ndarray]:
-    """(sampling rate, float32 mono samples) of a short file at its own rate, channels averaged:
+    """(sampling rate, float32 mono samples) of a short file at its own rate, downmixed:
     what a live microphone uploads every step (ser_train.live resamples a stream chunk by chunk,
     exactly at the chunks' edges, so a chunk is not resampled on its own). Unchecked otherwise."""
     from torchcodec.decoders import AudioDecoder
@@ -79,7 +83,7 @@ def read_chunk(path: str | os.PathLike) -> tuple[int, np.ndarray]:
     path = checked_file(path)
     with _unreadable_as_audio_error(path.name):
         samples = AudioDecoder(str(path)).get_all_samples()
-    return samples.sample_rate, samples.data.mean(dim=0).numpy()
+    return samples.sample_rate, downmix(samples.data.numpy())
 
 
 def checked_file(path: str | os.PathLike) -> Path:
@@ -109,13 +113,25 @@ def decode(
 ) -> np.ndarray:
     """Decode a file path or encoded bytes to float32 mono at `sampling_rate`, unchecked.
 
-    FFmpeg resamples; the channels are averaged here rather than by FFmpeg, whose downmix
+    FFmpeg resamples; the channels are mixed here (`downmix`) rather than by FFmpeg, whose downmix
     weights stereo by -3 dB each and would make a stereo file sound louder than its mono twin.
     """
     decoder = _open_decoder(source, sampling_rate, name, max_duration_s)
     with _unreadable_as_audio_error(name):
         channels = decoder.get_all_samples().data  # (channels, samples)
-    return channels.mean(dim=0).numpy()
+    return downmix(channels.numpy())
+
+
+def downmix(channels: np.ndarray) -> np.ndarray:
+    """(channels, samples) to mono: the channels' average, or the loudest channel where they
+    cancel in it (`MIN_MIX_ENERGY_SHARE`)."""
+    mix = channels.mean(axis=0)
+    if len(channels) == 1:
+        return mix
+    energies = np.einsum("ij,ij->i", channels, channels)
+    if float(mix @ mix) < MIN_MIX_ENERGY_SHARE * float(energies.max()):
+        return channels[int(np.argmax(energies))].copy()
+    return mix
 
 
 def _open_decoder(source: str | bytes, sampling_rate: int, name: str, max_duration_s: float):
@@ -175,8 +191,7 @@ def to_mono_float(waveform: np.ndarray) -> np.ndarray:
         waveform = waveform.astype(np.float32) / float(np.iinfo(waveform.dtype).max)
     waveform = waveform.astype(np.float32, copy=False)
     if waveform.ndim == 2:
-        channel_axis = 0 if waveform.shape[0] <= waveform.shape[1] else 1
-        waveform = waveform.mean(axis=channel_axis)
+        waveform = downmix(waveform if waveform.shape[0] <= waveform.shape[1] else waveform.T)
     elif waveform.ndim != 1:
         raise AudioError(f"Audio must be one- or two-dimensional, got shape {waveform.shape}.")
     return waveform

@@ -41,6 +41,8 @@ def write_usable(folder: Path) -> dict[str, Path]:
     write("pcm_24bit.wav", reference_clip(), REFERENCE_RATE, "PCM_24")
     write("float_32bit.wav", reference_clip(), REFERENCE_RATE, "FLOAT")
     write("six_channels.wav", np.repeat(reference_clip()[:, None], 6, axis=1), REFERENCE_RATE, "PCM_16")
+    # A stereo microphone with one side wired in reverse: the channels' average is silence.
+    write("stereo_opposite_phase.wav", np.stack([reference_clip(), -reference_clip()], axis=1), REFERENCE_RATE, "FLOAT")
     return files
 
 

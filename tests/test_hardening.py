@@ -18,19 +18,22 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import soundfile
 
 import app
 from bad_inputs import RESAMPLED_RATES, write_huge, write_refused, write_usable
 from ser_train import cli
 from ser_train.data import EMOTIONS
-from ser_train.audio import SAMPLING_RATE, load_audio, resample
+from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform, read_chunk, resample, stream_audio
 from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import StreamResampler
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAME_ANSWER_TOLERANCE = 0.02  # max probability difference for the same clip in another container
-SAME_AUDIO = ("pcm_24bit.wav", "float_32bit.wav", "six_channels.wav")  # the reference in other containers
+# The reference in other containers (a sign flip, as in a channel in opposite phase, is inaudible).
+SAME_AUDIO = ("pcm_24bit.wav", "float_32bit.wav", "six_channels.wav", "stereo_opposite_phase.wav")
+FLOAT32_STEP = float(np.finfo(np.float32).eps)  # the spacing of float32 values just under full scale
 MIN_RESAMPLED_SNR_DB = 30.0  # resamplers differ near the band edge; anything worse is a decoding fault
 CLI_TIMEOUT_S = 120  # loading torch and the model on a busy 2-core machine; longer is a hang
 
@@ -59,6 +62,27 @@ def test_other_bit_depths_and_channel_counts_answer_like_the_reference(default_m
     for name in SAME_AUDIO:
         probabilities = default_model.predict_file(usable[name])
         assert max(abs(probabilities[label] - reference[label]) for label in reference) < SAME_ANSWER_TOLERANCE, name
+
+
+def test_channels_that_cancel_in_their_average_are_heard_by_the_louder_one(usable, tmp_path):
+    """A stereo microphone with one side wired in reverse: averaged, its channels cancel to a thin
+    residue (answered without a word of warning) or to silence (refused as a silent file). Each
+    way into the library hears the louder channel instead, as the same samples alone."""
+    left, rate = soundfile.read(usable["reference.wav"], dtype="float32")
+    stereo = np.stack([left, -0.9 * left], axis=1)  # (samples, channels), as soundfile and Gradio give
+    path = tmp_path / "opposite_phase.wav"
+    soundfile.write(path, stereo, rate, subtype="FLOAT")
+    mono = tmp_path / "left.wav"
+    soundfile.write(mono, left, rate, subtype="FLOAT")
+
+    # The same samples through the same decoding: equal to within float32 rounding of full scale.
+    step = 4 * FLOAT32_STEP
+    np.testing.assert_allclose(load_audio(path), load_audio(mono), rtol=0, atol=step)
+    np.testing.assert_allclose(np.concatenate(list(stream_audio(path))), load_audio(mono), rtol=0, atol=step)
+    np.testing.assert_allclose(read_chunk(path)[1], read_chunk(mono)[1], rtol=0, atol=step)
+    np.testing.assert_array_equal(prepare_waveform(stereo, rate), prepare_waveform(left, rate))
+    # Channels that do not cancel are still averaged: one at 0.8 of the other's level.
+    np.testing.assert_allclose(prepare_waveform(np.stack([left, 0.8 * left]), rate), prepare_waveform(0.9 * left, rate), rtol=0, atol=step)
 
 
 def test_other_rates_are_heard_as_the_reference_and_answered(default_model, usable):
