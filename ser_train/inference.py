@@ -38,7 +38,7 @@ import joblib
 import numpy as np
 import torch
 
-from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform
+from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform, raised_if_quiet
 from ser_train.calibration import Calibratable, Calibration
 from ser_train.confidence import Confidence, UnsureRule, confidence_by_source, with_temperature
 from ser_train.data import canonical_emotion
@@ -151,7 +151,8 @@ class EmotionModel:
         """Probabilities [N, len(labels)] for checked 16 kHz mono waveforms; rows sum to 1.
 
         With `calibration` (from `calibrate` on the same speaker's speech), the clips are first
-        moved to the training speakers' population.
+        moved to the training speakers' population. Speech quieter than any the models learned
+        from is heard at a typical level (`ser_train.audio.raised_if_quiet`), here and in `represent`.
         """
         if not waveforms16k:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -159,7 +160,7 @@ class EmotionModel:
         if calibration is not None:
             return self.predict_represented(self.represent(waveforms16k), calibration)
         with self._passes.turn(seconds_of(waveforms16k)), torch.inference_mode():
-            return self._tempered(self._forward(list(waveforms16k)), None)
+            return self._tempered(self._forward([raised_if_quiet(waveform) for waveform in waveforms16k]), None)
 
     def predict(self, waveform: np.ndarray, sampling_rate: int, calibration: Calibration | None = None) -> dict[str, float]:
         """Probabilities per label for audio at any rate and channel count."""
@@ -221,7 +222,7 @@ class EmotionModel:
 
         calibratable, representations = self._calibration_support(), []
         for first in range(0, len(waveforms16k), BATCH_SIZE):
-            batch = list(waveforms16k[first : first + BATCH_SIZE])
+            batch = [raised_if_quiet(waveform) for waveform in waveforms16k[first : first + BATCH_SIZE]]
             with self._passes.turn(seconds_of(batch)), torch.inference_mode():
                 representations += calibratable.represent(batch)
         return representations

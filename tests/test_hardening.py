@@ -24,7 +24,18 @@ import app
 from bad_inputs import RESAMPLED_RATES, write_huge, write_refused, write_usable
 from ser_train import cli
 from ser_train.data import EMOTIONS
-from ser_train.audio import SAMPLING_RATE, load_audio, prepare_waveform, read_chunk, resample, stream_audio
+from ser_train.audio import (
+    QUIET_SPEECH_DB,
+    SAMPLING_RATE,
+    TYPICAL_SPEECH_DB,
+    load_audio,
+    prepare_waveform,
+    raised_if_quiet,
+    read_chunk,
+    resample,
+    speech_level_db,
+    stream_audio,
+)
 from ser_train.errors import AudioError
 from ser_train.inference import DEFAULT_MODEL, load_model
 from ser_train.live import StreamResampler
@@ -83,6 +94,38 @@ def test_channels_that_cancel_in_their_average_are_heard_by_the_louder_one(usabl
     np.testing.assert_array_equal(prepare_waveform(stereo, rate), prepare_waveform(left, rate))
     # Channels that do not cancel are still averaged: one at 0.8 of the other's level.
     np.testing.assert_allclose(prepare_waveform(np.stack([left, 0.8 * left]), rate), prepare_waveform(0.9 * left, rate), rtol=0, atol=step)
+
+
+def test_a_speech_level_is_that_of_the_speech_whatever_the_pauses_around_it():
+    amplitude, frequency = 0.1, 250  # Hz: 8 whole periods in every 32 ms frame
+    tone = (amplitude * np.sin(2 * np.pi * frequency * np.arange(SAMPLING_RATE) / SAMPLING_RATE)).astype(np.float32)
+    assert speech_level_db(tone) == pytest.approx(10 * np.log10(amplitude**2 / 2), abs=1e-3)
+    pause = np.zeros(3 * SAMPLING_RATE, dtype=np.float32)  # 1 s of tone in 7 s: more than the loudest tenth
+    assert speech_level_db(np.concatenate([pause, tone, pause])) == pytest.approx(speech_level_db(tone), abs=1e-3)
+    assert speech_level_db(pause) == -np.inf
+
+
+def test_speech_quieter_than_any_the_models_learned_from_is_heard_at_a_typical_level(default_model, usable):
+    """A visitor's microphone may be far quieter than any clip of the training corpora, whose
+    answers drift with the level; such speech is raised before a model hears it, louder speech
+    is left exactly as it is."""
+    reference = load_audio(usable["reference.wav"])
+
+    def at(level_db: float) -> np.ndarray:
+        return reference * np.float32(10 ** ((level_db - speech_level_db(reference)) / 20))
+
+    quiet, typical = at(QUIET_SPEECH_DB - 10), at(TYPICAL_SPEECH_DB)
+    # Two float32 multiplications against one: the same samples to within a few float32 steps.
+    np.testing.assert_allclose(raised_if_quiet(quiet), typical, rtol=8 * FLOAT32_STEP, atol=0)
+    loud_enough, silence = at(QUIET_SPEECH_DB + 1), np.zeros(SAMPLING_RATE, dtype=np.float32)
+    assert raised_if_quiet(loud_enough) is loud_enough and raised_if_quiet(silence) is silence
+    # Answers and calibration statistics are those of the typical level, to a pass's float32 rounding.
+    np.testing.assert_allclose(default_model.predict_batch([quiet]), default_model.predict_batch([typical]), rtol=0, atol=1e-4)
+    [quiet_statistics], [typical_statistics] = default_model.represent([quiet]), default_model.represent([typical])
+    for name, statistics in typical_statistics.items():
+        np.testing.assert_allclose(quiet_statistics[name], statistics, rtol=1e-3, atol=1e-4)
+    # Without the floor the quiet clip is another input, and answered otherwise.
+    assert np.abs(default_model._forward([quiet]) - default_model._forward([typical])).max() > 0.01
 
 
 def test_other_rates_are_heard_as_the_reference_and_answered(default_model, usable):
