@@ -192,24 +192,50 @@ def _unreadable_as_audio_error(name: str) -> Iterator[None]:
         raise UnreadableAudioError(name, SUPPORTED_FORMATS) from error
 
 
+class SpeechLevel:
+    """`speech_level_db` of a stream given in blocks of any sizes: the same number as for the
+    whole waveform (whole LEVEL_FRAME frames, a frame split between blocks carried over)."""
+
+    def __init__(self):
+        self._energies: list[np.ndarray] = []
+        self._carried = np.zeros(0, dtype=np.float32)
+
+    def feed(self, block: np.ndarray) -> SpeechLevel:
+        samples = np.concatenate([self._carried, block]) if self._carried.size else block
+        frames = len(samples) // LEVEL_FRAME
+        whole = samples[: frames * LEVEL_FRAME].reshape(frames, LEVEL_FRAME)
+        # einsum sums each frame's squares without a copy of the samples (a 10-minute recording
+        # squared in float64 would take 77 MB).
+        self._energies.append(np.einsum("ij,ij->i", whole, whole).astype(np.float64) / LEVEL_FRAME)
+        self._carried = samples[frames * LEVEL_FRAME :].copy()
+        return self
+
+    @property
+    def db(self) -> float:
+        energies = np.concatenate([np.zeros(0), *self._energies])
+        if not energies.size and self._carried.size:  # shorter than one frame: its samples
+            energies = np.array([np.mean(np.square(self._carried, dtype=np.float64))])
+        loudest = np.sort(energies)[-max(1, int(LOUDEST_FRAMES_SHARE * len(energies))) :]
+        energy = float(np.mean(loudest)) if loudest.size else 0.0
+        return 10 * np.log10(energy) if energy > 0 else -np.inf
+
+
 def speech_level_db(waveform16k: np.ndarray) -> float:
     """The level of a 16 kHz recording's speech in dB (see LEVEL_FRAME); -inf for digital silence."""
-    frames = len(waveform16k) // LEVEL_FRAME
-    if frames == 0:
-        energies = np.array([np.mean(np.square(waveform16k, dtype=np.float64))])
-    else:
-        energies = np.mean(np.square(waveform16k[: frames * LEVEL_FRAME].reshape(frames, LEVEL_FRAME), dtype=np.float64), axis=1)
-    loudest = np.sort(energies)[-max(1, int(LOUDEST_FRAMES_SHARE * len(energies))) :]
-    energy = float(np.mean(loudest))
-    return 10 * np.log10(energy) if energy > 0 else -np.inf
+    return SpeechLevel().feed(waveform16k).db
+
+
+def quiet_speech_gain(level_db: float) -> float:
+    """What brings speech at `level_db` to TYPICAL_SPEECH_DB where it is under QUIET_SPEECH_DB; else 1."""
+    if level_db >= QUIET_SPEECH_DB or level_db == -np.inf:
+        return 1.0
+    return 10 ** ((TYPICAL_SPEECH_DB - level_db) / 20)
 
 
 def raised_if_quiet(waveform16k: np.ndarray) -> np.ndarray:
     """The waveform, or a copy at TYPICAL_SPEECH_DB where its speech is quieter than QUIET_SPEECH_DB."""
-    level = speech_level_db(waveform16k)
-    if level >= QUIET_SPEECH_DB or level == -np.inf:
-        return waveform16k
-    return waveform16k * np.float32(10 ** ((TYPICAL_SPEECH_DB - level) / 20))
+    gain = quiet_speech_gain(speech_level_db(waveform16k))
+    return waveform16k if gain == 1.0 else waveform16k * np.float32(gain)
 
 
 def to_mono_float(waveform: np.ndarray) -> np.ndarray:

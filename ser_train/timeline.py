@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ser_train import vad
-from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, stream_audio
+from ser_train.audio import DEFAULT_MAX_DURATION_S, MIN_DURATION_S, SAMPLING_RATE, SpeechLevel, quiet_speech_gain, stream_audio
 
 FRAME_S = 0.025  # energy frame length: the usual 25 ms speech-analysis frame
 SILENCE_BELOW_PEAK_DB = 40.0  # frames this far below the reference level (db_below_reference) are silence
@@ -105,6 +105,9 @@ class SpeechMap:
     # The whole checked recording when it came in one stream block (up to STREAM_BLOCK_S), as
     # most uploads do: later passes read it here instead of decoding the file again.
     samples: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # What Silero hears the recording through: `quiet_speech_gain` of its speech level, as
+    # `vad.frame_speech_probabilities` hears a waveform held whole.
+    speech_gain: float = 1.0
 
     @property
     def duration_s(self) -> float:
@@ -123,18 +126,20 @@ def map_speech(path: str | os.PathLike, max_duration_s: float = DEFAULT_MAX_DURA
     Every check of `ser_train.audio.load_audio` applies (an AudioError says what is wrong).
     """
     first_block: list[np.ndarray] = []
+    level = SpeechLevel()
 
     def decoded() -> Iterator[np.ndarray]:
         for block in stream_audio(path, max_duration_s=max_duration_s):
             if not first_block:
                 first_block.append(block)
+            level.feed(block)
             yield block
 
     frame = round(FRAME_S * SAMPLING_RATE)
     power, num_samples = frame_powers(decoded(), frame)
     bounds = segments_from_energy(db_below_reference(power, FRAME_S), frame, num_samples, SAMPLING_RATE)
     whole = first_block[0] if len(first_block[0]) == num_samples else None  # the file was one block
-    return SpeechMap(Path(path), num_samples, bounds, max_duration_s, whole)
+    return SpeechMap(Path(path), num_samples, bounds, max_duration_s, whole, quiet_speech_gain(level.db))
 
 
 def timeline_file(model, speech: SpeechMap, progress: Callable[[float], None] | None = None) -> list[Segment]:
@@ -148,7 +153,7 @@ def timeline_file(model, speech: SpeechMap, progress: Callable[[float], None] | 
     10-minute recording took about 100 s on 2 cores).
     """
     voice = vad.VoiceActivity(keep_all=True)
-    pieces = cut_segments(fed_to(voice, speech.blocks()), speech.bounds)
+    pieces = cut_segments(fed_to(voice, speech.blocks(), speech.speech_gain), speech.bounds)
     probabilities = np.zeros((len(speech.bounds), len(model.labels)), dtype=np.float32)
     for first in range(0, len(speech.bounds), BATCH_SIZE):
         batch = [next(pieces) for _ in speech.bounds[first : first + BATCH_SIZE]]
@@ -160,10 +165,10 @@ def timeline_file(model, speech: SpeechMap, progress: Callable[[float], None] | 
     return labelled_segments(model, speech.bounds, probabilities, speech_s)
 
 
-def fed_to(voice: vad.VoiceActivity, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """The blocks, each fed to `voice` on its way through."""
+def fed_to(voice: vad.VoiceActivity, blocks: Iterable[np.ndarray], gain: float = 1.0) -> Iterator[np.ndarray]:
+    """The blocks, each fed to `voice` on its way through (times `gain`: the blocks go on as they were)."""
     for block in blocks:
-        voice.push(block)
+        voice.push(block if gain == 1.0 else block * np.float32(gain))
         yield block
 
 

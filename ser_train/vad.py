@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser_train.audio import SAMPLING_RATE
+from ser_train.audio import SAMPLING_RATE, raised_if_quiet
 from ser_train.errors import ModelError
 
 SPEECH_THRESHOLD = 0.5  # a voice-activity frame is speech above this probability (Silero's default)
@@ -82,7 +82,10 @@ class VoiceActivity:
 
 
 def frame_speech_probabilities(waveform16k: np.ndarray) -> np.ndarray:
-    """Silero's speech probability for each whole 32 ms frame of a waveform, as a stream sees it."""
+    """Silero's speech probability for each whole 32 ms frame of a waveform, as a stream sees it,
+    speech quieter than the corpora's heard as the models hear it (`raised_if_quiet`): Silero
+    misses much of it as it is."""
+    waveform16k = raised_if_quiet(waveform16k)
     voice = VoiceActivity(keep_all=True)
     for start in range(0, len(waveform16k), PUSHED_SAMPLES):  # a push copies what it is given
         voice.push(waveform16k[start : start + PUSHED_SAMPLES])

@@ -28,6 +28,7 @@ from ser_train.audio import (
     QUIET_SPEECH_DB,
     SAMPLING_RATE,
     TYPICAL_SPEECH_DB,
+    SpeechLevel,
     load_audio,
     prepare_waveform,
     raised_if_quiet,
@@ -103,6 +104,12 @@ def test_a_speech_level_is_that_of_the_speech_whatever_the_pauses_around_it():
     pause = np.zeros(3 * SAMPLING_RATE, dtype=np.float32)  # 1 s of tone in 7 s: more than the loudest tenth
     assert speech_level_db(np.concatenate([pause, tone, pause])) == pytest.approx(speech_level_db(tone), abs=1e-3)
     assert speech_level_db(pause) == -np.inf
+    # Fed as a stream in blocks that split frames, the same level (each frame's float32 sum of 512 squares).
+    talk = np.concatenate([pause, tone, 0.5 * tone, pause])
+    streamed = SpeechLevel()
+    for start in range(0, len(talk), 1000):
+        streamed.feed(talk[start : start + 1000])
+    assert streamed.db == pytest.approx(speech_level_db(talk), abs=1e-4)
 
 
 def test_speech_quieter_than_any_the_models_learned_from_is_heard_at_a_typical_level(default_model, usable):
@@ -126,6 +133,36 @@ def test_speech_quieter_than_any_the_models_learned_from_is_heard_at_a_typical_l
         np.testing.assert_allclose(quiet_statistics[name], statistics, rtol=1e-3, atol=1e-4)
     # Without the floor the quiet clip is another input, and answered otherwise.
     assert np.abs(default_model._forward([quiet]) - default_model._forward([typical])).max() > 0.01
+
+
+@pytest.mark.parametrize("talk", ["one sentence", "a talk with pauses"])
+def test_quiet_speech_is_heard_as_speech_by_the_voice_activity_model_too(default_model, tmp_path, talk):
+    """Silero misses much of the speech under the floor as it is, and a recording with no speech
+    heard gets no verdict; it hears such a recording at the typical level, held whole (one
+    sentence) or streamed block by block through the timeline (a talk over 6 s)."""
+    from speech import SENTENCES, spoken, talk_with_pauses
+
+    from ser_train.analysis import analyse_recording
+    from ser_train.vad import SPEECH_THRESHOLD, VAD_FRAME, VoiceActivity
+
+    waveform = spoken(SENTENCES[0]) if talk == "one sentence" else talk_with_pauses(pause_s=1.0)[0]
+    typical = waveform * np.float32(10 ** ((TYPICAL_SPEECH_DB - speech_level_db(waveform)) / 20))
+    quiet = typical * np.float32(10 ** ((QUIET_SPEECH_DB - 20 - TYPICAL_SPEECH_DB) / 20))
+    analyses = {}
+    for name, samples in (("typical", typical), ("quiet", quiet)):
+        soundfile.write(tmp_path / f"{name}.wav", samples, SAMPLING_RATE, subtype="FLOAT")
+        analyses[name] = analyse_recording(default_model, tmp_path / f"{name}.wav")
+    assert analyses["typical"].speech_seconds > 1.0
+    # The same samples to within float32 rounding, so Silero's frames agree but for one at a threshold.
+    one_frame_s = VAD_FRAME / SAMPLING_RATE
+    assert analyses["quiet"].speech_seconds == pytest.approx(analyses["typical"].speech_seconds, abs=one_frame_s)
+    assert [segment.speech_s for segment in analyses["quiet"].segments] == pytest.approx(
+        [segment.speech_s for segment in analyses["typical"].segments], abs=one_frame_s
+    )
+    as_it_is = VoiceActivity(keep_all=True)
+    as_it_is.push(quiet)
+    heard_as_it_is = np.count_nonzero(np.array(as_it_is.probabilities) > SPEECH_THRESHOLD) * VAD_FRAME / SAMPLING_RATE
+    assert heard_as_it_is < analyses["quiet"].speech_seconds / 2
 
 
 def test_other_rates_are_heard_as_the_reference_and_answered(default_model, usable):
