@@ -34,6 +34,7 @@ import datasets
 import numpy as np
 import torch
 
+from ser_train.audio import QUIET_SPEECH_DB, TYPICAL_SPEECH_DB, SpeechLevel, quiet_speech_gain, raised_if_quiet
 from ser_train.augment import AugmentConfig, ChannelConfig, augment_waveform, channel_view, random_crop, room_impulse_responses
 from ser_train.calibration import CalibratedTrainingViews, population_statistics, write_population
 from ser_train.data import audio_arrays, clip_digests
@@ -42,7 +43,7 @@ from ser_train.models import whisper
 from ser_train.models.wav2vec2 import resolve_base
 from ser_train.training.cnn import balanced_row_weights, class_weights
 from ser_train.training.runner import FitResult
-from ser_train.vad import trim_silence
+from ser_train.vad import frame_speech_probabilities, trim_silence
 
 STATISTICS_COLUMN = "whisper_statistics"  # [views, statistics_size]: view 0 is the clean clip
 MIN_CROP_S = 0.5  # the shortest stretch a cropped view holds: the shortest clip audio checks accept
@@ -171,7 +172,7 @@ class WhisperFamily:
         for shard in (whisper.ENCODER_SHARD, whisper.HEAD_SHARD):
             digest.update((Path(self.base_folder) / shard).read_bytes())
         views = (self.hp.window_s, self.hp.augmented_views, self.hp.cropped_views, self.hp.channel_views, self.hp.trim_silence, self.hp.seed)
-        views += (AugmentConfig(), ChannelConfig())
+        views += (AugmentConfig(), ChannelConfig(), QUIET_SPEECH_DB, TYPICAL_SPEECH_DB)
         digest.update(repr(views).encode())
         for code in (
             whisper.WhisperForEmotionRecognition.encoder_statistics,
@@ -187,6 +188,10 @@ class WhisperFamily:
             channel_view,
             room_impulse_responses,
             trim_silence,
+            frame_speech_probabilities,  # what trimming hears: a quiet view raised first
+            raised_if_quiet,
+            quiet_speech_gain,
+            SpeechLevel,
         ):
             digest.update(inspect.getsource(code).encode())
         return digest.hexdigest()[:16]
