@@ -5,8 +5,9 @@ records raw sound (no automatic gain), so a quiet microphone reaches the model a
 takes 80 clips of each corpus given (seed 0), plays each at 0, -10, -20, -30 and -40 dB, and
 counts how often the default's top emotion is the one it gave at the clip's own level, and how
 often it is the clip's label, as shipped (`ser_train.audio.raised_if_quiet` before every pass)
-and without that floor. It also prints each corpus's speech levels (`speech_level_db`), which set
-the floor. The clips were in the default's training, so the figures measure the level's effect,
+and without that floor; and, of the clips under the floor, in how many Silero hears no speech at
+all, as shipped (`vad.frame_speech_probabilities` raises them too) and without. It also prints
+each corpus's speech levels (`speech_level_db`), which set the floor. The clips were in the default's training, so the figures measure the level's effect,
 not accuracy on voices it never heard.
 
     PYTHONPATH=. python experiments/quiet_recordings.py ../shared/data/ravdess-opus-16k \
@@ -20,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 
-from ser_train import inference
+from ser_train import inference, vad
 from ser_train.audio import QUIET_SPEECH_DB, speech_level_db
 from ser_train.corpora import load_corpora
 from ser_train.data import audio_arrays
@@ -29,6 +30,10 @@ from ser_train.inference import DEFAULT_MODEL, load_model
 CLIPS_PER_CORPUS = 80
 GAINS_DB = (0, -10, -20, -30, -40)
 BATCH = 8
+
+
+def unraised(waveform: np.ndarray) -> np.ndarray:
+    return waveform
 
 
 def top_answers(model, waveforms: list[np.ndarray]) -> np.ndarray:
@@ -53,16 +58,19 @@ def main(sources: list[str]) -> None:
     labels = np.array([model.labels.index(names[dataset[int(i)]["emotion"]]) for i in picked])
     own_level = top_answers(model, clips)
     print(f"\n{len(clips)} clips of {DEFAULT_MODEL}'s training corpora: the top emotion as at the clip's own level / the clip's label")
-    print("gain | under the floor | shipped (floor) | without the floor")
+    print("gain | under the floor | shipped (floor) | without the floor | of those under it, no speech heard: shipped / without")
     for gain_db in GAINS_DB:
         quieter = [(clip * 10 ** (gain_db / 20)).astype(np.float32) for clip in clips]
-        under = np.mean([speech_level_db(clip) < QUIET_SPEECH_DB for clip in quieter])
+        under = np.array([speech_level_db(clip) < QUIET_SPEECH_DB for clip in quieter])
         shipped = top_answers(model, quieter)
-        with mock.patch.object(inference, "raised_if_quiet", lambda waveform: waveform):
+        with mock.patch.object(inference, "raised_if_quiet", unraised), mock.patch.object(vad, "raised_if_quiet", unraised):
             without = top_answers(model, quieter)
+            unheard_without = [vad.speech_seconds(clip) == 0 for clip, low in zip(quieter, under) if low]
+        unheard = [vad.speech_seconds(clip) == 0 for clip, low in zip(quieter, under) if low]
+        unheard_shares = f"{np.mean(unheard):.0%} / {np.mean(unheard_without):.0%}" if under.any() else "-"
         print(
-            f"{gain_db:+d} dB | {under:.0%} | {np.mean(shipped == own_level):.2f} / {np.mean(shipped == labels):.2f} "
-            f"| {np.mean(without == own_level):.2f} / {np.mean(without == labels):.2f}",
+            f"{gain_db:+d} dB | {under.mean():.0%} | {np.mean(shipped == own_level):.2f} / {np.mean(shipped == labels):.2f} "
+            f"| {np.mean(without == own_level):.2f} / {np.mean(without == labels):.2f} | {unheard_shares}",
             flush=True,
         )
 
