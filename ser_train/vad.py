@@ -52,7 +52,9 @@ class VoiceActivity:
         self.probabilities: deque[float] = deque(maxlen=None if keep_all else self.KEPT_FRAMES)
 
     def push(self, samples16k: np.ndarray) -> None:
-        self._pending = np.concatenate([self._pending, samples16k])
+        # Silero's ONNX graph takes float32 only; a caller's float64 (soundfile's default) would
+        # stop it with onnxruntime's InvalidArgument.
+        self._pending = np.concatenate([self._pending, samples16k.astype(np.float32, copy=False)])
         while len(self._pending) >= VAD_CONTEXT + VAD_FRAME:
             frame = self._pending[: VAD_CONTEXT + VAD_FRAME]
             self.probabilities.append(self._run(frame))

@@ -165,6 +165,14 @@ def test_quiet_speech_is_heard_as_speech_by_the_voice_activity_model_too(default
     assert heard_as_it_is < analyses["quiet"].speech_seconds / 2
 
 
+def test_float64_samples_are_answered_as_their_float32_twins(default_model, usable):
+    """soundfile reads float64 by default; Silero's ONNX graph takes float32 only."""
+    reference = load_audio(usable["reference.wav"])
+    np.testing.assert_allclose(
+        default_model.predict_batch([reference.astype(np.float64)]), default_model.predict_batch([reference]), rtol=0, atol=1e-4
+    )
+
+
 def test_other_rates_are_heard_as_the_reference_and_answered(default_model, usable):
     """Decoded to 16 kHz, a resampled file is the reference (band-limited to what it holds).
 
