@@ -42,7 +42,6 @@ SONG = 2  # the RAVDESS vocal channel code of song clips (speech is 1)
 FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.\w+$")
 AUDIO_EXTENSIONS = {".wav", ".flac", ".opus", ".ogg", ".mp3", ".m4a", ".webm"}
 
-# Other spellings seen in community uploads of RAVDESS, mapped to ours.
 FEATURES = datasets.Features(
     {
         "audio": datasets.Audio(sampling_rate=SAMPLING_RATE, num_channels=1),
